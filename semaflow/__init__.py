@@ -1,0 +1,1 @@
+"""The ``semaflow`` command line: run the whole stack, manage it."""

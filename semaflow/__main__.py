@@ -1,0 +1,3 @@
+from semaflow.cli import main
+
+main()

@@ -1,0 +1,150 @@
+"""``semaflow up``: every service as its own process, with embedded defaults."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import redis
+import structlog
+
+from semaflow.redis_server import RedisServer
+from semaflow.supervisor import Supervisor
+from shared import apikeys, keys
+from shared.config import Settings
+from shared.constants import DEV_TENANT
+from shared.telemetry import configure_logging
+
+log = structlog.get_logger("semaflow")
+
+SERVICES = ("gateway", "embedder", "indexer", "notifier", "scheduler")
+WORKERS = ("embedder", "indexer", "notifier", "scheduler")
+DEV_KEY_FILE = "dev-api-key"
+
+
+def dev_key(client: redis.Redis, data_dir: Path) -> str:
+    """The development admin key: created on first start, kept (0600) in the data dir, registered in Redis."""
+    path = data_dir / DEV_KEY_FILE
+    if path.exists():
+        key = path.read_text().strip()
+    else:
+        key = apikeys.new_key()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+    if not client.exists(keys.api_key(apikeys.hash_key(key))):
+        apikeys.store(client, key, DEV_TENANT, apikeys.Role.ADMIN)
+        log.info("dev_key.registered", tenant=DEV_TENANT)
+    return key
+
+
+def _ready(client: redis.Redis, sup: Supervisor, url: str) -> bool:
+    host = socket.gethostname()
+    for child in sup.children:
+        if child.name in WORKERS and not client.exists(keys.heartbeat(child.name, f"{host}:{child.pid}")):
+            return False
+    gateway = next(c for c in sup.children if c.name == "gateway")
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=1) as resp:
+            # The pid proves the answer comes from our gateway, not another server on the port.
+            return bool(resp.status == 200 and json.load(resp).get("pid") == gateway.pid)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def up(args: argparse.Namespace) -> int:
+    """Start Redis (unless one is configured), the five services, and supervise them until signalled."""
+    overrides = {
+        k: v for k, v in {"host": args.host, "port": args.port, "data_dir": args.data_dir}.items() if v is not None
+    }
+    settings = Settings(**overrides)
+    configure_logging("semaflow", level=settings.log_level, json=settings.log_json)
+    if not _port_free(settings.host, settings.port):
+        log.error("gateway.port_in_use", host=settings.host, port=settings.port)
+        print(
+            f"semaflow: {settings.host}:{settings.port} is already in use (choose another with --port)", file=sys.stderr
+        )
+        return 2
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+
+    redis_server = None
+    redis_url = settings.redis_url
+    if redis_url is None:
+        redis_server = RedisServer.start(data_dir / "redis")
+        redis_url = redis_server.url
+        log.info("redis.started", url=redis_url, pid=redis_server.process.pid, dir=str(redis_server.directory))
+    client = redis.Redis.from_url(redis_url)
+    key = dev_key(client, data_dir)
+
+    env = {
+        **os.environ,
+        "SEMAFLOW_REDIS_URL": redis_url,
+        "SEMAFLOW_DATA_DIR": str(data_dir),
+        "SEMAFLOW_HOST": settings.host,
+        "SEMAFLOW_PORT": str(settings.port),
+        "PYTHONUNBUFFERED": "1",
+    }
+    sup = Supervisor(env)
+    for name in SERVICES:
+        sup.add(name, f"services.{name}")
+    sup.start()
+    base_url = f"http://{settings.host}:{settings.port}"
+    announced = False
+    deadline = time.monotonic() + args.ready_timeout
+    code = 0
+    try:
+        while not stopping.wait(0.25):
+            sup.poll()
+            if not announced:
+                if _ready(client, sup, base_url):
+                    print(f"semaflow ready: {base_url} api_key={key}", flush=True)
+                    announced = True
+                elif time.monotonic() > deadline:
+                    log.error("stack.not_ready", timeout_s=args.ready_timeout)
+                    code = 1
+                    break
+    finally:
+        log.info("stack.stopping")
+        sup.stop(settings.shutdown_timeout_s + 5)
+        client.close()
+        if redis_server is not None:
+            redis_server.stop()
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``semaflow`` console script."""
+    parser = argparse.ArgumentParser(prog="semaflow", description="Event-driven semantic indexing and search.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="run every service (embedded Redis and local store unless configured)")
+    p_up.add_argument("--host", default=None, help="gateway address (default 127.0.0.1)")
+    p_up.add_argument("--port", type=int, default=None, help="gateway port (default 8080)")
+    p_up.add_argument("--data-dir", type=Path, default=None, help="data directory (default ./.semaflow)")
+    p_up.add_argument("--ready-timeout", type=float, default=600.0, help="give up if not ready after this many seconds")
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        sys.exit(up(args))

@@ -1,0 +1,30 @@
+"""Embedder service: consumes the ``embed`` queue with the model loaded once per process."""
+
+from __future__ import annotations
+
+from services.embedder import actors
+from shared import tasks
+from shared.config import Settings
+from shared.embedding import Encoder
+from shared.storage import ObjectStore, open_store
+from shared.telemetry import configure_logging
+from shared.worker import WorkerService, new_worker_service, require_redis_url
+
+NAME = "embedder"
+
+
+def build(settings: Settings, *, store: ObjectStore | None = None, encoder: Encoder | None = None) -> WorkerService:
+    """Wire settings to Redis, the store, the model and the actor (loads the model unless given one)."""
+    service = new_worker_service(NAME, settings, require_redis_url(settings), {tasks.EMBED_QUEUE})
+    enc = encoder or Encoder.load(settings.model_path, device=settings.device, batch_size=settings.embed_batch_size)
+    actors.declare(
+        service.broker, service.client, store or open_store(settings), enc, stream_maxlen=settings.stream_maxlen
+    )
+    return service
+
+
+def main() -> None:
+    """Run the embedder until SIGTERM."""
+    settings = Settings()
+    configure_logging(NAME, level=settings.log_level, json=settings.log_json)
+    build(settings).run_forever()

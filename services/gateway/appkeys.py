@@ -1,0 +1,26 @@
+"""Typed keys of the gateway's application and request state."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import dramatiq
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from services.gateway.querymodel import QueryModel
+from services.gateway.snapshots import IndexRegistry
+from services.gateway.writes import Writes
+from shared.config import Settings
+from shared.storage import ObjectStore
+
+SETTINGS: Final = web.AppKey("settings", Settings)
+REDIS: Final = web.AppKey("redis", aioredis.Redis)
+STORE: Final = web.AppKey("store", ObjectStore)  # type: ignore[type-abstract]
+BROKER: Final = web.AppKey("broker", dramatiq.Broker)
+REGISTRY: Final = web.AppKey("registry", IndexRegistry)
+MODEL: Final = web.AppKey("model", QueryModel)
+WRITES: Final = web.AppKey("writes", Writes)
+
+# Request-scoped: the authenticated key's record (shared.apikeys.ApiKey).
+PRINCIPAL: Final = "semaflow.principal"

@@ -1,0 +1,93 @@
+"""RFC 9457 problem documents, and the one table that maps errors to HTTP statuses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any, Final
+
+import redis.exceptions
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from services.gateway.appkeys import SETTINGS
+from shared.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, SemaflowError, TransientError
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON: Final = "application/problem+json"
+TYPE_BASE: Final = "https://semaflow.dev/problems/"
+
+# Domain errors -> status. Anything not listed is a bug and answers 500 (and is logged).
+_STATUS: Final[list[tuple[type[BaseException], int]]] = [
+    (NotFound, 404),
+    (Conflict, 409),
+    (InvalidInput, 422),
+    (ModelUnavailable, 503),
+    (TransientError, 503),
+    (redis.exceptions.ConnectionError, 503),
+    (redis.exceptions.TimeoutError, 503),
+]
+
+
+def problem(status: int, detail: str, *, errors: list[dict[str, Any]] | None = None, **extra: Any) -> web.Response:
+    """A problem+json response."""
+    phrase = HTTPStatus(status).phrase
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + phrase.lower().replace(" ", "-").replace("'", ""),
+        "title": phrase,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    if errors:
+        body["errors"] = errors
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_JSON)
+
+
+def validation_problem(exc: ValidationError, *, root: str = "body") -> web.Response:
+    """422 with one entry per invalid field, located by a JSON pointer."""
+    errors = [
+        {
+            "pointer": "/" + "/".join(str(p) for p in err["loc"]) if err["loc"] else "",
+            "detail": err["msg"],
+            "type": err["type"],
+        }
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    return problem(422, f"The request {root} has invalid fields.", errors=errors)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every error (ours, aiohttp's, pydantic's) as problem+json; never leak a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.content_type == PROBLEM_JSON:
+            raise
+        detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        if exc.status == 413:
+            detail = f"The request body exceeds the limit of {request.app[SETTINGS].max_request_bytes} bytes."
+        response = problem(exc.status, detail)
+        for name in ("Allow", "Retry-After", "WWW-Authenticate"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
+    except ValidationError as exc:
+        return validation_problem(exc)
+    except Exception as exc:
+        for cls, status in _STATUS:
+            if isinstance(exc, cls):
+                if status >= 500:
+                    log.warning("request.unavailable", path=request.path, error=str(exc), kind=type(exc).__name__)
+                return problem(status, str(exc) if isinstance(exc, SemaflowError) else "A dependency is unavailable.")
+        log.exception("request.failed", path=request.path)
+        return problem(500, "Internal error; it has been logged.")

@@ -1,0 +1,3 @@
+from services.indexer.main import main
+
+main()

@@ -1,0 +1,157 @@
+"""Redis Streams event bus: publish envelopes, consume them in groups or as a fan-out reader."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import structlog
+
+from shared import keys
+from shared.errors import InvalidInput
+from shared.events import CloudEvent
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio as aioredis
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[CloudEvent], Awaitable[None]]
+
+_FIELD: Final = b"event"
+
+
+def _fields(event: CloudEvent) -> dict[str, bytes]:
+    return {"type": event.type.encode(), "event": event.encode()}
+
+
+def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> CloudEvent | None:
+    try:
+        return CloudEvent.decode(fields[_FIELD])
+    except (KeyError, InvalidInput) as exc:
+        log.warning("bus.bad_entry", entry_id=entry_id.decode(), error=str(exc))
+        return None
+
+
+def publish(client: redis.Redis, event: CloudEvent, *, maxlen: int, stream: str = keys.EVENTS_STREAM) -> str:
+    """Append an event to the stream (trimmed approximately to ``maxlen``); returns the entry id."""
+    entry_id = client.xadd(stream, _fields(event), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+async def apublish(client: aioredis.Redis, event: CloudEvent, *, maxlen: int, stream: str = keys.EVENTS_STREAM) -> str:
+    """Async twin of :func:`publish`."""
+    entry_id = await client.xadd(stream, _fields(event), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+async def last_entry_id(client: aioredis.Redis, stream: str = keys.EVENTS_STREAM) -> str:
+    """Id of the newest entry (``0-0`` when the stream is empty); read it *before* loading state."""
+    entries = await client.xrevrange(stream, count=1)
+    return entries[0][0].decode() if entries else "0-0"
+
+
+async def tail(
+    client: aioredis.Redis,
+    after: str,
+    *,
+    stream: str = keys.EVENTS_STREAM,
+    block_ms: int = 5_000,
+    count: int = 100,
+) -> AsyncIterator[CloudEvent | None]:
+    """Yield every event after entry ``after``, forever: a fan-out reader (each caller sees all).
+
+    Used where every process must see every event (each gateway replica swaps its own index).
+    Yields None whenever ``block_ms`` passes without an event, so the caller can do periodic work.
+    """
+    position = after
+    while True:
+        reply = await client.xread({stream: position}, count=count, block=block_ms)
+        if not reply:
+            yield None
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                position = entry_id.decode()
+                event = _decode(entry_id, fields)
+                if event is not None:
+                    yield event
+
+
+class GroupConsumer:
+    """One consumer of a consumer group: at-least-once delivery, reclaims a dead peer's entries.
+
+    Handlers must be idempotent (dedupe by event id): an entry is acknowledged only after its
+    handler returned, so a crash in between delivers it again.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        group: str,
+        consumer: str,
+        handler: Handler,
+        *,
+        stream: str = keys.EVENTS_STREAM,
+        block_ms: int = 5_000,
+        count: int = 50,
+        reclaim_idle_ms: int = 60_000,
+    ) -> None:
+        self.client = client
+        self.group = group
+        self.consumer = consumer
+        self.handler = handler
+        self.stream = stream
+        self.block_ms = block_ms
+        self.count = count
+        self.reclaim_idle_ms = reclaim_idle_ms
+
+    async def ensure_group(self) -> None:
+        """Create the group at the stream's end if it does not exist (and the stream, if needed)."""
+        import redis.exceptions
+
+        try:
+            await self.client.xgroup_create(self.stream, self.group, id="$", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _handle(self, entries: list[Any]) -> None:
+        for entry_id, fields in entries:
+            if fields is None:  # deleted by trimming while pending
+                await self.client.xack(self.stream, self.group, entry_id)
+                continue
+            event = _decode(entry_id, fields)
+            if event is not None:
+                await self.handler(event)
+            await self.client.xack(self.stream, self.group, entry_id)
+
+    async def reclaim(self) -> int:
+        """Take over entries a dead consumer left pending longer than ``reclaim_idle_ms``."""
+        claimed = 0
+        start = "0-0"
+        while True:
+            reply = await self.client.xautoclaim(
+                self.stream, self.group, self.consumer, self.reclaim_idle_ms, start_id=start, count=self.count
+            )
+            start, entries = reply[0], reply[1]
+            await self._handle(entries)
+            claimed += len(entries)
+            if start in (b"0-0", "0-0"):
+                return claimed
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set: first this consumer's own pending entries, then new ones."""
+        await self.ensure_group()
+        await self.reclaim()
+        # Entries delivered to this consumer name before a restart but never acknowledged.
+        reply = await self.client.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=10_000)
+        for _s, entries in reply or []:
+            await self._handle(entries)
+        while not stop.is_set():
+            reply = await self.client.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=self.count, block=self.block_ms
+            )
+            for _s, entries in reply or []:
+                await self._handle(entries)

@@ -1,0 +1,71 @@
+"""The catalogue of tenants' collections, kept in Redis."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+from shared import keys
+from shared.layout import CollectionRef
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio as aioredis
+
+
+class Collection(BaseModel):
+    """A collection's catalogue record."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant: str
+    name: str
+    id: str
+    created_at: datetime
+
+    @property
+    def ref(self) -> CollectionRef:
+        """Where its objects live."""
+        return CollectionRef(self.tenant, self.name, self.id)
+
+
+async def create(client: aioredis.Redis, tenant: str, name: str) -> tuple[Collection, bool]:
+    """Create the collection unless it exists; returns the record and whether it was created."""
+    record = Collection(tenant=tenant, name=name, id=uuid.uuid4().hex[:12], created_at=datetime.now(UTC))
+    created = await client.hsetnx(keys.collections(tenant), name, record.model_dump_json())  # type: ignore[misc]
+    if created:
+        return record, True
+    existing = await get(client, tenant, name)
+    assert existing is not None
+    return existing, False
+
+
+async def get(client: aioredis.Redis, tenant: str, name: str) -> Collection | None:
+    """The collection's record, or None."""
+    raw = await client.hget(keys.collections(tenant), name)  # type: ignore[misc]
+    return Collection.model_validate_json(raw) if raw else None
+
+
+def get_sync(client: redis.Redis, tenant: str, name: str) -> Collection | None:
+    """The collection's record from a blocking client, or None."""
+    raw = client.hget(keys.collections(tenant), name)
+    return Collection.model_validate_json(raw) if raw else None  # type: ignore[arg-type]
+
+
+async def list_all(client: aioredis.Redis, tenant: str) -> list[Collection]:
+    """A tenant's collections, by name."""
+    raw = await client.hgetall(keys.collections(tenant))  # type: ignore[misc]
+    return sorted((Collection.model_validate_json(v) for v in raw.values()), key=lambda c: c.name)
+
+
+async def delete(client: aioredis.Redis, collection: Collection) -> bool:
+    """Remove the record and the collection's Redis state (pointer, document map, write counter)."""
+    t, n = collection.tenant, collection.name
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.hdel(keys.collections(t), n)
+        pipe.delete(keys.latest(t, n), keys.docmap(t, n), keys.write_seq(t, n))
+        removed, _ = await pipe.execute()
+    return bool(removed)

@@ -1,0 +1,65 @@
+"""Typed settings, read once from ``SEMAFLOW_*`` environment variables at a service's edge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared import constants as c
+
+
+class Settings(BaseSettings):
+    """Every setting of every service; each service reads the fields it needs."""
+
+    model_config = SettingsConfigDict(env_prefix="SEMAFLOW_", extra="ignore", frozen=True)
+
+    # --- where things live -------------------------------------------------------------------
+    data_dir: Path = Field(default=Path(".semaflow"), description="Root of embedded Redis data and the local store.")
+    redis_url: str | None = Field(default=None, description="Redis URL; unset means `semaflow up` starts its own.")
+    store_dir: Path | None = Field(default=None, description="Local object-store directory (default DATA_DIR/objects).")
+    s3_bucket: str | None = Field(
+        default=None, description="Use S3 (any S3 API) with this bucket instead of a directory."
+    )
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = ""
+
+    # --- gateway -----------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_documents_per_request: int = c.MAX_DOCUMENTS_PER_REQUEST
+    max_request_bytes: int = c.MAX_REQUEST_BYTES
+    query_model_timeout_s: float = 120.0
+    index_reconcile_interval_s: float = 30.0
+
+    # --- embedding ---------------------------------------------------------------------------
+    model_path: Path | None = Field(
+        default=None, description="SentenceTransformer folder (default: the packaged model)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    embed_batch_size: int = 64
+
+    # --- workers -----------------------------------------------------------------------------
+    worker_threads: int = 1
+    worker_poll_ms: int = c.WORKER_POLL_MS
+    max_retries: int = 5
+    min_backoff_ms: int = 500
+    max_backoff_ms: int = 60_000
+    shutdown_timeout_s: float = 30.0
+
+    # --- events ------------------------------------------------------------------------------
+    stream_maxlen: int = c.STREAM_MAXLEN
+
+    # --- logging -----------------------------------------------------------------------------
+    log_level: str = "INFO"
+    log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless attached to a terminal.")
+
+    @property
+    def local_store_dir(self) -> Path:
+        """The local object-store directory in effect."""
+        return self.store_dir if self.store_dir is not None else self.data_dir / "objects"

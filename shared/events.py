@@ -1,0 +1,144 @@
+"""The CloudEvents 1.0 envelope every event travels in, and one data model per event type."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import InvalidInput
+
+SPECVERSION: Final = "1.0"
+
+
+class EventData(BaseModel):
+    """Base of the payload models; ``TYPE`` names the CloudEvents ``type``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    TYPE: ClassVar[str]
+
+
+class BatchAccepted(EventData):
+    """A batch of documents was stored durably and its job queued."""
+
+    TYPE: ClassVar[str] = "document.batch.accepted"
+    tenant: str
+    collection: str
+    batch_id: str
+    job_id: str
+    documents: int
+
+
+class BatchEmbedded(EventData):
+    """A batch's vectors were written and handed to the indexer."""
+
+    TYPE: ClassVar[str] = "document.batch.embedded"
+    tenant: str
+    collection: str
+    batch_id: str
+    job_id: str
+    documents: int
+
+
+class IndexPublished(EventData):
+    """A collection's LATEST pointer moved to a new manifest version."""
+
+    TYPE: ClassVar[str] = "index.published"
+    tenant: str
+    collection: str
+    version: str
+    documents: int
+    segments: int
+
+
+class CollectionDeleted(EventData):
+    """A collection was deleted; its index must be dropped everywhere."""
+
+    TYPE: ClassVar[str] = "collection.deleted"
+    tenant: str
+    collection: str
+
+
+class JobSucceeded(EventData):
+    """A job finished and its effect is searchable."""
+
+    TYPE: ClassVar[str] = "job.succeeded"
+    tenant: str
+    collection: str
+    job_id: str
+    version: str | None = None
+
+
+class JobFailed(EventData):
+    """A job gave up; ``error`` says why."""
+
+    TYPE: ClassVar[str] = "job.failed"
+    tenant: str
+    collection: str
+    job_id: str
+    error: str
+
+
+EVENT_TYPES: Final[dict[str, type[EventData]]] = {
+    m.TYPE: m for m in (BatchAccepted, BatchEmbedded, IndexPublished, CollectionDeleted, JobSucceeded, JobFailed)
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 envelope (JSON format) with the W3C ``traceparent`` extension."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    specversion: str = SPECVERSION
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    source: str
+    type: str
+    time: datetime = Field(default_factory=_now)
+    subject: str | None = None
+    datacontenttype: str = "application/json"
+    data: dict[str, Any]
+    traceparent: str | None = None
+
+    @classmethod
+    def wrap(cls, data: EventData, *, source: str, subject: str | None = None) -> CloudEvent:
+        """Put a typed payload into a new envelope."""
+        return cls(source=source, type=data.TYPE, subject=subject, data=data.model_dump(mode="json"))
+
+    def payload(self) -> EventData:
+        """Decode ``data`` into the model registered for ``type``.
+
+        Raises:
+            InvalidInput: the type is unknown or the data does not match its model.
+        """
+        model = EVENT_TYPES.get(self.type)
+        if model is None:
+            raise InvalidInput(f"unknown event type {self.type!r}")
+        try:
+            return model.model_validate(self.data)
+        except ValueError as exc:
+            raise InvalidInput(f"invalid {self.type} data: {exc}") from exc
+
+    def encode(self) -> bytes:
+        """The envelope as compact JSON bytes."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> CloudEvent:
+        """Parse an envelope from JSON.
+
+        Raises:
+            InvalidInput: the JSON is not a valid envelope.
+        """
+        try:
+            event = cls.model_validate_json(raw)
+        except ValueError as exc:
+            raise InvalidInput(f"invalid event envelope: {exc}") from exc
+        if event.specversion != SPECVERSION:
+            raise InvalidInput(f"unsupported specversion {event.specversion!r}")
+        return event

@@ -1,0 +1,56 @@
+"""Liveness heartbeats: a short-lived Redis key per running service process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from typing import TYPE_CHECKING
+
+import structlog
+
+from shared import keys
+from shared.constants import HEARTBEAT_TTL_S
+
+if TYPE_CHECKING:
+    import redis
+
+log = structlog.get_logger(__name__)
+
+
+def instance_id() -> str:
+    """``host:pid`` of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Heartbeat:
+    """Refreshes ``semaflow:hb:{service}:{instance}`` from a daemon thread until stopped."""
+
+    def __init__(self, client: redis.Redis, service: str, *, ttl_s: int = HEARTBEAT_TTL_S) -> None:
+        self.client = client
+        self.key = keys.heartbeat(service, instance_id())
+        self.ttl_s = ttl_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{service}", daemon=True)
+
+    def start(self) -> None:
+        """Beat once now (so readiness is visible at once), then every third of the TTL."""
+        self.client.set(self.key, "1", ex=self.ttl_s)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                self.client.set(self.key, "1", ex=self.ttl_s)
+            except Exception as exc:  # keep beating through a Redis blip
+                log.warning("heartbeat.failed", error=str(exc))
+
+    def stop(self) -> None:
+        """Stop beating and remove the key, so the process is seen as gone at once."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        try:
+            self.client.delete(self.key)
+        except Exception as exc:
+            log.warning("heartbeat.cleanup_failed", error=str(exc))

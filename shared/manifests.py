@@ -1,0 +1,111 @@
+"""Index manifests: write-once, content-addressed lists of live segments and their tombstones."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from shared import constants as c
+from shared.errors import CorruptObject, ObjectNotFound, PreconditionFailed
+
+if TYPE_CHECKING:
+    from shared.layout import CollectionRef
+    from shared.storage import ObjectStore
+
+
+def sha256(data: bytes) -> str:
+    """Hex SHA-256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class SegmentRef(BaseModel):
+    """One immutable segment and the documents of it that are deleted (or replaced) since."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    kind: Literal["flat"] = "flat"
+    vectors: int
+    files: dict[str, str]  # file name -> SHA-256
+    deleted: tuple[str, ...] = ()
+
+    @property
+    def live(self) -> int:
+        """Documents of this segment still searchable."""
+        return self.vectors - len(self.deleted)
+
+
+class Manifest(BaseModel):
+    """The full state of a collection's index at one version."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant: str
+    collection: str
+    collection_id: str
+    sequence: int
+    parent: str | None
+    created_at: datetime
+    dim: int = c.EMBEDDING_DIM
+    metric: Literal["inner_product"] = "inner_product"
+    segments: tuple[SegmentRef, ...]
+    version: str = ""
+
+    @property
+    def documents(self) -> int:
+        """Live documents across all segments."""
+        return sum(s.live for s in self.segments)
+
+    def digest(self) -> str:
+        """SHA-256 over the canonical JSON of everything but the version itself."""
+        body = self.model_dump(mode="json", exclude={"version"})
+        return sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+    def sealed(self) -> Manifest:
+        """This manifest with its content-derived version: ``{sequence:010d}-{digest[:16]}``.
+
+        The zero-padded sequence makes versions of one collection sort in publish order.
+        """
+        return self.model_copy(update={"version": f"{self.sequence:010d}-{self.digest()[:16]}"})
+
+    def verify(self) -> None:
+        """Raises:
+        CorruptObject: the version does not match the content.
+        """
+        if self.sealed().version != self.version:
+            raise CorruptObject(f"manifest {self.version} does not match its content")
+
+
+def write(store: ObjectStore, ref: CollectionRef, manifest: Manifest) -> None:
+    """Store a sealed manifest under its version; an identical existing one is accepted."""
+    data = manifest.model_dump_json(indent=1).encode()
+    try:
+        store.put(ref.manifest_key(manifest.version), data, if_absent=True)
+    except PreconditionFailed:
+        # Write-once: the same version means the same content (it is derived from it), unless corrupt.
+        read(store, ref, manifest.version)
+
+
+def read(store: ObjectStore, ref: CollectionRef, version: str) -> Manifest:
+    """Load and verify a manifest.
+
+    Raises:
+        ObjectNotFound: no such version.
+        CorruptObject: it fails to parse or its content does not match its version.
+    """
+    data = store.get(ref.manifest_key(version))
+    try:
+        manifest = Manifest.model_validate_json(data)
+    except ValueError as exc:
+        raise CorruptObject(f"manifest {version}: {exc}") from exc
+    if manifest.version != version:
+        raise CorruptObject(f"manifest stored as {version} says {manifest.version}")
+    manifest.verify()
+    return manifest
+
+
+__all__ = ["Manifest", "ObjectNotFound", "SegmentRef", "read", "sha256", "write"]

@@ -1,0 +1,90 @@
+"""Running a Dramatiq worker service: broker, actors, heartbeat, and a graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import dramatiq
+import redis
+import structlog
+
+from shared.broker import build_broker
+from shared.heartbeat import Heartbeat
+from shared.middleware import JobFailures
+
+if TYPE_CHECKING:
+    from shared.config import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class WorkerService:
+    """A built worker: its broker, the queues it consumes, and its Redis client."""
+
+    name: str
+    settings: Settings
+    redis_url: str
+    broker: dramatiq.Broker
+    client: redis.Redis
+    queues: set[str]
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+
+    def start(self) -> tuple[dramatiq.Worker, Heartbeat]:
+        """Start consuming and beating; returns what :meth:`stop` needs."""
+        worker = dramatiq.Worker(
+            self.broker,
+            queues=self.queues,
+            worker_threads=self.settings.worker_threads,
+            worker_timeout=self.settings.worker_poll_ms,
+        )
+        worker.start()
+        heartbeat = Heartbeat(self.client, self.name)
+        heartbeat.start()
+        log.info("worker.started", queues=sorted(self.queues), threads=self.settings.worker_threads)
+        return worker, heartbeat
+
+    def stop(self, worker: dramatiq.Worker, heartbeat: Heartbeat) -> None:
+        """Let in-flight messages finish (up to the shutdown timeout); unfinished ones go back to the queue."""
+        heartbeat.stop()
+        worker.stop(timeout=int(self.settings.shutdown_timeout_s * 1000))
+        for hook in self.on_stop:
+            hook()
+        self.broker.close()
+        self.client.close()
+        log.info("worker.stopped")
+
+    def run_forever(self) -> None:
+        """Run until SIGTERM or SIGINT."""
+        done = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: done.set())
+        worker, heartbeat = self.start()
+        done.wait()
+        log.info("worker.stopping")
+        self.stop(worker, heartbeat)
+
+
+def new_worker_service(name: str, settings: Settings, redis_url: str, queues: set[str]) -> WorkerService:
+    """Broker and Redis client for a worker service (actors are declared by the caller)."""
+    client = redis.Redis.from_url(redis_url, health_check_interval=30)
+    failures = JobFailures(client, source=f"semaflow/{name}", stream_maxlen=settings.stream_maxlen)
+    broker = build_broker(settings, redis_url, extra=[failures])
+    for queue in queues:
+        broker.declare_queue(queue)
+    return WorkerService(name, settings, redis_url, broker, client, queues)
+
+
+def require_redis_url(settings: Settings) -> str:
+    """The Redis URL a service must have (``semaflow up`` sets it for its children).
+
+    Raises:
+        SystemExit: none is configured.
+    """
+    if not settings.redis_url:
+        raise SystemExit("SEMAFLOW_REDIS_URL is not set (run the services with `semaflow up`, or set it)")
+    return settings.redis_url
