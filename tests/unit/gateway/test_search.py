@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from services.gateway.search import search_snapshot
+from services.gateway.snapshots import LiveSegment, Snapshot
+from shared.documents import normalize
+from shared.layout import CollectionRef
+from shared.segments import LoadedSegment
+
+
+def _segment(seg_id: str, vectors: np.ndarray[Any, Any], ids: list[str], meta: list[dict[str, Any]]) -> LoadedSegment:
+    import faiss
+
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    return LoadedSegment(seg_id, index, ids, meta)
+
+
+def _snapshot(deleted: tuple[str, ...] = ()) -> tuple[Snapshot, np.ndarray[Any, Any]]:
+    rng = np.random.default_rng(7)
+    v = normalize(rng.normal(size=(20, 384)))
+    s1 = _segment("s1", v[:10], [f"d{i}" for i in range(10)], [{"even": i % 2 == 0} for i in range(10)])
+    s2 = _segment("s2", v[10:], [f"d{i}" for i in range(10, 20)], [{"even": i % 2 == 0} for i in range(10, 20)])
+    live = (LiveSegment.of(s1, deleted), LiveSegment.of(s2, deleted))
+    return Snapshot(CollectionRef("t", "c", "x"), "v1", live), v
+
+
+def test_top_k_is_merged_across_segments_in_score_order() -> None:
+    snapshot, v = _snapshot()
+    q = v[15]
+    hits = search_snapshot(snapshot, q, 5)
+    exact = np.argsort(-(v @ q))[:5]
+    assert [h.id for h in hits] == [f"d{i}" for i in exact]
+    assert hits[0].id == "d15"
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+
+
+def test_tombstoned_documents_never_return() -> None:
+    snapshot, v = _snapshot(deleted=("d15", "d3"))
+    hits = search_snapshot(snapshot, v[15], 20)
+    ids = {h.id for h in hits}
+    assert "d15" not in ids and "d3" not in ids
+    assert len(hits) == 18
+
+
+def test_filter_keeps_only_matching_metadata() -> None:
+    snapshot, v = _snapshot(deleted=("d4",))
+    hits = search_snapshot(snapshot, v[15], 20, {"even": True})
+    assert {h.id for h in hits} == {f"d{i}" for i in range(0, 20, 2)} - {"d4"}
+
+
+def test_k_larger_than_collection_returns_everything_live() -> None:
+    snapshot, v = _snapshot()
+    assert len(search_snapshot(snapshot, v[0], 100)) == 20
