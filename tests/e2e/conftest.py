@@ -1,0 +1,94 @@
+"""A whole stack started the way a user starts it: ``semaflow up`` as a process, driven over HTTP."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from semaflow.redis_server import free_port
+
+READY_TIMEOUT_S = 180.0
+
+
+@dataclass
+class Stack:
+    """A running ``semaflow up``."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    api_key: str
+    log: Path
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-20_000:]
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise
+            finally:
+                if self.process.stdout is not None:
+                    self.process.stdout.close()
+        return self.process.returncode
+
+
+def start_stack(data_dir: Path, *, extra_env: dict[str, str] | None = None) -> Stack:
+    """Run ``semaflow up`` on a free port and wait for its ready line (fails with its logs if it never comes)."""
+    port = free_port()
+    log = data_dir.parent / f"{data_dir.name}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEMAFLOW_")}
+    env.update({"SEMAFLOW_LOG_JSON": "true", "SEMAFLOW_WORKER_POLL_MS": "50", **(extra_env or {})})
+    with log.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "semaflow", "up", "--port", str(port), "--data-dir", str(data_dir)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
+        )
+    assert process.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    line = b""
+    while not line.endswith(b"\n"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            process.stdout.close()
+            pytest.fail(f"semaflow up never became ready; its log:\n{log.read_text(errors='replace')[-20_000:]}")
+        if sel.select(timeout=0.5):
+            line += process.stdout.read1(4096)  # type: ignore[attr-defined]
+    sel.close()
+    text = line.decode().strip()
+    assert text.startswith("semaflow ready: "), text
+    url, key = text.removeprefix("semaflow ready: ").split(" api_key=")
+    assert url == f"http://127.0.0.1:{port}"
+    return Stack(process, url, key, log)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One stack shared by a module's tests (it takes ~15 s to load the model)."""
+    running = start_stack(tmp_path_factory.mktemp("stack") / "data")
+    yield running
+    code = running.stop()
+    assert code == 0, running.logs()

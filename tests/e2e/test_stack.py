@@ -1,0 +1,163 @@
+"""End to end: services as separate processes, as `semaflow up` runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import psutil
+import pytest
+
+from tests.e2e.conftest import Stack, start_stack
+
+pytestmark = pytest.mark.e2e
+
+WORDS = (
+    "river mountain quantum protein harbour violin algebra glacier lantern orbit pepper cathedral neuron "
+    "desert typhoon marble falcon ledger copper meadow vaccine satellite tundra compass saffron turbine "
+    "archive canyon enzyme festival granite horizon iceberg jasmine kernel lagoon mosaic nebula orchard "
+    "pendulum quarry reactor sapphire telescope umbrella volcano walnut yacht zephyr bakery cobalt dolphin "
+    "ember fossil gravity hammock island jungle kettle lighthouse magnet nectar oyster pyramid quilt rocket"
+).split()
+
+
+def corpus(n: int, seed: int, prefix: str) -> list[dict[str, Any]]:
+    """``n`` distinct pseudo-sentences (deterministic)."""
+    rng = random.Random(seed)
+    return [
+        {"id": f"{prefix}{i}", "text": " ".join(rng.choices(WORDS, k=12)), "metadata": {"i": i, "prefix": prefix}}
+        for i in range(n)
+    ]
+
+
+async def wait_job(session: aiohttp.ClientSession, stack: Stack, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        async with session.get(f"{stack.url}/v1/jobs/{job_id}", headers=stack.auth) as resp:
+            assert resp.status == 200
+            job: dict[str, Any] = await resp.json()
+        if job["state"] in ("succeeded", "failed"):
+            assert job["state"] == "succeeded", job
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job['state']}\n{stack.logs()}"
+        await asyncio.sleep(0.1)
+
+
+async def ingest(session: aiohttp.ClientSession, stack: Stack, coll: str, docs: list[dict[str, Any]]) -> str:
+    async with session.post(
+        f"{stack.url}/v1/collections/{coll}/documents", json={"documents": docs}, headers=stack.auth
+    ) as r:
+        assert r.status == 202, await r.text()
+        return str((await r.json())["job_id"])
+
+
+async def search(session: aiohttp.ClientSession, stack: Stack, coll: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with session.post(f"{stack.url}/v1/collections/{coll}/search", json=body, headers=stack.auth) as r:
+        assert r.status == 200, await r.text()
+        out: dict[str, Any] = await r.json()
+        return out
+
+
+async def test_200_documents_are_each_found_by_their_own_text(stack: Stack) -> None:
+    docs = corpus(200, seed=1, prefix="d")
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"{stack.url}/v1/collections/e2e", headers=stack.auth) as r:
+            assert r.status == 201
+        jobs = [await ingest(session, stack, "e2e", docs[i : i + 50]) for i in range(0, 200, 50)]
+        for job_id in jobs:
+            await wait_job(session, stack, job_id)
+        async with session.get(f"{stack.url}/v1/collections/e2e", headers=stack.auth) as r:
+            info = await r.json()
+        assert info["documents"] == 200 and info["segments"] == 4
+
+        for doc in random.Random(2).sample(docs, 20):
+            out = await search(session, stack, "e2e", {"query": doc["text"], "k": 3})
+            assert out["results"][0]["id"] == doc["id"], (doc, out)
+            assert out["results"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+            assert out["results"][0]["metadata"] == doc["metadata"]
+
+
+async def test_hot_swap_serves_every_request_and_versions_only_move_forward(stack: Stack) -> None:
+    # Given a collection with an index, and clients searching it without pause,
+    rng = np.random.default_rng(3)
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"{stack.url}/v1/collections/swap", headers=stack.auth) as r:
+            assert r.status == 201
+        await wait_job(session, stack, await ingest(session, stack, "swap", corpus(20, seed=10, prefix="s0-")))
+        stop = asyncio.Event()
+        seen: list[list[str]] = []
+        failures: list[str] = []
+        counts = [0]
+
+        async def client(n: int) -> None:
+            versions: list[str] = []
+            seen.append(versions)
+            while not stop.is_set():
+                body: dict[str, Any] = (
+                    {"query": f"{WORDS[n]} {WORDS[n + 7]}", "k": 5}
+                    if n % 2
+                    else {"vector": rng.normal(size=384).tolist(), "k": 5}
+                )
+                try:
+                    async with session.post(
+                        f"{stack.url}/v1/collections/swap/search", json=body, headers=stack.auth
+                    ) as resp:
+                        if resp.status != 200:
+                            failures.append(f"{resp.status}: {await resp.text()}")
+                            continue
+                        out = await resp.json()
+                        versions.append(out["index_version"])
+                        counts[0] += 1
+                except aiohttp.ClientError as exc:
+                    failures.append(repr(exc))
+
+        clients = [asyncio.create_task(client(n)) for n in range(8)]
+        # When 5 more batches are ingested and published one after another,
+        published = []
+        for b in range(1, 6):
+            job = await wait_job(
+                session, stack, await ingest(session, stack, "swap", corpus(20, seed=10 + b, prefix=f"s{b}-"))
+            )
+            published.append(job["index_version"])
+            await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.gather(*clients)
+
+    # Then no request failed, and each client only ever saw versions move forward.
+    assert failures == []
+    assert counts[0] > 50
+    for versions in seen:
+        assert versions == sorted(versions)
+    assert len(set(published)) == 5 and published == sorted(published)
+    assert any(published[-1] in versions for versions in seen)
+
+
+def test_crashed_worker_is_restarted_and_stack_stops_cleanly(tmp_path: Path) -> None:
+    stack = start_stack(tmp_path / "data")
+    try:
+        supervisor = psutil.Process(stack.process.pid)
+        indexer = next(p for p in supervisor.children() if "services.indexer" in " ".join(p.cmdline()))
+        indexer.send_signal(signal.SIGKILL)
+        indexer.wait(10)
+
+        async def use_it() -> None:
+            async with aiohttp.ClientSession() as session:
+                async with session.put(f"{stack.url}/v1/collections/c", headers=stack.auth) as r:
+                    assert r.status == 201
+                await wait_job(session, stack, await ingest(session, stack, "c", corpus(5, seed=9, prefix="x")))
+
+        asyncio.run(use_it())
+        children = supervisor.children(recursive=True)
+        assert any("services.indexer" in " ".join(p.cmdline()) for p in children)
+        assert "service.restarted" in stack.logs()
+    finally:
+        code = stack.stop()
+    assert code == 0, stack.logs()
+    for child in children:
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
