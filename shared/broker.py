@@ -33,4 +33,4 @@ def build_broker(settings: Settings, redis_url: str, *, extra: list[Middleware] 
         *(extra or []),
     ]
     client = redis.Redis.from_url(redis_url, health_check_interval=30)
-    return RedisBroker(client=client, middleware=middleware, namespace=NAMESPACE)
+    return RedisBroker(client=client, middleware=middleware, namespace=NAMESPACE)  # type: ignore[no-untyped-call]

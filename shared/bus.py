@@ -38,7 +38,7 @@ def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> CloudEvent | None:
 def publish(client: redis.Redis, event: CloudEvent, *, maxlen: int, stream: str = keys.EVENTS_STREAM) -> str:
     """Append an event to the stream (trimmed approximately to ``maxlen``); returns the entry id."""
     entry_id = client.xadd(stream, _fields(event), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return keys.text(entry_id) if entry_id else ""
 
 
 async def apublish(client: aioredis.Redis, event: CloudEvent, *, maxlen: int, stream: str = keys.EVENTS_STREAM) -> str:
@@ -50,7 +50,7 @@ async def apublish(client: aioredis.Redis, event: CloudEvent, *, maxlen: int, st
 async def last_entry_id(client: aioredis.Redis, stream: str = keys.EVENTS_STREAM) -> str:
     """Id of the newest entry (``0-0`` when the stream is empty); read it *before* loading state."""
     entries = await client.xrevrange(stream, count=1)
-    return entries[0][0].decode() if entries else "0-0"
+    return keys.text(entries[0][0]) if entries and entries[0][0] else "0-0"
 
 
 async def tail(
@@ -68,7 +68,7 @@ async def tail(
     """
     position = after
     while True:
-        reply = await client.xread({stream: position}, count=count, block=block_ms)
+        reply: Any = await client.xread({stream: position}, count=count, block=block_ms)
         if not reply:
             yield None
         for _stream, entries in reply or []:
@@ -132,7 +132,7 @@ class GroupConsumer:
         claimed = 0
         start = "0-0"
         while True:
-            reply = await self.client.xautoclaim(
+            reply: Any = await self.client.xautoclaim(
                 self.stream, self.group, self.consumer, self.reclaim_idle_ms, start_id=start, count=self.count
             )
             start, entries = reply[0], reply[1]
@@ -146,7 +146,7 @@ class GroupConsumer:
         await self.ensure_group()
         await self.reclaim()
         # Entries delivered to this consumer name before a restart but never acknowledged.
-        reply = await self.client.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=10_000)
+        reply: Any = await self.client.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=10_000)
         for _s, entries in reply or []:
             await self._handle(entries)
         while not stop.is_set():

@@ -35,7 +35,7 @@ class Collection(BaseModel):
 async def create(client: aioredis.Redis, tenant: str, name: str) -> tuple[Collection, bool]:
     """Create the collection unless it exists; returns the record and whether it was created."""
     record = Collection(tenant=tenant, name=name, id=uuid.uuid4().hex[:12], created_at=datetime.now(UTC))
-    created = await client.hsetnx(keys.collections(tenant), name, record.model_dump_json())  # type: ignore[misc]
+    created = await client.hsetnx(keys.collections(tenant), name, record.model_dump_json())
     if created:
         return record, True
     existing = await get(client, tenant, name)
@@ -45,19 +45,19 @@ async def create(client: aioredis.Redis, tenant: str, name: str) -> tuple[Collec
 
 async def get(client: aioredis.Redis, tenant: str, name: str) -> Collection | None:
     """The collection's record, or None."""
-    raw = await client.hget(keys.collections(tenant), name)  # type: ignore[misc]
+    raw = await client.hget(keys.collections(tenant), name)
     return Collection.model_validate_json(raw) if raw else None
 
 
 def get_sync(client: redis.Redis, tenant: str, name: str) -> Collection | None:
     """The collection's record from a blocking client, or None."""
     raw = client.hget(keys.collections(tenant), name)
-    return Collection.model_validate_json(raw) if raw else None  # type: ignore[arg-type]
+    return Collection.model_validate_json(raw) if raw else None
 
 
 async def list_all(client: aioredis.Redis, tenant: str) -> list[Collection]:
     """A tenant's collections, by name."""
-    raw = await client.hgetall(keys.collections(tenant))  # type: ignore[misc]
+    raw = await client.hgetall(keys.collections(tenant))
     return sorted((Collection.model_validate_json(v) for v in raw.values()), key=lambda c: c.name)
 
 

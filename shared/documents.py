@@ -98,7 +98,7 @@ def decode_vectors(data: bytes) -> np.ndarray[Any, np.dtype[np.float32]]:
         raise CorruptObject(f"invalid vectors file: {exc}") from exc
     if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape[1] != c.EMBEDDING_DIM:
         raise CorruptObject(f"vectors have shape {arr.shape} and dtype {arr.dtype}")
-    return arr
+    return arr  # type: ignore[no-any-return]
 
 
 def metadata_line(doc_id: str, metadata: dict[str, Any]) -> bytes:

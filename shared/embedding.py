@@ -43,7 +43,9 @@ class Encoder:
         self.device = str(model.device)
         # sentence-transformers renamed the accessor; accept both.
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        self.dim = int(getter())
+        dim = getter()
+        assert isinstance(dim, int)
+        self.dim = dim
         self._lock = threading.Lock()
 
     @classmethod
@@ -58,7 +60,7 @@ class Encoder:
         import transformers
         from sentence_transformers import SentenceTransformer
 
-        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
         path = model_path or packaged_model_path()
         dev = pick_device(device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
@@ -68,10 +69,10 @@ def _to_hash(job: Job) -> dict[str, str]:
     return {k: v for k, v in job.model_dump(mode="json").items() if v is not None}
 
 
-def _from_hash(raw: dict[bytes, bytes]) -> Job | None:
+def _from_hash(raw: Mapping[bytes | str, bytes | str]) -> Job | None:
     if not raw:
         return None
-    return Job.model_validate({k.decode(): v.decode() for k, v in raw.items()})
+    return Job.model_validate({keys.text(k): keys.text(v) for k, v in raw.items()})
 
 
 # Moves a job to a new state only from an allowed one, so a late or duplicate message can never
@@ -96,24 +97,34 @@ _ALLOWED_FROM: Final[dict[JobState, tuple[JobState, ...]]] = {
 
 async def create(client: aioredis.Redis, job: Job) -> None:
     """Store a new job record."""
-    await client.hset(keys.job(job.id), mapping=_to_hash(job))  # type: ignore[arg-type,misc]
+    await client.hset(keys.job(job.id), mapping=_to_hash(job))  # type: ignore[arg-type]
 
 
 async def get(client: aioredis.Redis, job_id: str) -> Job | None:
     """Load a job record, or None."""
-    return _from_hash(await client.hgetall(keys.job(job_id)))  # type: ignore[misc]
+    return _from_hash(await client.hgetall(keys.job(job_id)))
 
 
 def get_sync(client: redis.Redis, job_id: str) -> Job | None:
     """Load a job record from a blocking client, or None."""
-    return _from_hash(client.hgetall(keys.job(job_id)))  # type: ignore[arg-type]
+    return _from_hash(client.hgetall(keys.job(job_id)))
 
 
-def transition(client: redis.Redis, job_id: str, state: JobState, **fields: str | int | None) -> bool:
-    """Move a job to ``state`` if its current state allows it; returns whether it moved."""
-    args: list[str] = [state.value, ",".join(_ALLOWED_FROM[state]), str(JOB_RETENTION_S) if state in FINISHED else ""]
+def _transition_args(state: JobState, fields: dict[str, str | int | None]) -> list[str]:
+    args = [state.value, ",".join(_ALLOWED_FROM[state]), str(JOB_RETENTION_S) if state in FINISHED else ""]
     args += ["updated_at", now().isoformat()]
     for name, value in fields.items():
         if value is not None:
             args += [name, str(value)]
-    return bool(client.eval(_TRANSITION, 1, keys.job(job_id), *args) == 1)
+    return args
+
+
+def transition(client: redis.Redis, job_id: str, state: JobState, **fields: str | int | None) -> bool:
+    """Move a job to ``state`` if its current state allows it; returns whether it moved."""
+    return bool(client.eval(_TRANSITION, 1, keys.job(job_id), *_transition_args(state, fields)) == 1)
+
+
+async def atransition(client: aioredis.Redis, job_id: str, state: JobState, **fields: str | int | None) -> bool:
+    """Async twin of :func:`transition`."""
+    moved = await client.eval(_TRANSITION, 1, keys.job(job_id), *_transition_args(state, fields))
+    return bool(moved == 1)

@@ -11,6 +11,11 @@ PREFIX: Final = "semaflow"
 EVENTS_STREAM: Final = f"{PREFIX}:events"
 
 
+def text(raw: bytes | str) -> str:
+    """A value read back from Redis as text (clients may return bytes or str)."""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 def api_key(key_hash: str) -> str:
     """Hash of an API key's record (tenant, role, created_at); keyed by the key's SHA-256."""
     return f"{PREFIX}:apikey:{key_hash}"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import redis
 import structlog
@@ -14,7 +15,9 @@ from shared.heartbeat import Heartbeat
 log = structlog.get_logger(__name__)
 
 
-async def run_until_signalled(name: str, redis_url: str, body: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+async def run_until_signalled(
+    name: str, redis_url: str, body: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+) -> None:
     """Run ``body(stop)`` with a heartbeat until SIGTERM/SIGINT sets ``stop``."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -69,6 +69,17 @@ def _check_key(key: str) -> str:
     return key
 
 
+def _could_prefix_a_key(prefix: str) -> bool:
+    """Whether some valid key starts with ``prefix``: every segment before its last ``/`` must be valid."""
+    if "/" not in prefix:
+        return True
+    try:
+        _check_key(prefix.rsplit("/", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
 class LocalStore:
     """Objects as files under a root directory; writes are atomic and fsync'ed."""
 
@@ -113,7 +124,7 @@ class LocalStore:
         """Read the whole file."""
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
         except OSError as exc:
             raise StorageUnavailable(f"cannot read {key!r}: {exc}") from exc
@@ -126,11 +137,15 @@ class LocalStore:
         """Unlink the file if present."""
         try:
             self._path(key).unlink(missing_ok=True)
+        except (IsADirectoryError, NotADirectoryError):
+            return  # a "directory" of other keys, or a path through an object: no object here
         except OSError as exc:
             raise StorageUnavailable(f"cannot delete {key!r}: {exc}") from exc
 
     def list(self, prefix: str) -> Iterator[str]:
         """Walk the tree below the prefix's directory."""
+        if not _could_prefix_a_key(prefix):
+            return  # e.g. "../" or "/etc/": would walk outside the root
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not base.is_dir():
             return
@@ -191,17 +206,28 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def list(self, prefix: str) -> Iterator[str]:
-        """ListObjectsV2, all pages."""
+        """ListObjectsV2, all pages; filtered and sorted here, as not every S3 API server lists like AWS.
+
+        SeaweedFS lists depth-first ("a/b/c" before "a/b-x") and normalises prefixes ("/a/" and "a//" match "a/").
+        """
+        full = self.prefix + prefix
         paginator = self.client.get_paginator("list_objects_v2")
         with _translate(prefix):
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-                for obj in page.get("Contents", []):
-                    yield obj["Key"][len(self.prefix) :]
+            keys = [
+                obj["Key"][len(self.prefix) :]
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=full)
+                for obj in page.get("Contents", [])
+                if obj["Key"].startswith(full)
+            ]
+        yield from sorted(keys)
 
     def ping(self) -> None:
         """HeadBucket."""
-        with _translate(self.bucket):
-            self.client.head_bucket(Bucket=self.bucket)
+        try:
+            with _translate(self.bucket):
+                self.client.head_bucket(Bucket=self.bucket)
+        except ObjectNotFound as exc:
+            raise StorageUnavailable(f"S3 bucket {self.bucket!r} does not exist") from exc
 
 
 @contextlib.contextmanager
@@ -215,6 +241,8 @@ def _translate(key: str) -> Iterator[None]:
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code == "NoSuchBucket":
+            raise StorageUnavailable(f"S3 bucket for {key!r} does not exist") from exc
         if code in ("NoSuchKey", "404", "NotFound") or status == 404:
             raise ObjectNotFound(key) from exc
         if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):

@@ -6,6 +6,7 @@ A service asks another for work through these specs, never by importing it: the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -54,6 +55,10 @@ class TaskSpec(Generic[P]):
     def parse(self, kwargs: dict[str, Any]) -> P:
         """Validate the keyword arguments a worker received."""
         return self.payload.model_validate(kwargs)
+
+    def declare(self, broker: Broker, fn: Callable[..., None], *, throws: tuple[type[Exception], ...] = ()) -> None:
+        """Register ``fn`` as this task's actor on ``broker`` (done by the one service that owns it)."""
+        dramatiq.actor(actor_name=self.actor_name, queue_name=self.queue_name, broker=broker, throws=throws)(fn)
 
 
 class EmbedBatch(TaskPayload):

@@ -49,10 +49,4 @@ def declare(
         )
         bus.publish(client, CloudEvent.wrap(event, source=SOURCE, subject=p.batch_id), maxlen=stream_maxlen)
 
-    dramatiq.actor(
-        embed_batch,
-        actor_name=tasks.EMBED_BATCH.actor_name,
-        queue_name=tasks.EMBED_BATCH.queue_name,
-        broker=broker,
-        throws=(PermanentError,),
-    )
+    tasks.EMBED_BATCH.declare(broker, embed_batch, throws=(PermanentError,))

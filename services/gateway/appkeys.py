@@ -17,7 +17,7 @@ from shared.storage import ObjectStore
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 REDIS: Final = web.AppKey("redis", aioredis.Redis)
-STORE: Final = web.AppKey("store", ObjectStore)  # type: ignore[type-abstract]
+STORE: Final = web.AppKey("store", ObjectStore)
 BROKER: Final = web.AppKey("broker", dramatiq.Broker)
 REGISTRY: Final = web.AppKey("registry", IndexRegistry)
 MODEL: Final = web.AppKey("model", QueryModel)

@@ -50,7 +50,8 @@ class QueryModel:
         except Exception as exc:
             raise ModelUnavailable(f"the embedding model failed to load: {exc}") from exc
         vectors = await asyncio.to_thread(encoder.encode, [text])
-        return vectors[0]
+        first: np.ndarray[Any, Any] = vectors[0]
+        return first
 
     async def close(self) -> None:
         """Wait for a load in progress, so no thread outlives the app."""

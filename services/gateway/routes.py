@@ -70,7 +70,7 @@ async def _info(request: web.Request, record: catalog.Collection) -> CollectionI
     client = request.app[REDIS]
     raw = await client.get(keys.latest(record.tenant, record.name))
     documents = segments = 0
-    version = raw.decode() if raw else None
+    version = keys.text(raw) if raw else None
     if version is not None:
         snapshot = request.app[REGISTRY].get(record.tenant, record.name)
         if snapshot is not None and snapshot.version == version:
@@ -200,7 +200,7 @@ async def readyz(request: web.Request) -> web.Response:
     """Ready: Redis answers and the latest indexes are loaded."""
     checks: dict[str, str] = {}
     try:
-        await asyncio.wait_for(request.app[REDIS].ping(), 2)  # type: ignore[misc]
+        await asyncio.wait_for(request.app[REDIS].ping(), 2)
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"unavailable: {type(exc).__name__}"

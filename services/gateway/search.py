@@ -45,7 +45,7 @@ def search_snapshot(
         if kk == 0:
             continue
         selector, _keepalive = live.selector(mask)
-        params = faiss.SearchParameters(sel=selector) if selector is not None else None
+        params = faiss.SearchParameters(sel=selector) if selector is not None else None  # type: ignore[call-arg]
         scores, rows = live.segment.index.search(q, kk, params=params)
         candidates.extend((float(sc), s_idx, int(r)) for sc, r in zip(scores[0], rows[0], strict=True) if r >= 0)
     best = heapq.nlargest(k, candidates, key=lambda c: c[0])

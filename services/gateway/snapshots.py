@@ -124,7 +124,7 @@ class IndexRegistry:
                 return None
             ref = record.ref
             raw = await self.client.get(keys.latest(tenant, name))
-            version = raw.decode() if raw else None
+            version = keys.text(raw) if raw else None
             current = self._snapshots.get(key)
             if current is not None and current.ref == ref and (version is None or (current.version or "") >= version):
                 return current
@@ -164,8 +164,8 @@ class IndexRegistry:
 
     async def load_all(self) -> None:
         """Load every collection's latest version (startup); never builds anything."""
-        tenants = await self.client.smembers(keys.tenants())  # type: ignore[misc]
-        for tenant in sorted(t.decode() for t in tenants):
+        tenants = await self.client.smembers(keys.tenants())
+        for tenant in sorted(keys.text(t) for t in tenants):
             for record in await catalog.list_all(self.client, tenant):
                 try:
                     await self.refresh(tenant, record.name)

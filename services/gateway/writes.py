@@ -113,7 +113,5 @@ class Writes:
             await asyncio.to_thread(send)
         except Exception as exc:
             # Nothing will ever run this job: say so rather than leave it queued forever.
-            await self.client.hset(
-                keys.job(job.id), mapping={"state": JobState.FAILED.value, "error": f"enqueue failed: {exc}"}
-            )  # type: ignore[misc]
+            await jobs.atransition(self.client, job.id, JobState.FAILED, error=f"enqueue failed: {exc}")
             raise

@@ -69,11 +69,6 @@ def declare(broker: dramatiq.Broker, client: redis.Redis, publisher: Publisher, 
         gone = Collection(tenant=p.tenant, name=p.collection, id=p.collection_id, created_at=datetime.now(UTC))
         publisher.drop(gone)
 
-    for spec, fn in (
-        (tasks.INDEX_BATCH, index_batch),
-        (tasks.DELETE_DOCUMENTS, delete_documents),
-        (tasks.DROP_COLLECTION, drop_collection),
-    ):
-        dramatiq.actor(
-            fn, actor_name=spec.actor_name, queue_name=spec.queue_name, broker=broker, throws=(PermanentError,)
-        )
+    tasks.INDEX_BATCH.declare(broker, index_batch, throws=(PermanentError,))
+    tasks.DELETE_DOCUMENTS.declare(broker, delete_documents, throws=(PermanentError,))
+    tasks.DROP_COLLECTION.declare(broker, drop_collection, throws=(PermanentError,))

@@ -18,13 +18,74 @@ from tests.e2e.conftest import Stack, start_stack
 
 pytestmark = pytest.mark.e2e
 
-WORDS = (
-    "river mountain quantum protein harbour violin algebra glacier lantern orbit pepper cathedral neuron "
-    "desert typhoon marble falcon ledger copper meadow vaccine satellite tundra compass saffron turbine "
-    "archive canyon enzyme festival granite horizon iceberg jasmine kernel lagoon mosaic nebula orchard "
-    "pendulum quarry reactor sapphire telescope umbrella volcano walnut yacht zephyr bakery cobalt dolphin "
-    "ember fossil gravity hammock island jungle kettle lighthouse magnet nectar oyster pyramid quilt rocket"
-).split()
+WORDS = [
+    "river",
+    "mountain",
+    "quantum",
+    "protein",
+    "harbour",
+    "violin",
+    "algebra",
+    "glacier",
+    "lantern",
+    "orbit",
+    "pepper",
+    "cathedral",
+    "neuron",
+    "desert",
+    "typhoon",
+    "marble",
+    "falcon",
+    "ledger",
+    "copper",
+    "meadow",
+    "vaccine",
+    "satellite",
+    "tundra",
+    "compass",
+    "saffron",
+    "turbine",
+    "archive",
+    "canyon",
+    "enzyme",
+    "festival",
+    "granite",
+    "horizon",
+    "iceberg",
+    "jasmine",
+    "kernel",
+    "lagoon",
+    "mosaic",
+    "nebula",
+    "orchard",
+    "pendulum",
+    "quarry",
+    "reactor",
+    "sapphire",
+    "telescope",
+    "umbrella",
+    "volcano",
+    "walnut",
+    "yacht",
+    "zephyr",
+    "bakery",
+    "cobalt",
+    "dolphin",
+    "ember",
+    "fossil",
+    "gravity",
+    "hammock",
+    "island",
+    "jungle",
+    "kettle",
+    "lighthouse",
+    "magnet",
+    "nectar",
+    "oyster",
+    "pyramid",
+    "quilt",
+    "rocket",
+]
 
 
 def corpus(n: int, seed: int, prefix: str) -> list[dict[str, Any]]:

@@ -171,23 +171,33 @@ def _start(weed: Path, workdir: Path) -> tuple[S3Server | None, str]:
         process = subprocess.Popen(args, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     endpoint_url = f"http://127.0.0.1:{ports['s3']}"
     client = _admin_client(endpoint_url, ACCESS_KEY, SECRET_KEY)
-    server = S3Server(endpoint_url, ACCESS_KEY, SECRET_KEY, log_path, process, client)
+    why = "interrupted"
+    try:
+        why = _wait_ready(process, client, endpoint_url)
+    finally:
+        if why:  # not ready, or interrupted (Ctrl-C) while waiting: leave nothing running
+            _stop(process)
+            client.close()
+    if why:
+        return None, why
+    return S3Server(endpoint_url, ACCESS_KEY, SECRET_KEY, log_path, process, client), ""
+
+
+def _wait_ready(process: subprocess.Popen[bytes], client: S3Client, endpoint_url: str) -> str:
+    """Poll the S3 API with an authenticated request until it answers; return why not ("" once ready)."""
     deadline = time.monotonic() + START_DEADLINE_S
     last_error = "no answer yet"
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            client.close()
-            return None, f"`weed mini` exited with status {process.returncode}"
+            return f"`weed mini` exited with status {process.returncode}"
         try:
             client.list_buckets()
         except (BotoCoreError, ClientError) as exc:
             last_error = repr(exc)
             time.sleep(0.1)
-            continue
-        return server, ""
-    _stop(process)
-    client.close()
-    return None, f"S3 API at {endpoint_url} not ready after {START_DEADLINE_S:.0f}s (last error: {last_error})"
+        else:
+            return ""
+    return f"S3 API at {endpoint_url} not ready after {START_DEADLINE_S:.0f}s (last error: {last_error})"
 
 
 @pytest.fixture(scope="session")

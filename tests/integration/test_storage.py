@@ -135,7 +135,9 @@ def test_a_key_that_only_prefixes_other_keys_is_not_an_object(store: ObjectStore
 
 # --- list --------------------------------------------------------------------------------------
 
-LIST_KEYS = ["a/b", "a/b-x", "a/b.z", "a/b/c", "a/b/d/e", "a/bc", "a/é", "ab", "b/a", "za/b"]
+# Ordered so that S3's lexicographic listing differs from a directory walk ("-" and "." sort before "/").
+# No key is also a "directory" of another key: a LocalStore cannot hold both "a/b" and "a/b/c".
+LIST_KEYS = ["a/b-x", "a/b.z", "a/b/c", "a/b/d/e", "a/b0", "a/bc", "a/é", "ab", "b/a", "za/b"]
 
 
 @pytest.mark.parametrize("prefix", ["", "a", "a/", "a/b", "a/b/", "a/b/d", "ab", "b/", "zz/"])
@@ -167,8 +169,11 @@ OPERATIONS: dict[str, Callable[[ObjectStore, str], object]] = {
 @pytest.mark.parametrize("key", ["", "/a", "a/../b", "a//b", "a/", "./a", ".."])
 def test_invalid_keys_are_rejected_by_every_operation(store: ObjectStore, key: str) -> None:
     for name, operation in OPERATIONS.items():
-        with pytest.raises(ValueError, match="invalid object key"):
+        try:
             operation(store, key)
+        except ValueError as exc:
+            assert "invalid object key" in str(exc)
+        else:
             pytest.fail(f"{name}({key!r}) accepted an invalid key")
 
 

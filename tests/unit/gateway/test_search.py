@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ def test_top_k_is_merged_across_segments_in_score_order() -> None:
     exact = np.argsort(-(v @ q))[:5]
     assert [h.id for h in hits] == [f"d{i}" for i in exact]
     assert hits[0].id == "d15"
-    assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+    assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
 
 
 def test_tombstoned_documents_never_return() -> None:
