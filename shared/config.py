@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import constants as c
+from shared.errors import ConfigurationError
 
 
 class Settings(BaseSettings):
@@ -58,6 +59,16 @@ class Settings(BaseSettings):
     # --- logging -----------------------------------------------------------------------------
     log_level: str = "INFO"
     log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless attached to a terminal.")
+
+    def require_redis_url(self) -> str:
+        """The Redis URL a service must have (``semaflow up`` sets it for its children).
+
+        Raises:
+            ConfigurationError: none is configured.
+        """
+        if not self.redis_url:
+            raise ConfigurationError("SEMAFLOW_REDIS_URL is not set (run the services with `semaflow up`, or set it)")
+        return self.redis_url
 
     @property
     def local_store_dir(self) -> Path:

@@ -77,14 +77,3 @@ def new_worker_service(name: str, settings: Settings, redis_url: str, queues: se
     for queue in queues:
         broker.declare_queue(queue)
     return WorkerService(name, settings, redis_url, broker, client, queues)
-
-
-def require_redis_url(settings: Settings) -> str:
-    """The Redis URL a service must have (``semaflow up`` sets it for its children).
-
-    Raises:
-        SystemExit: none is configured.
-    """
-    if not settings.redis_url:
-        raise SystemExit("SEMAFLOW_REDIS_URL is not set (run the services with `semaflow up`, or set it)")
-    return settings.redis_url

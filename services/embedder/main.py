@@ -8,14 +8,14 @@ from shared.config import Settings
 from shared.embedding import Encoder
 from shared.storage import ObjectStore, open_store
 from shared.telemetry import configure_logging
-from shared.worker import WorkerService, new_worker_service, require_redis_url
+from shared.worker import WorkerService, new_worker_service
 
 NAME = "embedder"
 
 
 def build(settings: Settings, *, store: ObjectStore | None = None, encoder: Encoder | None = None) -> WorkerService:
     """Wire settings to Redis, the store, the model and the actor (loads the model unless given one)."""
-    service = new_worker_service(NAME, settings, require_redis_url(settings), {tasks.EMBED_QUEUE})
+    service = new_worker_service(NAME, settings, settings.require_redis_url(), {tasks.EMBED_QUEUE})
     enc = encoder or Encoder.load(settings.model_path, device=settings.device, batch_size=settings.embed_batch_size)
     actors.declare(
         service.broker, service.client, store or open_store(settings), enc, stream_maxlen=settings.stream_maxlen

@@ -22,7 +22,6 @@ from shared.config import Settings
 from shared.embedding import Encoder
 from shared.storage import ObjectStore, open_store
 from shared.telemetry import configure_logging
-from shared.worker import require_redis_url
 
 log = structlog.get_logger(__name__)
 NAME = "gateway"
@@ -35,7 +34,7 @@ def build(
     encoder_loader: Callable[[], Encoder] | None = None,
 ) -> web.Application:
     """The gateway app; Redis, broker, index follower and model are started by its cleanup context."""
-    redis_url = require_redis_url(settings)
+    redis_url = settings.require_redis_url()
     app = web.Application(
         middlewares=[problems_middleware, auth_middleware], client_max_size=settings.max_request_bytes
     )

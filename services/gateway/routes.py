@@ -107,7 +107,7 @@ async def put_collection(request: web.Request) -> web.Response:
 async def list_collections(request: web.Request) -> web.Response:
     """The tenant's collections."""
     records = await catalog.list_all(request.app[REDIS], _tenant(request))
-    infos = [json.loads((await _info(request, r)).model_dump_json()) for r in records]
+    infos = [(await _info(request, r)).model_dump(mode="json") for r in records]
     return web.json_response({"collections": infos})
 
 

@@ -8,14 +8,14 @@ from shared import tasks
 from shared.config import Settings
 from shared.storage import ObjectStore, open_store
 from shared.telemetry import configure_logging
-from shared.worker import WorkerService, new_worker_service, require_redis_url
+from shared.worker import WorkerService, new_worker_service
 
 NAME = "indexer"
 
 
 def build(settings: Settings, *, store: ObjectStore | None = None) -> WorkerService:
     """Wire settings to Redis, the store and the actors."""
-    service = new_worker_service(NAME, settings, require_redis_url(settings), {tasks.INDEX_QUEUE})
+    service = new_worker_service(NAME, settings, settings.require_redis_url(), {tasks.INDEX_QUEUE})
     publisher = Publisher(service.client, store or open_store(settings))
     actors.declare(service.broker, service.client, publisher, stream_maxlen=settings.stream_maxlen)
     return service

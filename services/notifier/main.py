@@ -13,7 +13,6 @@ from shared.events import CloudEvent
 from shared.heartbeat import instance_id
 from shared.service import run_until_signalled
 from shared.telemetry import configure_logging
-from shared.worker import require_redis_url
 
 log = structlog.get_logger(__name__)
 NAME = "notifier"
@@ -27,7 +26,7 @@ async def handle(event: CloudEvent) -> None:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Consume the stream until ``stop``."""
-    client = aioredis.Redis.from_url(require_redis_url(settings), socket_timeout=15)
+    client = aioredis.Redis.from_url(settings.require_redis_url(), socket_timeout=15)
     try:
         await GroupConsumer(client, GROUP, instance_id(), handle, block_ms=1_000).run(stop)
     finally:
@@ -38,4 +37,4 @@ def main() -> None:
     """Run the notifier until SIGTERM."""
     settings = Settings()
     configure_logging(NAME, level=settings.log_level, json=settings.log_json)
-    asyncio.run(run_until_signalled(NAME, require_redis_url(settings), lambda stop: serve(settings, stop)))
+    asyncio.run(run_until_signalled(NAME, settings.require_redis_url(), lambda stop: serve(settings, stop)))

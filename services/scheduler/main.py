@@ -9,7 +9,6 @@ import structlog
 from shared.config import Settings
 from shared.service import run_until_signalled
 from shared.telemetry import configure_logging
-from shared.worker import require_redis_url
 
 log = structlog.get_logger(__name__)
 NAME = "scheduler"
@@ -24,4 +23,4 @@ def main() -> None:
     """Run the scheduler until SIGTERM."""
     settings = Settings()
     configure_logging(NAME, level=settings.log_level, json=settings.log_json)
-    asyncio.run(run_until_signalled(NAME, require_redis_url(settings), serve))
+    asyncio.run(run_until_signalled(NAME, settings.require_redis_url(), serve))
