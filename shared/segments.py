@@ -14,8 +14,6 @@ from shared.errors import CorruptObject
 from shared.manifests import SegmentRef, sha256
 
 if TYPE_CHECKING:
-    import faiss
-
     from shared.layout import CollectionRef
     from shared.storage import ObjectStore
 
@@ -52,21 +50,26 @@ def upload(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, files: d
 
 @dataclass(eq=False)
 class LoadedSegment:
-    """A segment in memory: its index and its rows' ids and metadata."""
+    """A segment in memory: its vectors (one row per document) and its rows' ids and metadata.
+
+    ``vectors`` may be a view into memory owned by another object (a merged FAISS index);
+    ``owner`` keeps that object alive as long as the view is.
+    """
 
     id: str
-    index: faiss.Index
+    vectors: np.ndarray[Any, np.dtype[np.float32]]
     ids: list[str]
     metadata: list[dict[str, Any]]
-    rows: dict[str, int] = field(init=False)
+    owner: object = None
+    rows: dict[str, int] = field(default_factory=dict)  # document id -> row
 
     def __post_init__(self) -> None:
-        self.rows = {doc_id: row for row, doc_id in enumerate(self.ids)}
+        if not self.rows:
+            self.rows = {doc_id: row for row, doc_id in enumerate(self.ids)}
 
-    @property
-    def memory_bytes(self) -> int:
-        """Approximate bytes held by the vectors."""
-        return int(self.index.ntotal) * int(self.index.d) * 4
+    def rebased(self, vectors: np.ndarray[Any, np.dtype[np.float32]], owner: object) -> LoadedSegment:
+        """The same segment with its vectors moved to ``vectors`` (owned by ``owner``)."""
+        return LoadedSegment(self.id, vectors, self.ids, self.metadata, owner, self.rows)
 
 
 def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> LoadedSegment:
@@ -91,4 +94,5 @@ def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> LoadedS
         raise CorruptObject(f"segment {segment.id} cannot be opened: {exc}") from exc
     if index.ntotal != len(rows) or index.ntotal != segment.vectors:
         raise CorruptObject(f"segment {segment.id} has {index.ntotal} vectors and {len(rows)} rows")
-    return LoadedSegment(segment.id, index, [r["id"] for r in rows], [r["metadata"] for r in rows])
+    vectors = index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros((0, index.d), dtype=np.float32)
+    return LoadedSegment(segment.id, vectors, [r["id"] for r in rows], [r["metadata"] for r in rows])

@@ -1,8 +1,7 @@
-"""Searching one snapshot: each live segment, tombstones and filters excluded, top-k merged."""
+"""Searching one snapshot: one FAISS call over its merged index, tombstones and filters excluded."""
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,27 +29,35 @@ def search_snapshot(
     """
     import faiss
 
-    q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-    candidates: list[tuple[float, int, int]] = []  # (score, segment index, row)
-    for s_idx, live in enumerate(snapshot.segments):
-        mask = None
-        if filters:
-            mask = np.ones(len(live.live), dtype=bool)
+    if snapshot.index is None:
+        return []
+    bitmap = snapshot.live_bitmap
+    allowed = snapshot.documents
+    if filters:
+        masks = []
+        for live in snapshot.segments:
+            mask = live.live.copy()
             for key, value in filters.items():
                 mask &= live.matching(key, value)
-            allowed = int((mask & live.live).sum())
-        else:
-            allowed = live.live_count
-        kk = min(k, allowed)
-        if kk == 0:
-            continue
-        selector, _keepalive = live.selector(mask)
-        params = faiss.SearchParameters(sel=selector) if selector is not None else None  # type: ignore[call-arg]
-        scores, rows = live.segment.index.search(q, kk, params=params)
-        candidates.extend((float(sc), s_idx, int(r)) for sc, r in zip(scores[0], rows[0], strict=True) if r >= 0)
-    best = heapq.nlargest(k, candidates, key=lambda c: c[0])
+            masks.append(mask)
+        combined = np.concatenate(masks)
+        allowed = int(combined.sum())
+        bitmap = np.packbits(combined, bitorder="little")
+    kk = min(k, allowed)
+    if kk == 0:
+        return []
+    params = None
+    if bitmap is not None:  # ``bitmap`` must stay referenced until the search returns
+        selector = faiss.IDSelectorBitmap(int(snapshot.index.ntotal), faiss.swig_ptr(bitmap))
+        params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+    q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+    scores, rows = snapshot.index.search(q, kk, params=params)
     hits = []
-    for score, s_idx, row in best:
+    for score, row in zip(scores[0].tolist(), rows[0].tolist(), strict=True):
+        if row < 0:
+            continue
+        s_idx = int(np.searchsorted(snapshot.offsets, row, side="right")) - 1
         seg = snapshot.segments[s_idx].segment
-        hits.append(Hit(seg.ids[row], score, seg.metadata[row]))
+        local = row - int(snapshot.offsets[s_idx])
+        hits.append(Hit(seg.ids[local], score, seg.metadata[local]))
     return hits

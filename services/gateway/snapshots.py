@@ -7,6 +7,7 @@ a swap never affects requests in flight: they finish on the version they started
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +36,7 @@ class LiveSegment:
     segment: LoadedSegment
     live: np.ndarray[Any, np.dtype[np.bool_]]
     live_count: int
-    _bitmap: np.ndarray[Any, np.dtype[np.uint8]] | None = None
-    _postings: dict[tuple[str, str], np.ndarray[Any, Any]] = field(default_factory=dict)
+    _postings: dict[str, np.ndarray[Any, np.dtype[np.bool_]]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, segment: LoadedSegment, deleted: tuple[str, ...]) -> LiveSegment:
@@ -46,28 +46,11 @@ class LiveSegment:
             row = segment.rows.get(doc_id)
             if row is not None:
                 live[row] = False
-        out = cls(segment, live, int(live.sum()))
-        if out.live_count < len(live):
-            out._bitmap = np.packbits(live, bitorder="little")
-        return out
-
-    def selector(self, mask: np.ndarray[Any, np.dtype[np.bool_]] | None) -> tuple[faiss.IDSelector | None, Any]:
-        """A FAISS selector admitting live rows (and ``mask``), with the buffer it points into."""
-        import faiss
-
-        if mask is None:
-            if self._bitmap is None:
-                return None, None
-            bitmap = self._bitmap
-        else:
-            bitmap = np.packbits(mask & self.live, bitorder="little")
-        return faiss.IDSelectorBitmap(len(self.live), faiss.swig_ptr(bitmap)), bitmap
+        return cls(segment, live, int(live.sum()))
 
     def matching(self, key: str, value: object) -> np.ndarray[Any, np.dtype[np.bool_]]:
         """Rows whose metadata ``key`` equals ``value`` (memoised per segment)."""
-        import json
-
-        token = (key, json.dumps(value))
+        token = json.dumps([key, value])
         rows = self._postings.get(token)
         if rows is None:
             md = self.segment.metadata
@@ -82,11 +65,46 @@ _MISSING = object()
 
 @dataclass(frozen=True, eq=False)
 class Snapshot:
-    """One immutable version of a collection's index, ready to search."""
+    """One immutable version of a collection's index, ready to search.
+
+    The segments' vectors are merged into one flat inner-product index, so a search is one FAISS
+    call however many segments the version has; ``offsets[i]`` is the first row of segment ``i``.
+    """
 
     ref: CollectionRef
     version: str | None
     segments: tuple[LiveSegment, ...] = ()
+    index: faiss.Index | None = None
+    offsets: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    live_bitmap: np.ndarray[Any, np.dtype[np.uint8]] | None = None  # None: every row is live
+
+    @classmethod
+    def build(cls, ref: CollectionRef, version: str, parts: list[tuple[LoadedSegment, tuple[str, ...]]]) -> Snapshot:
+        """Merge segments (with their tombstones) into a searchable snapshot; blocking, run in a thread.
+
+        The segments returned in ``segments`` have their vectors re-pointed into the merged index,
+        so a collection's vectors are held once (twice only while a swap is being built).
+        """
+        import faiss
+
+        dim = parts[0][0].vectors.shape[1] if parts else 0
+        index = faiss.IndexFlatIP(dim) if parts else None
+        offsets = np.zeros(len(parts), dtype=np.int64)
+        total = 0
+        for i, (seg, _deleted) in enumerate(parts):
+            offsets[i] = total
+            total += len(seg.ids)
+            if index is not None and len(seg.ids):
+                index.add(np.ascontiguousarray(seg.vectors, dtype=np.float32))
+        live_parts: list[LiveSegment] = []
+        if index is not None:
+            xb = faiss.rev_swig_ptr(index.get_xb(), total * dim).reshape(total, dim) if total else None
+            for i, (seg, deleted) in enumerate(parts):
+                view = xb[offsets[i] : offsets[i] + len(seg.ids)] if xb is not None else seg.vectors
+                live_parts.append(LiveSegment.of(seg.rebased(view, index), deleted))
+        live = np.concatenate([p.live for p in live_parts]) if live_parts else np.zeros(0, dtype=bool)
+        bitmap = None if bool(live.all()) else np.packbits(live, bitorder="little")
+        return cls(ref, version, tuple(live_parts), index, offsets, bitmap)
 
     @property
     def documents(self) -> int:
@@ -95,8 +113,8 @@ class Snapshot:
 
     @property
     def memory_bytes(self) -> int:
-        """Approximate bytes of vectors held."""
-        return sum(s.segment.memory_bytes for s in self.segments)
+        """Bytes of vectors held."""
+        return int(self.index.ntotal) * int(self.index.d) * 4 if self.index is not None else 0
 
 
 class IndexRegistry:
@@ -106,7 +124,6 @@ class IndexRegistry:
         self.client = client
         self.store = store
         self._snapshots: dict[tuple[str, str], Snapshot] = {}
-        self._segments: dict[tuple[str, str], LoadedSegment] = {}  # (collection id, segment id)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.loaded = asyncio.Event()
 
@@ -131,35 +148,22 @@ class IndexRegistry:
             if version is None:
                 snapshot = Snapshot(ref, None)
             else:
-                snapshot = await asyncio.to_thread(self._load, ref, version)
+                reusable = current if current is not None and current.ref == ref else None
+                snapshot = await asyncio.to_thread(self._load, ref, version, reusable)
             self._snapshots[key] = snapshot
-            self._forget_unused(ref)
             log.info("index.swapped", collection=name, tenant=tenant, version=version, documents=snapshot.documents)
             return snapshot
 
-    def _load(self, ref: CollectionRef, version: str) -> Snapshot:
+    def _load(self, ref: CollectionRef, version: str, current: Snapshot | None) -> Snapshot:
+        """Read the manifest, fetch only segments the current snapshot lacks, and merge."""
         manifest: Manifest = manifests.read(self.store, ref, version)
-        live = []
-        for seg in manifest.segments:
-            cache_key = (ref.id, seg.id)
-            loaded = self._segments.get(cache_key)
-            if loaded is None:
-                loaded = segments.load(self.store, ref, seg)
-                self._segments[cache_key] = loaded
-            live.append(LiveSegment.of(loaded, seg.deleted))
-        return Snapshot(ref, version, tuple(live))
-
-    def _forget_unused(self, ref: CollectionRef) -> None:
-        in_use = {(s.ref.id, ls.segment.id) for s in self._snapshots.values() for ls in s.segments}
-        for cache_key in [k for k in self._segments if k[0] == ref.id and k not in in_use]:
-            del self._segments[cache_key]
+        known = {live.segment.id: live.segment for live in current.segments} if current else {}
+        parts = [(known.get(seg.id) or segments.load(self.store, ref, seg), seg.deleted) for seg in manifest.segments]
+        return Snapshot.build(ref, version, parts)
 
     def drop(self, tenant: str, name: str) -> None:
         """Forget a deleted collection."""
-        snapshot = self._snapshots.pop((tenant, name), None)
-        if snapshot is not None:
-            for cache_key in [k for k in self._segments if k[0] == snapshot.ref.id]:
-                del self._segments[cache_key]
+        if self._snapshots.pop((tenant, name), None) is not None:
             log.info("index.dropped", collection=name, tenant=tenant)
 
     async def load_all(self) -> None:

@@ -6,18 +6,14 @@ from typing import Any
 import numpy as np
 
 from services.gateway.search import search_snapshot
-from services.gateway.snapshots import LiveSegment, Snapshot
+from services.gateway.snapshots import Snapshot
 from shared.documents import normalize
 from shared.layout import CollectionRef
 from shared.segments import LoadedSegment
 
 
 def _segment(seg_id: str, vectors: np.ndarray[Any, Any], ids: list[str], meta: list[dict[str, Any]]) -> LoadedSegment:
-    import faiss
-
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
-    return LoadedSegment(seg_id, index, ids, meta)
+    return LoadedSegment(seg_id, vectors, ids, meta)
 
 
 def _snapshot(deleted: tuple[str, ...] = ()) -> tuple[Snapshot, np.ndarray[Any, Any]]:
@@ -25,8 +21,7 @@ def _snapshot(deleted: tuple[str, ...] = ()) -> tuple[Snapshot, np.ndarray[Any, 
     v = normalize(rng.normal(size=(20, 384)))
     s1 = _segment("s1", v[:10], [f"d{i}" for i in range(10)], [{"even": i % 2 == 0} for i in range(10)])
     s2 = _segment("s2", v[10:], [f"d{i}" for i in range(10, 20)], [{"even": i % 2 == 0} for i in range(10, 20)])
-    live = (LiveSegment.of(s1, deleted), LiveSegment.of(s2, deleted))
-    return Snapshot(CollectionRef("t", "c", "x"), "v1", live), v
+    return Snapshot.build(CollectionRef("t", "c", "x"), "v1", [(s1, deleted), (s2, deleted)]), v
 
 
 def test_top_k_is_merged_across_segments_in_score_order() -> None:
@@ -56,3 +51,16 @@ def test_filter_keeps_only_matching_metadata() -> None:
 def test_k_larger_than_collection_returns_everything_live() -> None:
     snapshot, v = _snapshot()
     assert len(search_snapshot(snapshot, v[0], 100)) == 20
+
+
+def test_merged_snapshot_holds_each_vector_once_and_exactly() -> None:
+    snapshot, v = _snapshot(deleted=("d1",))
+    assert snapshot.index is not None and snapshot.index.ntotal == 20
+    assert snapshot.memory_bytes == 20 * 384 * 4
+    np.testing.assert_array_equal(snapshot.segments[1].segment.vectors, v[10:])
+    assert snapshot.documents == 19
+
+
+def test_empty_snapshot_returns_nothing() -> None:
+    empty = Snapshot.build(CollectionRef("t", "c", "x"), "v0", [])
+    assert search_snapshot(empty, np.ones(384, dtype=np.float32), 5) == []
