@@ -38,3 +38,4 @@ check: lint typecheck test
 bench: install
 	$(PY) bench/ingest.py
 	$(PY) bench/search.py
+	$(PY) bench/startup.py

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = c.MAX_REQUEST_BYTES
     query_model_timeout_s: float = 120.0
     index_reconcile_interval_s: float = 30.0
+    search_workers: int = Field(default=0, description="Searches run at once (0: one per CPU core).")
+    search_threads: int = Field(
+        default=1, description="FAISS threads per search; concurrent requests already use every core."
+    )
 
     # --- embedding ---------------------------------------------------------------------------
     model_path: Path | None = Field(

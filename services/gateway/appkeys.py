@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 import dramatiq
@@ -22,6 +23,7 @@ BROKER: Final = web.AppKey("broker", dramatiq.Broker)
 REGISTRY: Final = web.AppKey("registry", IndexRegistry)
 MODEL: Final = web.AppKey("model", QueryModel)
 WRITES: Final = web.AppKey("writes", Writes)
+SEARCH_POOL: Final = web.AppKey("search_pool", ThreadPoolExecutor)
 
 # Request-scoped: the authenticated key's record.
 PRINCIPAL: Final = web.RequestKey("principal", ApiKey)

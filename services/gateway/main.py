@@ -10,11 +10,12 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
-from services.gateway.appkeys import BROKER, MODEL, REDIS, REGISTRY, SETTINGS, STORE, WRITES
+from services.gateway.appkeys import BROKER, MODEL, REDIS, REGISTRY, SEARCH_POOL, SETTINGS, STORE, WRITES
 from services.gateway.auth import auth_middleware
 from services.gateway.problems import problems_middleware
 from services.gateway.querymodel import QueryModel
 from services.gateway.routes import routes
+from services.gateway.search import search_pool
 from services.gateway.snapshots import IndexRegistry
 from services.gateway.writes import Writes
 from shared.broker import build_broker
@@ -57,22 +58,32 @@ def build(
         app[BROKER] = broker
         app[REGISTRY] = registry
         app[WRITES] = Writes(client, app[STORE], broker, stream_maxlen=settings.stream_maxlen)
-        app[MODEL].start()
+        app[SEARCH_POOL] = search_pool(settings.search_workers, settings.search_threads)
         stop = asyncio.Event()
         follower = asyncio.create_task(
             _follow_forever(registry, stop, settings.index_reconcile_interval_s), name="index-follower"
         )
+        # The model loads once the indexes are in (readiness waits for those, not for the model),
+        # so the two never compete for the CPU at start; a query arriving earlier starts it itself.
+        model_start = asyncio.create_task(_start_model_after(registry, app[MODEL]), name="model-start")
         yield
         stop.set()
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        for task in (follower, model_start):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await app[MODEL].close()
+        app[SEARCH_POOL].shutdown(wait=True)
         broker.close()
         await client.aclose()
 
     app.cleanup_ctx.append(resources)
     return app
+
+
+async def _start_model_after(registry: IndexRegistry, model: QueryModel) -> None:
+    await registry.loaded.wait()
+    model.start()
 
 
 async def _follow_forever(registry: IndexRegistry, stop: asyncio.Event, reconcile_s: float) -> None:

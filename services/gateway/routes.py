@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel
 
-from services.gateway.appkeys import MODEL, PRINCIPAL, REDIS, REGISTRY, SETTINGS, STORE, WRITES
+from services.gateway.appkeys import MODEL, PRINCIPAL, REDIS, REGISTRY, SEARCH_POOL, SETTINGS, STORE, WRITES
 from services.gateway.problems import problem
 from services.gateway.schemas import (
     CollectionInfo,
@@ -174,7 +174,9 @@ async def search(request: web.Request) -> web.Response:
         query = await request.app[MODEL].encode(body.query)
     if snapshot is None or not snapshot.segments:
         return _json(SearchResponse(results=[], index_version=snapshot.version if snapshot else None))
-    hits = await asyncio.to_thread(search_snapshot, snapshot, query, body.k, body.filter or None)
+    pool = request.app[SEARCH_POOL]
+    loop = asyncio.get_running_loop()
+    hits = await loop.run_in_executor(pool, search_snapshot, snapshot, query, body.k, body.filter or None)
     results = [SearchHit(id=h.id, score=h.score, metadata=h.metadata) for h in hits]
     return _json(SearchResponse(results=results, index_version=snapshot.version))
 

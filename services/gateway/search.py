@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +22,30 @@ class Hit:
     metadata: dict[str, Any]
 
 
+def search_pool(workers: int, faiss_threads: int) -> ThreadPoolExecutor:
+    """The threads searches run on, each with its own FAISS (OpenMP) thread count.
+
+    One query is a memory-bound scan: a second OpenMP thread per search barely helps and its
+    spinning steals the core another request needs, so searches default to one FAISS thread each
+    and get their parallelism from concurrent requests. OpenMP settings are per calling thread,
+    hence a dedicated pool whose threads are set up once (the query model runs elsewhere).
+    """
+
+    def setup() -> None:
+        import faiss
+
+        faiss.omp_set_num_threads(max(1, faiss_threads))
+
+    size = workers or os.cpu_count() or 1
+    return ThreadPoolExecutor(max_workers=size, thread_name_prefix="search", initializer=setup)
+
+
 def search_snapshot(
     snapshot: Snapshot, query: np.ndarray[Any, Any], k: int, filters: dict[str, Any] | None = None
 ) -> list[Hit]:
     """The ``k`` best live documents of ``snapshot`` for a unit ``query`` vector (inner product).
 
-    Blocking (FAISS releases the GIL); call from a worker thread.
+    Blocking (FAISS releases the GIL); run it on the :func:`search_pool`.
     """
     import faiss
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from shared.storage import ObjectStore
 
 log = structlog.get_logger(__name__)
+LOAD_THREADS = 4  # segment files fetched at once when a version brings several new ones
 
 
 @dataclass(eq=False)
@@ -63,6 +65,11 @@ class LiveSegment:
 _MISSING = object()
 
 
+def offsets_none() -> np.ndarray[Any, np.dtype[np.int64]]:
+    """No segments: no offsets."""
+    return np.zeros(0, dtype=np.int64)
+
+
 @dataclass(frozen=True, eq=False)
 class Snapshot:
     """One immutable version of a collection's index, ready to search.
@@ -75,7 +82,7 @@ class Snapshot:
     version: str | None
     segments: tuple[LiveSegment, ...] = ()
     index: faiss.Index | None = None
-    offsets: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    offsets: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=offsets_none)
     live_bitmap: np.ndarray[Any, np.dtype[np.uint8]] | None = None  # None: every row is live
 
     @classmethod
@@ -89,16 +96,20 @@ class Snapshot:
 
         dim = parts[0][0].vectors.shape[1] if parts else 0
         index = faiss.IndexFlatIP(dim) if parts else None
-        offsets = np.zeros(len(parts), dtype=np.int64)
-        total = 0
-        for i, (seg, _deleted) in enumerate(parts):
-            offsets[i] = total
-            total += len(seg.ids)
-            if index is not None and len(seg.ids):
-                index.add(np.ascontiguousarray(seg.vectors, dtype=np.float32))
+        sizes = np.array([len(seg.ids) for seg, _ in parts], dtype=np.int64)
+        offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64) if parts else offsets_none()
+        total = int(sizes.sum())
+        xb = None
+        if index is not None and total:
+            # Size the index's storage once and copy every segment's rows straight into it: one
+            # copy, no regrowing (``IndexFlat.add`` per segment costs ~3x more at 100k rows).
+            index.codes.resize(total * dim * 4)
+            index.ntotal = total
+            xb = faiss.rev_swig_ptr(index.get_xb(), total * dim).reshape(total, dim)
+            for i, (seg, _deleted) in enumerate(parts):
+                xb[offsets[i] : offsets[i] + len(seg.ids)] = seg.vectors
         live_parts: list[LiveSegment] = []
         if index is not None:
-            xb = faiss.rev_swig_ptr(index.get_xb(), total * dim).reshape(total, dim) if total else None
             for i, (seg, deleted) in enumerate(parts):
                 view = xb[offsets[i] : offsets[i] + len(seg.ids)] if xb is not None else seg.vectors
                 live_parts.append(LiveSegment.of(seg.rebased(view, index), deleted))
@@ -158,7 +169,14 @@ class IndexRegistry:
         """Read the manifest, fetch only segments the current snapshot lacks, and merge."""
         manifest: Manifest = manifests.read(self.store, ref, version)
         known = {live.segment.id: live.segment for live in current.segments} if current else {}
-        parts = [(known.get(seg.id) or segments.load(self.store, ref, seg), seg.deleted) for seg in manifest.segments]
+        missing = [seg for seg in manifest.segments if seg.id not in known]
+        if len(missing) > 1:  # fetching, hashing and unzipping release the GIL: overlap them
+            with ThreadPoolExecutor(max_workers=LOAD_THREADS, thread_name_prefix="segment-load") as pool:
+                loaded = pool.map(lambda seg: segments.load(self.store, ref, seg), missing)
+                fetched = {seg.id: one for seg, one in zip(missing, loaded, strict=True)}
+        else:
+            fetched = {seg.id: segments.load(self.store, ref, seg) for seg in missing}
+        parts = [(known.get(seg.id) or fetched[seg.id], seg.deleted) for seg in manifest.segments]
         return Snapshot.build(ref, version, parts)
 
     def drop(self, tenant: str, name: str) -> None:

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from services.gateway.search import search_snapshot
+from services.gateway.search import search_pool, search_snapshot
 from services.gateway.snapshots import Snapshot
 from shared.documents import normalize
 from shared.layout import CollectionRef
@@ -64,3 +64,21 @@ def test_merged_snapshot_holds_each_vector_once_and_exactly() -> None:
 def test_empty_snapshot_returns_nothing() -> None:
     empty = Snapshot.build(CollectionRef("t", "c", "x"), "v0", [])
     assert search_snapshot(empty, np.ones(384, dtype=np.float32), 5) == []
+
+
+def test_merged_index_holds_every_segments_rows_in_order() -> None:
+    snapshot, v = _snapshot()
+    assert snapshot.index is not None
+    assert snapshot.index.ntotal == 20
+    np.testing.assert_array_equal(snapshot.index.reconstruct_n(0, 20), v.astype(np.float32))
+    np.testing.assert_array_equal(snapshot.offsets, [0, 10])
+
+
+def test_search_pool_threads_use_the_configured_faiss_threads() -> None:
+    import faiss
+
+    pool = search_pool(2, 1)
+    try:
+        assert pool.submit(faiss.omp_get_max_threads).result() == 1
+    finally:
+        pool.shutdown()

@@ -1,0 +1,362 @@
+"""Shared helpers of the hand-run benchmarks: start/stop a stack, load SciFact, percentiles, tables.
+
+Not a test module: the scripts next to it import it (``python bench/ingest.py`` puts ``bench/`` on
+``sys.path``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def load_corpus(data: Path) -> list[tuple[str, str]]:
+    """``(id, text)`` of every SciFact document; text is ``(title + " " + text).strip()`` as in BEIR."""
+    out = []
+    with gzip.open(data / "corpus.jsonl.gz", "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                out.append((str(row["_id"]), (row.get("title", "") + " " + row.get("text", "")).strip()))
+    return out
+
+
+def load_queries(data: Path) -> list[str]:
+    """Every SciFact query text (claims)."""
+    with (data / "queries.jsonl").open(encoding="utf-8") as fh:
+        return [json.loads(line)["text"] for line in fh if line.strip()]
+
+
+# --- statistics and output --------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Linear-interpolated percentile (p in 0..100) of a non-empty sequence."""
+    if not values:
+        return math.nan
+    xs = sorted(values)
+    pos = (len(xs) - 1) * p / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain, aligned text table."""
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append(
+            "  ".join(c.rjust(w) if n and _numeric(c) else c.ljust(w) for c, w in zip(row, widths, strict=False))
+        )
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _numeric(text: str) -> bool:
+    return bool(text) and (text[0].isdigit() or text[0] in "-.")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def write_json(path: Path | None, payload: dict[str, Any]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    print(f"results written to {path}")
+
+
+def environment() -> dict[str, Any]:
+    """What the numbers depend on."""
+    import platform
+
+    env = {
+        "python": platform.python_version(),
+        "cpus_affinity": len(os.sched_getaffinity(0)),
+        "semaflow_env": {k: v for k, v in os.environ.items() if k.startswith("SEMAFLOW_")},
+    }
+    try:
+        import faiss
+        import torch
+
+        env["torch"] = torch.__version__
+        env["torch_threads"] = torch.get_num_threads()
+        env["faiss"] = faiss.__version__
+    except ImportError:
+        pass
+    return env
+
+
+def log(msg: str) -> None:
+    """Progress to stderr (the tables go to stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- CPU accounting (to wait for an idle stack) -----------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except OSError:
+        return []
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (by /proc)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(_children(p))
+    return out
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User+system CPU seconds consumed so far by ``pids``."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every process on the machine has used so far (from /proc/stat; includes steal)."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def self_cpu_seconds() -> float:
+    """CPU seconds of this process (all threads)."""
+    return time.process_time()
+
+
+# --- the stack --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    """A ``semaflow up`` process tree on a free port and a temporary data directory."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    keep_data: bool = False
+    proc: subprocess.Popen[bytes] | None = None
+    url: str = ""
+    api_key: str = ""
+    data_dir: Path | None = None
+    log_path: Path | None = None
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+    _log_fh: Any = None
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def start(self, timeout_s: float = 300.0) -> Stack:
+        self._tmp = tempfile.TemporaryDirectory(prefix="semaflow-bench-")
+        root = Path(self._tmp.name)
+        self.data_dir = root / "data"
+        self.log_path = root / "stack.log"
+        self._log_fh = self.log_path.open("wb")
+        port = free_port()
+        env = {**os.environ, **self.env}
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "semaflow", "up", "--port", str(port), "--data-dir", str(self.data_dir)],
+            stdout=subprocess.PIPE,
+            stderr=self._log_fh,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=REPO,
+        )
+        assert self.proc.stdout is not None
+        line = _readline_with_timeout(self.proc, timeout_s)
+        if not line.startswith("semaflow ready: "):
+            self.stop()
+            raise RuntimeError(f"stack did not become ready (got {line!r}); see {self.log_path}")
+        # "semaflow ready: http://HOST:PORT api_key=KEY"
+        rest = line[len("semaflow ready: ") :].strip()
+        url, _, key = rest.partition(" api_key=")
+        self.url, self.api_key = url.strip(), key.strip()
+        self.pids = self._service_pids()
+        log(f"stack ready in {time.monotonic() - started:.1f}s at {self.url} (log {self.log_path})")
+        return self
+
+    def _service_pids(self) -> dict[str, int]:
+        assert self.proc is not None
+        out = {"supervisor": self.proc.pid}
+        for pid in process_tree(self.proc.pid)[1:]:
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            args = [c.decode(errors="replace") for c in cmd if c]
+            name = next((a.split(".", 1)[1] for a in args if a.startswith("services.")), None)
+            out[name or ("redis" if any("redis" in a for a in args) else f"pid{pid}")] = pid
+        return out
+
+    def tree(self) -> list[int]:
+        return process_tree(self.proc.pid) if self.proc else []
+
+    def cpu_by_service(self) -> dict[str, float]:
+        return {name: cpu_seconds([pid]) for name, pid in self.pids.items()}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    async def wait_idle(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        max_wait_s: float = 300.0,
+        cpu_frac: float = 0.10,
+        window_s: float = 1.0,
+    ) -> float:
+        """Wait until the gateway's query model is loaded and the whole tree uses < ``cpu_frac`` of a core."""
+        started = time.monotonic()
+        deadline = started + max_wait_s
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(self.url + "/readyz") as resp:
+                    body = await resp.json()
+                if resp.status == 200 and body.get("checks", {}).get("query_model") == "ok":
+                    break
+            except (aiohttp.ClientError, ValueError):
+                pass
+            await asyncio.sleep(0.5)
+        else:
+            raise RuntimeError("gateway query model did not load in time")
+        while time.monotonic() < deadline:
+            pids = self.tree()
+            before = cpu_seconds(pids)
+            await asyncio.sleep(window_s)
+            used = (cpu_seconds(pids) - before) / window_s
+            if used < cpu_frac:
+                return time.monotonic() - started
+        raise RuntimeError("stack did not go idle")
+
+    def stop(self, timeout_s: float = 90.0) -> None:
+        """SIGTERM the supervisor and wait for the whole tree to exit (SIGKILL only our own leftovers)."""
+        if self.proc is None:
+            return
+        tree = self.tree()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log("stack did not stop in time: killing the processes it started")
+                for pid in tree:
+                    _kill(pid)
+                self.proc.wait()
+        for pid in tree[1:]:  # children the supervisor should have reaped; never anyone else's
+            if _alive(pid):
+                log(f"leftover process {pid} after stop: killing it")
+                _kill(pid)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        if self._log_fh:
+            self._log_fh.close()
+        if self._tmp is not None and not self.keep_data:
+            self._tmp.cleanup()
+        elif self._tmp is not None:
+            log(f"kept stack data and log in {self._tmp.name}")
+        self.proc = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _readline_with_timeout(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
+    import selectors
+
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout_s
+    buf = b""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and not sel.select(0):
+            break
+        if sel.select(0.5):
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buf += chunk
+            if b"\n" in buf:
+                return buf.split(b"\n", 1)[0].decode(errors="replace")
+    return buf.decode(errors="replace")
+
+
+async def check(resp: aiohttp.ClientResponse, *expected: int) -> Any:
+    """The JSON body of a response with one of the expected statuses, else an error with the body."""
+    if resp.status not in expected:
+        raise RuntimeError(f"{resp.method} {resp.url} -> {resp.status}: {(await resp.text())[:500]}")
+    return await resp.json()
+
+
+def session(connections: int = 100, timeout_s: float = 120.0) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections, force_close=False),
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+    )

@@ -1,0 +1,333 @@
+"""Ingest benchmark: raw model throughput vs. the whole pipeline, and ingest->searchable latency.
+
+Run by hand (not pytest)::
+
+    .venv/bin/python bench/ingest.py                 # 10,000 documents (full size)
+    .venv/bin/python bench/ingest.py --docs 2000     # quick check
+    .venv/bin/python bench/ingest.py --json bench/results/ingest.json
+
+(a) ``SentenceTransformer.encode`` of the corpus in this process, measured while no stack runs.
+(b) The same documents through ``semaflow up`` (1,000-document batches): from the first POST until
+    every job has succeeded, the collection counts every document, and a search answers from
+    that index version. Target: b/a >= 0.8.
+(c) Latency of one 10-document batch from POST until a vector search finds it, on the idle
+    stack, repeated (new ids and texts each time). Target: p50 <= 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import common
+from common import check, log, percentile, table, verdict
+
+TARGET_RATIO = 0.8
+TARGET_LATENCY_P50_S = 2.0
+
+
+def corpus_docs(corpus: list[tuple[str, str]], n: int) -> list[tuple[str, str]]:
+    """``n`` documents: the corpus repeated (new ids for each pass) until there are ``n``."""
+    out: list[tuple[str, str]] = []
+    rep = 0
+    while len(out) < n:
+        for doc_id, text in corpus:
+            if len(out) == n:
+                break
+            out.append((f"r{rep}-{doc_id}", text))
+        rep += 1
+    return out
+
+
+def measure_raw(texts: list[str], probe_texts: list[str], batch_size: int) -> dict[str, Any]:
+    """(a): the model alone, in this process; also embeds the latency probes (untimed)."""
+    import torch
+
+    from shared.embedding import Encoder
+
+    t = time.perf_counter()
+    encoder = Encoder.load(batch_size=batch_size)
+    load_s = time.perf_counter() - t
+    model = encoder.model
+    model.encode(texts[:64], batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)  # warm-up
+    log(
+        f"(a) encoding {len(texts):,} documents in-process (batch size {batch_size}, {torch.get_num_threads()} threads)"
+    )
+    t, cpu, busy = time.perf_counter(), common.self_cpu_seconds(), common.machine_busy_seconds()
+    vecs = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
+    elapsed = time.perf_counter() - t
+    cpu = common.self_cpu_seconds() - cpu
+    busy = common.machine_busy_seconds() - busy
+    assert vecs.shape == (len(texts), encoder.dim)
+    probes = encoder.encode(probe_texts)
+    del model, encoder
+    return {
+        "documents": len(texts),
+        "seconds": elapsed,
+        "docs_per_s": len(texts) / elapsed,
+        "cpu_s": cpu,
+        "cores_used": cpu / elapsed,
+        "other_load_cores": max(0.0, busy - cpu) / elapsed,
+        "model_load_s": load_s,
+        "batch_size": batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "probe_vectors": probes,
+    }
+
+
+async def ingest_pipeline(
+    stack: common.Stack, http: Any, name: str, docs: list[tuple[str, str]], batch: int
+) -> dict[str, Any]:
+    """(b): POST every batch, then wait until all are searchable."""
+    base = f"{stack.url}/v1/collections/{name}"
+    h = {**stack.headers, "Content-Type": "application/json"}
+    async with http.put(base, headers=h) as resp:
+        await check(resp, 200, 201)
+    bodies = [
+        json.dumps({"documents": [{"id": i, "text": t, "metadata": {"n": k}} for k, (i, t) in enumerate(chunk)]})
+        for chunk in (docs[s : s + batch] for s in range(0, len(docs), batch))
+    ]
+    cpu0 = stack.cpu_by_service()
+    busy0, self0 = common.machine_busy_seconds(), common.self_cpu_seconds()
+    t0 = time.perf_counter()
+    job_ids: list[str] = []
+    post_s: list[float] = []
+    for body in bodies:
+        ts = time.perf_counter()
+        async with http.post(base + "/documents", data=body, headers=h) as resp:
+            job_ids.append((await check(resp, 202))["job_id"])
+        post_s.append(time.perf_counter() - ts)
+    t_posted = time.perf_counter() - t0
+    log(f"(b) {len(bodies)} batches accepted in {t_posted:.2f}s; waiting until searchable")
+    pending = set(job_ids)
+    done_at: dict[str, float] = {}
+    first_searchable: float | None = None
+    while True:
+        await asyncio.sleep(0.2)
+        async with http.get(base, headers=h) as resp:
+            info = await check(resp, 200)
+        now = time.perf_counter() - t0
+        if first_searchable is None and info["documents"] > 0:
+            first_searchable = now
+        if info["documents"] < len(docs):
+            if now > 3600:
+                raise RuntimeError("ingest did not finish within an hour")
+            continue
+        for job_id in sorted(pending):
+            async with http.get(f"{stack.url}/v1/jobs/{job_id}", headers=h) as resp:
+                job = await check(resp, 200)
+            if job["state"] == "failed":
+                raise RuntimeError(f"job {job_id} failed: {job.get('error')}")
+            if job["state"] == "succeeded":
+                pending.discard(job_id)
+                done_at[job_id] = now
+        if pending:
+            continue
+        # Searchable: a search is answered from the version that holds every document.
+        async with http.post(base + "/search", json={"vector": [1.0] + [0.0] * 383, "k": 1}, headers=h) as resp:
+            found = await check(resp, 200)
+        if found["index_version"] == info["index_version"] and found["results"]:
+            break
+    elapsed = time.perf_counter() - t0
+    cpu1 = stack.cpu_by_service()
+    busy = common.machine_busy_seconds() - busy0
+    self_cpu = common.self_cpu_seconds() - self0
+    cpu = {k: round(cpu1.get(k, 0.0) - v, 2) for k, v in cpu0.items()}
+    stack_cpu = sum(cpu.values())
+    return {
+        "documents": len(docs),
+        "batches": len(bodies),
+        "seconds": elapsed,
+        "docs_per_s": len(docs) / elapsed,
+        "post_total_s": t_posted,
+        "post_p50_s": percentile(post_s, 50),
+        "post_max_s": max(post_s),
+        "first_searchable_s": first_searchable,
+        "segments": info["segments"],
+        "cpu_s_by_service": cpu,
+        "stack_cpu_s": stack_cpu,
+        "client_cpu_s": self_cpu,
+        "stack_cores_used": stack_cpu / elapsed,
+        "other_load_cores": max(0.0, busy - stack_cpu - self_cpu) / elapsed,
+    }
+
+
+async def latency(
+    stack: common.Stack, http: Any, name: str, probes: list[tuple[list[str], list[str], list[float]]]
+) -> dict[str, Any]:
+    """(c): one 10-document batch at a time, on the idle stack, until a vector search finds it."""
+    base = f"{stack.url}/v1/collections/{name}"
+    h = {**stack.headers, "Content-Type": "application/json"}
+    samples: list[float] = []
+    server_job_s: list[float] = []
+    for n, (ids, texts, vector) in enumerate(probes):
+        await stack.wait_idle(http, cpu_frac=0.15, window_s=0.5, max_wait_s=60)
+        body = json.dumps({"documents": [{"id": i, "text": t} for i, t in zip(ids, texts, strict=False)]})
+        query = json.dumps({"vector": vector, "k": 10})
+        t0 = time.perf_counter()
+        async with http.post(base + "/documents", data=body, headers=h) as resp:
+            job_id = (await check(resp, 202))["job_id"]
+        while True:
+            async with http.post(base + "/search", data=query, headers=h) as resp:
+                res = await check(resp, 200)
+            if any(r["id"] == ids[0] for r in res["results"]):
+                break
+            if time.perf_counter() - t0 > 120:
+                raise RuntimeError(f"probe {n} not searchable after 120 s")
+            await asyncio.sleep(0.025)
+        samples.append(time.perf_counter() - t0)
+        async with http.get(f"{stack.url}/v1/jobs/{job_id}", headers=h) as resp:
+            job = await check(resp, 200)
+        if job["state"] == "succeeded":
+            from datetime import datetime
+
+            created = datetime.fromisoformat(job["created_at"])
+            updated = datetime.fromisoformat(job["updated_at"])
+            server_job_s.append((updated - created).total_seconds())
+        log(f"(c) probe {n + 1}/{len(probes)}: searchable after {samples[-1]:.3f}s")
+    return {
+        "repeats": len(samples),
+        "samples_s": samples,
+        "p50_s": percentile(samples, 50),
+        "p90_s": percentile(samples, 90),
+        "min_s": min(samples),
+        "max_s": max(samples),
+        "server_job_p50_s": percentile(server_job_s, 50),
+    }
+
+
+async def run_stack_phases(
+    args: argparse.Namespace, docs: list[tuple[str, str]], probes: list[tuple[list[str], list[str], list[float]]]
+) -> dict[str, Any]:
+    stack = common.Stack(keep_data=args.keep_data)
+    t = time.perf_counter()
+    stack.start()
+    out: dict[str, Any] = {"stack_start_s": time.perf_counter() - t}
+    try:
+        async with common.session() as http:
+            out["idle_wait_s"] = await stack.wait_idle(http)
+            log(f"stack idle (query model loaded) after {out['idle_wait_s']:.1f}s more; ingesting {len(docs):,} docs")
+            out["pipeline"] = await ingest_pipeline(stack, http, "bench-ingest", docs, args.batch)
+            log(f"(b) {out['pipeline']['docs_per_s']:.1f} docs/s; measuring single-batch latency")
+            if args.repeats:
+                out["latency"] = await latency(stack, http, "bench-ingest", probes)
+    finally:
+        stack.stop()
+        log("stack stopped")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=common.DEFAULT_DATA, help="SciFact folder (BEIR format)")
+    parser.add_argument("--docs", type=int, default=10_000, help="documents to ingest (default 10,000)")
+    parser.add_argument("--batch", type=int, default=1_000, help="documents per POST in (b) (default 1,000)")
+    parser.add_argument("--repeats", type=int, default=20, help="single-batch latency samples in (c) (default 20)")
+    parser.add_argument("--probe-size", type=int, default=10, help="documents per batch in (c) (default 10)")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
+    parser.add_argument(
+        "--raw-after", action="store_true", help="measure (a) again after the stack stopped; the ratio uses the mean"
+    )
+    parser.add_argument("--keep-data", action="store_true", help="keep the stack's data dir and log")
+    args = parser.parse_args(argv)
+
+    from shared.config import Settings
+
+    batch_size = Settings().embed_batch_size  # what the embedder uses (SEMAFLOW_EMBED_BATCH_SIZE)
+    corpus = common.load_corpus(args.data)
+    docs = corpus_docs(corpus, args.docs)
+    # Latency probes: corpus texts made unique with a prefix, so they are not ties of (b)'s documents.
+    probe_docs = []
+    for r in range(args.repeats):
+        chunk = corpus[(r * args.probe_size) % len(corpus) :][: args.probe_size]
+        ids = [f"probe{r}-{i}" for i, _ in chunk]
+        texts = [f"Latency probe {r}-{k}. {t}" for k, (_i, t) in enumerate(chunk)]
+        probe_docs.append((ids, texts))
+    log(f"{len(docs):,} documents ({len(corpus):,} unique texts); embed batch size {batch_size}")
+
+    texts = [t for _, t in docs]
+    raws = [measure_raw(texts, [texts[0] for _, texts in probe_docs], batch_size)]
+    probe_vectors = raws[0].pop("probe_vectors")
+    raws[0]["when"] = "before the stack"
+    log(f"(a) {raws[0]['docs_per_s']:.1f} docs/s in-process")
+    probes = [(ids, texts, probe_vectors[n].tolist()) for n, (ids, texts) in enumerate(probe_docs)]
+    stack_out = asyncio.run(run_stack_phases(args, docs, probes))
+    if args.raw_after:
+        again = measure_raw(texts, [], batch_size)
+        again.pop("probe_vectors")
+        again["when"] = "after the stack"
+        raws.append(again)
+        log(f"(a) again: {again['docs_per_s']:.1f} docs/s in-process")
+
+    pipe = stack_out["pipeline"]
+    raw_rate = sum(r["docs_per_s"] for r in raws) / len(raws)
+    ratio = pipe["docs_per_s"] / raw_rate
+    raw_cpu_per_doc = sum(r["cpu_s"] / r["documents"] for r in raws) / len(raws)
+    cpu_ratio = raw_cpu_per_doc / (pipe["stack_cpu_s"] / pipe["documents"])
+    results: dict[str, Any] = {
+        "raw_model": raws,
+        "raw_docs_per_s": raw_rate,
+        **stack_out,
+        "ratio_pipeline_over_raw": ratio,
+        "cpu_efficiency_pipeline_vs_raw": cpu_ratio,
+        "targets": {"ratio_min": TARGET_RATIO, "latency_p50_max_s": TARGET_LATENCY_P50_S},
+        "environment": common.environment(),
+    }
+    print()
+    print(f"semaflow ingest benchmark: {len(docs):,} SciFact documents, {pipe['batches']} batches of {args.batch}")
+    print()
+    rows = [
+        [f"(a) raw model encode, in-process ({r['when']})", r["documents"], r["seconds"], r["docs_per_s"],
+         r["cpu_s"], r["cores_used"], r["other_load_cores"]]
+        for r in raws
+    ]  # fmt: skip
+    rows.append(
+        ["(b) gateway: first POST -> searchable", pipe["documents"], pipe["seconds"], pipe["docs_per_s"],
+         pipe["stack_cpu_s"], pipe["stack_cores_used"], pipe["other_load_cores"]]
+    )  # fmt: skip
+    print(table(["measurement", "docs", "seconds", "docs/s", "CPU s", "cores used", "other load (cores)"], rows))
+    print()
+    print(
+        f"  (b) details: all POSTs answered after {pipe['post_total_s']:.2f}s (p50 {pipe['post_p50_s'] * 1000:.0f} ms, "
+        f"max {pipe['post_max_s'] * 1000:.0f} ms); first documents searchable at {pipe['first_searchable_s']:.1f}s; "
+        f"{pipe['segments']} segments"
+    )
+    print(f"  (b) CPU seconds per process: {pipe['cpu_s_by_service']}; benchmark client {pipe['client_cpu_s']:.1f}")
+    stack_ms = pipe["stack_cpu_s"] / pipe["documents"] * 1000
+    print(
+        f"  CPU per document: raw {raw_cpu_per_doc * 1000:.1f} ms, stack {stack_ms:.1f} ms"
+        f" (raw/stack = {cpu_ratio:.3f}; insensitive to other load on the machine)"
+    )
+    ok_ratio = ratio >= TARGET_RATIO
+    lines = [f"b/a = {ratio:.3f}  (target >= {TARGET_RATIO})  {verdict(ok_ratio)}"]
+    if len(raws) > 1:
+        lines[0] += f"  [(a) = mean of {len(raws)} runs: {raw_rate:.2f} docs/s]"
+    ok = ok_ratio
+    if "latency" in stack_out:
+        lat = stack_out["latency"]
+        print()
+        print(
+            table(
+                ["(c) 10-doc batch POST -> found by search", "repeats", "p50 s", "p90 s", "min s", "max s"],
+                [["latency", lat["repeats"], lat["p50_s"], lat["p90_s"], lat["min_s"], lat["max_s"]]],
+            )
+        )
+        print(f"  (c) server-side job time (created -> succeeded), p50: {lat['server_job_p50_s']:.3f}s")
+        ok_lat = lat["p50_s"] <= TARGET_LATENCY_P50_S
+        lines.append(f"latency p50 = {lat['p50_s']:.3f}s  (target <= {TARGET_LATENCY_P50_S} s)  {verdict(ok_lat)}")
+        ok = ok and ok_lat
+    print()
+    print("targets:")
+    for line in lines:
+        print("  " + line)
+    common.write_json(args.json, results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""Search benchmark: HTTP search latency on a 100,000-vector collection vs. the in-process floor.
+
+Run by hand (not pytest)::
+
+    .venv/bin/python bench/search.py                                # full size
+    .venv/bin/python bench/search.py --vectors 20000 --n1 100 --n32 500   # quick check
+    .venv/bin/python bench/search.py --json bench/results/search.json
+
+1. Ingest ``--vectors`` random unit vectors (fixed seed) as documents with vectors, 1,000 per
+   request, and wait until every one is searchable.
+2. On the idle stack: ``query`` searches (SciFact query texts) and ``vector`` searches (random unit
+   vectors), ``--n1`` requests at concurrency 1 and ``--n32`` at concurrency 32 (k=10).
+3. The floor, in this process and in the same run: for ``query``, ``Encoder.encode`` + a search of
+   one ``faiss.IndexFlatIP`` holding the same vectors; for ``vector``, the FAISS search alone.
+   Concurrency-1 HTTP and floor samples are taken in alternating blocks, so noise from the shared
+   machine hits both alike; the stack is idle while the floor runs.
+
+Target: p50(HTTP) / p50(floor) <= 1.5 at concurrency 1, for both kinds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import common
+import numpy as np
+from common import check, log, percentile, table, verdict
+
+DIM = 384
+TARGET_RATIO = 1.5
+K = 10
+
+
+def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` random unit vectors, rounded to 6 decimals (short JSON) then renormalised as the service does."""
+    v = rng.standard_normal((n, DIM)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return np.round(v, 6).astype(np.float32)
+
+
+def as_stored(v: np.ndarray) -> np.ndarray:
+    """What the service indexes for a given vector (it L2-normalises every given vector)."""
+    from shared.documents import normalize
+
+    return normalize(v)
+
+
+def vec_json(row: np.ndarray) -> str:
+    return "[" + ",".join(f"{x:.6f}" for x in row.tolist()) + "]"
+
+
+async def ingest_vectors(
+    stack: common.Stack, http: Any, name: str, vectors: np.ndarray, batch: int, in_flight: int
+) -> dict[str, Any]:
+    base = f"{stack.url}/v1/collections/{name}"
+    h = {**stack.headers, "Content-Type": "application/json"}
+    async with http.put(base, headers=h) as resp:
+        await check(resp, 200, 201)
+    starts = list(range(0, len(vectors), batch))
+    job_ids: list[str] = []
+    sem = asyncio.Semaphore(in_flight)
+
+    def body(start: int) -> bytes:
+        docs = ",".join(
+            f'{{"id":"v{start + j}","vector":{vec_json(row)}}}' for j, row in enumerate(vectors[start : start + batch])
+        )
+        return ('{"documents":[' + docs + "]}").encode()
+
+    async def post(start: int) -> None:
+        async with sem:
+            data = await asyncio.to_thread(body, start)
+            async with http.post(base + "/documents", data=data, headers=h) as resp:
+                job_ids.append((await check(resp, 202))["job_id"])
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(post(s) for s in starts))
+    posted = time.perf_counter() - t0
+    log(f"ingest: {len(starts)} requests accepted in {posted:.1f}s; waiting until searchable")
+    pending = set(job_ids)
+    while True:
+        await asyncio.sleep(0.5)
+        async with http.get(base, headers=h) as resp:
+            info = await check(resp, 200)
+        if info["documents"] < len(vectors):
+            continue
+        for job_id in sorted(pending):
+            async with http.get(f"{stack.url}/v1/jobs/{job_id}", headers=h) as resp:
+                job = await check(resp, 200)
+            if job["state"] == "failed":
+                raise RuntimeError(f"job {job_id} failed: {job.get('error')}")
+            if job["state"] == "succeeded":
+                pending.discard(job_id)
+        if pending:
+            continue
+        async with http.post(base + "/search", json={"vector": [1.0] + [0.0] * (DIM - 1), "k": 1}, headers=h) as resp:
+            found = await check(resp, 200)
+        if found["index_version"] == info["index_version"] and found["results"]:
+            break
+    elapsed = time.perf_counter() - t0
+    return {
+        "vectors": len(vectors),
+        "requests": len(starts),
+        "seconds": elapsed,
+        "vectors_per_s": len(vectors) / elapsed,
+        "post_seconds": posted,
+        "segments": info["segments"],
+    }
+
+
+class HttpSearcher:
+    """Pre-serialised search requests against one collection."""
+
+    def __init__(self, stack: common.Stack, http: Any, name: str) -> None:
+        self.url = f"{stack.url}/v1/collections/{name}/search"
+        self.http = http
+        self.h = {**stack.headers, "Content-Type": "application/json"}
+
+    async def one(self, body: bytes) -> tuple[float, list[str]]:
+        t = time.perf_counter()
+        async with self.http.post(self.url, data=body, headers=self.h) as resp:
+            res = await check(resp, 200)
+        return time.perf_counter() - t, [r["id"] for r in res["results"]]
+
+    async def sequential(self, bodies: list[bytes]) -> list[float]:
+        return [(await self.one(b))[0] for b in bodies]
+
+    async def concurrent(self, bodies: list[bytes], concurrency: int) -> tuple[list[float], float]:
+        lat: list[float] = []
+        it = iter(bodies)
+
+        async def worker() -> None:
+            for b in it:
+                lat.append((await self.one(b))[0])
+
+        t = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return lat, time.perf_counter() - t
+
+
+def floor_block(kind: str, encoder: Any, index: Any, items: list[Any], faiss_threads: int) -> list[float]:
+    import faiss
+
+    faiss.omp_set_num_threads(faiss_threads)
+    out = []
+    for item in items:
+        t = time.perf_counter()
+        q = encoder.encode([item]) if kind == "query" else item
+        index.search(q, K)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def stats(lat: list[float]) -> dict[str, float]:
+    return {
+        "n": len(lat),
+        "p50_ms": percentile(lat, 50) * 1000,
+        "p90_ms": percentile(lat, 90) * 1000,
+        "p99_ms": percentile(lat, 99) * 1000,
+        "mean_ms": sum(lat) / len(lat) * 1000,
+    }
+
+
+async def run_stack(
+    args: argparse.Namespace,
+    encoder: Any,
+    index: Any,
+    vectors: np.ndarray,
+    queries: list[str],
+    qvecs: np.ndarray,
+) -> dict[str, Any]:
+    stack = common.Stack(env=dict(e.split("=", 1) for e in args.stack_env), keep_data=args.keep_data)
+    stack.start()
+    out: dict[str, Any] = {}
+    name = "bench-search"
+    try:
+        async with common.session(connections=args.c + 8) as http:
+            await stack.wait_idle(http)
+            log(f"stack idle; ingesting {len(vectors):,} vectors")
+            out["ingest"] = await ingest_vectors(stack, http, name, vectors, args.batch, args.in_flight)
+            log(f"ingest: {out['ingest']['vectors_per_s']:.0f} vectors/s; waiting for an idle stack")
+            await stack.wait_idle(http, window_s=2.0)
+            searcher = HttpSearcher(stack, http, name)
+            n_items = max(args.n1, args.n32)
+            items: dict[str, list[Any]] = {
+                "query": [queries[i % len(queries)] for i in range(n_items)],
+                "vector": [qvecs[i % len(qvecs)].reshape(1, -1) for i in range(n_items)],
+            }
+            bodies: dict[str, list[bytes]] = {
+                "query": [json.dumps({"query": q, "k": K}).encode() for q in items["query"]],
+                "vector": [('{"vector":' + vec_json(v[0]) + f',"k":{K}}}').encode() for v in items["vector"]],
+            }
+            # Exactness check: the service's top-k equals the flat index's top-k.
+            agree = []
+            for i in range(20):
+                _, ids = await searcher.one(bodies["vector"][i])
+                _, rows = index.search(as_stored(items["vector"][i]), K)
+                agree.append(len(set(ids) & {f"v{r}" for r in rows[0]}) / K)
+            out["topk_agreement_vector"] = sum(agree) / len(agree)
+            floor_threads = sorted({args.faiss_threads, 1}, reverse=True)
+            for kind in ("query", "vector"):
+                # Warm-up (first query also makes the gateway's FAISS/torch allocate).
+                await searcher.sequential(bodies[kind][:20])
+                for t in floor_threads:
+                    floor_block(kind, encoder, index, items[kind][:20], t)
+                http1: list[float] = []
+                floors: dict[int, list[float]] = {t: [] for t in floor_threads}
+                cpu0 = cpu_gw = 0.0
+                gw = stack.pids.get("gateway")
+                for s in range(0, args.n1, args.block):
+                    e = min(args.n1, s + args.block)
+                    await asyncio.sleep(0.05)
+                    for t in floor_threads:
+                        floors[t] += floor_block(kind, encoder, index, items[kind][s:e], t)
+                    cpu0 = common.cpu_seconds([gw]) if gw else 0.0
+                    http1 += await searcher.sequential(bodies[kind][s:e])
+                    cpu_gw += (common.cpu_seconds([gw]) - cpu0) if gw else 0.0
+                best = min(floor_threads, key=lambda t: percentile(floors[t], 50))
+                floor1 = floors[best]
+                log(
+                    f"{kind} c=1: HTTP p50 {percentile(http1, 50) * 1000:.2f} ms, floor p50 "
+                    + ", ".join(f"{percentile(floors[t], 50) * 1000:.2f} ms ({t} FAISS threads)" for t in floor_threads)
+                )
+                await stack.wait_idle(http, window_s=0.5)
+                cpu0 = common.cpu_seconds([gw]) if gw else 0.0
+                prof = start_profile(args, gw, f"{kind}-c{args.c}")
+                self0, busy0 = common.self_cpu_seconds(), common.machine_busy_seconds()
+                http32, wall32 = await searcher.concurrent(bodies[kind][: args.n32], args.c)
+                client32 = common.self_cpu_seconds() - self0
+                busy32 = common.machine_busy_seconds() - busy0
+                stop_profile(prof)
+                cpu32 = (common.cpu_seconds([gw]) - cpu0) if gw else 0.0
+                log(f"{kind} c={args.c}: p50 {percentile(http32, 50) * 1000:.1f} ms, {len(http32) / wall32:.1f} req/s")
+                out[kind] = {
+                    "c1_http": stats(http1),
+                    "c1_floor": stats(floor1),
+                    "c1_floor_faiss_threads": best,
+                    "c1_floor_by_faiss_threads": {str(t): stats(floors[t]) for t in floor_threads},
+                    "c1_ratio_p50": percentile(http1, 50) / percentile(floor1, 50),
+                    "c1_gateway_cpu_ms_per_req": cpu_gw / len(http1) * 1000,
+                    f"c{args.c}_http": stats(http32),
+                    f"c{args.c}_req_per_s": len(http32) / wall32,
+                    f"c{args.c}_gateway_cpu_ms_per_req": cpu32 / len(http32) * 1000,
+                    f"c{args.c}_gateway_cores": cpu32 / wall32,
+                    f"c{args.c}_client_cores": client32 / wall32,
+                    f"c{args.c}_machine_busy_cores": busy32 / wall32,
+                }
+                await stack.wait_idle(http, window_s=0.5)
+    finally:
+        stack.stop()
+        log("stack stopped")
+    return out
+
+
+def start_profile(args: argparse.Namespace, pid: int | None, label: str) -> subprocess.Popen[bytes] | None:
+    if not args.profile or pid is None:
+        return None
+    args.profile.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).parent / "py-spy"
+    out = args.profile / f"gateway-{label}.txt"
+    cmd = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--threads", "-o", str(out)]
+    if args.profile_native:
+        cmd.append("--native")
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profile(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None:
+        return
+    proc.send_signal(__import__("signal").SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=common.DEFAULT_DATA, help="SciFact folder (for query texts)")
+    parser.add_argument("--vectors", type=int, default=100_000, help="collection size (default 100,000)")
+    parser.add_argument("--batch", type=int, default=1_000, help="vectors per ingest request (default 1,000)")
+    parser.add_argument("--in-flight", type=int, default=2, help="ingest requests in flight (default 2)")
+    parser.add_argument("--n1", type=int, default=300, help="requests per kind at concurrency 1 (default 300)")
+    parser.add_argument("--n32", type=int, default=2_000, help="requests per kind at high concurrency (default 2,000)")
+    parser.add_argument("-c", type=int, default=32, help="high concurrency level (default 32)")
+    parser.add_argument("--block", type=int, default=50, help="alternating floor/HTTP block size at c=1 (default 50)")
+    parser.add_argument("--seed", type=int, default=20240601, help="RNG seed for the vectors")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="py-spy the gateway at high c")
+    parser.add_argument("--profile-native", action="store_true", help="py-spy --native")
+    parser.add_argument(
+        "--stack-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment of the stack"
+    )
+    parser.add_argument("--keep-data", action="store_true", help="keep the stack's data dir and log")
+    args = parser.parse_args(argv)
+
+    import faiss
+
+    from shared.embedding import Encoder
+
+    queries = common.load_queries(args.data)
+    rng = np.random.default_rng(args.seed)
+    vectors = unit_vectors(rng, args.vectors)
+    qvecs = as_stored(unit_vectors(np.random.default_rng(args.seed + 1), max(args.n1, args.n32)))
+    # The floor, built before the stack starts so the two never compete for the cores.
+    log("loading the model and building the floor index in-process")
+    encoder = Encoder.load()
+    args.faiss_threads = faiss.omp_get_max_threads()
+    index = faiss.IndexFlatIP(DIM)
+    index.add(as_stored(vectors))
+    encoder.encode(queries[:8])
+
+    out = asyncio.run(run_stack(args, encoder, index, vectors, queries, qvecs))
+
+    c = args.c
+    print()
+    print(
+        f"semaflow search benchmark: {args.vectors:,} vectors in {out['ingest']['segments']} segments, k={K}; "
+        f"{args.n1} requests at c=1, {args.n32} at c={c}"
+    )
+    print(
+        f"  ingest: {out['ingest']['vectors']:,} vectors in {out['ingest']['seconds']:.1f}s "
+        f"({out['ingest']['vectors_per_s']:.0f}/s); top-{K} agreement with the flat index: "
+        f"{out['topk_agreement_vector']:.3f}"
+    )
+    print()
+    rows = []
+    for kind in ("query", "vector"):
+        r = out[kind]
+        h1, h32 = r["c1_http"], r[f"c{c}_http"]
+        for t, ft in sorted(r["c1_floor_by_faiss_threads"].items(), reverse=True):
+            mark = " *" if int(t) == r["c1_floor_faiss_threads"] else ""
+            rows.append(
+                [f"{kind}: floor, {t} FAISS thr{mark}", "1", ft["p50_ms"], ft["p90_ms"], ft["p99_ms"], ft["mean_ms"],
+                 "-", "-"]
+            )  # fmt: skip
+        rows.append(
+            [f"{kind}: HTTP", "1", h1["p50_ms"], h1["p90_ms"], h1["p99_ms"], h1["mean_ms"], "-",
+             r["c1_gateway_cpu_ms_per_req"]]
+        )  # fmt: skip
+        rows.append(
+            [f"{kind}: HTTP", str(c), h32["p50_ms"], h32["p90_ms"], h32["p99_ms"], h32["mean_ms"],
+             r[f"c{c}_req_per_s"], r[f"c{c}_gateway_cpu_ms_per_req"]]
+        )  # fmt: skip
+    print(table(["search", "conc", "p50 ms", "p90 ms", "p99 ms", "mean ms", "req/s", "gateway CPU ms/req"], rows))
+    print()
+    for kind in ("query", "vector"):
+        r = out[kind]
+        print(
+            f"  {kind} c={c}: gateway {r[f'c{c}_gateway_cores']:.2f} cores, benchmark client "
+            f"{r[f'c{c}_client_cores']:.2f} cores, whole machine {r[f'c{c}_machine_busy_cores']:.2f} cores busy"
+        )
+    print("  * = the floor used for the ratio (the faster FAISS thread setting; torch uses its default threads)")
+    if args.stack_env:
+        print(f"  stack environment: {' '.join(args.stack_env)}")
+    print()
+    print("targets (p50 HTTP / p50 floor at concurrency 1):")
+    ok = True
+    for kind in ("query", "vector"):
+        ratio = out[kind]["c1_ratio_p50"]
+        ok = ok and ratio <= TARGET_RATIO
+        print(f"  {kind:6s} ratio = {ratio:.2f}x  (target <= {TARGET_RATIO}x)  {verdict(ratio <= TARGET_RATIO)}")
+    common.write_json(
+        args.json,
+        {**out, "targets": {"c1_ratio_p50_max": TARGET_RATIO}, "args": {k: str(v) for k, v in vars(args).items()},
+         "environment": common.environment()},
+    )  # fmt: skip
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
