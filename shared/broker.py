@@ -6,7 +6,15 @@ from typing import TYPE_CHECKING
 
 import redis
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
 
 if TYPE_CHECKING:
     from dramatiq import Broker, Middleware
@@ -18,19 +26,32 @@ NAMESPACE = "semaflow-dq"
 
 
 def build_broker(settings: Settings, redis_url: str, *, extra: list[Middleware] | None = None) -> Broker:
-    """A Redis broker with bounded, jittered exponential retries (Dramatiq's backoff is jittered)."""
+    """A Redis broker with bounded, jittered exponential retries (Dramatiq's backoff is jittered).
+
+    ``extra`` middleware goes before ``Retries``: Dramatiq runs ``after_*`` hooks in reverse
+    order, so theirs see the outcome ``Retries`` decided (``message.failed``).
+    """
     middleware: list[Middleware] = [
         AgeLimit(),
-        TimeLimit(time_limit=15 * 60 * 1000),
+        TimeLimit(time_limit=settings.task_time_limit_s * 1000),
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
+        CurrentMessage(),
+        *(extra or []),
         Retries(
             max_retries=settings.max_retries,
             min_backoff=settings.min_backoff_ms,
             max_backoff=settings.max_backoff_ms,
         ),
-        *(extra or []),
     ]
     client = redis.Redis.from_url(redis_url, health_check_interval=30)
-    return RedisBroker(client=client, middleware=middleware, namespace=NAMESPACE)  # type: ignore[no-untyped-call]
+    # A worker that stops beating for ``heartbeat_timeout`` is dead: its unacknowledged messages go
+    # back to the queue at the next maintenance pass, which runs on ~1 % of broker commands.
+    return RedisBroker(  # type: ignore[no-untyped-call]
+        client=client,
+        middleware=middleware,
+        namespace=NAMESPACE,
+        heartbeat_timeout=int(settings.worker_dead_after_s * 1000),
+        maintenance_chance=10_000,
+    )

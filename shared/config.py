@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     search_threads: int = Field(
         default=1, description="FAISS threads per search; concurrent requests already use every core."
     )
+    idempotency_ttl_s: int = Field(
+        default=c.IDEMPOTENCY_TTL_S, description="How long the answer to an Idempotency-Key is replayed."
+    )
 
     # --- embedding ---------------------------------------------------------------------------
     model_path: Path | None = Field(
@@ -56,6 +59,17 @@ class Settings(BaseSettings):
     min_backoff_ms: int = 500
     max_backoff_ms: int = 60_000
     shutdown_timeout_s: float = 30.0
+    task_time_limit_s: int = 15 * 60
+    worker_dead_after_s: float = Field(
+        default=15.0, description="A worker silent this long is dead; its unfinished messages are redelivered."
+    )
+    job_retention_s: int = c.JOB_RETENTION_S
+    dead_letter_retention_s: int = c.DEAD_LETTER_RETENTION_S
+    priority_starve_every: int = Field(
+        default=10, description="Every Nth claim goes to a starving lower priority (0: strict priority)."
+    )
+    priority_starve_after_s: float = Field(default=30.0, description="How long work waits before it is starving.")
+    queue_top_up_interval_s: float = 30.0
 
     # --- events ------------------------------------------------------------------------------
     stream_maxlen: int = c.STREAM_MAXLEN

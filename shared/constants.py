@@ -38,4 +38,15 @@ HEARTBEAT_TTL_S: Final = 15
 # Finished job records are kept a week so clients can still ask about them.
 JOB_RETENTION_S: Final = 7 * 24 * 3600
 
+# An Idempotency-Key's answer is kept a day: long enough for any client's retries (including ones
+# after an overnight outage), short enough that the stored bodies stay a small share of Redis.
+IDEMPOTENCY_TTL_S: Final = 24 * 3600
+
+# A claimed key whose request has not finished frees itself after this long, so a gateway that died
+# mid-request does not block the key for a day; it must exceed the slowest write (a 10 MB batch to S3).
+IDEMPOTENCY_LOCK_TTL_S: Final = 60
+
+# Dead letters wait a month for someone to look at them (Dramatiq's own drop theirs after a week).
+DEAD_LETTER_RETENTION_S: Final = 30 * 24 * 3600
+
 DEV_TENANT: Final = "dev"

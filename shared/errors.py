@@ -53,3 +53,7 @@ class StaleIndex(TransientError):
 
 class ModelUnavailable(TransientError):
     """The embedding model is not loaded yet, or failed to load."""
+
+
+class Cancelled(SemaflowError):
+    """The job was cancelled while its work ran; the work stops without publishing anything."""

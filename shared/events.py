@@ -79,10 +79,21 @@ class JobFailed(EventData):
     collection: str
     job_id: str
     error: str
+    dead_letter: str | None = None
+
+
+class JobCancelled(EventData):
+    """A job was cancelled; nothing of it was published."""
+
+    TYPE: ClassVar[str] = "job.cancelled"
+    tenant: str
+    collection: str
+    job_id: str
 
 
 EVENT_TYPES: Final[dict[str, type[EventData]]] = {
-    m.TYPE: m for m in (BatchAccepted, BatchEmbedded, IndexPublished, CollectionDeleted, JobSucceeded, JobFailed)
+    m.TYPE: m
+    for m in (BatchAccepted, BatchEmbedded, IndexPublished, CollectionDeleted, JobSucceeded, JobFailed, JobCancelled)
 }
 
 

@@ -1,17 +1,26 @@
-"""Job records: what a client polls to learn whether its write is searchable yet."""
+"""Job records: what a client polls, cancels and retries.
+
+A job is one accepted write (an ingest batch or a delete). Its record is a Redis hash; every state
+change goes through a Lua script that allows it only from the right states, so a late or
+duplicated message can never move a finished job backwards. Each tenant's jobs are also indexed
+by creation time for listing. Records expire ``retention_s`` after their last change.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared import keys
 from shared.constants import JOB_RETENTION_S
+from shared.errors import InvalidInput
+from shared.workqueue import Priority
 
 if TYPE_CHECKING:
     import redis
@@ -25,6 +34,8 @@ class JobState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    DEAD = "dead"
 
 
 class JobKind(StrEnum):
@@ -34,11 +45,22 @@ class JobKind(StrEnum):
     DELETE = "delete"
 
 
-FINISHED: Final = frozenset({JobState.SUCCEEDED, JobState.FAILED})
+FINISHED: Final = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.DEAD})
+RETRYABLE: Final = frozenset({JobState.FAILED, JobState.CANCELLED, JobState.DEAD})
+ACTIVE: Final = frozenset({JobState.QUEUED, JobState.RUNNING})
+
+
+class Task(BaseModel):
+    """The job's first unit of work, kept so the job can be queued again (retry, replay)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    queue: str
+    arguments: dict[str, Any]
 
 
 class Job(BaseModel):
-    """A job record as stored and as answered by ``GET /v1/jobs/{id}``."""
+    """A job record as stored; ``public()`` is what the API answers."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -47,12 +69,24 @@ class Job(BaseModel):
     collection: str
     kind: JobKind
     state: JobState
+    priority: Priority = Priority.NORMAL
     documents: int
+    embedded: int = 0
+    indexed: int = 0
+    attempts: int = 0
     batch_id: str | None = None
     created_at: datetime
     updated_at: datetime
+    started_at: datetime | None = None
     error: str | None = None
     index_version: str | None = None
+    dead_letter: str | None = None
+    task: Task | None = Field(default=None, exclude=True)
+    retention_s: int = Field(default=JOB_RETENTION_S, exclude=True)
+
+    def public(self) -> dict[str, Any]:
+        """The JSON the API answers."""
+        return self.model_dump(mode="json")
 
 
 def new_job_id() -> str:
@@ -65,26 +99,48 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def _millis(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
 def _to_hash(job: Job) -> dict[str, str]:
-    return {k: v for k, v in job.model_dump(mode="json").items() if v is not None}
+    data = job.model_dump(mode="json", exclude={"task", "retention_s"})
+    out = {k: str(v) for k, v in data.items() if v is not None}
+    out["retention_s"] = str(job.retention_s)
+    if job.task is not None:
+        out["task"] = job.task.model_dump_json()
+    return out
 
 
 def _from_hash(raw: Mapping[bytes | str, bytes | str]) -> Job | None:
     if not raw:
         return None
-    return Job.model_validate({keys.text(k): keys.text(v) for k, v in raw.items()})
+    data: dict[str, Any] = {keys.text(k): keys.text(v) for k, v in raw.items()}
+    if "task" in data:
+        data["task"] = json.loads(data["task"])
+    data.pop("published", None)
+    return Job.model_validate(data)
 
 
-# Moves a job to a new state only from an allowed one, so a late or duplicate message can never
-# move a finished job backwards. ARGV: new state, allowed-from states (comma list), then field pairs.
+# Moves a job to a new state only from an allowed one. KEYS: job. ARGV: new state, allowed-from
+# states (comma list), 'guard' (refuse if the job's effect was already published: cancellation),
+# then field pairs. Returns 1 moved, 0 unknown job, -1 not allowed from the current state.
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 0 end
 local allowed = ',' .. ARGV[2] .. ','
 if not string.find(allowed, ',' .. state .. ',', 1, true) then return -1 end
+if ARGV[3] == 'guard' and redis.call('HEXISTS', KEYS[1], 'published') == 1 then return -1 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
 for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if ARGV[3] ~= '' then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3])) end
+if ARGV[1] == 'running' and redis.call('HEXISTS', KEYS[1], 'started_at') == 0 then
+  redis.call('HSET', KEYS[1], 'started_at', redis.call('HGET', KEYS[1], 'updated_at'))
+end
+if ARGV[1] == 'queued' then
+  redis.call('HDEL', KEYS[1], 'published', 'error', 'started_at', 'dead_letter', 'embedded', 'indexed')
+end
+local ttl = tonumber(redis.call('HGET', KEYS[1], 'retention_s') or '0')
+if ttl and ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
 return 1
 """
 
@@ -92,12 +148,28 @@ _ALLOWED_FROM: Final[dict[JobState, tuple[JobState, ...]]] = {
     JobState.RUNNING: (JobState.QUEUED, JobState.RUNNING),
     JobState.SUCCEEDED: (JobState.QUEUED, JobState.RUNNING),
     JobState.FAILED: (JobState.QUEUED, JobState.RUNNING),
+    JobState.DEAD: (JobState.QUEUED, JobState.RUNNING),
+    JobState.CANCELLED: (JobState.QUEUED, JobState.RUNNING),
+    JobState.QUEUED: (JobState.FAILED, JobState.CANCELLED, JobState.DEAD),
 }
 
 
+def _transition_args(state: JobState, fields: Mapping[str, str | int | None]) -> list[str]:
+    guard = "guard" if state is JobState.CANCELLED else ""
+    args = [state.value, ",".join(_ALLOWED_FROM[state]), guard, "updated_at", now().isoformat()]
+    for name, value in fields.items():
+        if value is not None:
+            args += [name, str(value)]
+    return args
+
+
 async def create(client: aioredis.Redis, job: Job) -> None:
-    """Store a new job record."""
-    await client.hset(keys.job(job.id), mapping=_to_hash(job))  # type: ignore[arg-type]
+    """Store a new job record and index it under its tenant."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.job(job.id), mapping=_to_hash(job))  # type: ignore[arg-type]
+        pipe.expire(keys.job(job.id), job.retention_s)
+        pipe.zadd(keys.tenant_jobs(job.tenant), {job.id: _millis(job.created_at)})
+        await pipe.execute()
 
 
 async def get(client: aioredis.Redis, job_id: str) -> Job | None:
@@ -110,13 +182,10 @@ def get_sync(client: redis.Redis, job_id: str) -> Job | None:
     return _from_hash(client.hgetall(keys.job(job_id)))
 
 
-def _transition_args(state: JobState, fields: dict[str, str | int | None]) -> list[str]:
-    args = [state.value, ",".join(_ALLOWED_FROM[state]), str(JOB_RETENTION_S) if state in FINISHED else ""]
-    args += ["updated_at", now().isoformat()]
-    for name, value in fields.items():
-        if value is not None:
-            args += [name, str(value)]
-    return args
+def state_sync(client: redis.Redis, job_id: str) -> JobState | None:
+    """Just the job's state (cheap enough to check between mini-batches)."""
+    raw = client.hget(keys.job(job_id), "state")
+    return JobState(keys.text(raw)) if raw is not None else None
 
 
 def transition(client: redis.Redis, job_id: str, state: JobState, **fields: str | int | None) -> bool:
@@ -128,3 +197,103 @@ async def atransition(client: aioredis.Redis, job_id: str, state: JobState, **fi
     """Async twin of :func:`transition`."""
     moved = await client.eval(_TRANSITION, 1, keys.job(job_id), *_transition_args(state, fields))
     return bool(moved == 1)
+
+
+def progress(client: redis.Redis, job_id: str, **counts: int) -> None:
+    """Record progress counters (``embedded``, ``indexed``) of a job that still exists."""
+    if not client.exists(keys.job(job_id)):
+        return
+    client.hset(keys.job(job_id), mapping={k: str(v) for k, v in counts.items()})
+
+
+def count_attempt(client: redis.Redis, job_id: str) -> None:
+    """One more execution of the job's first stage began."""
+    if client.exists(keys.job(job_id)):
+        client.hincrby(keys.job(job_id), "attempts", 1)
+
+
+class JobFilter(BaseModel):
+    """Which jobs a listing or a bulk operation covers (all fields optional)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    state: JobState | None = None
+    collection: str | None = None
+    priority: Priority | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def matches(self, job: Job) -> bool:
+        return (
+            (self.state is None or job.state is self.state)
+            and (self.collection is None or job.collection == self.collection)
+            and (self.priority is None or job.priority is self.priority)
+            and (self.created_after is None or job.created_at > self.created_after)
+            and (self.created_before is None or job.created_at < self.created_before)
+        )
+
+
+def parse_cursor(cursor: str | None) -> tuple[float | None, str | None]:
+    """``(score, id)`` of a ``{created_ms}:{id}`` cursor, or ``(None, None)``.
+
+    Raises:
+        InvalidInput: the cursor is malformed.
+    """
+    if not cursor:
+        return None, None
+    score, sep, after_id = cursor.partition(":")
+    try:
+        if not sep or not after_id:
+            raise ValueError(cursor)
+        return float(int(score)), after_id
+    except ValueError as exc:
+        raise InvalidInput(f"invalid cursor {cursor!r}") from exc
+
+
+async def scan(
+    client: aioredis.Redis, tenant: str, flt: JobFilter, *, limit: int, cursor: str | None = None, page: int = 200
+) -> tuple[list[Job], str | None]:
+    """A tenant's jobs matching ``flt``, newest first: up to ``limit`` and the cursor after them.
+
+    The cursor is ``{created_ms}:{job_id}`` of the last job returned; records that expired are
+    dropped from the index on the way.
+    """
+    key = keys.tenant_jobs(tenant)
+    cursor_score, after_id = parse_cursor(cursor)
+    max_score: float | str = "+inf" if cursor_score is None else cursor_score
+    if flt.created_before is not None:
+        bound = float(_millis(flt.created_before))
+        max_score = min(bound, max_score) if isinstance(max_score, float) else bound
+    min_score: float | str = float(_millis(flt.created_after)) if flt.created_after is not None else "-inf"
+    out: list[Job] = []
+    offset = 0
+    while len(out) < limit:
+        found = await client.zrevrangebyscore(key, max_score, min_score, start=offset, num=page, withscores=True)
+        rows = cast(list[tuple[bytes, float]], found)
+        if not rows:
+            return out, None
+        offset += len(rows)
+        ids = [keys.text(member) for member, _ in rows]
+        async with client.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(keys.job(job_id))
+            records = await pipe.execute()
+        gone = []
+        for (member, score), job_id, raw in zip(rows, ids, records, strict=True):
+            if after_id is not None and float(score) == cursor_score and job_id >= after_id:
+                continue  # at or before the cursor (ties on the same millisecond ordered by id)
+            job = _from_hash(raw)
+            if job is None:
+                gone.append(member)
+                continue
+            if flt.matches(job):
+                out.append(job)
+                if len(out) == limit:
+                    next_cursor = f"{int(float(score))}:{job_id}"
+                    if gone:
+                        await client.zrem(key, *gone)
+                    return out, next_cursor
+        if gone:
+            await client.zrem(key, *gone)
+            offset -= len(gone)
+    return out, None

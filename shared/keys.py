@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
 PREFIX: Final = "semaflow"
@@ -52,13 +53,33 @@ def collection_lock(tenant: str, collection: str) -> str:
 
 
 def job(job_id: str) -> str:
-    """String holding a job record as JSON."""
+    """Hash holding a job record."""
     return f"{PREFIX}:job:{job_id}"
 
 
+def tenant_jobs(tenant: str) -> str:
+    """Sorted set job id -> creation time (ms) of a tenant's jobs."""
+    return f"{PREFIX}:t:{tenant}:jobs"
+
+
+def dead_letter(letter_id: str) -> str:
+    """Hash holding one dead letter."""
+    return f"{PREFIX}:dl:{letter_id}"
+
+
+def dead_letters(tenant: str) -> str:
+    """Sorted set dead-letter id -> time (ms) it died, per tenant."""
+    return f"{PREFIX}:t:{tenant}:dead"
+
+
+def dead_letters_by_queue(queue: str) -> str:
+    """Sorted set dead-letter id -> time (ms) it died, per queue (queue statistics)."""
+    return f"{PREFIX}:dlq:{queue}"
+
+
 def idempotency(tenant: str, key: str) -> str:
-    """String: the job id first answered for an Idempotency-Key."""
-    return f"{PREFIX}:t:{tenant}:idem:{key}"
+    """Hash for an Idempotency-Key (named by its SHA-256): fingerprint, claim token, then the answer to replay."""
+    return f"{PREFIX}:t:{tenant}:idem:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def heartbeat(service: str, instance: str) -> str:

@@ -1,4 +1,4 @@
-"""semaflow's Dramatiq middleware: jobs are marked failed when their message gives up."""
+"""semaflow's Dramatiq middleware: what happens to a job when its work fails."""
 
 from __future__ import annotations
 
@@ -7,22 +7,35 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 import structlog
 
-from shared import bus, jobs
+from shared import bus, deadletters, jobs, keys, tasks
+from shared.errors import InvalidInput, PermanentError
 from shared.events import CloudEvent, JobFailed
+from shared.workqueue import WorkQueue
 
 if TYPE_CHECKING:
     import redis
 
 log = structlog.get_logger(__name__)
 
+PERMANENT: tuple[type[Exception], ...] = (PermanentError, InvalidInput)
 
-class JobFailures(dramatiq.Middleware):
-    """When a message fails for good (retries exhausted or a permanent error), fail its job."""
 
-    def __init__(self, client: redis.Redis, *, source: str, stream_maxlen: int) -> None:
+class WorkOutcomes(dramatiq.Middleware):
+    """Settles a failed work-queue entry once Dramatiq's ``Retries`` has decided its fate.
+
+    - will be retried: the job keeps running and records the error as its last one;
+    - permanent error (invalid data): the job fails, the entry is released;
+    - retries exhausted: the entry becomes a dead letter and the job ``dead``.
+
+    Must come *before* ``Retries`` in the middleware list: Dramatiq runs ``after_*`` hooks in
+    reverse order, and this one needs ``message.failed`` as ``Retries`` left it.
+    """
+
+    def __init__(self, client: redis.Redis, *, source: str, stream_maxlen: int, dead_letter_retention_s: int) -> None:
         self.client = client
         self.source = source
         self.stream_maxlen = stream_maxlen
+        self.retention_s = dead_letter_retention_s
 
     def after_process_message(
         self,
@@ -32,17 +45,41 @@ class JobFailures(dramatiq.Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        """Runs after Retries decided whether ``message`` failed."""
-        if exception is None or not message.failed:
+        if exception is None or message.queue_name not in tasks.TOKENS:
+            if exception is not None:
+                log.error("task.failed", actor=message.actor_name, error=str(exception), failed=message.failed)
             return
-        kwargs = message.kwargs or {}
-        job_id = kwargs.get("job_id")
-        log.error("task.failed", actor=message.actor_name, job_id=job_id, error=str(exception))
-        if not job_id:
+        queue = WorkQueue(self.client, message.queue_name)
+        entry = queue.claimed_entry(message.message_id)
+        if entry is None:
+            log.error("task.failed_without_entry", actor=message.actor_name, error=str(exception))
             return
         error = f"{type(exception).__name__}: {exception}"[:1000]
-        if jobs.transition(self.client, job_id, jobs.JobState.FAILED, error=error):
-            event = JobFailed(tenant=kwargs["tenant"], collection=kwargs["collection"], job_id=job_id, error=error)
-            bus.publish(
-                self.client, CloudEvent.wrap(event, source=self.source, subject=job_id), maxlen=self.stream_maxlen
+        if not message.failed:
+            log.warning("task.retrying", job_id=entry.id, error=error, retries=message.options.get("retries"))
+            if self.client.exists(keys.job(entry.id)):
+                self.client.hset(keys.job(entry.id), "error", error)
+            return
+        if isinstance(exception, PERMANENT):
+            log.error("task.failed", job_id=entry.id, error=error)
+            if jobs.transition(self.client, entry.id, jobs.JobState.FAILED, error=error):
+                self._announce(entry.kwargs, entry.id, error)
+        else:
+            attempts = int(message.options.get("retries", 0))
+            letter = deadletters.record(
+                self.client, queue.name, entry, error=error, attempts=attempts, retention_s=self.retention_s
             )
+            log.error("task.dead", job_id=entry.id, dead_letter=letter.id, error=error, attempts=attempts)
+            if jobs.transition(self.client, entry.id, jobs.JobState.DEAD, error=error, dead_letter=letter.id):
+                self._announce(entry.kwargs, entry.id, error, dead_letter=letter.id)
+        queue.release(message.message_id)
+
+    def _announce(self, kwargs: dict[str, Any], job_id: str, error: str, dead_letter: str | None = None) -> None:
+        event = JobFailed(
+            tenant=kwargs["tenant"],
+            collection=kwargs["collection"],
+            job_id=job_id,
+            error=error,
+            dead_letter=dead_letter,
+        )
+        bus.publish(self.client, CloudEvent.wrap(event, source=self.source, subject=job_id), maxlen=self.stream_maxlen)

@@ -102,7 +102,33 @@ class DropCollection(TaskPayload):
     collection_id: str
 
 
-EMBED_BATCH: TaskSpec[EmbedBatch] = TaskSpec("embed_batch", EMBED_QUEUE, EmbedBatch)
-INDEX_BATCH: TaskSpec[IndexBatch] = TaskSpec("index_batch", INDEX_QUEUE, IndexBatch)
-DELETE_DOCUMENTS: TaskSpec[DeleteDocuments] = TaskSpec("delete_documents", INDEX_QUEUE, DeleteDocuments)
+class Token(TaskPayload):
+    """Run the best waiting entry of the token's queue (see :mod:`shared.workqueue`)."""
+
+
+# Work on the embed and index queues travels as work-queue entries plus interchangeable tokens, so
+# priority and tenant fairness hold across the whole queue. An entry's ``op`` names its payload.
+EMBED_NEXT: TaskSpec[Token] = TaskSpec("embed_next", EMBED_QUEUE, Token)
+INDEX_NEXT: TaskSpec[Token] = TaskSpec("index_next", INDEX_QUEUE, Token)
+TOKENS: dict[str, TaskSpec[Token]] = {EMBED_QUEUE: EMBED_NEXT, INDEX_QUEUE: INDEX_NEXT}
+OPS: dict[str, type[TaskPayload]] = {
+    "embed_batch": EmbedBatch,
+    "index_batch": IndexBatch,
+    "delete_documents": DeleteDocuments,
+}
+OP_QUEUE: dict[str, str] = {"embed_batch": EMBED_QUEUE, "index_batch": INDEX_QUEUE, "delete_documents": INDEX_QUEUE}
+
+# Maintenance goes to Dramatiq directly: it has no priority and no tenant to be fair to.
 DROP_COLLECTION: TaskSpec[DropCollection] = TaskSpec("drop_collection", INDEX_QUEUE, DropCollection)
+
+
+def op_kwargs(op: str, payload: TaskPayload) -> dict[str, Any]:
+    """An entry's keyword arguments: the op's name and its payload."""
+    return {"op": op, **payload.model_dump(mode="json")}
+
+
+def parse_op(kwargs: dict[str, Any]) -> tuple[str, TaskPayload]:
+    """The op name and validated payload of an entry's keyword arguments."""
+    data = dict(kwargs)
+    op = data.pop("op")
+    return op, OPS[op].model_validate(data)

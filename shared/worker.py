@@ -12,9 +12,10 @@ import dramatiq
 import redis
 import structlog
 
-from shared.broker import build_broker
+from shared import dispatch, tasks
+from shared.broker import NAMESPACE, build_broker
 from shared.heartbeat import Heartbeat
-from shared.middleware import JobFailures
+from shared.middleware import WorkOutcomes
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -34,6 +35,18 @@ class WorkerService:
     queues: set[str]
     on_stop: list[Callable[[], None]] = field(default_factory=list)
 
+    _stop_top_up: threading.Event = field(default_factory=threading.Event)
+
+    def _top_up_forever(self) -> None:
+        """Restore tokens of entries whose sender died before sending one (see :mod:`shared.dispatch`)."""
+        queues = sorted(q for q in self.queues if q in tasks.TOKENS)
+        while not self._stop_top_up.wait(self.settings.queue_top_up_interval_s):
+            for queue in queues:
+                try:
+                    dispatch.top_up(self.client, self.broker, NAMESPACE, queue)
+                except Exception as exc:
+                    log.warning("queue.top_up_failed", queue=queue, error=str(exc))
+
     def start(self) -> tuple[dramatiq.Worker, Heartbeat]:
         """Start consuming and beating; returns what :meth:`stop` needs."""
         worker = dramatiq.Worker(
@@ -45,11 +58,13 @@ class WorkerService:
         worker.start()
         heartbeat = Heartbeat(self.client, self.name)
         heartbeat.start()
+        threading.Thread(target=self._top_up_forever, name="queue-top-up", daemon=True).start()
         log.info("worker.started", queues=sorted(self.queues), threads=self.settings.worker_threads)
         return worker, heartbeat
 
     def stop(self, worker: dramatiq.Worker, heartbeat: Heartbeat) -> None:
         """Let in-flight messages finish (up to the shutdown timeout); unfinished ones go back to the queue."""
+        self._stop_top_up.set()
         heartbeat.stop()
         worker.stop(timeout=int(self.settings.shutdown_timeout_s * 1000))
         for hook in self.on_stop:
@@ -72,8 +87,13 @@ class WorkerService:
 def new_worker_service(name: str, settings: Settings, redis_url: str, queues: set[str]) -> WorkerService:
     """Broker and Redis client for a worker service (actors are declared by the caller)."""
     client = redis.Redis.from_url(redis_url, health_check_interval=30)
-    failures = JobFailures(client, source=f"semaflow/{name}", stream_maxlen=settings.stream_maxlen)
-    broker = build_broker(settings, redis_url, extra=[failures])
+    outcomes = WorkOutcomes(
+        client,
+        source=f"semaflow/{name}",
+        stream_maxlen=settings.stream_maxlen,
+        dead_letter_retention_s=settings.dead_letter_retention_s,
+    )
+    broker = build_broker(settings, redis_url, extra=[outcomes])
     for queue in queues:
         broker.declare_queue(queue)
     return WorkerService(name, settings, redis_url, broker, client, queues)

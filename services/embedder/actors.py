@@ -1,52 +1,92 @@
-"""Embedder actor: a thin entry point around :func:`embed_stored_batch`."""
+"""Embedder actor: runs the best waiting ``embed`` entry, then queues its indexing."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
+import structlog
+from dramatiq.middleware import CurrentMessage
 
 from services.embedder.embedding import embed_stored_batch
-from shared import bus, catalog, jobs, tasks
-from shared.errors import PermanentError
+from shared import bus, catalog, dispatch, jobs, tasks
+from shared.errors import Cancelled
 from shared.events import BatchEmbedded, CloudEvent
+from shared.middleware import PERMANENT
+from shared.workqueue import Entry, WorkQueue, now_ms
 
 if TYPE_CHECKING:
     import redis
 
+    from shared.config import Settings
     from shared.embedding import Encoder
     from shared.storage import ObjectStore
 
+log = structlog.get_logger(__name__)
 SOURCE = "semaflow/embedder"
 
 
 def declare(
-    broker: dramatiq.Broker, client: redis.Redis, store: ObjectStore, encoder: Encoder, *, stream_maxlen: int
+    broker: dramatiq.Broker, client: redis.Redis, store: ObjectStore, encoder: Encoder, settings: Settings
 ) -> None:
-    """Declare ``embed_batch`` on ``broker``."""
+    """Declare ``embed_next`` on ``broker``."""
+    queue = WorkQueue(
+        client,
+        tasks.EMBED_QUEUE,
+        starve_every=settings.priority_starve_every,
+        starve_after_ms=int(settings.priority_starve_after_s * 1000),
+    )
 
-    def embed_batch(**kwargs: Any) -> None:
-        p = tasks.EMBED_BATCH.parse(kwargs)
-        collection = catalog.get_sync(client, p.tenant, p.collection)
-        if collection is None or collection.id != p.collection_id:
-            jobs.transition(client, p.job_id, jobs.JobState.FAILED, error="collection was deleted")
+    def embed_next(**_: Any) -> None:
+        message_id = CurrentMessage.get_current_message().message_id  # type: ignore[union-attr]
+        entry = queue.claim(message_id)
+        if entry is None:
+            return  # a spare token: nothing waits
+        _op, payload = tasks.parse_op(entry.kwargs)
+        assert isinstance(payload, tasks.EmbedBatch)
+        if jobs.state_sync(client, payload.job_id) is jobs.JobState.CANCELLED:
+            queue.release(message_id)
             return
-        jobs.transition(client, p.job_id, jobs.JobState.RUNNING)
-        count = embed_stored_batch(store, encoder, collection.ref, p.batch_id)
-        tasks.INDEX_BATCH.send(
-            broker,
-            tasks.IndexBatch(
-                tenant=p.tenant,
-                collection=p.collection,
-                collection_id=p.collection_id,
-                batch_id=p.batch_id,
-                job_id=p.job_id,
-                write_seq=p.write_seq,
-            ),
+        collection = catalog.get_sync(client, payload.tenant, payload.collection)
+        if collection is None or collection.id != payload.collection_id:
+            jobs.transition(client, payload.job_id, jobs.JobState.FAILED, error="collection was deleted")
+            queue.release(message_id)
+            return
+        jobs.transition(client, payload.job_id, jobs.JobState.RUNNING)
+        jobs.count_attempt(client, payload.job_id)
+        try:
+            count = embed_stored_batch(
+                store,
+                encoder,
+                collection.ref,
+                payload.batch_id,
+                should_stop=lambda: jobs.state_sync(client, payload.job_id) is jobs.JobState.CANCELLED,
+            )
+        except Cancelled:
+            log.info("batch.cancelled", job_id=payload.job_id, batch_id=payload.batch_id)
+            queue.release(message_id)
+            return
+        jobs.progress(client, payload.job_id, embedded=count)
+        index = tasks.IndexBatch(
+            tenant=payload.tenant,
+            collection=payload.collection,
+            collection_id=payload.collection_id,
+            batch_id=payload.batch_id,
+            job_id=payload.job_id,
+            write_seq=payload.write_seq,
         )
+        follow_up = Entry(payload.job_id, entry.tenant, entry.priority, tasks.op_kwargs("index_batch", index), now_ms())
+        dispatch.submit(client, broker, tasks.INDEX_QUEUE, follow_up)
         event = BatchEmbedded(
-            tenant=p.tenant, collection=p.collection, batch_id=p.batch_id, job_id=p.job_id, documents=count
+            tenant=payload.tenant,
+            collection=payload.collection,
+            batch_id=payload.batch_id,
+            job_id=payload.job_id,
+            documents=count,
         )
-        bus.publish(client, CloudEvent.wrap(event, source=SOURCE, subject=p.batch_id), maxlen=stream_maxlen)
+        bus.publish(
+            client, CloudEvent.wrap(event, source=SOURCE, subject=payload.batch_id), maxlen=settings.stream_maxlen
+        )
+        queue.release(message_id)
 
-    tasks.EMBED_BATCH.declare(broker, embed_batch, throws=(PermanentError,))
+    tasks.EMBED_NEXT.declare(broker, embed_next, throws=PERMANENT)

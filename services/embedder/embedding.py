@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import structlog
 
 from shared.documents import decode_batch, encode_vectors, normalize
-from shared.errors import InvalidInput
+from shared.errors import Cancelled, InvalidInput
 
 if TYPE_CHECKING:
     from shared.embedding import Encoder
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
     from shared.storage import ObjectStore
 
 log = structlog.get_logger(__name__)
+
+# Model batches encoded between two checks for cancellation: frequent enough to stop within a
+# second or two on a CPU, rare enough to cost nothing (one Redis read per chunk).
+CHUNK_BATCHES: Final = 4
 
 
 def batch_vectors(encoder: Encoder, texts: list[str | None], given: list[list[float] | None]) -> np.ndarray[Any, Any]:
@@ -36,13 +41,33 @@ def batch_vectors(encoder: Encoder, texts: list[str | None], given: list[list[fl
     return out
 
 
-def embed_stored_batch(store: ObjectStore, encoder: Encoder, ref: CollectionRef, batch_id: str) -> int:
+def embed_stored_batch(
+    store: ObjectStore,
+    encoder: Encoder,
+    ref: CollectionRef,
+    batch_id: str,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
     """Embed batch ``batch_id`` and store ``vectors/{batch_id}.npy``; returns the document count.
 
+    Encodes in chunks of a few model batches and asks ``should_stop`` between them.
     Idempotent: a redelivered message recomputes and overwrites identical vectors.
+
+    Raises:
+        Cancelled: ``should_stop`` said so; nothing was written.
+        InvalidInput: a document has neither text nor vector.
     """
     docs = decode_batch(store.get(ref.batch_key(batch_id)))
-    vectors = batch_vectors(encoder, [d.text for d in docs], [d.vector for d in docs])
+    chunk = max(1, encoder.batch_size * CHUNK_BATCHES)
+    parts = []
+    for start in range(0, len(docs), chunk):
+        if should_stop():
+            raise Cancelled(f"batch {batch_id} cancelled after {start} documents")
+        part = docs[start : start + chunk]
+        parts.append(batch_vectors(encoder, [d.text for d in part], [d.vector for d in part]))
+    if should_stop():
+        raise Cancelled(f"batch {batch_id} cancelled")
+    vectors = np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)
     store.put(ref.vectors_key(batch_id), encode_vectors(vectors))
     log.info("batch.embedded", batch_id=batch_id, collection=ref.name, documents=len(docs))
     return len(docs)

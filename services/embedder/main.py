@@ -17,9 +17,7 @@ def build(settings: Settings, *, store: ObjectStore | None = None, encoder: Enco
     """Wire settings to Redis, the store, the model and the actor (loads the model unless given one)."""
     service = new_worker_service(NAME, settings, settings.require_redis_url(), {tasks.EMBED_QUEUE})
     enc = encoder or Encoder.load(settings.model_path, device=settings.device, batch_size=settings.embed_batch_size)
-    actors.declare(
-        service.broker, service.client, store or open_store(settings), enc, stream_maxlen=settings.stream_maxlen
-    )
+    actors.declare(service.broker, service.client, store or open_store(settings), enc, settings)
     return service
 
 

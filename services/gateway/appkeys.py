@@ -9,6 +9,7 @@ import dramatiq
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from services.gateway.jobcontrol import JobControl
 from services.gateway.querymodel import QueryModel
 from services.gateway.snapshots import IndexRegistry
 from services.gateway.writes import Writes
@@ -23,6 +24,7 @@ BROKER: Final = web.AppKey("broker", dramatiq.Broker)
 REGISTRY: Final = web.AppKey("registry", IndexRegistry)
 MODEL: Final = web.AppKey("model", QueryModel)
 WRITES: Final = web.AppKey("writes", Writes)
+CONTROL: Final = web.AppKey("control", JobControl)
 SEARCH_POOL: Final = web.AppKey("search_pool", ThreadPoolExecutor)
 
 # Request-scoped: the authenticated key's record.

@@ -10,8 +10,11 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
-from services.gateway.appkeys import BROKER, MODEL, REDIS, REGISTRY, SEARCH_POOL, SETTINGS, STORE, WRITES
+from services.gateway.appkeys import BROKER, CONTROL, MODEL, REDIS, REGISTRY, SEARCH_POOL, SETTINGS, STORE, WRITES
 from services.gateway.auth import auth_middleware
+from services.gateway.control import control_routes
+from services.gateway.idempotency import idempotency_middleware
+from services.gateway.jobcontrol import JobControl
 from services.gateway.problems import problems_middleware
 from services.gateway.querymodel import QueryModel
 from services.gateway.routes import routes
@@ -37,7 +40,8 @@ def build(
     """The gateway app; Redis, broker, index follower and model are started by its cleanup context."""
     redis_url = settings.require_redis_url()
     app = web.Application(
-        middlewares=[problems_middleware, auth_middleware], client_max_size=settings.max_request_bytes
+        middlewares=[problems_middleware, auth_middleware, idempotency_middleware],
+        client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings
     app[STORE] = store or open_store(settings)
@@ -46,6 +50,7 @@ def build(
     )
     app[MODEL] = QueryModel(loader, timeout_s=settings.query_model_timeout_s)
     app.add_routes(routes)
+    app.add_routes(control_routes)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         # Blocking XREADs wait up to 2 s; the socket timeout must outlast them.
@@ -57,7 +62,10 @@ def build(
         app[REDIS] = client
         app[BROKER] = broker
         app[REGISTRY] = registry
-        app[WRITES] = Writes(client, app[STORE], broker, stream_maxlen=settings.stream_maxlen)
+        app[WRITES] = Writes(
+            client, app[STORE], broker, stream_maxlen=settings.stream_maxlen, job_retention_s=settings.job_retention_s
+        )
+        app[CONTROL] = JobControl(client, broker, stream_maxlen=settings.stream_maxlen)
         app[SEARCH_POOL] = search_pool(settings.search_workers, settings.search_threads)
         stop = asyncio.Event()
         follower = asyncio.create_task(

@@ -63,31 +63,45 @@ def validation_problem(exc: ValidationError, *, root: str = "body") -> web.Respo
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def error_response(request: web.Request, exc: Exception) -> web.Response | None:
+    """The problem document for an error a handler raised; None for one that must propagate as it is.
+
+    Call it from an ``except`` block: an unexpected error is logged with its traceback.
+    """
+    if isinstance(exc, web.HTTPException):
+        return _http_problem(request, exc)
+    if isinstance(exc, ValidationError):
+        return validation_problem(exc)
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            if status >= 500:
+                log.warning("request.unavailable", path=request.path, error=str(exc), kind=type(exc).__name__)
+            return problem(status, str(exc) if isinstance(exc, SemaflowError) else "A dependency is unavailable.")
+    log.exception("request.failed", path=request.path)
+    return problem(500, "Internal error; it has been logged.")
+
+
+def _http_problem(request: web.Request, exc: web.HTTPException) -> web.Response | None:
+    # A redirect, or an exception that already is a problem document, is its own answer.
+    if exc.status < 400 or exc.content_type == PROBLEM_JSON:
+        return None
+    detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+    if exc.status == 413:
+        detail = f"The request body exceeds the limit of {request.app[SETTINGS].max_request_bytes} bytes."
+    response = problem(exc.status, detail)
+    for name in ("Allow", "Retry-After", "WWW-Authenticate"):
+        if name in exc.headers:
+            response.headers[name] = exc.headers[name]
+    return response
+
+
 @web.middleware
 async def problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render every error (ours, aiohttp's, pydantic's) as problem+json; never leak a traceback."""
     try:
         return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        if exc.content_type == PROBLEM_JSON:
-            raise
-        detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-        if exc.status == 413:
-            detail = f"The request body exceeds the limit of {request.app[SETTINGS].max_request_bytes} bytes."
-        response = problem(exc.status, detail)
-        for name in ("Allow", "Retry-After", "WWW-Authenticate"):
-            if name in exc.headers:
-                response.headers[name] = exc.headers[name]
-        return response
-    except ValidationError as exc:
-        return validation_problem(exc)
     except Exception as exc:
-        for cls, status in _STATUS:
-            if isinstance(exc, cls):
-                if status >= 500:
-                    log.warning("request.unavailable", path=request.path, error=str(exc), kind=type(exc).__name__)
-                return problem(status, str(exc) if isinstance(exc, SemaflowError) else "A dependency is unavailable.")
-        log.exception("request.failed", path=request.path)
-        return problem(500, "Internal error; it has been logged.")
+        response = error_response(request, exc)
+        if response is None:
+            raise
+        return response

@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import re
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import structlog
@@ -24,7 +24,7 @@ from services.gateway.schemas import (
     SearchResponse,
 )
 from services.gateway.search import search_snapshot
-from shared import bus, catalog, jobs, keys, manifests, tasks
+from shared import bus, catalog, keys, manifests, tasks
 from shared.apikeys import ApiKey
 from shared.constants import COLLECTION_NAME_PATTERN
 from shared.documents import normalize
@@ -37,11 +37,12 @@ M = TypeVar("M", bound=BaseModel)
 _NAME = re.compile(COLLECTION_NAME_PATTERN)
 
 
-def _json(model: BaseModel, status: int = 200) -> web.Response:
+def model_response(model: BaseModel, status: int = 200) -> web.Response:
+    """A pydantic model as a JSON response."""
     return web.Response(status=status, text=model.model_dump_json(), content_type="application/json")
 
 
-async def _body(request: web.Request, model: type[M]) -> M:
+async def read_body(request: web.Request, model: type[M]) -> M:
     """Parse and validate a JSON body; 400 for bad JSON, 422 (raised as ValidationError) for bad fields."""
     raw = await request.read()
     try:
@@ -53,14 +54,15 @@ async def _body(request: web.Request, model: type[M]) -> M:
     return model.model_validate(data)
 
 
-def _tenant(request: web.Request) -> str:
+def tenant_of(request: web.Request) -> str:
+    """The authenticated key's tenant."""
     principal: ApiKey = request[PRINCIPAL]
     return principal.tenant
 
 
 async def _collection(request: web.Request) -> catalog.Collection:
     name = request.match_info["name"]
-    found = await catalog.get(request.app[REDIS], _tenant(request), name)
+    found = await catalog.get(request.app[REDIS], tenant_of(request), name)
     if found is None:
         raise NotFound(f"collection {name!r} does not exist")
     return found
@@ -99,14 +101,14 @@ async def put_collection(request: web.Request) -> web.Response:
                 {"pointer": "/path/name", "detail": f"must match {COLLECTION_NAME_PATTERN}", "type": "string_pattern"}
             ],
         )
-    record, created = await catalog.create(request.app[REDIS], _tenant(request), name)
-    return _json(await _info(request, record), 201 if created else 200)
+    record, created = await catalog.create(request.app[REDIS], tenant_of(request), name)
+    return model_response(await _info(request, record), 201 if created else 200)
 
 
 @routes.get("/v1/collections")
 async def list_collections(request: web.Request) -> web.Response:
     """The tenant's collections."""
-    records = await catalog.list_all(request.app[REDIS], _tenant(request))
+    records = await catalog.list_all(request.app[REDIS], tenant_of(request))
     infos = [(await _info(request, r)).model_dump(mode="json") for r in records]
     return web.json_response({"collections": infos})
 
@@ -114,7 +116,7 @@ async def list_collections(request: web.Request) -> web.Response:
 @routes.get("/v1/collections/{name}")
 async def get_collection(request: web.Request) -> web.Response:
     """A collection's size and live index version."""
-    return _json(await _info(request, await _collection(request)))
+    return model_response(await _info(request, await _collection(request)))
 
 
 @routes.delete("/v1/collections/{name}")
@@ -138,7 +140,7 @@ async def delete_collection(request: web.Request) -> web.Response:
 async def ingest(request: web.Request) -> web.Response:
     """Accept up to 1,000 documents; 202 once they are stored durably."""
     record = await _collection(request)
-    body = await _body(request, IngestRequest)
+    body = await read_body(request, IngestRequest)
     limit = request.app[SETTINGS].max_documents_per_request
     if len(body.documents) > limit:
         return problem(
@@ -146,8 +148,8 @@ async def ingest(request: web.Request) -> web.Response:
             f"At most {limit} documents per request; got {len(body.documents)}.",
             errors=[{"pointer": "/documents", "detail": f"at most {limit} items", "type": "too_long"}],
         )
-    job = await request.app[WRITES].ingest(record, body.documents)
-    return _json(IngestAccepted(job_id=job.id, batch_id=job.batch_id), 202)
+    job = await request.app[WRITES].ingest(record, body.documents, body.priority)
+    return model_response(IngestAccepted(job_id=job.id, batch_id=job.batch_id), 202)
 
 
 @routes.delete("/v1/collections/{name}/documents/{doc_id}")
@@ -155,14 +157,14 @@ async def delete_document(request: web.Request) -> web.Response:
     """Queue a document's deletion; it leaves results at the next publish."""
     record = await _collection(request)
     job = await request.app[WRITES].delete_document(record, request.match_info["doc_id"])
-    return _json(IngestAccepted(job_id=job.id), 202)
+    return model_response(IngestAccepted(job_id=job.id), 202)
 
 
 @routes.post("/v1/collections/{name}/search")
 async def search(request: web.Request) -> web.Response:
     """Top-k documents for a query text or vector, from the index version live right now."""
     record = await _collection(request)
-    body = await _body(request, SearchRequest)
+    body = await read_body(request, SearchRequest)
     registry = request.app[REGISTRY]
     snapshot = registry.get(record.tenant, record.name)
     if snapshot is None or snapshot.ref != record.ref:
@@ -173,22 +175,12 @@ async def search(request: web.Request) -> web.Response:
         assert body.query is not None
         query = await request.app[MODEL].encode(body.query)
     if snapshot is None or not snapshot.segments:
-        return _json(SearchResponse(results=[], index_version=snapshot.version if snapshot else None))
+        return model_response(SearchResponse(results=[], index_version=snapshot.version if snapshot else None))
     pool = request.app[SEARCH_POOL]
     loop = asyncio.get_running_loop()
     hits = await loop.run_in_executor(pool, search_snapshot, snapshot, query, body.k, body.filter or None)
     results = [SearchHit(id=h.id, score=h.score, metadata=h.metadata) for h in hits]
-    return _json(SearchResponse(results=results, index_version=snapshot.version))
-
-
-@routes.get("/v1/jobs/{job_id}")
-async def get_job(request: web.Request) -> web.Response:
-    """A job's state and progress."""
-    job = await jobs.get(request.app[REDIS], request.match_info["job_id"])
-    if job is None or job.tenant != _tenant(request):
-        raise NotFound(f"job {request.match_info['job_id']!r} does not exist")
-    data: dict[str, Any] = job.model_dump(mode="json")
-    return web.json_response(data)
+    return model_response(SearchResponse(results=results, index_version=snapshot.version))
 
 
 @routes.get("/healthz")

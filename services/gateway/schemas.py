@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared import constants as c
 from shared.documents import Document, check_vector
+from shared.jobs import JobState
+from shared.workqueue import Priority
 
 JsonScalar = str | int | float | bool | None
 
@@ -20,6 +23,7 @@ class IngestRequest(_Body):
     """``POST /v1/collections/{name}/documents``."""
 
     documents: list[Document] = Field(min_length=1)
+    priority: Priority = Priority.NORMAL
 
     @field_validator("documents")
     @classmethod
@@ -84,3 +88,60 @@ class CollectionInfo(_Body):
     index_version: str | None
     segments: int
     created_at: str
+
+
+class JobListQuery(_Body):
+    """``GET /v1/jobs`` query parameters."""
+
+    state: JobState | None = None
+    collection: str | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = None
+
+
+class JobBulkRequest(_Body):
+    """``POST /v1/jobs:cancel`` and ``POST /v1/jobs:retry``: which jobs (at least one criterion)."""
+
+    state: JobState | None = None
+    collection: str | None = None
+    priority: Priority | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    @model_validator(mode="after")
+    def _some_criterion(self) -> JobBulkRequest:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of state, collection, priority, created_after, created_before")
+        return self
+
+
+class DeadLetterListQuery(_Body):
+    """``GET /v1/dead-letters`` query parameters."""
+
+    queue: str | None = None
+    collection: str | None = None
+    job_id: str | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = None
+
+
+class DeadLetterReplayRequest(_Body):
+    """``POST /v1/dead-letters:replay``: which letters (at least one criterion)."""
+
+    queue: str | None = None
+    collection: str | None = None
+    job_id: str | None = None
+    failed_after: datetime | None = None
+    failed_before: datetime | None = None
+
+    @model_validator(mode="after")
+    def _some_criterion(self) -> DeadLetterReplayRequest:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of queue, collection, job_id, failed_after, failed_before")
+        return self
+
+
+class Matched(_Body):
+    """How many items a bulk operation applied to."""
+
+    matched: int

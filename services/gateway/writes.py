@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from shared import bus, jobs, keys, tasks
+from shared import bus, dispatch, jobs, keys, tasks
+from shared.constants import JOB_RETENTION_S
 from shared.documents import encode_batch
 from shared.events import BatchAccepted, CloudEvent
-from shared.jobs import Job, JobKind, JobState
+from shared.jobs import Job, JobKind, JobState, Task
+from shared.workqueue import Entry, Priority, now_ms
 
 if TYPE_CHECKING:
     import dramatiq
@@ -36,49 +38,82 @@ class Writes:
     """The gateway's write path, independent of HTTP."""
 
     def __init__(
-        self, client: aioredis.Redis, store: ObjectStore, broker: dramatiq.Broker, *, stream_maxlen: int
+        self,
+        client: aioredis.Redis,
+        store: ObjectStore,
+        broker: dramatiq.Broker,
+        *,
+        stream_maxlen: int,
+        job_retention_s: int = JOB_RETENTION_S,
     ) -> None:
         self.client = client
         self.store = store
         self.broker = broker
         self.stream_maxlen = stream_maxlen
+        self.job_retention_s = job_retention_s
 
-    async def _new_job(
-        self, collection: Collection, kind: JobKind, documents: int, batch_id: str | None
-    ) -> tuple[Job, int]:
+    async def _submit(
+        self,
+        collection: Collection,
+        kind: JobKind,
+        documents: int,
+        priority: Priority,
+        op: str,
+        build: Callable[[str, int], tasks.TaskPayload],
+        batch_id: str | None = None,
+    ) -> Job:
+        """Record a job for the payload ``build(job_id, write_seq)`` and queue it."""
         seq = int(await self.client.incr(keys.write_seq(collection.tenant, collection.name)))
+        job_id = jobs.new_job_id()
+        arguments = tasks.op_kwargs(op, build(job_id, seq))
+        queue = tasks.OP_QUEUE[op]
         stamp = jobs.now()
         job = Job(
-            id=jobs.new_job_id(),
+            id=job_id,
             tenant=collection.tenant,
             collection=collection.name,
             kind=kind,
             state=JobState.QUEUED,
+            priority=priority,
             documents=documents,
             batch_id=batch_id,
             created_at=stamp,
             updated_at=stamp,
+            task=Task(queue=queue, arguments=arguments),
+            retention_s=self.job_retention_s,
         )
         await jobs.create(self.client, job)
-        return job, seq
+        try:
+            await dispatch.asubmit(
+                self.client, self.broker, queue, Entry(job_id, job.tenant, priority, arguments, now_ms())
+            )
+        except Exception as exc:
+            # Nothing will ever run this job: say so rather than leave it queued forever.
+            await jobs.atransition(self.client, job.id, JobState.FAILED, error=f"enqueue failed: {exc}")
+            raise
+        return job
 
-    async def ingest(self, collection: Collection, documents: list[Document]) -> Job:
+    async def ingest(
+        self, collection: Collection, documents: list[Document], priority: Priority = Priority.NORMAL
+    ) -> Job:
         """Store the batch, then queue its embedding; returns the queued job.
 
         The batch is on durable storage before this returns, so a 202 never loses documents.
         """
         batch_id = new_batch_id()
         await asyncio.to_thread(self.store.put, collection.ref.batch_key(batch_id), encode_batch(documents))
-        job, seq = await self._new_job(collection, JobKind.INGEST, len(documents), batch_id)
-        payload = tasks.EmbedBatch(
-            tenant=collection.tenant,
-            collection=collection.name,
-            collection_id=collection.id,
-            batch_id=batch_id,
-            job_id=job.id,
-            write_seq=seq,
-        )
-        await self._enqueue(job, lambda: tasks.EMBED_BATCH.send(self.broker, payload))
+
+        def payload(job_id: str, seq: int) -> tasks.EmbedBatch:
+            return tasks.EmbedBatch(
+                tenant=collection.tenant,
+                collection=collection.name,
+                collection_id=collection.id,
+                batch_id=batch_id,
+                job_id=job_id,
+                write_seq=seq,
+            )
+
+        job = await self._submit(collection, JobKind.INGEST, len(documents), priority, "embed_batch", payload, batch_id)
         event = BatchAccepted(
             tenant=collection.tenant,
             collection=collection.name,
@@ -90,28 +125,28 @@ class Writes:
             self.client, CloudEvent.wrap(event, source=SOURCE, subject=batch_id), maxlen=self.stream_maxlen
         )
         log.info(
-            "batch.accepted", batch_id=batch_id, job_id=job.id, collection=collection.name, documents=len(documents)
-        )
-        return job
-
-    async def delete_document(self, collection: Collection, document_id: str) -> Job:
-        """Queue the removal of one document; returns the queued job."""
-        job, seq = await self._new_job(collection, JobKind.DELETE, 1, None)
-        payload = tasks.DeleteDocuments(
-            tenant=collection.tenant,
-            collection=collection.name,
-            collection_id=collection.id,
-            document_ids=(document_id,),
+            "batch.accepted",
+            batch_id=batch_id,
             job_id=job.id,
-            write_seq=seq,
+            collection=collection.name,
+            documents=len(documents),
+            priority=priority.value,
         )
-        await self._enqueue(job, lambda: tasks.DELETE_DOCUMENTS.send(self.broker, payload))
         return job
 
-    async def _enqueue(self, job: Job, send: Callable[[], object]) -> None:
-        try:
-            await asyncio.to_thread(send)
-        except Exception as exc:
-            # Nothing will ever run this job: say so rather than leave it queued forever.
-            await jobs.atransition(self.client, job.id, JobState.FAILED, error=f"enqueue failed: {exc}")
-            raise
+    async def delete_document(
+        self, collection: Collection, document_id: str, priority: Priority = Priority.NORMAL
+    ) -> Job:
+        """Queue the removal of one document; returns the queued job."""
+
+        def payload(job_id: str, seq: int) -> tasks.DeleteDocuments:
+            return tasks.DeleteDocuments(
+                tenant=collection.tenant,
+                collection=collection.name,
+                collection_id=collection.id,
+                document_ids=(document_id,),
+                job_id=job_id,
+                write_seq=seq,
+            )
+
+        return await self._submit(collection, JobKind.DELETE, 1, priority, "delete_documents", payload)

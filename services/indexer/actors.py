@@ -1,4 +1,4 @@
-"""Indexer actors: thin entry points that parse a payload and call the publisher."""
+"""Indexer actors: run the best waiting ``index`` entry (a batch or a delete) and announce the result."""
 
 from __future__ import annotations
 
@@ -7,68 +7,108 @@ from typing import TYPE_CHECKING, Any
 
 import dramatiq
 import structlog
+from dramatiq.middleware import CurrentMessage
 
 from shared import bus, catalog, jobs, tasks
 from shared.catalog import Collection
-from shared.errors import PermanentError
+from shared.errors import Cancelled, PermanentError
 from shared.events import CloudEvent, IndexPublished, JobSucceeded
+from shared.middleware import PERMANENT
+from shared.workqueue import WorkQueue
 
 if TYPE_CHECKING:
     import redis
 
     from services.indexer.publishing import Outcome, Publisher
+    from shared.config import Settings
 
 log = structlog.get_logger(__name__)
 SOURCE = "semaflow/indexer"
 
 
-def declare(broker: dramatiq.Broker, client: redis.Redis, publisher: Publisher, *, stream_maxlen: int) -> None:
-    """Declare the indexer's actors on ``broker``."""
+class Indexer:
+    """The indexer's actors' logic, bound to its Redis client, publisher and queue."""
 
-    def emit(collection: Collection, outcome: Outcome) -> None:
+    def __init__(self, broker: dramatiq.Broker, client: redis.Redis, publisher: Publisher, settings: Settings) -> None:
+        self.broker = broker
+        self.client = client
+        self.publisher = publisher
+        self.maxlen = settings.stream_maxlen
+        self.queue = WorkQueue(
+            client,
+            tasks.INDEX_QUEUE,
+            starve_every=settings.priority_starve_every,
+            starve_after_ms=int(settings.priority_starve_after_s * 1000),
+        )
+
+    def _publish(self, event: IndexPublished | JobSucceeded, subject: str) -> None:
+        bus.publish(self.client, CloudEvent.wrap(event, source=SOURCE, subject=subject), maxlen=self.maxlen)
+
+    def _finish(self, collection: Collection, job_id: str, outcome: Outcome, documents: int) -> None:
         if outcome.published and outcome.manifest is not None:
-            data = IndexPublished(
+            published = IndexPublished(
                 tenant=collection.tenant,
                 collection=collection.name,
                 version=outcome.manifest.version,
                 documents=outcome.manifest.documents,
                 segments=len(outcome.manifest.segments),
             )
-            bus.publish(client, CloudEvent.wrap(data, source=SOURCE, subject=collection.name), maxlen=stream_maxlen)
-
-    def live_collection(tenant: str, name: str, collection_id: str, job_id: str) -> Collection | None:
-        found = catalog.get_sync(client, tenant, name)
-        if found is None or found.id != collection_id:
-            jobs.transition(client, job_id, jobs.JobState.FAILED, error="collection was deleted")
-            return None
-        return found
-
-    def finish(collection: Collection, job_id: str, outcome: Outcome) -> None:
-        emit(collection, outcome)
-        if jobs.transition(client, job_id, jobs.JobState.SUCCEEDED, index_version=outcome.version):
-            data = JobSucceeded(
+            self._publish(published, collection.name)
+        jobs.progress(self.client, job_id, indexed=documents)
+        if jobs.transition(self.client, job_id, jobs.JobState.SUCCEEDED, index_version=outcome.version):
+            done = JobSucceeded(
                 tenant=collection.tenant, collection=collection.name, job_id=job_id, version=outcome.version
             )
-            bus.publish(client, CloudEvent.wrap(data, source=SOURCE, subject=job_id), maxlen=stream_maxlen)
+            self._publish(done, job_id)
 
-    def index_batch(**kwargs: Any) -> None:
-        p = tasks.INDEX_BATCH.parse(kwargs)
-        if (collection := live_collection(p.tenant, p.collection, p.collection_id, p.job_id)) is None:
+    def run(self, op: str, payload: tasks.TaskPayload) -> None:
+        """Apply one entry's batch or delete and publish the next version.
+
+        Raises:
+            Cancelled: the job was cancelled before anything was published.
+        """
+        if not isinstance(payload, tasks.IndexBatch | tasks.DeleteDocuments):
+            raise PermanentError(f"the index queue cannot run {op!r}")
+        job_id = payload.job_id
+        if jobs.state_sync(self.client, job_id) is jobs.JobState.CANCELLED:
             return
-        finish(collection, p.job_id, publisher.add_batch(collection, p.batch_id, p.write_seq))
-
-    def delete_documents(**kwargs: Any) -> None:
-        p = tasks.DELETE_DOCUMENTS.parse(kwargs)
-        if (collection := live_collection(p.tenant, p.collection, p.collection_id, p.job_id)) is None:
+        collection = catalog.get_sync(self.client, payload.tenant, payload.collection)
+        if collection is None or collection.id != payload.collection_id:
+            jobs.transition(self.client, job_id, jobs.JobState.FAILED, error="collection was deleted")
             return
-        jobs.transition(client, p.job_id, jobs.JobState.RUNNING)
-        finish(collection, p.job_id, publisher.delete(collection, p.document_ids, p.write_seq))
+        if isinstance(payload, tasks.IndexBatch):
+            outcome = self.publisher.add_batch(collection, payload.batch_id, payload.write_seq, job_id)
+            job = jobs.get_sync(self.client, job_id)
+            documents = job.embedded if job is not None else 0
+        else:
+            jobs.transition(self.client, job_id, jobs.JobState.RUNNING)
+            jobs.count_attempt(self.client, job_id)
+            outcome = self.publisher.delete(collection, payload.document_ids, payload.write_seq, job_id)
+            documents = len(payload.document_ids)
+        self._finish(collection, job_id, outcome, documents)
 
-    def drop_collection(**kwargs: Any) -> None:
+    def index_next(self, **_: Any) -> None:
+        """Claim the best waiting entry (or the one this message already holds) and run it."""
+        message_id = CurrentMessage.get_current_message().message_id  # type: ignore[union-attr]
+        entry = self.queue.claim(message_id)
+        if entry is None:
+            return  # a spare token: nothing waits
+        op, payload = tasks.parse_op(entry.kwargs)
+        try:
+            self.run(op, payload)
+        except Cancelled as exc:
+            log.info("index.cancelled", job_id=entry.id, reason=str(exc))
+        self.queue.release(message_id)
+
+    def drop_collection(self, **kwargs: Any) -> None:
+        """Remove every stored object of a deleted collection."""
         p = tasks.DROP_COLLECTION.parse(kwargs)
         gone = Collection(tenant=p.tenant, name=p.collection, id=p.collection_id, created_at=datetime.now(UTC))
-        publisher.drop(gone)
+        self.publisher.drop(gone)
 
-    tasks.INDEX_BATCH.declare(broker, index_batch, throws=(PermanentError,))
-    tasks.DELETE_DOCUMENTS.declare(broker, delete_documents, throws=(PermanentError,))
-    tasks.DROP_COLLECTION.declare(broker, drop_collection, throws=(PermanentError,))
+
+def declare(broker: dramatiq.Broker, client: redis.Redis, publisher: Publisher, settings: Settings) -> None:
+    """Declare the indexer's actors on ``broker``."""
+    indexer = Indexer(broker, client, publisher, settings)
+    tasks.INDEX_NEXT.declare(broker, indexer.index_next, throws=PERMANENT)
+    tasks.DROP_COLLECTION.declare(broker, indexer.drop_collection, throws=(PermanentError,))

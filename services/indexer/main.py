@@ -17,7 +17,7 @@ def build(settings: Settings, *, store: ObjectStore | None = None) -> WorkerServ
     """Wire settings to Redis, the store and the actors."""
     service = new_worker_service(NAME, settings, settings.require_redis_url(), {tasks.INDEX_QUEUE})
     publisher = Publisher(service.client, store or open_store(settings))
-    actors.declare(service.broker, service.client, publisher, stream_maxlen=settings.stream_maxlen)
+    actors.declare(service.broker, service.client, publisher, settings)
     return service
 
 

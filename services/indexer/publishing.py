@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from shared import catalog, keys, manifests, segments
+from shared import catalog, jobs, keys, manifests, segments
 from shared.constants import COLLECTION_LOCK_TTL_S
 from shared.documents import decode_batch, decode_vectors
-from shared.errors import StaleIndex
+from shared.errors import Cancelled, StaleIndex
 from shared.jobs import now
 from shared.manifests import Manifest, SegmentRef
 
@@ -37,13 +37,16 @@ log = structlog.get_logger(__name__)
 
 DELETED = "-"
 
-# KEYS: latest pointer, document map. ARGV: expected version ('' = none), new version, then
-# (document id, 'segment:seq') pairs.
+# KEYS: latest pointer, document map, job record. ARGV: expected version ('' = none), new version,
+# then (document id, 'segment:seq') pairs. A cancelled job publishes nothing (-1); otherwise the
+# job is marked published in the same step, so a cancellation can no longer win after this.
 _ADVANCE = """
 local current = redis.call('GET', KEYS[1]) or ''
 if current ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[3], 'state') == 'cancelled' then return -1 end
 redis.call('SET', KEYS[1], ARGV[2])
 for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'published', ARGV[2]) end
 return 1
 """
 
@@ -76,8 +79,12 @@ class Publisher:
         raw = self.client.get(keys.latest(ref.tenant, ref.name))
         return manifests.read(self.store, ref, raw.decode()) if raw else None  # type: ignore[union-attr]
 
-    def add_batch(self, collection: Collection, batch_id: str, write_seq: int) -> Outcome:
-        """Index a stored, embedded batch as one new segment (only its documents that are newest)."""
+    def add_batch(self, collection: Collection, batch_id: str, write_seq: int, job_id: str = "") -> Outcome:
+        """Index a stored, embedded batch as one new segment (only its documents that are newest).
+
+        Raises:
+            Cancelled: job ``job_id`` was cancelled before the new version went live.
+        """
         ref = collection.ref
         docs = decode_batch(self.store.get(ref.batch_key(batch_id)))
         vectors = decode_vectors(self.store.get(ref.vectors_key(batch_id)))
@@ -93,10 +100,16 @@ class Publisher:
             segments.upload(self.store, ref, segment, files)
             replaced = {d: e[0] for d in kept_ids if (e := entries[d]) is not None and e[0] != DELETED}
             updates = {d: f"{segment.id}:{write_seq}" for d in kept_ids}
-            return self._publish(ref, base, _tombstone(base, replaced), segment, updates)
+            return self._publish(ref, base, _tombstone(base, replaced), segment, updates, job_id)
 
-    def delete(self, collection: Collection, document_ids: tuple[str, ...], write_seq: int) -> Outcome:
-        """Tombstone documents; ids never seen are remembered as deleted so a late batch cannot revive them."""
+    def delete(
+        self, collection: Collection, document_ids: tuple[str, ...], write_seq: int, job_id: str = ""
+    ) -> Outcome:
+        """Tombstone documents; ids never seen are remembered as deleted so a late batch cannot revive them.
+
+        Raises:
+            Cancelled: job ``job_id`` was cancelled before the deletion took effect.
+        """
         ref = collection.ref
         with self._locked(ref):
             base = self.current(ref)
@@ -108,9 +121,11 @@ class Publisher:
             updates = {d: f"{DELETED}:{write_seq}" for d in newer}
             if not doomed:
                 # Nothing live to remove: record the deletes without a new version.
+                if job_id and jobs.state_sync(self.client, job_id) is jobs.JobState.CANCELLED:
+                    raise Cancelled(f"job {job_id} was cancelled")
                 self.client.hset(keys.docmap(ref.tenant, ref.name), mapping=updates)  # type: ignore[arg-type]
                 return Outcome(base.version if base else None, False, base)
-            return self._publish(ref, base, _tombstone(base, doomed), None, updates)
+            return self._publish(ref, base, _tombstone(base, doomed), None, updates, job_id)
 
     def _entries(self, ref: CollectionRef, ids: list[str]) -> dict[str, tuple[str, int] | None]:
         if not ids:
@@ -125,6 +140,7 @@ class Publisher:
         kept: tuple[SegmentRef, ...],
         added: SegmentRef | None,
         updates: dict[str, str],
+        job_id: str,
     ) -> Outcome:
         manifest = Manifest(
             tenant=ref.tenant,
@@ -139,9 +155,13 @@ class Publisher:
         args: list[Any] = [base.version if base else "", manifest.version]
         for doc_id, value in updates.items():
             args += [doc_id, value]
+        job_key = keys.job(job_id) if job_id else keys.job("-")
         moved = self.client.eval(
-            _ADVANCE, 2, keys.latest(ref.tenant, ref.name), keys.docmap(ref.tenant, ref.name), *args
+            _ADVANCE, 3, keys.latest(ref.tenant, ref.name), keys.docmap(ref.tenant, ref.name), job_key, *args
         )
+        if moved == -1:
+            # The manifest and segment files stay unreferenced; cleanup removes them.
+            raise Cancelled(f"job {job_id} was cancelled; {manifest.version} not published")
         if moved != 1:
             raise StaleIndex(f"{ref.name}: LATEST moved while publishing {manifest.version}")
         log.info("index.published", collection=ref.name, version=manifest.version, documents=manifest.documents)

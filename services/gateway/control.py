@@ -1,0 +1,158 @@
+"""HTTP routes of job control: jobs, dead letters and queue statistics."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from services.gateway.appkeys import CONTROL, REDIS
+from services.gateway.problems import validation_problem
+from services.gateway.routes import model_response, read_body, tenant_of
+from services.gateway.schemas import (
+    DeadLetterListQuery,
+    DeadLetterReplayRequest,
+    JobBulkRequest,
+    JobListQuery,
+    Matched,
+)
+from shared import deadletters, jobs
+from shared.deadletters import DeadLetter, LetterFilter
+from shared.errors import Conflict, NotFound
+from shared.jobs import Job, JobFilter
+
+control_routes = web.RouteTableDef()
+Q = TypeVar("Q", bound=BaseModel)
+
+
+def _query(request: web.Request, model: type[Q]) -> Q:
+    """Validated query parameters; a ValidationError becomes a 422 naming the parameters."""
+    return model.model_validate(dict(request.query))
+
+
+async def _job(request: web.Request) -> Job:
+    job_id = request.match_info["job_id"]
+    job = await jobs.get(request.app[REDIS], job_id)
+    if job is None or job.tenant != tenant_of(request):
+        raise NotFound(f"job {job_id!r} does not exist")
+    return job
+
+
+async def _letter(request: web.Request) -> DeadLetter:
+    letter_id = request.match_info["letter_id"]
+    letter = await deadletters.get(request.app[REDIS], tenant_of(request), letter_id)
+    if letter is None:
+        raise NotFound(f"dead letter {letter_id!r} does not exist")
+    return letter
+
+
+def _page(items: list[dict[str, Any]], name: str, cursor: str | None) -> web.Response:
+    return web.json_response({name: items, "next_cursor": cursor})
+
+
+@control_routes.get("/v1/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    """The tenant's jobs, newest first, optionally by state and collection; cursor pagination."""
+    try:
+        q = _query(request, JobListQuery)
+    except ValidationError as exc:
+        return validation_problem(exc, root="query")
+    flt = JobFilter(state=q.state, collection=q.collection)
+    found, cursor = await jobs.scan(request.app[REDIS], tenant_of(request), flt, limit=q.limit, cursor=q.cursor)
+    return _page([j.public() for j in found], "jobs", cursor)
+
+
+@control_routes.get("/v1/jobs/{job_id}")
+async def get_job(request: web.Request) -> web.Response:
+    """A job's state and progress."""
+    return web.json_response((await _job(request)).public())
+
+
+@control_routes.post("/v1/jobs/{job_id}/cancel")
+async def cancel_job(request: web.Request) -> web.Response:
+    """Cancel a queued or running job (409 once it finished)."""
+    return web.json_response((await request.app[CONTROL].cancel(await _job(request))).public())
+
+
+@control_routes.post("/v1/jobs/{job_id}/retry")
+async def retry_job(request: web.Request) -> web.Response:
+    """Queue a failed, cancelled or dead job again (409 otherwise)."""
+    return web.json_response((await request.app[CONTROL].retry(await _job(request))).public(), status=202)
+
+
+async def _bulk(request: web.Request, action: str) -> web.Response:
+    body = await read_body(request, JobBulkRequest)
+    flt = JobFilter(**body.model_dump(exclude_none=True))
+    matched = await request.app[CONTROL].bulk(tenant_of(request), flt, action)
+    return model_response(Matched(matched=matched))
+
+
+@control_routes.post("/v1/jobs:cancel")
+async def cancel_jobs(request: web.Request) -> web.Response:
+    """Cancel every queued or running job matching the filter."""
+    return await _bulk(request, "cancel")
+
+
+@control_routes.post("/v1/jobs:retry")
+async def retry_jobs(request: web.Request) -> web.Response:
+    """Retry every failed, cancelled or dead job matching the filter."""
+    return await _bulk(request, "retry")
+
+
+@control_routes.get("/v1/dead-letters")
+async def list_dead_letters(request: web.Request) -> web.Response:
+    """The tenant's dead letters, newest first; cursor pagination."""
+    try:
+        q = _query(request, DeadLetterListQuery)
+    except ValidationError as exc:
+        return validation_problem(exc, root="query")
+    flt = LetterFilter(queue=q.queue, collection=q.collection, job_id=q.job_id)
+    found, cursor = await deadletters.scan(request.app[REDIS], tenant_of(request), flt, limit=q.limit, cursor=q.cursor)
+    return _page([letter.public() for letter in found], "dead_letters", cursor)
+
+
+@control_routes.get("/v1/dead-letters/{letter_id}")
+async def get_dead_letter(request: web.Request) -> web.Response:
+    """One dead letter: its error, attempts and the work it carried."""
+    return web.json_response((await _letter(request)).public())
+
+
+@control_routes.post("/v1/dead-letters/{letter_id}/replay")
+async def replay_dead_letter(request: web.Request) -> web.Response:
+    """Queue the letter's work again; answers with its job."""
+    job = await request.app[CONTROL].replay(await _letter(request))
+    return web.json_response(job.public(), status=202)
+
+
+@control_routes.delete("/v1/dead-letters/{letter_id}")
+async def delete_dead_letter(request: web.Request) -> web.Response:
+    """Discard a dead letter."""
+    await deadletters.delete(request.app[REDIS], await _letter(request))
+    return web.Response(status=204)
+
+
+@control_routes.post("/v1/dead-letters:replay")
+async def replay_dead_letters(request: web.Request) -> web.Response:
+    """Replay every dead letter matching the filter."""
+    body = await read_body(request, DeadLetterReplayRequest)
+    flt = LetterFilter(**body.model_dump(exclude_none=True))
+    client, control, tenant = request.app[REDIS], request.app[CONTROL], tenant_of(request)
+    matched = 0
+    cursor: str | None = None
+    while True:
+        page, cursor = await deadletters.scan(client, tenant, flt, limit=500, cursor=cursor)
+        for letter in page:
+            try:
+                await control.replay(letter)
+            except Conflict:
+                continue
+            matched += 1
+        if cursor is None:
+            return model_response(Matched(matched=matched))
+
+
+@control_routes.get("/v1/queues")
+async def queues(request: web.Request) -> web.Response:
+    """Per queue: depth by priority, delayed, in flight, dead, oldest age, live workers, throughput."""
+    return web.json_response({"queues": await request.app[CONTROL].queues()})

@@ -1,0 +1,200 @@
+"""The ``Idempotency-Key`` request header (draft-ietf-httpapi-idempotency-key-header) on ``POST /v1`` routes.
+
+A tenant's first request with a key claims it in Redis, runs, and has its answer stored; the same
+request again gets that answer replayed, a different request with the key gets 422, and a repeat
+while the first still runs gets 409. Server errors are not stored, so the client may retry them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import redis.exceptions
+import structlog
+from aiohttp import web
+
+from services.gateway.appkeys import PRINCIPAL, REDIS, SETTINGS
+from services.gateway.problems import error_response, problem
+from shared import keys
+from shared.constants import IDEMPOTENCY_LOCK_TTL_S
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+log = structlog.get_logger(__name__)
+
+HEADER: Final = "Idempotency-Key"
+REPLAYED_HEADER: Final = "Idempotent-Replayed"
+MAX_KEY_LENGTH: Final = 255
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_VALID_KEY: Final = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_LENGTH}}}")
+# Headers that are part of the answer, replayed with the status and the body.
+_KEPT_HEADERS: Final = ("Content-Type", "Content-Location", "Location", "Retry-After", "Allow")
+
+# KEYS[1] the key's hash; ARGV fingerprint, token, lock TTL (s). Returns the existing record's
+# fingerprint, status, headers and body (status nil while in progress), or nil once claimed.
+_CLAIM: Final = """
+local found = redis.call('HMGET', KEYS[1], 'fingerprint', 'status', 'headers', 'body')
+if found[1] then return found end
+redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'token', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return false
+"""
+
+# KEYS[1]; ARGV token, TTL (s), status, headers, body. Stores the answer only while the claim is still
+# this request's: a request that outlived its lock must not overwrite the one that took the key over.
+_COMPLETE: Final = """
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'headers', ARGV[4], 'body', ARGV[5])
+redis.call('HDEL', KEYS[1], 'token')
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS[1]; ARGV token. Frees the key if this request still holds it.
+_RELEASE: Final = """
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A stored response: what a repeated request gets back."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def response(self) -> web.Response:
+        """The response to replay, marked as a replay."""
+        response = web.Response(status=self.status, body=self.body, headers=self.headers)
+        response.headers[REPLAYED_HEADER] = "true"
+        return response
+
+
+@dataclass(frozen=True)
+class Record:
+    """What Redis holds for a key: the first request's fingerprint, and its answer once it has one."""
+
+    fingerprint: str
+    answer: Answer | None
+
+
+def fingerprint(method: str, target: str, body: bytes) -> str:
+    """SHA-256 hex of a request's method, target (path and query string) and body."""
+    return hashlib.sha256(f"{method} {target}\n".encode() + body).hexdigest()
+
+
+async def claim(
+    client: aioredis.Redis, tenant: str, key: str, fingerprint: str, token: str, *, lock_ttl_s: int
+) -> Record | None:
+    """Claim ``key`` for a request, atomically; None when claimed, else the record already there."""
+    found = await client.register_script(_CLAIM)(
+        keys=[keys.idempotency(tenant, key)], args=[fingerprint, token, lock_ttl_s]
+    )
+    if found is None:
+        return None
+    stored_print, status, headers, body = found
+    answer = None
+    if status is not None:
+        answer = Answer(int(status), json.loads(headers), bytes(body))
+    return Record(keys.text(stored_print), answer)
+
+
+async def complete(client: aioredis.Redis, tenant: str, key: str, token: str, answer: Answer, *, ttl_s: int) -> bool:
+    """Store the answer of the request holding the claim ``token``; False if it no longer holds it."""
+    stored = await client.register_script(_COMPLETE)(
+        keys=[keys.idempotency(tenant, key)],
+        args=[token, ttl_s, answer.status, json.dumps(answer.headers), answer.body],
+    )
+    return bool(stored == 1)
+
+
+async def release(client: aioredis.Redis, tenant: str, key: str, token: str) -> bool:
+    """Forget the claim ``token`` holds, so the key may be used again; False if it no longer holds it."""
+    released = await client.register_script(_RELEASE)(keys=[keys.idempotency(tenant, key)], args=[token])
+    return bool(released == 1)
+
+
+@web.middleware
+async def idempotency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Honour ``Idempotency-Key`` on ``POST /v1`` routes; requests without it pass straight through."""
+    if request.method != "POST" or not request.path.startswith("/v1/") or HEADER not in request.headers:
+        return await handler(request)
+    values = request.headers.getall(HEADER)
+    if len(values) != 1 or not _VALID_KEY.fullmatch(values[0]):
+        return problem(
+            400, f"The {HEADER} header must be one value of 1 to {MAX_KEY_LENGTH} printable ASCII characters."
+        )
+    key = values[0]
+    tenant = request[PRINCIPAL].tenant
+    client = request.app[REDIS]
+    request_print = fingerprint(request.method, request.raw_path, await request.read())
+    token = secrets.token_hex(16)
+    found = await claim(client, tenant, key, request_print, token, lock_ttl_s=IDEMPOTENCY_LOCK_TTL_S)
+    if found is None:
+        return await _run_claimed(request, handler, tenant, key, token)
+    if found.fingerprint != request_print:
+        return problem(
+            422, f"This {HEADER} was already used with a different request (method, path or body); use a new key."
+        )
+    if found.answer is None:
+        return problem(409, f"A request with this {HEADER} is still being processed; retry once it has finished.")
+    log.info("idempotency.replayed", tenant=tenant, path=request.path, status=found.answer.status)
+    return found.answer.response()
+
+
+async def _run_claimed(request: web.Request, handler: Handler, tenant: str, key: str, token: str) -> web.StreamResponse:
+    """Run the handler for a claimed key; store its answer, or free the key when there is none to keep."""
+    client = request.app[REDIS]
+    try:
+        response = await handler(request)
+    except Exception as exc:
+        # Rendered here rather than by the outer problems middleware, so that a 4xx is stored too.
+        rendered = error_response(request, exc)
+        if rendered is None:
+            await _release_quietly(client, tenant, key, token)
+            raise
+        response = rendered
+    except BaseException:
+        await _release_quietly(client, tenant, key, token)
+        raise
+    answer = _answer(response)
+    if answer is None:
+        await _release_quietly(client, tenant, key, token)
+        return response
+    try:
+        if not await complete(client, tenant, key, token, answer, ttl_s=request.app[SETTINGS].idempotency_ttl_s):
+            log.warning("idempotency.claim_lost", tenant=tenant, path=request.path)
+    except redis.exceptions.RedisError as exc:
+        # The work is done: answer it. The claim expires on its own, and a retry then runs again.
+        log.warning("idempotency.store_failed", tenant=tenant, path=request.path, error=str(exc))
+    return response
+
+
+def _answer(response: web.StreamResponse) -> Answer | None:
+    """What to store of a response; None for a server error (the client may retry) or a streamed body."""
+    if response.status >= 500 or response.prepared or not isinstance(response, web.Response):
+        return None
+    body = response.body if response.body is not None else b""
+    if not isinstance(body, bytes | bytearray):
+        return None
+    headers = {name: response.headers[name] for name in _KEPT_HEADERS if name in response.headers}
+    return Answer(response.status, headers, bytes(body))
+
+
+async def _release_quietly(client: aioredis.Redis, tenant: str, key: str, token: str) -> None:
+    try:
+        await release(client, tenant, key, token)
+    except redis.exceptions.RedisError as exc:
+        # The claim's lock TTL frees the key anyway.
+        log.warning("idempotency.release_failed", tenant=tenant, error=str(exc))

@@ -1,0 +1,166 @@
+"""Job control: cancel, retry, dead-letter replay and queue statistics, independent of HTTP."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from shared import bus, deadletters, dispatch, jobs, keys, tasks
+from shared.broker import NAMESPACE
+from shared.deadletters import DeadLetter
+from shared.errors import Conflict
+from shared.events import CloudEvent, JobCancelled
+from shared.jobs import Job, JobFilter, JobKind, JobState, Task
+from shared.workqueue import AsyncWorkQueue, Entry, now_ms
+
+if TYPE_CHECKING:
+    import dramatiq
+    import redis.asyncio as aioredis
+
+log = structlog.get_logger(__name__)
+SOURCE = "semaflow/gateway"
+QUEUE_SERVICES: dict[str, str] = {tasks.EMBED_QUEUE: "embedder", tasks.INDEX_QUEUE: "indexer"}
+BULK_PAGE = 500
+
+
+class JobControl:
+    """What an operator or client can do to jobs and dead letters."""
+
+    def __init__(self, client: aioredis.Redis, broker: dramatiq.Broker, *, stream_maxlen: int) -> None:
+        self.client = client
+        self.broker = broker
+        self.stream_maxlen = stream_maxlen
+
+    async def _reload(self, job_id: str) -> Job:
+        job = await jobs.get(self.client, job_id)
+        assert job is not None
+        return job
+
+    async def cancel(self, job: Job) -> Job:
+        """Cancel a queued or running job.
+
+        A queued job leaves its queue at once; a running one stops at its next chunk boundary and
+        publishes nothing (the indexer's publish refuses a cancelled job atomically).
+
+        Raises:
+            Conflict: the job already finished (or its result was published a moment ago).
+        """
+        if not await jobs.atransition(self.client, job.id, JobState.CANCELLED):
+            current = await jobs.get(self.client, job.id)
+            state = current.state.value if current else "gone"
+            raise Conflict(f"job {job.id} is {state}; only queued or running jobs can be cancelled")
+        for queue in tasks.TOKENS:
+            await AsyncWorkQueue(self.client, queue).remove(job.id)
+        event = JobCancelled(tenant=job.tenant, collection=job.collection, job_id=job.id)
+        await bus.apublish(
+            self.client, CloudEvent.wrap(event, source=SOURCE, subject=job.id), maxlen=self.stream_maxlen
+        )
+        log.info("job.cancelled", job_id=job.id, was=job.state.value)
+        return await self._reload(job.id)
+
+    async def retry(self, job: Job) -> Job:
+        """Queue a failed, cancelled or dead job again as a new attempt, from its first stage.
+
+        Raises:
+            Conflict: the job is queued, running or succeeded, or has no recorded task.
+        """
+        if job.task is None:
+            raise Conflict(f"job {job.id} cannot be retried: it records no task")
+        if not await jobs.atransition(self.client, job.id, JobState.QUEUED):
+            current = await jobs.get(self.client, job.id)
+            state = current.state.value if current else "gone"
+            raise Conflict(f"job {job.id} is {state}; only failed, cancelled or dead jobs can be retried")
+        if job.dead_letter:
+            letter = await deadletters.get(self.client, job.tenant, job.dead_letter)
+            if letter is not None:
+                await deadletters.delete(self.client, letter)
+        entry = Entry(job.id, job.tenant, job.priority, job.task.arguments, now_ms())
+        await dispatch.asubmit(self.client, self.broker, job.task.queue, entry)
+        log.info("job.retried", job_id=job.id, was=job.state.value)
+        return await self._reload(job.id)
+
+    async def replay(self, letter: DeadLetter) -> Job:
+        """Queue a dead letter's work again (its job becomes queued) and remove the letter.
+
+        Raises:
+            Conflict: the letter's job is queued or running already.
+        """
+        job = await jobs.get(self.client, letter.job_id)
+        if job is None:
+            # The job record outlived its retention; the dead letter did not: recreate the job.
+            job = self._job_for(letter)
+            await jobs.create(self.client, job)
+        elif job.state in (JobState.QUEUED, JobState.RUNNING):
+            raise Conflict(f"job {job.id} is {job.state.value} already")
+        elif job.state is JobState.SUCCEEDED:
+            await deadletters.delete(self.client, letter)
+            raise Conflict(f"job {job.id} has succeeded since; the dead letter was removed")
+        else:
+            await jobs.atransition(self.client, job.id, JobState.QUEUED)
+        await deadletters.delete(self.client, letter)
+        await dispatch.asubmit(self.client, self.broker, letter.queue, letter.entry(now_ms()))
+        log.info("dead_letter.replayed", dead_letter=letter.id, job_id=job.id)
+        return await self._reload(job.id)
+
+    @staticmethod
+    def _job_for(letter: DeadLetter) -> Job:
+        stamp = jobs.now()
+        kind = JobKind.DELETE if letter.op == "delete_documents" else JobKind.INGEST
+        documents = len(letter.arguments.get("document_ids", ())) if kind is JobKind.DELETE else 0
+        return Job(
+            id=letter.job_id,
+            tenant=letter.tenant,
+            collection=letter.collection or "",
+            kind=kind,
+            state=JobState.QUEUED,
+            priority=letter.priority,
+            documents=documents,
+            batch_id=letter.arguments.get("batch_id"),
+            created_at=stamp,
+            updated_at=stamp,
+            task=Task(queue=letter.queue, arguments=letter.arguments),
+        )
+
+    async def bulk(self, tenant: str, flt: JobFilter, action: str) -> int:
+        """Cancel or retry every matching job of ``tenant``; returns how many it applied to."""
+        matched = 0
+        cursor: str | None = None
+        while True:
+            page, cursor = await jobs.scan(self.client, tenant, flt, limit=BULK_PAGE, cursor=cursor)
+            for job in page:
+                try:
+                    await (self.cancel(job) if action == "cancel" else self.retry(job))
+                except Conflict:
+                    continue
+                matched += 1
+            if cursor is None:
+                return matched
+
+    async def queues(self) -> dict[str, Any]:
+        """Statistics of every work queue."""
+        dead = await deadletters.count_by_queue(self.client, list(tasks.TOKENS))
+        out: dict[str, Any] = {}
+        for queue, service in QUEUE_SERVICES.items():
+            depth = await AsyncWorkQueue(self.client, queue).depth()
+            workers = 0
+            async for _ in self.client.scan_iter(match=keys.heartbeat_pattern(service), count=500):
+                workers += 1
+            age = (now_ms() - depth.oldest_enqueued_ms) / 1000 if depth.oldest_enqueued_ms is not None else 0.0
+            out[queue] = {
+                "depth": depth.by_priority,
+                "delayed": await self._delayed(queue),
+                "in_flight": depth.in_flight,
+                "dead": dead[queue],
+                "oldest_age_seconds": round(max(0.0, age), 3),
+                "workers": workers,
+                "processed_last_minute": depth.processed_last_minute,
+            }
+        return out
+
+    async def _delayed(self, queue: str) -> int:
+        """Work waiting out a retry back-off: tokens in Dramatiq's delay queue (queued or held)."""
+        total = int(await self.client.llen(f"{NAMESPACE}:{queue}.DQ"))
+        async for key in self.client.scan_iter(match=f"{NAMESPACE}:__acks__.*.{queue}.DQ", count=500):
+            total += int(await self.client.scard(key))
+        return total

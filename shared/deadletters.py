@@ -1,0 +1,161 @@
+"""semaflow's dead-letter store: work that exhausted its retries, kept to be inspected and replayed.
+
+Dramatiq's own dead-letter set on Redis drops messages after a week and cannot be listed per
+tenant. Each dead letter here is a hash holding the work-queue entry (enough to queue the work
+again), the error, and the attempts made; it is indexed per tenant and per queue. It is kept for
+the configured retention (default 30 days) and only ever removed by a replay, an explicit delete,
+or that retention running out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from pydantic import BaseModel, ConfigDict
+
+from shared import keys
+from shared.jobs import parse_cursor
+from shared.workqueue import Entry, Priority
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio as aioredis
+
+
+class DeadLetter(BaseModel):
+    """One piece of work that gave up."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    tenant: str
+    queue: str
+    op: str
+    job_id: str
+    collection: str | None
+    priority: Priority
+    error: str
+    attempts: int
+    failed_at: datetime
+    arguments: dict[str, Any]
+
+    def public(self) -> dict[str, Any]:
+        """What the API answers (the payload's references included, no document content)."""
+        return self.model_dump(mode="json")
+
+    def entry(self, enqueued_ms: int) -> Entry:
+        """The work-queue entry that queues this work again."""
+        return Entry(self.job_id, self.tenant, self.priority, self.arguments, enqueued_ms)
+
+
+def _millis(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def record(client: redis.Redis, queue: str, entry: Entry, *, error: str, attempts: int, retention_s: int) -> DeadLetter:
+    """Store a dead letter for ``entry`` (blocking client; called by the worker that gave up)."""
+    letter = DeadLetter(
+        id="dl_" + uuid.uuid4().hex,
+        tenant=entry.tenant,
+        queue=queue,
+        op=str(entry.kwargs.get("op", "")),
+        job_id=entry.id,
+        collection=entry.kwargs.get("collection"),
+        priority=entry.priority,
+        error=error[:2000],
+        attempts=attempts,
+        failed_at=datetime.now(UTC),
+        arguments=entry.kwargs,
+    )
+    stamp = _millis(letter.failed_at)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.set(keys.dead_letter(letter.id), letter.model_dump_json(), ex=retention_s)
+        pipe.zadd(keys.dead_letters(letter.tenant), {letter.id: stamp})
+        pipe.zadd(keys.dead_letters_by_queue(queue), {letter.id: stamp})
+        cutoff = stamp - retention_s * 1000
+        pipe.zremrangebyscore(keys.dead_letters(letter.tenant), "-inf", cutoff)
+        pipe.zremrangebyscore(keys.dead_letters_by_queue(queue), "-inf", cutoff)
+        pipe.execute()
+    return letter
+
+
+def _decode(raw: bytes | str | None) -> DeadLetter | None:
+    return DeadLetter.model_validate_json(raw) if raw is not None else None
+
+
+async def get(client: aioredis.Redis, tenant: str, letter_id: str) -> DeadLetter | None:
+    """A tenant's dead letter, or None."""
+    letter = _decode(await client.get(keys.dead_letter(letter_id)))
+    return letter if letter is not None and letter.tenant == tenant else None
+
+
+async def delete(client: aioredis.Redis, letter: DeadLetter) -> bool:
+    """Remove a dead letter; False if it was already gone (e.g. a concurrent replay took it)."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.dead_letter(letter.id))
+        pipe.zrem(keys.dead_letters(letter.tenant), letter.id)
+        pipe.zrem(keys.dead_letters_by_queue(letter.queue), letter.id)
+        removed, _, _ = await pipe.execute()
+    return bool(removed)
+
+
+class LetterFilter(BaseModel):
+    """Which dead letters a listing or a bulk replay covers (all optional)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    queue: str | None = None
+    collection: str | None = None
+    job_id: str | None = None
+    failed_after: datetime | None = None
+    failed_before: datetime | None = None
+
+    def matches(self, letter: DeadLetter) -> bool:
+        return (
+            (self.queue is None or letter.queue == self.queue)
+            and (self.collection is None or letter.collection == self.collection)
+            and (self.job_id is None or letter.job_id == self.job_id)
+            and (self.failed_after is None or letter.failed_at > self.failed_after)
+            and (self.failed_before is None or letter.failed_at < self.failed_before)
+        )
+
+
+async def scan(
+    client: aioredis.Redis, tenant: str, flt: LetterFilter, *, limit: int, cursor: str | None = None
+) -> tuple[list[DeadLetter], str | None]:
+    """A tenant's dead letters matching ``flt``, newest first, and the cursor after them."""
+    key = keys.dead_letters(tenant)
+    cursor_score, after_id = parse_cursor(cursor)
+    max_score: float | str = "+inf" if cursor_score is None else cursor_score
+    out: list[DeadLetter] = []
+    offset = 0
+    while len(out) < limit:
+        found = await client.zrevrangebyscore(key, max_score, "-inf", start=offset, num=200, withscores=True)
+        rows = cast(list[tuple[bytes, float]], found)
+        if not rows:
+            return out, None
+        offset += len(rows)
+        ids = [keys.text(member) for member, _ in rows]
+        raws = await client.mget([keys.dead_letter(i) for i in ids])
+        for (_, score), letter_id, raw in zip(rows, ids, raws, strict=True):
+            if after_id is not None and float(score) == cursor_score and letter_id >= after_id:
+                continue
+            letter = _decode(raw)
+            if letter is None or not flt.matches(letter):
+                continue
+            out.append(letter)
+            if len(out) == limit:
+                return out, f"{int(float(score))}:{letter_id}"
+    return out, None
+
+
+async def count_by_queue(client: aioredis.Redis, queues: list[str]) -> Mapping[str, int]:
+    """Dead letters held per queue."""
+    async with client.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.zcard(keys.dead_letters_by_queue(queue))
+        counts = await pipe.execute()
+    return {q: int(n) for q, n in zip(queues, counts, strict=True)}

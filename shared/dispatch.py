@@ -1,0 +1,61 @@
+"""Queueing work: a work-queue entry plus one Dramatiq token to run it.
+
+The entry is stored first and the token sent second. If the sender dies in between, the entry
+waits without a token; :func:`top_up` (run periodically by every worker) sends tokens for such
+entries. Spare tokens are harmless: a token that finds nothing to claim just returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import structlog
+
+from shared import tasks
+from shared.workqueue import AsyncWorkQueue, Entry, WorkQueue
+
+if TYPE_CHECKING:
+    import dramatiq
+    import redis
+    import redis.asyncio as aioredis
+
+log = structlog.get_logger(__name__)
+
+
+def submit(client: redis.Redis, broker: dramatiq.Broker, queue: str, entry: Entry) -> bool:
+    """Queue ``entry`` on ``queue`` and send its token (blocking client)."""
+    pushed = WorkQueue(client, queue).push(entry)
+    tasks.TOKENS[queue].send(broker, tasks.Token())
+    return pushed
+
+
+async def asubmit(client: aioredis.Redis, broker: dramatiq.Broker, queue: str, entry: Entry) -> bool:
+    """Queue ``entry`` on ``queue`` and send its token (asyncio client)."""
+    pushed = await AsyncWorkQueue(client, queue).push(entry)
+    await asyncio.to_thread(tasks.TOKENS[queue].send, broker, tasks.Token())
+    return pushed
+
+
+def tokens_without_claim(client: redis.Redis, namespace: str, queue: str) -> int:
+    """Tokens that exist for ``queue`` and hold no claim yet, so each will claim a waiting entry.
+
+    Dramatiq keeps a queue's messages in its list, in its delay list, and (once fetched) in the
+    fetching worker's acknowledgement sets; every claim belongs to exactly one of those tokens.
+    """
+    names = [f"{namespace}:{queue}", f"{namespace}:{queue}.DQ"]
+    total = sum(int(client.llen(name)) for name in names)
+    for pattern in (f"{namespace}:__acks__.*.{queue}", f"{namespace}:__acks__.*.{queue}.DQ"):
+        for key in client.scan_iter(match=pattern, count=500):
+            total += int(client.scard(key))
+    return total - WorkQueue(client, queue).in_flight()
+
+
+def top_up(client: redis.Redis, broker: dramatiq.Broker, namespace: str, queue: str) -> int:
+    """Send tokens for waiting entries that have none (their sender died mid-way); returns how many."""
+    missing = WorkQueue(client, queue).waiting() - tokens_without_claim(client, namespace, queue)
+    for _ in range(max(0, missing)):
+        tasks.TOKENS[queue].send(broker, tasks.Token())
+    if missing > 0:
+        log.warning("queue.tokens_restored", queue=queue, tokens=missing)
+    return max(0, missing)

@@ -1,0 +1,211 @@
+"""Idempotency-Key on POST routes: one answer per key and request, replayed; misuse gets its problem document."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from services.gateway import idempotency
+from shared import apikeys, keys
+from shared.storage import LocalStore
+from tests.integration.gateway.conftest import Api
+
+DOCUMENTS = "/v1/collections/docs/documents"
+BATCH = json.dumps({"documents": [{"id": "a", "text": "The cat sits on the mat."}]}).encode()
+OTHER_BATCH = json.dumps({"documents": [{"id": "b", "text": "Quarterly revenue grew."}]}).encode()
+
+
+@pytest.fixture
+async def coll(api: Api) -> str:
+    resp = await api.client.put("/v1/collections/docs", headers=api.auth)
+    assert resp.status == 201
+    return "/v1/collections/docs"
+
+
+@pytest.fixture
+async def aclient(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def _post(api: Api, path: str, body: bytes, key: str | None, auth: dict[str, str] | None = None) -> Any:
+    headers = {**(auth or api.auth), "Content-Type": "application/json"}
+    if key is not None:
+        headers[idempotency.HEADER] = key
+    return await api.client.post(path, data=body, headers=headers)
+
+
+async def _problem(resp: Any, status: int) -> dict[str, Any]:
+    assert resp.status == status, await resp.text()
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    body: dict[str, Any] = json.loads(await resp.text())
+    assert body["status"] == status and body["detail"]
+    return body
+
+
+def _jobs(redis_client: redis.Redis) -> int:
+    return sum(1 for _ in redis_client.scan_iter(match=keys.job("*")))
+
+
+def _batches(store: LocalStore, tenant: str = "acme") -> int:
+    return sum(1 for key in store.list(f"{tenant}/docs/") if "/batches/" in key)
+
+
+def _stored_keys(redis_client: redis.Redis, tenant: str = "acme") -> int:
+    return sum(1 for _ in redis_client.scan_iter(match=f"{keys.PREFIX}:t:{tenant}:idem:*"))
+
+
+async def test_a_repeated_ingest_is_accepted_once_and_replayed(
+    api: Api, coll: str, redis_client: redis.Redis, store: LocalStore
+) -> None:
+    first = await _post(api, DOCUMENTS, BATCH, "ingest-1")
+    assert first.status == 202, await first.text()
+    assert idempotency.REPLAYED_HEADER not in first.headers
+
+    again = await _post(api, DOCUMENTS, BATCH, "ingest-1")
+    assert again.status == 202
+    assert again.headers[idempotency.REPLAYED_HEADER] == "true"
+    assert again.headers["Content-Type"] == first.headers["Content-Type"]
+    assert await again.read() == await first.read()
+    assert (await again.json())["job_id"] == (await first.json())["job_id"]
+    assert _jobs(redis_client) == 1 and _batches(store) == 1
+
+
+async def test_the_same_key_on_a_different_request_is_422(api: Api, coll: str, redis_client: redis.Redis) -> None:
+    assert (await _post(api, DOCUMENTS, BATCH, "reused")).status == 202
+
+    body = await _problem(await _post(api, DOCUMENTS, OTHER_BATCH, "reused"), 422)
+    assert "different request" in body["detail"]
+    await _problem(await _post(api, f"{coll}/search", b'{"query": "cat"}', "reused"), 422)
+    await _problem(await _post(api, f"{DOCUMENTS}?x=1", BATCH, "reused"), 422)
+    assert _jobs(redis_client) == 1
+
+
+async def test_a_key_whose_request_is_still_running_is_409(
+    api: Api, coll: str, aclient: aioredis.Redis, redis_client: redis.Redis
+) -> None:
+    # Given a request with this key and body that has claimed the key and not finished yet
+    running = idempotency.fingerprint("POST", DOCUMENTS, BATCH)
+    assert await idempotency.claim(aclient, "acme", "busy", running, "other-request", lock_ttl_s=60) is None
+
+    # When the same request arrives again, it is refused, not run, and the claim is left to its owner
+    body = await _problem(await _post(api, DOCUMENTS, BATCH, "busy"), 409)
+    assert "still being processed" in body["detail"]
+    assert _jobs(redis_client) == 0
+    assert await idempotency.release(aclient, "acme", "busy", "other-request")
+
+    # Then, once it is released, the key can be used
+    assert (await _post(api, DOCUMENTS, BATCH, "busy")).status == 202
+
+
+async def test_concurrent_requests_with_one_key_run_the_handler_once(
+    api: Api, coll: str, redis_client: redis.Redis, store: LocalStore
+) -> None:
+    responses = await asyncio.gather(*(_post(api, DOCUMENTS, BATCH, "racing") for _ in range(5)))
+
+    ran = [r for r in responses if r.status == 202 and idempotency.REPLAYED_HEADER not in r.headers]
+    assert len(ran) == 1
+    assert all(r.status in (202, 409) for r in responses)
+    assert _jobs(redis_client) == 1 and _batches(store) == 1
+
+
+async def test_keys_are_per_tenant(api: Api, coll: str, redis_client: redis.Redis, store: LocalStore) -> None:
+    other_key = apikeys.new_key()
+    apikeys.store(redis_client, other_key, "globex")
+    other_auth = {"Authorization": f"Bearer {other_key}"}
+    assert (await api.client.put("/v1/collections/docs", headers=other_auth)).status == 201
+
+    mine = await _post(api, DOCUMENTS, BATCH, "shared-key")
+    theirs = await _post(api, DOCUMENTS, BATCH, "shared-key", auth=other_auth)
+
+    assert mine.status == theirs.status == 202
+    assert idempotency.REPLAYED_HEADER not in theirs.headers
+    assert (await mine.json())["job_id"] != (await theirs.json())["job_id"]
+    assert _batches(store, "acme") == _batches(store, "globex") == 1
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "naïve"])
+async def test_an_invalid_key_is_400(api: Api, coll: str, redis_client: redis.Redis, key: str) -> None:
+    body = await _problem(await _post(api, DOCUMENTS, BATCH, key), 400)
+    assert idempotency.HEADER in body["detail"]
+    assert _jobs(redis_client) == 0
+
+
+async def test_a_repeated_key_header_is_400(api: Api, coll: str) -> None:
+    headers = [*api.auth.items(), (idempotency.HEADER, "one"), (idempotency.HEADER, "two")]
+    await _problem(await api.client.post(DOCUMENTS, data=BATCH, headers=headers), 400)
+
+
+async def test_the_longest_key_and_any_printable_characters_are_accepted(api: Api, coll: str) -> None:
+    for key in ("k" * 255, '!"#/:@[\\]{|}~ spaces inside'):
+        first = await _post(api, DOCUMENTS, BATCH, key)
+        assert first.status == 202, await first.text()
+        again = await _post(api, DOCUMENTS, BATCH, key)
+        assert again.headers[idempotency.REPLAYED_HEADER] == "true"
+        assert await again.read() == await first.read()
+
+
+async def test_requests_without_a_key_are_unaffected(api: Api, coll: str, redis_client: redis.Redis) -> None:
+    first = await _post(api, DOCUMENTS, BATCH, None)
+    again = await _post(api, DOCUMENTS, BATCH, None)
+
+    assert first.status == again.status == 202
+    assert idempotency.REPLAYED_HEADER not in again.headers
+    assert (await first.json())["job_id"] != (await again.json())["job_id"]
+    assert _jobs(redis_client) == 2 and _stored_keys(redis_client) == 0
+
+
+async def test_only_post_routes_are_covered(api: Api, redis_client: redis.Redis) -> None:
+    headers = {**api.auth, idempotency.HEADER: "put-key"}
+    assert (await api.client.put("/v1/collections/docs", headers=headers)).status == 201
+    again = await api.client.put("/v1/collections/docs", headers=headers)
+    assert again.status == 200 and idempotency.REPLAYED_HEADER not in again.headers
+    assert _stored_keys(redis_client) == 0
+
+
+async def test_a_client_error_is_replayed_too(api: Api, coll: str, redis_client: redis.Redis) -> None:
+    invalid = b'{"documents": []}'
+    first = await _problem(await _post(api, DOCUMENTS, invalid, "bad-batch"), 422)
+
+    again = await _post(api, DOCUMENTS, invalid, "bad-batch")
+    assert await _problem(again, 422) == first
+    assert again.headers[idempotency.REPLAYED_HEADER] == "true"
+    assert _stored_keys(redis_client) == 1
+
+
+async def test_a_server_error_is_not_stored_so_a_retry_runs_again(
+    api: Api, coll: str, store: LocalStore, redis_client: redis.Redis
+) -> None:
+    # Given an object store that cannot write this tenant's batches (a file stands where a directory goes)
+    (store.root / "acme").write_bytes(b"")
+
+    # When a write fails with a 503, then the same request with the same key runs again and is not replayed
+    for _ in range(2):
+        resp = await _post(api, DOCUMENTS, BATCH, "flaky")
+        await _problem(resp, 503)
+        assert idempotency.REPLAYED_HEADER not in resp.headers
+    assert _stored_keys(redis_client) == 0
+
+
+async def test_only_the_claims_holder_stores_or_releases(aclient: aioredis.Redis) -> None:
+    answer = idempotency.Answer(201, {"Content-Type": "application/json", "Location": "/v1/x"}, b'{"ok": true}')
+    assert await idempotency.claim(aclient, "acme", "k", "print", "mine", lock_ttl_s=60) is None
+
+    assert not await idempotency.complete(aclient, "acme", "k", "theirs", answer, ttl_s=60)
+    assert not await idempotency.release(aclient, "acme", "k", "theirs")
+    pending = await idempotency.claim(aclient, "acme", "k", "print", "theirs", lock_ttl_s=60)
+    assert pending == idempotency.Record("print", None)
+
+    assert await idempotency.complete(aclient, "acme", "k", "mine", answer, ttl_s=60)
+    assert not await idempotency.release(aclient, "acme", "k", "mine")  # done: nothing left to release
+    assert await idempotency.claim(aclient, "acme", "k", "print", "later", lock_ttl_s=60) == idempotency.Record(
+        "print", answer
+    )
+    assert 0 < await aclient.ttl(keys.idempotency("acme", "k")) <= 60
