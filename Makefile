@@ -39,3 +39,4 @@ bench: install
 	$(PY) bench/ingest.py
 	$(PY) bench/search.py
 	$(PY) bench/startup.py
+	$(PY) bench/priority.py

@@ -12,6 +12,7 @@ import gzip
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -197,13 +198,13 @@ class Stack:
     api_key: str = ""
     data_dir: Path | None = None
     log_path: Path | None = None
-    _tmp: tempfile.TemporaryDirectory[str] | None = None
+    _root: Path | None = None
     _log_fh: Any = None
     pids: dict[str, int] = field(default_factory=dict)
 
     def start(self, timeout_s: float = 300.0) -> Stack:
-        self._tmp = tempfile.TemporaryDirectory(prefix="semaflow-bench-")
-        root = Path(self._tmp.name)
+        # mkdtemp, not TemporaryDirectory: the latter's finalizer deletes the folder at exit even with keep_data.
+        root = self._root = Path(tempfile.mkdtemp(prefix="semaflow-bench-"))
         self.data_dir = root / "data"
         self.log_path = root / "stack.log"
         self._log_fh = self.log_path.open("wb")
@@ -307,10 +308,10 @@ class Stack:
             self.proc.stdout.close()
         if self._log_fh:
             self._log_fh.close()
-        if self._tmp is not None and not self.keep_data:
-            self._tmp.cleanup()
-        elif self._tmp is not None:
-            log(f"kept stack data and log in {self._tmp.name}")
+        if self._root is not None and not self.keep_data:
+            shutil.rmtree(self._root, ignore_errors=True)
+        elif self._root is not None:
+            log(f"kept stack data and log in {self._root}")
         self.proc = None
 
 

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+# A sender stores an entry and sends its token within milliseconds; an entry without a token for
+# this long has lost its sender.
+TOKEN_GRACE_MS = 10_000
+
 
 def submit(client: redis.Redis, broker: dramatiq.Broker, queue: str, entry: Entry) -> bool:
     """Queue ``entry`` on ``queue`` and send its token (blocking client)."""
@@ -51,9 +55,14 @@ def tokens_without_claim(client: redis.Redis, namespace: str, queue: str) -> int
     return total - WorkQueue(client, queue).in_flight()
 
 
-def top_up(client: redis.Redis, broker: dramatiq.Broker, namespace: str, queue: str) -> int:
-    """Send tokens for waiting entries that have none (their sender died mid-way); returns how many."""
-    missing = WorkQueue(client, queue).waiting() - tokens_without_claim(client, namespace, queue)
+def top_up(
+    client: redis.Redis, broker: dramatiq.Broker, namespace: str, queue: str, *, grace_ms: int = TOKEN_GRACE_MS
+) -> int:
+    """Send tokens for waiting entries that have none (their sender died mid-way); returns how many.
+
+    Entries younger than ``grace_ms`` are left out: their senders may be between the two steps.
+    """
+    missing = WorkQueue(client, queue).waiting(older_than_ms=grace_ms) - tokens_without_claim(client, namespace, queue)
     for _ in range(max(0, missing)):
         tasks.TOKENS[queue].send(broker, tasks.Token())
     if missing > 0:

@@ -284,11 +284,12 @@ class WorkQueue:
         """Entries claimed by a token and not yet released."""
         return int(self.client.hlen(claims_key(self.name)))
 
-    def waiting(self) -> int:
-        """Entries waiting (not in flight)."""
+    def waiting(self, *, older_than_ms: int = 0) -> int:
+        """Entries waiting (not in flight), only those queued at least ``older_than_ms`` ago if given."""
+        cutoff = now_ms() - older_than_ms
         with self.client.pipeline(transaction=False) as pipe:
             for level in range(LEVELS):
-                pipe.zcard(age_key(self.name, level))
+                pipe.zcount(age_key(self.name, level), "-inf", cutoff)
             return sum(int(n) for n in pipe.execute())
 
 

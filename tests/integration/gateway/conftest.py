@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -52,11 +53,20 @@ async def api(
     yield Api(await aiohttp_client(app), api_key)
 
 
-@pytest.fixture
-def workers(settings: Settings, store: LocalStore, encoder: Encoder) -> Iterator[None]:
-    """Embedder and indexer running in-process on the real Redis broker."""
+@contextlib.contextmanager
+def running_workers(settings: Settings, store: LocalStore, encoder: Encoder) -> Iterator[None]:
+    """Embedder and indexer running in-process on the real Redis broker until the block ends."""
     services = [build_embedder(settings, store=store, encoder=encoder), build_indexer(settings, store=store)]
     running = [(s, *s.start()) for s in services]
-    yield
-    for service, worker, heartbeat in running:
-        service.stop(worker, heartbeat)
+    try:
+        yield
+    finally:
+        for service, worker, heartbeat in running:
+            service.stop(worker, heartbeat)
+
+
+@pytest.fixture
+def workers(settings: Settings, store: LocalStore, encoder: Encoder) -> Iterator[None]:
+    """Embedder and indexer running in-process for the whole test."""
+    with running_workers(settings, store, encoder):
+        yield

@@ -10,10 +10,10 @@ import pytest
 import redis
 
 from services.indexer.publishing import Publisher
-from shared import keys, manifests, segments
+from shared import jobs, keys, manifests, segments
 from shared.catalog import Collection
 from shared.documents import Document, encode_batch, encode_vectors, normalize
-from shared.errors import CorruptObject
+from shared.errors import Cancelled, CorruptObject
 from shared.storage import LocalStore
 
 
@@ -129,3 +129,45 @@ def test_every_file_is_checked_against_its_sha256(
     store.put(key, store.get(key) + b"x")
     with pytest.raises(CorruptObject):
         segments.load(store, collection.ref, seg)
+
+
+def _running_job(redis_client: redis.Redis, job_id: str) -> None:
+    """A job record as the gateway and embedder leave it while its batch is being indexed."""
+    stamp = datetime.now(UTC).isoformat()
+    fields = {"id": job_id, "tenant": "acme", "collection": "docs", "kind": "ingest", "state": "running",
+              "documents": "1", "created_at": stamp, "updated_at": stamp}  # fmt: skip
+    redis_client.hset(keys.job(job_id), mapping=fields)  # type: ignore[arg-type]
+
+
+def test_a_job_cancelled_while_running_publishes_nothing(
+    redis_client: redis.Redis, store: LocalStore, collection: Collection
+) -> None:
+    publisher = Publisher(redis_client, store)
+    _stage(store, collection, "b1", ["a"])
+    publisher.add_batch(collection, "b1", write_seq=1)
+    before = redis_client.get(keys.latest("acme", "docs"))
+    _running_job(redis_client, "job_1")
+    _stage(store, collection, "b2", ["b"], seed=1)
+
+    assert jobs.transition(redis_client, "job_1", jobs.JobState.CANCELLED)
+    with pytest.raises(Cancelled):
+        publisher.add_batch(collection, "b2", write_seq=2, job_id="job_1")
+    with pytest.raises(Cancelled):
+        publisher.delete(collection, ("a",), write_seq=3, job_id="job_1")
+
+    assert redis_client.get(keys.latest("acme", "docs")) == before
+    assert _live_ids(publisher, store, collection) == {"a"}
+    assert redis_client.hget(keys.docmap("acme", "docs"), "b") is None
+
+
+def test_a_published_job_can_no_longer_be_cancelled(
+    redis_client: redis.Redis, store: LocalStore, collection: Collection
+) -> None:
+    publisher = Publisher(redis_client, store)
+    _running_job(redis_client, "job_2")
+    _stage(store, collection, "b1", ["a"])
+    outcome = publisher.add_batch(collection, "b1", write_seq=1, job_id="job_2")
+    assert outcome.published
+    # The version is live: a cancellation arriving now must be refused, not reported as done.
+    assert not jobs.transition(redis_client, "job_2", jobs.JobState.CANCELLED)
+    assert jobs.state_sync(redis_client, "job_2") is jobs.JobState.RUNNING

@@ -129,11 +129,13 @@ def test_top_up_sends_tokens_only_for_entries_that_have_none(settings: Settings,
         broker.declare_queue(tasks.EMBED_QUEUE)
         queue = WorkQueue(redis_client, tasks.EMBED_QUEUE)
         for i in range(3):
-            queue.push(_entry(f"e{i}"))  # as if each sender died before sending its token
-        dispatch.submit(redis_client, broker, tasks.EMBED_QUEUE, _entry("e3"))  # this one has its token
+            queue.push(_entry(f"e{i}", at=now_ms() - 60_000))  # each sender died before sending its token
+        queue.push(_entry("fresh"))  # its sender may still be about to send one
+        dispatch.submit(redis_client, broker, tasks.EMBED_QUEUE, _entry("e3", at=now_ms() - 60_000))
 
         assert dispatch.top_up(redis_client, broker, NAMESPACE, tasks.EMBED_QUEUE) == 3
         assert redis_client.llen(f"{NAMESPACE}:{tasks.EMBED_QUEUE}") == 4
         assert dispatch.top_up(redis_client, broker, NAMESPACE, tasks.EMBED_QUEUE) == 0
+        assert dispatch.top_up(redis_client, broker, NAMESPACE, tasks.EMBED_QUEUE, grace_ms=0) == 1
     finally:
         broker.close()
