@@ -125,6 +125,13 @@ async def release(client: aioredis.Redis, tenant: str, key: str, token: str) -> 
     return bool(released == 1)
 
 
+def unquote_key(value: str) -> str:
+    """The key itself: the draft sends it as a structured-field string (``"abc"``); bare ``abc`` is accepted too."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return value
+
+
 @web.middleware
 async def idempotency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Honour ``Idempotency-Key`` on ``POST /v1`` routes; requests without it pass straight through."""
@@ -135,7 +142,7 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
         return problem(
             400, f"The {HEADER} header must be one value of 1 to {MAX_KEY_LENGTH} printable ASCII characters."
         )
-    key = values[0]
+    key = unquote_key(values[0])
     tenant = request[PRINCIPAL].tenant
     client = request.app[REDIS]
     request_print = fingerprint(request.method, request.raw_path, await request.read())

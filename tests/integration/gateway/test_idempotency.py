@@ -209,3 +209,17 @@ async def test_only_the_claims_holder_stores_or_releases(aclient: aioredis.Redis
         "print", answer
     )
     assert 0 < await aclient.ttl(keys.idempotency("acme", "k")) <= 60
+
+
+async def test_a_quoted_key_is_the_same_key_as_its_bare_form(api: Api) -> None:
+    await api.client.put("/v1/collections/docs", headers=api.auth)
+    body = {"documents": [{"id": "q", "text": "quoted"}]}
+    first = await api.client.post(
+        "/v1/collections/docs/documents", json=body, headers={**api.auth, "Idempotency-Key": '"k-quoted"'}
+    )
+    again = await api.client.post(
+        "/v1/collections/docs/documents", json=body, headers={**api.auth, "Idempotency-Key": "k-quoted"}
+    )
+    assert first.status == again.status == 202
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert (await first.json())["job_id"] == (await again.json())["job_id"]
