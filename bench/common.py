@@ -29,6 +29,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+DIM = 384  # all-MiniLM-L6-v2's vectors
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -354,6 +355,51 @@ async def check(resp: aiohttp.ClientResponse, *expected: int) -> Any:
     if resp.status not in expected:
         raise RuntimeError(f"{resp.method} {resp.url} -> {resp.status}: {(await resp.text())[:500]}")
     return await resp.json()
+
+
+async def wait_searchable(
+    stack: Stack,
+    http: aiohttp.ClientSession,
+    name: str,
+    job_ids: list[str],
+    documents: int,
+    *,
+    t0: float,
+    poll_s: float = 0.2,
+    timeout_s: float = 3600.0,
+) -> tuple[dict[str, Any], float | None]:
+    """Wait until every job succeeded, the collection counts ``documents``, and a search answers
+    from that index version. Returns the collection's info and when (seconds after ``t0``, a
+    ``perf_counter`` reading) its first documents became visible.
+    """
+    base = f"{stack.url}/v1/collections/{name}"
+    pending = set(job_ids)
+    first_visible: float | None = None
+    while True:
+        await asyncio.sleep(poll_s)
+        async with http.get(base, headers=stack.headers) as resp:
+            info = await check(resp, 200)
+        now = time.perf_counter() - t0
+        if first_visible is None and info["documents"] > 0:
+            first_visible = now
+        if now > timeout_s:
+            raise RuntimeError(f"not searchable after {timeout_s:.0f} s")
+        if info["documents"] < documents:
+            continue
+        for job_id in sorted(pending):
+            async with http.get(f"{stack.url}/v1/jobs/{job_id}", headers=stack.headers) as resp:
+                job = await check(resp, 200)
+            if job["state"] == "failed":
+                raise RuntimeError(f"job {job_id} failed: {job.get('error')}")
+            if job["state"] == "succeeded":
+                pending.discard(job_id)
+        if pending:
+            continue
+        probe = {"vector": [1.0] + [0.0] * (DIM - 1), "k": 1}
+        async with http.post(base + "/search", json=probe, headers=stack.headers) as resp:
+            found = await check(resp, 200)
+        if found["index_version"] == info["index_version"] and found["results"]:
+            return info, first_visible
 
 
 def session(connections: int = 100, timeout_s: float = 120.0) -> aiohttp.ClientSession:

@@ -104,35 +104,7 @@ async def ingest_pipeline(
         post_s.append(time.perf_counter() - ts)
     t_posted = time.perf_counter() - t0
     log(f"(b) {len(bodies)} batches accepted in {t_posted:.2f}s; waiting until searchable")
-    pending = set(job_ids)
-    done_at: dict[str, float] = {}
-    first_searchable: float | None = None
-    while True:
-        await asyncio.sleep(0.2)
-        async with http.get(base, headers=h) as resp:
-            info = await check(resp, 200)
-        now = time.perf_counter() - t0
-        if first_searchable is None and info["documents"] > 0:
-            first_searchable = now
-        if info["documents"] < len(docs):
-            if now > 3600:
-                raise RuntimeError("ingest did not finish within an hour")
-            continue
-        for job_id in sorted(pending):
-            async with http.get(f"{stack.url}/v1/jobs/{job_id}", headers=h) as resp:
-                job = await check(resp, 200)
-            if job["state"] == "failed":
-                raise RuntimeError(f"job {job_id} failed: {job.get('error')}")
-            if job["state"] == "succeeded":
-                pending.discard(job_id)
-                done_at[job_id] = now
-        if pending:
-            continue
-        # Searchable: a search is answered from the version that holds every document.
-        async with http.post(base + "/search", json={"vector": [1.0] + [0.0] * 383, "k": 1}, headers=h) as resp:
-            found = await check(resp, 200)
-        if found["index_version"] == info["index_version"] and found["results"]:
-            break
+    info, first_searchable = await common.wait_searchable(stack, http, name, job_ids, len(docs), t0=t0)
     elapsed = time.perf_counter() - t0
     cpu1 = stack.cpu_by_service()
     busy = common.machine_busy_seconds() - busy0

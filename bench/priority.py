@@ -228,23 +228,52 @@ async def reference(stack: common.Stack, client: Client, batches: Batches, repea
     }
 
 
+@dataclass(frozen=True)
+class BehindBacklog:
+    """One batch submitted behind a queued backlog: its job and what the client saw."""
+
+    job_id: str
+    job: dict[str, Any]
+    elapsed_s: float  # from its POST until the client saw the awaited state
+    submit_s: float  # time to submit the backlog
+    depth_before: dict[str, int]  # the embed queue when it was submitted
+    load_cores: dict[str, float]
+
+
+async def behind_backlog(
+    stack: common.Stack,
+    label: str,
+    backlog: tuple[Client, str, list[str]],
+    one: tuple[Client, str, str],
+    until: str,
+    args: argparse.Namespace,
+) -> BehindBacklog:
+    """Queue ``backlog`` (client, collection, bodies), then POST ``one`` (client, collection, body)
+    and wait until its job reaches ``until``."""
+    owner, backlog_coll, bodies = backlog
+    client, coll, body = one
+    await owner.put_collection(backlog_coll)
+    await client.put_collection(coll)
+    log(f"{label} queueing {len(bodies):,} batches")
+    _, submit_s = await submit_all(owner, backlog_coll, bodies, args.in_flight)
+    depth_before = (await owner.queues())["embed"]["depth"]
+    log(f"{label} backlog accepted in {submit_s:.1f}s (embed queue {depth_before}); submitting the one batch")
+    load = Load(stack)
+    t0 = time.perf_counter()
+    job_id = await client.post_batch(coll, body)
+    job, _ = await client.wait_job(job_id, until)
+    elapsed_s = time.perf_counter() - t0
+    return BehindBacklog(job_id, job, elapsed_s, submit_s, depth_before, load.cores())
+
+
 async def priority(stack: common.Stack, client: Client, batches: Batches, args: argparse.Namespace) -> dict[str, Any]:
     """(a): one critical batch behind a bulk backlog."""
     backlog, urgent = "bench-priority-bulk", "bench-priority-critical"
-    await client.put_collection(backlog)
-    await client.put_collection(urgent)
     bodies = batches.bodies("bulk", "bulk", args.backlog)
-    critical_body = batches.body("critical", "critical")
-    log(f"(a) queueing {args.backlog:,} bulk batches")
-    _, submit_s = await submit_all(client, backlog, bodies, args.in_flight)
-    depth_before = (await client.queues())["embed"]["depth"]
-    log(f"(a) bulk batches accepted in {submit_s:.1f}s (embed queue {depth_before}); submitting the critical batch")
-    load = Load(stack)
-    t0 = time.perf_counter()
-    job_id = await client.post_batch(urgent, critical_body)
-    job, _ = await client.wait_job(job_id, "started")
-    seen_started_s = time.perf_counter() - t0
-    load_cores = load.cores()
+    run = await behind_backlog(
+        stack, "(a)", (client, backlog, bodies), (client, urgent, batches.body("critical", "critical")), "started", args
+    )
+    job = run.job
     created, started = _at(job, "created_at"), _at(job, "started_at")
     bulk_jobs = await client.jobs(backlog)
     starts = [_at(j, "started_at") for j in bulk_jobs if j.get("started_at")]
@@ -253,19 +282,19 @@ async def priority(stack: common.Stack, client: Client, batches: Batches, args: 
     position = len(bulk_jobs) - before_created  # bulk batches still waiting when it arrived
     out: dict[str, Any] = {
         "backlog": args.backlog,
-        "submit_s": submit_s,
-        "embed_depth_before": depth_before,
+        "submit_s": run.submit_s,
+        "embed_depth_before": run.depth_before,
         "start_delay_s": (started - created).total_seconds(),
-        "client_seen_started_s": seen_started_s,
+        "client_seen_started_s": run.elapsed_s,
         "bulk_started_before_submit": before_created,
         "bulk_started_before_it": before_started,
         "bulk_jumped_ahead": before_started - before_created,
         "queue_position": position,
-        "load_cores": load_cores,
+        "load_cores": run.load_cores,
     }
     log(f"(a) critical batch started after {out['start_delay_s']:.3f}s; {before_started} bulk batches started before")
     out["drain"] = await drain(stack, client, backlog)
-    done = await client.job(job_id)
+    done = await client.job(run.job_id)
     if done["state"] == "succeeded":
         out["critical_total_s"] = _seconds(done, "created_at", "updated_at")
     return out
@@ -276,35 +305,26 @@ async def fairness(
 ) -> dict[str, Any]:
     """(b): tenant B's one batch behind tenant A's backlog at the same priority."""
     coll_a, coll_b = "bench-fair-a", "bench-fair-b"
-    await a.put_collection(coll_a)
-    await b.put_collection(coll_b)
     bodies = batches.bodies("tenantA", "normal", args.backlog)
-    b_body = batches.body("tenantB", "normal")
-    log(f"(b) tenant A queueing {args.backlog:,} normal batches")
-    _, submit_s = await submit_all(a, coll_a, bodies, args.in_flight)
-    depth_before = (await a.queues())["embed"]["depth"]
-    log(f"(b) A's batches accepted in {submit_s:.1f}s (embed queue {depth_before}); tenant B submits one batch")
-    load = Load(stack)
-    t0 = time.perf_counter()
-    job_id = await b.post_batch(coll_b, b_body)
-    job, _ = await b.wait_job(job_id, "succeeded")
-    completion_s = time.perf_counter() - t0
-    load_cores = load.cores()
+    run = await behind_backlog(
+        stack, "(b)", (a, coll_a, bodies), (b, coll_b, batches.body("tenantB", "normal")), "succeeded", args
+    )
+    job = run.job
     a_jobs = await a.jobs(coll_a)
     created, started = _at(job, "created_at"), _at(job, "started_at")
     a_started_between = sum(1 for j in a_jobs if j.get("started_at") and created <= _at(j, "started_at") < started)
     out: dict[str, Any] = {
         "backlog": args.backlog,
-        "submit_s": submit_s,
-        "embed_depth_before": depth_before,
-        "completion_s": completion_s,
+        "submit_s": run.submit_s,
+        "embed_depth_before": run.depth_before,
+        "completion_s": run.elapsed_s,
         "server_total_s": _seconds(job, "created_at", "updated_at"),
         "start_delay_s": _seconds(job, "created_at", "started_at"),
         "run_s": _seconds(job, "started_at", "updated_at"),
         "a_started_while_b_waited": a_started_between,
-        "load_cores": load_cores,
+        "load_cores": run.load_cores,
     }
-    log(f"(b) tenant B's batch succeeded {completion_s:.3f}s after its POST")
+    log(f"(b) tenant B's batch succeeded {run.elapsed_s:.3f}s after its POST")
     out["drain"] = await drain(stack, a, coll_a)
     return out
 

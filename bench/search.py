@@ -33,7 +33,7 @@ import common
 import numpy as np
 from common import check, log, percentile, table, verdict
 
-DIM = 384
+DIM = common.DIM
 TARGET_RATIO = 1.5
 K = 10
 
@@ -83,26 +83,7 @@ async def ingest_vectors(
     await asyncio.gather(*(post(s) for s in starts))
     posted = time.perf_counter() - t0
     log(f"ingest: {len(starts)} requests accepted in {posted:.1f}s; waiting until searchable")
-    pending = set(job_ids)
-    while True:
-        await asyncio.sleep(0.5)
-        async with http.get(base, headers=h) as resp:
-            info = await check(resp, 200)
-        if info["documents"] < len(vectors):
-            continue
-        for job_id in sorted(pending):
-            async with http.get(f"{stack.url}/v1/jobs/{job_id}", headers=h) as resp:
-                job = await check(resp, 200)
-            if job["state"] == "failed":
-                raise RuntimeError(f"job {job_id} failed: {job.get('error')}")
-            if job["state"] == "succeeded":
-                pending.discard(job_id)
-        if pending:
-            continue
-        async with http.post(base + "/search", json={"vector": [1.0] + [0.0] * (DIM - 1), "k": 1}, headers=h) as resp:
-            found = await check(resp, 200)
-        if found["index_version"] == info["index_version"] and found["results"]:
-            break
+    info, _ = await common.wait_searchable(stack, http, name, job_ids, len(vectors), t0=t0, poll_s=0.5)
     elapsed = time.perf_counter() - t0
     return {
         "vectors": len(vectors),

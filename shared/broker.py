@@ -25,6 +25,16 @@ if TYPE_CHECKING:
 NAMESPACE = "semaflow-dq"
 
 
+def queue_lists(queue: str) -> tuple[str, str]:
+    """Dramatiq's Redis lists of ``queue``: ready messages, and delayed ones (retries in back-off)."""
+    return f"{NAMESPACE}:{queue}", f"{NAMESPACE}:{queue}.DQ"
+
+
+def ack_patterns(queue: str) -> tuple[str, str]:
+    """SCAN patterns of the per-worker sets of fetched, unacknowledged messages: ready, delayed."""
+    return f"{NAMESPACE}:__acks__.*.{queue}", f"{NAMESPACE}:__acks__.*.{queue}.DQ"
+
+
 def build_broker(settings: Settings, redis_url: str, *, extra: list[Middleware] | None = None) -> Broker:
     """A Redis broker with bounded, jittered exponential retries (Dramatiq's backoff is jittered).
 

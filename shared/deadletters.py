@@ -12,12 +12,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from shared import keys
-from shared.jobs import parse_cursor
+from shared import keys, paging
 from shared.workqueue import Entry, Priority
 
 if TYPE_CHECKING:
@@ -126,29 +125,22 @@ class LetterFilter(BaseModel):
 async def scan(
     client: aioredis.Redis, tenant: str, flt: LetterFilter, *, limit: int, cursor: str | None = None
 ) -> tuple[list[DeadLetter], str | None]:
-    """A tenant's dead letters matching ``flt``, newest first, and the cursor after them."""
-    key = keys.dead_letters(tenant)
-    cursor_score, after_id = parse_cursor(cursor)
-    max_score: float | str = "+inf" if cursor_score is None else cursor_score
+    """A tenant's dead letters matching ``flt``, newest first, and the cursor after them.
+
+    Raises:
+        InvalidInput: the cursor is malformed.
+    """
     out: list[DeadLetter] = []
-    offset = 0
-    while len(out) < limit:
-        found = await client.zrevrangebyscore(key, max_score, "-inf", start=offset, num=200, withscores=True)
-        rows = cast(list[tuple[bytes, float]], found)
-        if not rows:
-            return out, None
-        offset += len(rows)
-        ids = [keys.text(member) for member, _ in rows]
-        raws = await client.mget([keys.dead_letter(i) for i in ids])
-        for (_, score), letter_id, raw in zip(rows, ids, raws, strict=True):
-            if after_id is not None and float(score) == cursor_score and letter_id >= after_id:
-                continue
+    pages = paging.newest_first(client, keys.dead_letters(tenant), cursor=cursor)
+    async for rows in pages:
+        raws = await client.mget([keys.dead_letter(letter_id) for letter_id, _ in rows]) if rows else []
+        for (letter_id, score), raw in zip(rows, raws, strict=True):
             letter = _decode(raw)
-            if letter is None or not flt.matches(letter):
-                continue
-            out.append(letter)
-            if len(out) == limit:
-                return out, f"{int(float(score))}:{letter_id}"
+            if letter is not None and flt.matches(letter):
+                out.append(letter)
+                if len(out) == limit:
+                    await pages.aclose()
+                    return out, paging.cursor_of(score, letter_id)
     return out, None
 
 

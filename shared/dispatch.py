@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from shared import tasks
+from shared.broker import ack_patterns, queue_lists
 from shared.workqueue import AsyncWorkQueue, Entry, WorkQueue
 
 if TYPE_CHECKING:
@@ -41,28 +42,25 @@ async def asubmit(client: aioredis.Redis, broker: dramatiq.Broker, queue: str, e
     return pushed
 
 
-def tokens_without_claim(client: redis.Redis, namespace: str, queue: str) -> int:
+def tokens_without_claim(client: redis.Redis, queue: str) -> int:
     """Tokens that exist for ``queue`` and hold no claim yet, so each will claim a waiting entry.
 
     Dramatiq keeps a queue's messages in its list, in its delay list, and (once fetched) in the
     fetching worker's acknowledgement sets; every claim belongs to exactly one of those tokens.
     """
-    names = [f"{namespace}:{queue}", f"{namespace}:{queue}.DQ"]
-    total = sum(int(client.llen(name)) for name in names)
-    for pattern in (f"{namespace}:__acks__.*.{queue}", f"{namespace}:__acks__.*.{queue}.DQ"):
+    total = sum(int(client.llen(name)) for name in queue_lists(queue))
+    for pattern in ack_patterns(queue):
         for key in client.scan_iter(match=pattern, count=500):
             total += int(client.scard(key))
     return total - WorkQueue(client, queue).in_flight()
 
 
-def top_up(
-    client: redis.Redis, broker: dramatiq.Broker, namespace: str, queue: str, *, grace_ms: int = TOKEN_GRACE_MS
-) -> int:
+def top_up(client: redis.Redis, broker: dramatiq.Broker, queue: str, *, grace_ms: int = TOKEN_GRACE_MS) -> int:
     """Send tokens for waiting entries that have none (their sender died mid-way); returns how many.
 
     Entries younger than ``grace_ms`` are left out: their senders may be between the two steps.
     """
-    missing = WorkQueue(client, queue).waiting(older_than_ms=grace_ms) - tokens_without_claim(client, namespace, queue)
+    missing = WorkQueue(client, queue).waiting(older_than_ms=grace_ms) - tokens_without_claim(client, queue)
     for _ in range(max(0, missing)):
         tasks.TOKENS[queue].send(broker, tasks.Token())
     if missing > 0:

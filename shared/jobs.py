@@ -13,13 +13,12 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import keys
+from shared import keys, paging
 from shared.constants import JOB_RETENTION_S
-from shared.errors import InvalidInput
 from shared.workqueue import Priority
 
 if TYPE_CHECKING:
@@ -233,67 +232,40 @@ class JobFilter(BaseModel):
         )
 
 
-def parse_cursor(cursor: str | None) -> tuple[float | None, str | None]:
-    """``(score, id)`` of a ``{created_ms}:{id}`` cursor, or ``(None, None)``.
-
-    Raises:
-        InvalidInput: the cursor is malformed.
-    """
-    if not cursor:
-        return None, None
-    score, sep, after_id = cursor.partition(":")
-    try:
-        if not sep or not after_id:
-            raise ValueError(cursor)
-        return float(int(score)), after_id
-    except ValueError as exc:
-        raise InvalidInput(f"invalid cursor {cursor!r}") from exc
-
-
 async def scan(
     client: aioredis.Redis, tenant: str, flt: JobFilter, *, limit: int, cursor: str | None = None, page: int = 200
 ) -> tuple[list[Job], str | None]:
     """A tenant's jobs matching ``flt``, newest first: up to ``limit`` and the cursor after them.
 
-    The cursor is ``{created_ms}:{job_id}`` of the last job returned; records that expired are
-    dropped from the index on the way.
+    Records that expired are dropped from the index on the way.
+
+    Raises:
+        InvalidInput: the cursor is malformed.
     """
     key = keys.tenant_jobs(tenant)
-    cursor_score, after_id = parse_cursor(cursor)
-    max_score: float | str = "+inf" if cursor_score is None else cursor_score
-    if flt.created_before is not None:
-        bound = float(_millis(flt.created_before))
-        max_score = min(bound, max_score) if isinstance(max_score, float) else bound
-    min_score: float | str = float(_millis(flt.created_after)) if flt.created_after is not None else "-inf"
+    before = float(_millis(flt.created_before)) if flt.created_before is not None else None
+    after = float(_millis(flt.created_after)) if flt.created_after is not None else None
     out: list[Job] = []
-    offset = 0
-    while len(out) < limit:
-        found = await client.zrevrangebyscore(key, max_score, min_score, start=offset, num=page, withscores=True)
-        rows = cast(list[tuple[bytes, float]], found)
-        if not rows:
-            return out, None
-        offset += len(rows)
-        ids = [keys.text(member) for member, _ in rows]
+    gone: list[str] = []
+    next_cursor: str | None = None
+    pages = paging.newest_first(client, key, cursor=cursor, max_score=before, min_score=after, page=page)
+    async for rows in pages:
         async with client.pipeline(transaction=False) as pipe:
-            for job_id in ids:
+            for job_id, _ in rows:
                 pipe.hgetall(keys.job(job_id))
             records = await pipe.execute()
-        gone = []
-        for (member, score), job_id, raw in zip(rows, ids, records, strict=True):
-            if after_id is not None and float(score) == cursor_score and job_id >= after_id:
-                continue  # at or before the cursor (ties on the same millisecond ordered by id)
+        for (job_id, score), raw in zip(rows, records, strict=True):
             job = _from_hash(raw)
             if job is None:
-                gone.append(member)
-                continue
-            if flt.matches(job):
+                gone.append(job_id)
+            elif flt.matches(job):
                 out.append(job)
                 if len(out) == limit:
-                    next_cursor = f"{int(float(score))}:{job_id}"
-                    if gone:
-                        await client.zrem(key, *gone)
-                    return out, next_cursor
-        if gone:
-            await client.zrem(key, *gone)
-            offset -= len(gone)
-    return out, None
+                    next_cursor = paging.cursor_of(score, job_id)
+                    break
+        if next_cursor is not None:
+            break
+    await pages.aclose()
+    if gone:
+        await client.zrem(key, *gone)
+    return out, next_cursor

@@ -13,7 +13,7 @@ import redis
 import structlog
 
 from shared import dispatch, tasks
-from shared.broker import NAMESPACE, build_broker
+from shared.broker import build_broker
 from shared.heartbeat import Heartbeat
 from shared.middleware import WorkOutcomes
 
@@ -43,7 +43,7 @@ class WorkerService:
         while not self._stop_top_up.wait(self.settings.queue_top_up_interval_s):
             for queue in queues:
                 try:
-                    dispatch.top_up(self.client, self.broker, NAMESPACE, queue)
+                    dispatch.top_up(self.client, self.broker, queue)
                 except Exception as exc:
                     log.warning("queue.top_up_failed", queue=queue, error=str(exc))
 

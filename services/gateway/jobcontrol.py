@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from shared import bus, deadletters, dispatch, jobs, keys, tasks
-from shared.broker import NAMESPACE
+from shared.broker import ack_patterns, queue_lists
 from shared.deadletters import DeadLetter
 from shared.errors import Conflict
 from shared.events import CloudEvent, JobCancelled
@@ -37,6 +37,11 @@ class JobControl:
         assert job is not None
         return job
 
+    async def _state(self, job_id: str) -> str:
+        """The job's current state for a message ('gone' once its record expired)."""
+        raw = await self.client.hget(keys.job(job_id), "state")
+        return keys.text(raw) if raw is not None else "gone"
+
     async def cancel(self, job: Job) -> Job:
         """Cancel a queued or running job.
 
@@ -47,9 +52,7 @@ class JobControl:
             Conflict: the job already finished (or its result was published a moment ago).
         """
         if not await jobs.atransition(self.client, job.id, JobState.CANCELLED):
-            current = await jobs.get(self.client, job.id)
-            state = current.state.value if current else "gone"
-            raise Conflict(f"job {job.id} is {state}; only queued or running jobs can be cancelled")
+            raise Conflict(f"job {job.id} is {await self._state(job.id)}; only queued or running jobs can be cancelled")
         for queue in tasks.TOKENS:
             await AsyncWorkQueue(self.client, queue).remove(job.id)
         event = JobCancelled(tenant=job.tenant, collection=job.collection, job_id=job.id)
@@ -68,8 +71,7 @@ class JobControl:
         if job.task is None:
             raise Conflict(f"job {job.id} cannot be retried: it records no task")
         if not await jobs.atransition(self.client, job.id, JobState.QUEUED):
-            current = await jobs.get(self.client, job.id)
-            state = current.state.value if current else "gone"
+            state = await self._state(job.id)
             raise Conflict(f"job {job.id} is {state}; only failed, cancelled or dead jobs can be retried")
         if job.dead_letter:
             letter = await deadletters.get(self.client, job.tenant, job.dead_letter)
@@ -160,7 +162,7 @@ class JobControl:
 
     async def _delayed(self, queue: str) -> int:
         """Work waiting out a retry back-off: tokens in Dramatiq's delay queue (queued or held)."""
-        total = int(await self.client.llen(f"{NAMESPACE}:{queue}.DQ"))
-        async for key in self.client.scan_iter(match=f"{NAMESPACE}:__acks__.*.{queue}.DQ", count=500):
+        total = int(await self.client.llen(queue_lists(queue)[1]))
+        async for key in self.client.scan_iter(match=ack_patterns(queue)[1], count=500):
             total += int(await self.client.scard(key))
         return total

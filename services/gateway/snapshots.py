@@ -65,7 +65,7 @@ class LiveSegment:
 _MISSING = object()
 
 
-def offsets_none() -> np.ndarray[Any, np.dtype[np.int64]]:
+def _no_offsets() -> np.ndarray[Any, np.dtype[np.int64]]:
     """No segments: no offsets."""
     return np.zeros(0, dtype=np.int64)
 
@@ -82,7 +82,7 @@ class Snapshot:
     version: str | None
     segments: tuple[LiveSegment, ...] = ()
     index: faiss.Index | None = None
-    offsets: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=offsets_none)
+    offsets: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=_no_offsets)
     live_bitmap: np.ndarray[Any, np.dtype[np.uint8]] | None = None  # None: every row is live
 
     @classmethod
@@ -97,7 +97,7 @@ class Snapshot:
         dim = parts[0][0].vectors.shape[1] if parts else 0
         index = faiss.IndexFlatIP(dim) if parts else None
         sizes = np.array([len(seg.ids) for seg, _ in parts], dtype=np.int64)
-        offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64) if parts else offsets_none()
+        offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64) if parts else _no_offsets()
         total = int(sizes.sum())
         xb = None
         if index is not None and total:

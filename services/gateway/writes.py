@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -52,26 +51,29 @@ class Writes:
         self.stream_maxlen = stream_maxlen
         self.job_retention_s = job_retention_s
 
+    async def _reserve(self, collection: Collection) -> tuple[str, int]:
+        """A new job id and the write's place in the collection's order (its write sequence)."""
+        seq = int(await self.client.incr(keys.write_seq(collection.tenant, collection.name)))
+        return jobs.new_job_id(), seq
+
     async def _submit(
         self,
-        collection: Collection,
         kind: JobKind,
         documents: int,
         priority: Priority,
         op: str,
-        build: Callable[[str, int], tasks.TaskPayload],
+        payload: tasks.EmbedBatch | tasks.DeleteDocuments,
         batch_id: str | None = None,
     ) -> Job:
-        """Record a job for the payload ``build(job_id, write_seq)`` and queue it."""
-        seq = int(await self.client.incr(keys.write_seq(collection.tenant, collection.name)))
-        job_id = jobs.new_job_id()
-        arguments = tasks.op_kwargs(op, build(job_id, seq))
+        """Record the job of ``payload`` and queue its first stage."""
+        job_id = payload.job_id
+        arguments = tasks.op_kwargs(op, payload)
         queue = tasks.OP_QUEUE[op]
         stamp = jobs.now()
         job = Job(
             id=job_id,
-            tenant=collection.tenant,
-            collection=collection.name,
+            tenant=payload.tenant,
+            collection=payload.collection,
             kind=kind,
             state=JobState.QUEUED,
             priority=priority,
@@ -102,18 +104,16 @@ class Writes:
         """
         batch_id = new_batch_id()
         await asyncio.to_thread(self.store.put, collection.ref.batch_key(batch_id), encode_batch(documents))
-
-        def payload(job_id: str, seq: int) -> tasks.EmbedBatch:
-            return tasks.EmbedBatch(
-                tenant=collection.tenant,
-                collection=collection.name,
-                collection_id=collection.id,
-                batch_id=batch_id,
-                job_id=job_id,
-                write_seq=seq,
-            )
-
-        job = await self._submit(collection, JobKind.INGEST, len(documents), priority, "embed_batch", payload, batch_id)
+        job_id, seq = await self._reserve(collection)
+        payload = tasks.EmbedBatch(
+            tenant=collection.tenant,
+            collection=collection.name,
+            collection_id=collection.id,
+            batch_id=batch_id,
+            job_id=job_id,
+            write_seq=seq,
+        )
+        job = await self._submit(JobKind.INGEST, len(documents), priority, "embed_batch", payload, batch_id)
         event = BatchAccepted(
             tenant=collection.tenant,
             collection=collection.name,
@@ -138,15 +138,13 @@ class Writes:
         self, collection: Collection, document_id: str, priority: Priority = Priority.NORMAL
     ) -> Job:
         """Queue the removal of one document; returns the queued job."""
-
-        def payload(job_id: str, seq: int) -> tasks.DeleteDocuments:
-            return tasks.DeleteDocuments(
-                tenant=collection.tenant,
-                collection=collection.name,
-                collection_id=collection.id,
-                document_ids=(document_id,),
-                job_id=job_id,
-                write_seq=seq,
-            )
-
-        return await self._submit(collection, JobKind.DELETE, 1, priority, "delete_documents", payload)
+        job_id, seq = await self._reserve(collection)
+        payload = tasks.DeleteDocuments(
+            tenant=collection.tenant,
+            collection=collection.name,
+            collection_id=collection.id,
+            document_ids=(document_id,),
+            job_id=job_id,
+            write_seq=seq,
+        )
+        return await self._submit(JobKind.DELETE, 1, priority, "delete_documents", payload)

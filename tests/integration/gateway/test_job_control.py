@@ -48,6 +48,11 @@ async def _wait(api: Api, job_id: str, states: tuple[str, ...] = FINAL, timeout_
         await asyncio.sleep(0.05)
 
 
+def _batch_key(store: LocalStore, batch_id: str) -> str:
+    """The stored object of an accepted batch."""
+    return next(k for k in store.list("") if batch_id in k and "/batches/" in k)
+
+
 async def _documents(api: Api, name: str = "docs") -> int:
     info = await (await api.client.get(f"/v1/collections/{name}", headers=api.auth)).json()
     return int(info["documents"])
@@ -100,7 +105,7 @@ async def test_exhausted_retries_leave_a_dead_letter_that_replays(
 ) -> None:
     await _collection(api)
     accepted = await _ingest(api, ["d1", "d2"])
-    batch_key = next(k for k in store.list("") if accepted["batch_id"] in k)
+    batch_key = _batch_key(store, accepted["batch_id"])
     saved = store.get(batch_key)
     store.delete(batch_key)  # the object store "loses" the batch: a transient error on every attempt
 
@@ -138,7 +143,7 @@ async def test_a_permanent_error_fails_the_job_without_retries(
 ) -> None:
     await _collection(api)
     accepted = await _ingest(api, ["p1"])
-    batch_key = next(k for k in store.list("") if accepted["batch_id"] in k)
+    batch_key = _batch_key(store, accepted["batch_id"])
     store.put(batch_key, b"not a batch file")
 
     with running_workers(settings, store, encoder):
@@ -154,7 +159,7 @@ async def test_dead_letters_can_be_deleted_and_are_private_to_their_tenant(
 ) -> None:
     await _collection(api)
     accepted = await _ingest(api, ["z1"])
-    batch_key = next(k for k in store.list("") if accepted["batch_id"] in k)
+    batch_key = _batch_key(store, accepted["batch_id"])
     store.delete(batch_key)
     with running_workers(settings, store, encoder):
         job = await _wait(api, accepted["job_id"])
