@@ -1,15 +1,19 @@
 # The verbs people expect; the README and CI call these.
-.PHONY: install run test test-unit test-integration test-e2e lint format typecheck check bench
+.PHONY: install test-tools run test test-unit test-integration test-e2e test-deploy lint format typecheck check bench
 
 PY := .venv/bin/python
 
 install:
 	@bash scripts/bootstrap.sh
 
+# System tools some tests use (promtool); installed with apt when missing.
+test-tools:
+	@bash scripts/test-tools.sh
+
 run: install
 	.venv/bin/semaflow up $(ARGS)
 
-test: install
+test: install test-tools
 	$(PY) -m pytest
 
 test-unit: install
@@ -20,6 +24,11 @@ test-integration: install
 
 test-e2e: install
 	$(PY) -m pytest tests/e2e
+
+# The deployment and observability files, checked offline (promtool, Docker Compose, hadolint,
+# kubernetes-validate, shellcheck); no Docker engine or cluster needed.
+test-deploy: install test-tools
+	$(PY) -m pytest tests/deploy tests/observability
 
 lint: install
 	.venv/bin/ruff check .
@@ -40,3 +49,5 @@ bench: install
 	$(PY) bench/search.py
 	$(PY) bench/startup.py
 	$(PY) bench/priority.py
+	$(PY) bench/compaction.py
+	$(PY) bench/webhooks.py

@@ -17,6 +17,7 @@ from pathlib import Path
 import redis
 import structlog
 
+from semaflow import admin
 from semaflow.redis_server import RedisServer
 from semaflow.supervisor import Supervisor
 from shared import apikeys, keys
@@ -29,6 +30,7 @@ log = structlog.get_logger("semaflow")
 SERVICES = ("gateway", "embedder", "indexer", "notifier", "scheduler")
 WORKERS = ("embedder", "indexer", "notifier", "scheduler")
 DEV_KEY_FILE = "dev-api-key"
+REDIS_URL_FILE = admin.REDIS_URL_FILE
 
 
 def dev_key(client: redis.Redis, data_dir: Path) -> str:
@@ -41,8 +43,8 @@ def dev_key(client: redis.Redis, data_dir: Path) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(key + "\n")
-    if not client.exists(keys.api_key(apikeys.hash_key(key))):
-        apikeys.store(client, key, DEV_TENANT, apikeys.Role.ADMIN)
+    if not apikeys.indexed(client, key):
+        apikeys.store(client, key, DEV_TENANT, apikeys.Role.ADMIN, name="development key")
         log.info("dev_key.registered", tenant=DEV_TENANT)
     return key
 
@@ -59,6 +61,23 @@ def _ready(client: redis.Redis, sup: Supervisor, url: str) -> bool:
             return bool(resp.status == 200 and json.load(resp).get("pid") == gateway.pid)
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def metrics_endpoints(client: redis.Redis, sup: Supervisor) -> dict[str, str]:
+    """Where each worker process serves its metrics, as its heartbeat says."""
+    host = socket.gethostname()
+    found: dict[str, str] = {}
+    for child in sup.children:
+        if child.name not in WORKERS:
+            continue
+        raw = client.get(keys.heartbeat(child.name, f"{host}:{child.pid}"))
+        try:
+            address = json.loads(raw).get("metrics") if raw else None
+        except ValueError:
+            address = None
+        if address:
+            found[child.name] = f"http://{address}/metrics"
+    return found
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -99,6 +118,8 @@ def up(args: argparse.Namespace) -> int:
         log.info("redis.started", url=redis_url, pid=redis_server.process.pid, dir=str(redis_server.directory))
     client = redis.Redis.from_url(redis_url)
     key = dev_key(client, data_dir)
+    # `semaflow keys` and `semaflow limits` find this stack's Redis here (it listens on a free port).
+    url_file = admin.write_redis_url(data_dir, redis_url)
 
     env = {
         **os.environ,
@@ -106,6 +127,8 @@ def up(args: argparse.Namespace) -> int:
         "SEMAFLOW_DATA_DIR": str(data_dir),
         "SEMAFLOW_HOST": settings.host,
         "SEMAFLOW_PORT": str(settings.port),
+        # Every worker serves its metrics on a port of its own, picked free (they all run on this host).
+        "SEMAFLOW_METRICS_PORT": "0",
         "PYTHONUNBUFFERED": "1",
     }
     sup = Supervisor(env)
@@ -123,6 +146,7 @@ def up(args: argparse.Namespace) -> int:
                 if _ready(client, sup, base_url):
                     print(f"semaflow ready: {base_url} api_key={key}", flush=True)
                     announced = True
+                    log.info("metrics.endpoints", gateway=f"{base_url}/metrics", **metrics_endpoints(client, sup))
                 elif time.monotonic() > deadline:
                     log.error("stack.not_ready", timeout_s=args.ready_timeout)
                     code = 1
@@ -131,6 +155,7 @@ def up(args: argparse.Namespace) -> int:
         log.info("stack.stopping")
         sup.stop(settings.shutdown_timeout_s + 5)
         client.close()
+        url_file.unlink(missing_ok=True)
         if redis_server is not None:
             redis_server.stop()
     return code
@@ -145,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     p_up.add_argument("--port", type=int, default=None, help="gateway port (default 8080)")
     p_up.add_argument("--data-dir", type=Path, default=None, help="data directory (default ./.semaflow)")
     p_up.add_argument("--ready-timeout", type=float, default=600.0, help="give up if not ready after this many seconds")
+    admin.add_commands(sub)
     args = parser.parse_args(argv)
     if args.command == "up":
         sys.exit(up(args))
+    sys.exit(admin.run(args))

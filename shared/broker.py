@@ -16,6 +16,8 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from shared.task_telemetry import TaskTracing
+
 if TYPE_CHECKING:
     from dramatiq import Broker, Middleware
 
@@ -48,6 +50,7 @@ def build_broker(settings: Settings, redis_url: str, *, extra: list[Middleware] 
         Callbacks(),
         Pipelines(),
         CurrentMessage(),
+        TaskTracing(),
         *(extra or []),
         Retries(
             max_retries=settings.max_retries,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from shared import keys
+from shared import keys, tracing
 from shared.errors import InvalidInput
 from shared.events import CloudEvent
 
@@ -18,12 +19,31 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[CloudEvent], Awaitable[None]]
+
+@dataclass(frozen=True)
+class Received:
+    """An event as read from the stream, with its entry id (stamped by Redis's clock)."""
+
+    entry_id: str
+    event: CloudEvent
+
+    @property
+    def ms(self) -> int:
+        """When Redis appended the entry, in milliseconds since the epoch."""
+        return int(self.entry_id.split("-", 1)[0])
+
+
+BatchHandler = Callable[[list[Received]], Awaitable[None]]
 
 _FIELD: Final = b"event"
 
 
 def _fields(event: CloudEvent) -> dict[str, bytes]:
+    if event.traceparent is None:
+        # The event continues the trace of whatever published it: its subscribers' spans hang off it.
+        traceparent = tracing.current_traceparent()
+        if traceparent is not None:
+            event = event.model_copy(update={"traceparent": traceparent})
     return {"type": event.type.encode(), "event": event.encode()}
 
 
@@ -82,8 +102,9 @@ async def tail(
 class GroupConsumer:
     """One consumer of a consumer group: at-least-once delivery, reclaims a dead peer's entries.
 
-    Handlers must be idempotent (dedupe by event id): an entry is acknowledged only after its
-    handler returned, so a crash in between delivers it again.
+    The handler gets the events of one read at a time (up to ``count``), so it can batch its own
+    Redis work. Handlers must be idempotent (dedupe by event id): entries are acknowledged only
+    after the handler returned, so a crash in between delivers them again.
     """
 
     def __init__(
@@ -91,12 +112,13 @@ class GroupConsumer:
         client: aioredis.Redis,
         group: str,
         consumer: str,
-        handler: Handler,
+        handler: BatchHandler,
         *,
         stream: str = keys.EVENTS_STREAM,
         block_ms: int = 5_000,
         count: int = 50,
         reclaim_idle_ms: int = 60_000,
+        start_id: str = "0",
     ) -> None:
         self.client = client
         self.group = group
@@ -106,26 +128,35 @@ class GroupConsumer:
         self.block_ms = block_ms
         self.count = count
         self.reclaim_idle_ms = reclaim_idle_ms
+        self.start_id = start_id
 
     async def ensure_group(self) -> None:
-        """Create the group at the stream's end if it does not exist (and the stream, if needed)."""
+        """Create the group at ``start_id`` if it does not exist (and the stream, if needed).
+
+        The default, the stream's start, means a group created after events were published still
+        sees them (as far back as the stream was trimmed); handlers decide what is too old to act on.
+        """
         import redis.exceptions
 
         try:
-            await self.client.xgroup_create(self.stream, self.group, id="$", mkstream=True)
+            await self.client.xgroup_create(self.stream, self.group, id=self.start_id, mkstream=True)
         except redis.exceptions.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
     async def _handle(self, entries: list[Any]) -> None:
+        if not entries:
+            return
+        batch = []
         for entry_id, fields in entries:
             if fields is None:  # deleted by trimming while pending
-                await self.client.xack(self.stream, self.group, entry_id)
                 continue
             event = _decode(entry_id, fields)
             if event is not None:
-                await self.handler(event)
-            await self.client.xack(self.stream, self.group, entry_id)
+                batch.append(Received(keys.text(entry_id), event))
+        if batch:
+            await self.handler(batch)
+        await self.client.xack(self.stream, self.group, *(entry_id for entry_id, _ in entries))
 
     async def reclaim(self) -> int:
         """Take over entries a dead consumer left pending longer than ``reclaim_idle_ms``."""

@@ -49,6 +49,17 @@ async def get(client: aioredis.Redis, tenant: str, name: str) -> Collection | No
     return Collection.model_validate_json(raw) if raw else None
 
 
+async def get_with_latest(client: aioredis.Redis, tenant: str, name: str) -> tuple[Collection | None, str | None]:
+    """The collection's record and the version its LATEST pointer names, in one round trip."""
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hget(keys.collections(tenant), name)
+        pipe.get(keys.latest(tenant, name))
+        raw, latest = await pipe.execute()
+    if not raw:
+        return None, None
+    return Collection.model_validate_json(raw), keys.text(latest) if latest else None
+
+
 def get_sync(client: redis.Redis, tenant: str, name: str) -> Collection | None:
     """The collection's record from a blocking client, or None."""
     raw = client.hget(keys.collections(tenant), name)
@@ -61,11 +72,30 @@ async def list_all(client: aioredis.Redis, tenant: str) -> list[Collection]:
     return sorted((Collection.model_validate_json(v) for v in raw.values()), key=lambda c: c.name)
 
 
+def list_sync(client: redis.Redis, tenant: str) -> list[Collection]:
+    """A tenant's collections from a blocking client, by name."""
+    raw: dict[bytes, bytes] = client.hgetall(keys.collections(tenant))  # type: ignore[assignment]
+    return sorted((Collection.model_validate_json(v) for v in raw.values()), key=lambda c: c.name)
+
+
+def tenants_sync(client: redis.Redis) -> list[str]:
+    """Every known tenant, sorted."""
+    raw: set[bytes] = client.smembers(keys.tenants())  # type: ignore[assignment]
+    return sorted(keys.text(t) for t in raw)
+
+
 async def delete(client: aioredis.Redis, collection: Collection) -> bool:
-    """Remove the record and the collection's Redis state (pointer, document map, write counter)."""
+    """Remove the record and the collection's Redis state (pointer, document map, counters, statistics)."""
     t, n = collection.tenant, collection.name
     async with client.pipeline(transaction=True) as pipe:
         pipe.hdel(keys.collections(t), n)
-        pipe.delete(keys.latest(t, n), keys.docmap(t, n), keys.write_seq(t, n))
+        pipe.delete(
+            keys.latest(t, n),
+            keys.docmap(t, n),
+            keys.write_seq(t, n),
+            keys.write_floor(t, n),
+            keys.collection_stats(t, n),
+            keys.removed_versions(t, n),
+        )
         removed, _ = await pipe.execute()
     return bool(removed)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import constants as c
 from shared.errors import ConfigurationError
+from shared.schedules import Schedule, ScheduleConfig, configured
+from shared.webhooks.destinations import AllowList
+from shared.webhooks.retries import parse_delays
 
 
 class Settings(BaseSettings):
@@ -41,8 +44,35 @@ class Settings(BaseSettings):
     search_threads: int = Field(
         default=1, description="FAISS threads per search; concurrent requests already use every core."
     )
+    search_freshness_wait_s: float = Field(
+        default=c.SEARCH_FRESHNESS_WAIT_S,
+        description="How long a search waits for a newer published version to load (0: answer from the loaded one).",
+    )
     idempotency_ttl_s: int = Field(
         default=c.IDEMPOTENCY_TTL_S, description="How long the answer to an Idempotency-Key is replayed."
+    )
+
+    # --- gateway: exposure (keys, rate limits, cache, HTTP hygiene) ------------------------------
+    rate_limit_enabled: bool = Field(default=True, description="Enforce per-key rate limits (false: none at all).")
+    rate_limit_per_day: int = Field(default=c.RATE_LIMIT_PER_DAY, description="Requests per key per day (0: none).")
+    rate_limit_per_hour: int = Field(default=c.RATE_LIMIT_PER_HOUR, description="Requests per key per hour.")
+    rate_limit_bulk_per_minute: int = Field(default=c.RATE_LIMIT_BULK_PER_MINUTE, description="Bulk operations.")
+    rate_limit_single_per_minute: int = Field(default=c.RATE_LIMIT_SINGLE_PER_MINUTE, description="Single ops.")
+    rate_limit_search_per_minute: int = Field(default=c.RATE_LIMIT_SEARCH_PER_MINUTE, description="Searches.")
+    rate_limit_search_per_hour: int = c.RATE_LIMIT_SEARCH_PER_HOUR
+    rate_limit_search_per_day: int = c.RATE_LIMIT_SEARCH_PER_DAY
+    search_cache_enabled: bool = True
+    search_cache_l1_ttl_s: float = Field(default=60.0, description="In-process search cache TTL (0: no L1).")
+    search_cache_l1_max_entries: int = Field(default=4096, description="In-process search cache size (LRU).")
+    search_cache_l2_ttl_s: int = Field(default=300, description="Redis search cache TTL (0: no L2).")
+    max_json_depth: int = Field(default=c.MAX_JSON_DEPTH, description="Deepest nesting accepted in a JSON body.")
+    request_read_timeout_s: float = Field(default=30.0, description="A request body must arrive within this.")
+    idle_timeout_s: float = Field(
+        default=30.0, description="Close a connection idle (or not sending a complete request head) this long."
+    )
+    cors_origins: str = Field(default="", description="Comma-separated origins allowed by CORS ('*': any; empty: off).")
+    trusted_proxies: str = Field(
+        default="", description="Comma-separated proxy addresses whose X-Forwarded-Proto is believed (for HSTS)."
     )
 
     # --- embedding ---------------------------------------------------------------------------
@@ -74,6 +104,97 @@ class Settings(BaseSettings):
     # --- events ------------------------------------------------------------------------------
     stream_maxlen: int = c.STREAM_MAXLEN
 
+    # --- scheduler and maintenance ---------------------------------------------------------------
+    schedules: dict[str, ScheduleConfig] = Field(
+        default_factory=dict,
+        description='Schedules by name over the defaults, as JSON: {"stats": {"cron": "* * * * *"}}.',
+    )
+    schedule_timezone: str = Field(default="UTC", description="Time zone of schedules that name none.")
+    scheduler_lease_ttl_s: float = Field(
+        default=c.SCHEDULER_LEASE_TTL_S, description="Leader lease TTL; a dead leader is replaced within about this."
+    )
+    scheduler_poll_s: float = Field(
+        default=c.SCHEDULER_POLL_S, description="How often followers try the lease and the leader reads triggers."
+    )
+    compaction_small_segment_vectors: int = Field(
+        default=c.COMPACTION_SMALL_SEGMENT_VECTORS, description="Flat segments smaller than this are merged."
+    )
+    compaction_deleted_ratio: float = Field(
+        default=c.COMPACTION_DELETED_RATIO, description="A segment with this share of tombstones is rewritten."
+    )
+    approximate_threshold: int = Field(
+        default=c.APPROXIMATE_THRESHOLD, description="Compacted segments of at least this many vectors are HNSW."
+    )
+    hnsw_m: int = c.HNSW_M
+    hnsw_ef_construction: int = c.HNSW_EF_CONSTRUCTION
+    hnsw_ef_search: int = c.HNSW_EF_SEARCH
+    cleanup_retention_s: int = Field(
+        default=c.CLEANUP_RETENTION_S, description="Cleanup deletes only objects older than this."
+    )
+    cleanup_keep_manifests: int = Field(
+        default=c.CLEANUP_KEEP_MANIFESTS, ge=1, description="Published manifests always kept (rollback targets)."
+    )
+    stats_refresh_s: float = Field(
+        default=c.STATS_REFRESH_S, description="How often the gateway reads index statistics into its gauges."
+    )
+
+    # --- notifier: webhooks ------------------------------------------------------------------
+    notifier_threads: int = Field(default=8, description="Dramatiq threads of a notifier process.")
+    webhook_timeout_s: float = Field(default=15.0, gt=0, description="A delivery attempt gives up after this long.")
+    webhook_max_attempts: int = Field(default=15, ge=1, description="Attempts per delivery before it is exhausted.")
+    webhook_retry_initial_s: float = Field(default=60.0, ge=0, description="Delay before the first retry.")
+    webhook_retry_multiplier: float = Field(default=2.0, ge=1, description="Each retry waits this much longer.")
+    webhook_retry_max_s: float = Field(default=1200.0, ge=0, description="Longest delay between two attempts.")
+    webhook_retry_jitter: float = Field(
+        default=0.2, ge=0, le=1, description="Each delay is shortened by up to this fraction, at random."
+    )
+    webhook_retry_schedule: str | None = Field(
+        default=None, description="Explicit seconds between attempts ('5,30,300'); replaces the exponential schedule."
+    )
+    webhook_disable_after_s: float = Field(
+        default=c.WEBHOOK_DISABLE_AFTER_S, gt=0, description="Disable an endpoint after failing this long."
+    )
+    webhook_allow_hosts: str = Field(
+        default="", description="Hosts and CIDR ranges that webhooks may reach although they are private (comma list)."
+    )
+    webhook_endpoint_concurrency: int = Field(default=50, ge=1, description="Attempts in flight per endpoint at most.")
+    webhook_max_in_flight: int = Field(default=1000, ge=1, description="Attempts in flight per notifier process.")
+    webhook_log_retention_s: int = Field(
+        default=c.WEBHOOK_LOG_RETENTION_S, description="How long deliveries, their attempts and messages are kept."
+    )
+    webhook_secret_grace_s: int = Field(
+        default=c.WEBHOOK_SECRET_GRACE_S, description="A rotated-out secret keeps signing this long."
+    )
+
+    # --- notifier: email ---------------------------------------------------------------------
+    smtp_host: str | None = Field(default=None, description="SMTP server; unset: no email is sent.")
+    smtp_port: int = 587
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="STARTTLS upgrade, implicit TLS (usually port 465), or plain text."
+    )
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_ca_file: Path | None = Field(default=None, description="CA bundle for the SMTP server's TLS.")
+    smtp_timeout_s: float = 30.0
+    email_from: str = "semaflow <semaflow@localhost>"
+    email_max_per_hour: int = Field(
+        default=30, ge=0, description="Notification mails per tenant per hour; more are dropped (and logged)."
+    )
+
+    # --- telemetry ---------------------------------------------------------------------------
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Worker processes serve /metrics and /healthz here (0: any free port).",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the worker metrics server binds.")
+    otel_traces_exporter: str | None = Field(
+        default=None,
+        validation_alias="OTEL_TRACES_EXPORTER",
+        description="`otlp` turns tracing on (the OTel SDK reads its other OTEL_* variables itself).",
+    )
+
     # --- logging -----------------------------------------------------------------------------
     log_level: str = "INFO"
     log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless attached to a terminal.")
@@ -87,6 +208,32 @@ class Settings(BaseSettings):
         if not self.redis_url:
             raise ConfigurationError("SEMAFLOW_REDIS_URL is not set (run the services with `semaflow up`, or set it)")
         return self.redis_url
+
+    def schedule_table(self) -> dict[str, Schedule]:
+        """Every schedule in effect (defaults plus ``schedules``), by name.
+
+        Raises:
+            ConfigurationError: a schedule is invalid.
+        """
+        return configured(self.schedules, self.schedule_timezone)
+
+    @field_validator("webhook_allow_hosts")
+    @classmethod
+    def _valid_allow_list(cls, value: str) -> str:
+        AllowList.parse(value)
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_delays(value)
+        return value
+
+    @property
+    def webhook_allow_list(self) -> AllowList:
+        """Where webhooks may go although the address is private."""
+        return AllowList.parse(self.webhook_allow_hosts)
 
     @property
     def local_store_dir(self) -> Path:

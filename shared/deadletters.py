@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 class DeadLetter(BaseModel):
-    """One piece of work that gave up."""
+    """One piece of work that gave up: an ingest or delete stage (``job_id``), a webhook delivery, or a mail."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -33,7 +33,7 @@ class DeadLetter(BaseModel):
     tenant: str
     queue: str
     op: str
-    job_id: str
+    job_id: str | None
     collection: str | None
     priority: Priority
     error: str
@@ -46,7 +46,8 @@ class DeadLetter(BaseModel):
         return self.model_dump(mode="json")
 
     def entry(self, enqueued_ms: int) -> Entry:
-        """The work-queue entry that queues this work again."""
+        """The work-queue entry that queues this work again (for a job's letter)."""
+        assert self.job_id is not None, "only a job's dead letter has a work-queue entry"
         return Entry(self.job_id, self.tenant, self.priority, self.arguments, enqueued_ms)
 
 
@@ -54,31 +55,74 @@ def _millis(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
-def record(client: redis.Redis, queue: str, entry: Entry, *, error: str, attempts: int, retention_s: int) -> DeadLetter:
-    """Store a dead letter for ``entry`` (blocking client; called by the worker that gave up)."""
-    letter = DeadLetter(
+def new_letter(
+    tenant: str,
+    queue: str,
+    op: str,
+    *,
+    error: str,
+    attempts: int,
+    arguments: dict[str, Any],
+    job_id: str | None = None,
+    collection: str | None = None,
+    priority: Priority = Priority.NORMAL,
+) -> DeadLetter:
+    """A dead letter for work that gave up just now."""
+    return DeadLetter(
         id="dl_" + uuid.uuid4().hex,
-        tenant=entry.tenant,
+        tenant=tenant,
         queue=queue,
-        op=str(entry.kwargs.get("op", "")),
-        job_id=entry.id,
-        collection=entry.kwargs.get("collection"),
-        priority=entry.priority,
+        op=op,
+        job_id=job_id,
+        collection=collection,
+        priority=priority,
         error=error[:2000],
         attempts=attempts,
         failed_at=datetime.now(UTC),
-        arguments=entry.kwargs,
+        arguments=arguments,
     )
+
+
+def _store(pipe: Any, letter: DeadLetter, retention_s: int) -> None:
     stamp = _millis(letter.failed_at)
+    cutoff = stamp - retention_s * 1000
+    pipe.set(keys.dead_letter(letter.id), letter.model_dump_json(), ex=retention_s)
+    pipe.zadd(keys.dead_letters(letter.tenant), {letter.id: stamp})
+    pipe.zadd(keys.dead_letters_by_queue(letter.queue), {letter.id: stamp})
+    pipe.zremrangebyscore(keys.dead_letters(letter.tenant), "-inf", cutoff)
+    pipe.zremrangebyscore(keys.dead_letters_by_queue(letter.queue), "-inf", cutoff)
+
+
+def store(client: redis.Redis, letter: DeadLetter, *, retention_s: int) -> DeadLetter:
+    """Keep a dead letter for ``retention_s`` (blocking client)."""
     with client.pipeline(transaction=True) as pipe:
-        pipe.set(keys.dead_letter(letter.id), letter.model_dump_json(), ex=retention_s)
-        pipe.zadd(keys.dead_letters(letter.tenant), {letter.id: stamp})
-        pipe.zadd(keys.dead_letters_by_queue(queue), {letter.id: stamp})
-        cutoff = stamp - retention_s * 1000
-        pipe.zremrangebyscore(keys.dead_letters(letter.tenant), "-inf", cutoff)
-        pipe.zremrangebyscore(keys.dead_letters_by_queue(queue), "-inf", cutoff)
+        _store(pipe, letter, retention_s)
         pipe.execute()
     return letter
+
+
+async def astore(client: aioredis.Redis, letter: DeadLetter, *, retention_s: int) -> DeadLetter:
+    """Async twin of :func:`store`."""
+    async with client.pipeline(transaction=True) as pipe:
+        _store(pipe, letter, retention_s)
+        await pipe.execute()
+    return letter
+
+
+def record(client: redis.Redis, queue: str, entry: Entry, *, error: str, attempts: int, retention_s: int) -> DeadLetter:
+    """Store a dead letter for a work-queue ``entry`` (blocking client; called by the worker that gave up)."""
+    letter = new_letter(
+        entry.tenant,
+        queue,
+        str(entry.kwargs.get("op", "")),
+        error=error,
+        attempts=attempts,
+        arguments=entry.kwargs,
+        job_id=entry.id,
+        collection=entry.kwargs.get("collection"),
+        priority=entry.priority,
+    )
+    return store(client, letter, retention_s=retention_s)
 
 
 def _decode(raw: bytes | str | None) -> DeadLetter | None:

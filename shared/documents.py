@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -13,16 +13,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from shared import constants as c
 from shared.errors import CorruptObject
 
+# Numbers only (JSON's true and false are not 1 and 0 here); integers are fine.
+Vector = list[Annotated[float, Field(strict=True)]]
+
+
+def needs_one_of(*fields: str) -> dict[str, Any]:
+    """JSON Schema: at least one of ``fields`` is present and not null."""
+    return {"anyOf": [{"required": [f], "not": {"properties": {f: {"type": "null"}}}} for f in fields]}
+
 
 class Document(BaseModel):
     """One document: an id, text and/or a precomputed vector, and filterable metadata."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=needs_one_of("text", "vector"))
 
-    id: str = Field(min_length=1, max_length=c.MAX_ID_LENGTH)
+    id: str = Field(min_length=1, max_length=c.MAX_ID_LENGTH, pattern=r"^[^/\x00-\x1f\x7f]+$")
     text: str | None = Field(default=None, max_length=c.MAX_TEXT_CHARS)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    vector: list[float] | None = Field(default=None, min_length=c.EMBEDDING_DIM, max_length=c.EMBEDDING_DIM)
+    vector: Vector | None = Field(default=None, min_length=c.EMBEDDING_DIM, max_length=c.EMBEDDING_DIM)
 
     @field_validator("id")
     @classmethod
@@ -37,12 +45,17 @@ class Document(BaseModel):
         return check_vector(value)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_vector(value: list[float] | None) -> list[float] | None:
     """Accept a vector only if it is finite and not all zeros (it must survive normalisation)."""
     if value is not None:
         arr = np.asarray(value, dtype=np.float64)
         if not np.all(np.isfinite(arr)):
             raise ValueError("must contain only finite numbers")
+        if arr.size and float(np.abs(arr).max()) > _FLOAT32_MAX:
+            raise ValueError("must contain only numbers a 32-bit float can hold")
         if not np.any(arr):
             raise ValueError("must not be all zeros")
     return value
@@ -72,8 +85,9 @@ def decode_batch(data: bytes) -> list[Document]:
 
 
 def normalize(vectors: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """Rows scaled to unit L2 norm, as contiguous float32."""
-    arr = np.ascontiguousarray(vectors, dtype=np.float32)
+    """Rows scaled to unit L2 norm, as contiguous float32 (computed in float64: huge or tiny rows neither
+    overflow nor vanish)."""
+    arr = np.asarray(vectors, dtype=np.float64)
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return np.ascontiguousarray(arr / norms, dtype=np.float32)

@@ -91,9 +91,74 @@ class JobCancelled(EventData):
     job_id: str
 
 
+class ScheduleFired(EventData):
+    """A schedule fired (not tenant-scoped): its tick, when it fired, and under which leader's fencing token.
+
+    ``catch_up``: the tick was missed while no scheduler led and fired late under the ``run_once``
+    policy; ``manual``: an operator triggered it (``scheduled_for`` is then the request's time).
+    """
+
+    TYPE: ClassVar[str] = "schedule.fired"
+    schedule: str
+    scheduled_for: datetime
+    fired_at: datetime
+    fencing_token: int
+    catch_up: bool = False
+    manual: bool = False
+    action: str
+    run_id: str
+
+
+class WebhookDeliveryExhausted(EventData):
+    """A webhook delivery used up its attempts; it is kept as a dead letter."""
+
+    TYPE: ClassVar[str] = "webhook.delivery.exhausted"
+    tenant: str
+    endpoint_id: str
+    url: str
+    delivery_id: str
+    event_id: str
+    event_type: str
+    attempts: int
+    last_status: int | None = None
+    error: str
+    dead_letter: str | None = None
+
+
+class WebhookEndpointDisabled(EventData):
+    """A webhook endpoint was disabled: it answered 410 Gone, or kept failing for too long."""
+
+    TYPE: ClassVar[str] = "webhook.endpoint.disabled"
+    tenant: str
+    endpoint_id: str
+    url: str
+    reason: str
+
+
+class WebhookTest(EventData):
+    """A test event, sent on request to one endpoint only."""
+
+    TYPE: ClassVar[str] = "webhook.test"
+    tenant: str
+    endpoint_id: str
+    message: str
+
+
 EVENT_TYPES: Final[dict[str, type[EventData]]] = {
     m.TYPE: m
-    for m in (BatchAccepted, BatchEmbedded, IndexPublished, CollectionDeleted, JobSucceeded, JobFailed, JobCancelled)
+    for m in (
+        BatchAccepted,
+        BatchEmbedded,
+        IndexPublished,
+        CollectionDeleted,
+        JobSucceeded,
+        JobFailed,
+        JobCancelled,
+        ScheduleFired,
+        WebhookDeliveryExhausted,
+        WebhookEndpointDisabled,
+        WebhookTest,
+    )
 }
 
 

@@ -26,22 +26,23 @@ def instance_id() -> str:
 class Heartbeat:
     """Refreshes ``semaflow:hb:{service}:{instance}`` from a daemon thread until stopped."""
 
-    def __init__(self, client: redis.Redis, service: str, *, ttl_s: int = HEARTBEAT_TTL_S) -> None:
+    def __init__(self, client: redis.Redis, service: str, *, ttl_s: int = HEARTBEAT_TTL_S, info: str = "{}") -> None:
         self.client = client
         self.key = keys.heartbeat(service, instance_id())
         self.ttl_s = ttl_s
+        self.info = info  # JSON the process tells about itself, e.g. where its metrics are served
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{service}", daemon=True)
 
     def start(self) -> None:
         """Beat once now (so readiness is visible at once), then every third of the TTL."""
-        self.client.set(self.key, "1", ex=self.ttl_s)
+        self.client.set(self.key, self.info, ex=self.ttl_s)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):
             try:
-                self.client.set(self.key, "1", ex=self.ttl_s)
+                self.client.set(self.key, self.info, ex=self.ttl_s)
             except Exception as exc:  # keep beating through a Redis blip
                 log.warning("heartbeat.failed", error=str(exc))
 

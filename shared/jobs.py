@@ -42,6 +42,7 @@ class JobKind(StrEnum):
 
     INGEST = "ingest"
     DELETE = "delete"
+    ROLLBACK = "rollback"
 
 
 FINISHED: Final = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.DEAD})

@@ -11,6 +11,10 @@ PREFIX: Final = "semaflow"
 # lets a new consumer group (notifier, audit) see everything from one position.
 EVENTS_STREAM: Final = f"{PREFIX}:events"
 
+# Sorted set endpoint id -> when its deliveries next need looking at (a delivery falls due, or a
+# lease runs out): the notifier's dispatcher reads it instead of scanning every endpoint.
+WEBHOOK_SCHEDULE: Final = f"{PREFIX}:wh:schedule"
+
 
 def text(raw: bytes | str) -> str:
     """A value read back from Redis as text (clients may return bytes or str)."""
@@ -90,3 +94,136 @@ def heartbeat(service: str, instance: str) -> str:
 def heartbeat_pattern(service: str = "*") -> str:
     """SCAN pattern matching heartbeats of one service (or all)."""
     return f"{PREFIX}:hb:{service}:*"
+
+
+# --- scheduler and maintenance ----------------------------------------------------------------
+
+
+def scheduler_lease() -> str:
+    """String ``'{owner} {token}'`` with a TTL: the scheduler replica that may fire, and its fencing token."""
+    return f"{PREFIX}:scheduler:lease"
+
+
+def scheduler_fence() -> str:
+    """Counter incremented at every lease acquisition: the fencing tokens, strictly increasing."""
+    return f"{PREFIX}:scheduler:fence"
+
+
+def schedule_triggers() -> str:
+    """List of schedule names an operator asked to fire now (consumed by the leader)."""
+    return f"{PREFIX}:scheduler:triggers"
+
+
+def schedule(name: str) -> str:
+    """Hash of a schedule's state: cursor (last tick handled), last run, its outcome, paused."""
+    return f"{PREFIX}:schedule:{name}"
+
+
+def collection_stats(tenant: str, collection: str) -> str:
+    """JSON of a collection's index statistics, written by the statistics actor."""
+    return f"{PREFIX}:t:{tenant}:c:{collection}:stats"
+
+
+def removed_versions(tenant: str, collection: str) -> str:
+    """Sorted set version -> time (ms) cleanup removed that manifest (so a rollback to it answers 409, not 404)."""
+    return f"{PREFIX}:t:{tenant}:c:{collection}:removed"
+
+
+def write_floor(tenant: str, collection: str) -> str:
+    """The write sequence of the collection's last rollback: writes accepted before it have no effect."""
+    return f"{PREFIX}:t:{tenant}:c:{collection}:floor"
+
+
+def tenant_profile(tenant: str) -> str:
+    """Hash of a tenant's settings (its contact address)."""
+    return f"{PREFIX}:tenant:{tenant}"
+
+
+def webhook(endpoint_id: str) -> str:
+    """Hash holding a webhook endpoint."""
+    return f"{PREFIX}:wh:{endpoint_id}"
+
+
+def tenant_webhooks(tenant: str) -> str:
+    """Sorted set endpoint id -> creation time (ms) of a tenant's webhook endpoints."""
+    return f"{PREFIX}:t:{tenant}:webhooks"
+
+
+def webhook_due(endpoint_id: str) -> str:
+    """Sorted set delivery id -> time (ms) its next attempt may start, for deliveries waiting on an endpoint."""
+    return f"{PREFIX}:wh:{endpoint_id}:due"
+
+
+def webhook_in_flight(endpoint_id: str) -> str:
+    """Sorted set delivery id -> lease expiry (ms) of an endpoint's attempts under way."""
+    return f"{PREFIX}:wh:{endpoint_id}:inflight"
+
+
+def webhook_log(endpoint_id: str) -> str:
+    """Sorted set delivery id -> creation time (ms): an endpoint's delivery log."""
+    return f"{PREFIX}:wh:{endpoint_id}:log"
+
+
+def delivery(delivery_id: str) -> str:
+    """Hash holding one webhook delivery (one event to one endpoint)."""
+    return f"{PREFIX}:dlv:{delivery_id}"
+
+
+def delivery_attempts(delivery_id: str) -> str:
+    """List of a delivery's attempts (JSON), oldest first."""
+    return f"{PREFIX}:dlv:{delivery_id}:attempts"
+
+
+def webhook_message(event_id: str) -> str:
+    """String: the exact body delivered for an event (its CloudEvents JSON)."""
+    return f"{PREFIX}:whmsg:{event_id}"
+
+
+def tenant_messages(tenant: str) -> str:
+    """Sorted set event id -> time (ms) of a tenant's events that were sent to webhooks (for replay)."""
+    return f"{PREFIX}:t:{tenant}:whmsgs"
+
+
+def event_seen(group: str, event_id: str) -> str:
+    """Marker that consumer group ``group`` acted on an event once (mail, counters)."""
+    return f"{PREFIX}:seen:{group}:{event_id}"
+
+
+def email_quota(tenant: str, hour: int) -> str:
+    """Counter of notification mails sent to a tenant in one hour (hours since the epoch)."""
+    return f"{PREFIX}:t:{tenant}:mails:{hour}"
+
+
+def digest_counts(tenant: str, week: str) -> str:
+    """Hash of a tenant's counts for one ISO week (``2026-W47``): the weekly digest's figures."""
+    return f"{PREFIX}:t:{tenant}:digest:{week}"
+
+
+def digest_sent(tenant: str, week: str) -> str:
+    """Marker that a tenant's digest for ``week`` went out (so a repeated firing sends nothing)."""
+    return f"{PREFIX}:t:{tenant}:digest:{week}:sent"
+
+
+def api_key_ids() -> str:
+    """Hash public key id -> SHA-256 of the key: lists and revokes keys without ever holding one."""
+    return f"{PREFIX}:apikeys"
+
+
+def rate_limit_overrides(tenant: str) -> str:
+    """Hash limit name (``per_hour`` ...) -> a tenant's own quota, overriding the settings' default."""
+    return f"{PREFIX}:t:{tenant}:ratelimits"
+
+
+def rate_limit_counter(key_id: str, policy: str) -> str:
+    """Hash ``s`` (window start, s) and ``n`` (requests counted) of one key's rate-limit window."""
+    return f"{PREFIX}:rl:{key_id}:{policy}"
+
+
+def search_cache(tenant: str, collection: str, entry: str) -> str:
+    """A cached search answer of a collection (``entry`` names the collection id, index version and query)."""
+    return f"{PREFIX}:t:{tenant}:c:{collection}:search:{entry}"
+
+
+def search_cache_pattern(tenant: str, collection: str) -> str:
+    """SCAN pattern matching every cached search answer of a collection."""
+    return f"{PREFIX}:t:{tenant}:c:{collection}:search:*"

@@ -22,13 +22,20 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+SegmentKind = Literal["flat", "hnsw"]
+
+
 class SegmentRef(BaseModel):
-    """One immutable segment and the documents of it that are deleted (or replaced) since."""
+    """One immutable segment and the documents of it that are deleted (or replaced) since.
+
+    ``kind``: ``flat`` is an exact scan (every batch's segment); ``hnsw`` an approximate graph index
+    that compaction builds above a size threshold, searched on its own by the gateway.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str
-    kind: Literal["flat"] = "flat"
+    kind: SegmentKind = "flat"
     vectors: int
     files: dict[str, str]  # file name -> SHA-256
     deleted: tuple[str, ...] = ()
@@ -108,4 +115,4 @@ def read(store: ObjectStore, ref: CollectionRef, version: str) -> Manifest:
     return manifest
 
 
-__all__ = ["Manifest", "ObjectNotFound", "SegmentRef", "read", "sha256", "write"]
+__all__ = ["Manifest", "ObjectNotFound", "SegmentKind", "SegmentRef", "read", "sha256", "write"]

@@ -21,11 +21,16 @@ PERMANENT: tuple[type[Exception], ...] = (PermanentError, InvalidInput)
 
 
 class WorkOutcomes(dramatiq.Middleware):
-    """Settles a failed work-queue entry once Dramatiq's ``Retries`` has decided its fate.
+    """Settles failed work once Dramatiq's ``Retries`` has decided its fate.
+
+    A work-queue entry (ingest and delete stages):
 
     - will be retried: the job keeps running and records the error as its last one;
     - permanent error (invalid data): the job fails, the entry is released;
     - retries exhausted: the entry becomes a dead letter and the job ``dead``.
+
+    Any other actor's message that belongs to a tenant (a mail) becomes a dead letter once its
+    retries are exhausted.
 
     Must come *before* ``Retries`` in the middleware list: Dramatiq runs ``after_*`` hooks in
     reverse order, and this one needs ``message.failed`` as ``Retries`` left it.
@@ -45,9 +50,10 @@ class WorkOutcomes(dramatiq.Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        if exception is None or message.queue_name not in tasks.TOKENS:
-            if exception is not None:
-                log.error("task.failed", actor=message.actor_name, error=str(exception), failed=message.failed)
+        if exception is None:
+            return
+        if message.queue_name not in tasks.TOKENS:
+            self._settle_message(message, exception)
             return
         queue = WorkQueue(self.client, message.queue_name)
         entry = queue.claimed_entry(message.message_id)
@@ -73,6 +79,23 @@ class WorkOutcomes(dramatiq.Middleware):
             if jobs.transition(self.client, entry.id, jobs.JobState.DEAD, error=error, dead_letter=letter.id):
                 self._announce(entry.kwargs, entry.id, error, dead_letter=letter.id)
         queue.release(message.message_id)
+
+    def _settle_message(self, message: dramatiq.MessageProxy, exception: BaseException) -> None:
+        """A plain actor's message (mail, maintenance) failed: a tenant's work that ran out of retries is kept."""
+        log.error("task.failed", actor=message.actor_name, error=str(exception), failed=message.failed)
+        tenant = message.kwargs.get("tenant")
+        if not message.failed or isinstance(exception, PERMANENT) or not isinstance(tenant, str):
+            return
+        letter = deadletters.new_letter(
+            tenant,
+            message.queue_name,
+            message.actor_name,
+            error=f"{type(exception).__name__}: {exception}"[:1000],
+            attempts=int(message.options.get("retries", 0)),
+            arguments=dict(message.kwargs),
+        )
+        deadletters.store(self.client, letter, retention_s=self.retention_s)
+        log.error("task.dead", actor=message.actor_name, dead_letter=letter.id)
 
     def _announce(self, kwargs: dict[str, Any], job_id: str, error: str, dead_letter: str | None = None) -> None:
         event = JobFailed(

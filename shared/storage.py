@@ -9,6 +9,8 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,6 +20,15 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from shared.config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """An object's key, size in bytes and last modification time (UTC)."""
+
+    key: str
+    size: int
+    modified: datetime
 
 
 class ObjectStore(Protocol):
@@ -51,6 +62,10 @@ class ObjectStore(Protocol):
 
     def list(self, prefix: str) -> Iterator[str]:
         """Yield every key that starts with ``prefix``, in lexicographic order."""
+        ...
+
+    def scan(self, prefix: str) -> Iterator[StoredObject]:
+        """Like :meth:`list`, with each object's size and modification time (cleanup's and statistics' view)."""
         ...
 
     def ping(self) -> None:
@@ -159,6 +174,15 @@ class LocalStore:
                     keys.append(key)
         yield from sorted(keys)
 
+    def scan(self, prefix: str) -> Iterator[StoredObject]:
+        """Each listed file with its ``stat``; a file removed meanwhile is left out."""
+        for key in self.list(prefix):
+            try:
+                st = self._path(key).stat()
+            except FileNotFoundError:
+                continue
+            yield StoredObject(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
     def ping(self) -> None:
         """The root directory must exist and be writable."""
         if not os.access(self.root, os.W_OK):
@@ -210,16 +234,20 @@ class S3Store:
 
         SeaweedFS lists depth-first ("a/b/c" before "a/b-x") and normalises prefixes ("/a/" and "a//" match "a/").
         """
+        yield from (obj.key for obj in self.scan(prefix))
+
+    def scan(self, prefix: str) -> Iterator[StoredObject]:
+        """ListObjectsV2 with each object's ``Size`` and ``LastModified``."""
         full = self.prefix + prefix
         paginator = self.client.get_paginator("list_objects_v2")
         with _translate(prefix):
-            keys = [
-                obj["Key"][len(self.prefix) :]
+            found = [
+                StoredObject(obj["Key"][len(self.prefix) :], obj["Size"], obj["LastModified"].astimezone(UTC))
                 for page in paginator.paginate(Bucket=self.bucket, Prefix=full)
                 for obj in page.get("Contents", [])
                 if obj["Key"].startswith(full)
             ]
-        yield from sorted(keys)
+        yield from sorted(found, key=lambda obj: obj.key)
 
     def ping(self) -> None:
         """HeadBucket."""

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 # Queues per concern, so each service's workers consume only their own work.
 EMBED_QUEUE = "embed"
 INDEX_QUEUE = "index"
+NOTIFY_QUEUE = "notify"
+# Periodic upkeep of indexes and storage (compaction, cleanup, statistics), owned by the indexer.
+MAINTENANCE_QUEUE = "maintenance"
 
 
 class TaskPayload(BaseModel):
@@ -102,6 +105,76 @@ class DropCollection(TaskPayload):
     collection_id: str
 
 
+class DeliverWebhook(TaskPayload):
+    """Make the next attempt of webhook delivery ``delivery_id``, which the sender claimed under ``lease``."""
+
+    delivery_id: str
+    lease: str
+
+
+class SendEmail(TaskPayload):
+    """Mail the tenant's contact about an event (``kind`` names the template; ``context`` its references)."""
+
+    kind: str
+    tenant: str
+    context: dict[str, Any]
+
+
+class MaintenanceRun(TaskPayload):
+    """Base of maintenance payloads: the schedule run that asked for it (None: asked directly).
+
+    The actor reports its outcome under ``schedule`` for run ``run_id``, so ``GET /v1/schedules``
+    shows whether the last run succeeded.
+    """
+
+    schedule: str | None = None
+    run_id: str | None = None
+
+
+class SendDigest(MaintenanceRun):
+    """Mail the weekly digest of ``tenant`` (every tenant when None) for ISO ``week`` (default: the last one)."""
+
+    tenant: str | None = None
+    week: str | None = None
+
+
+class SweepDeliveries(MaintenanceRun):
+    """Reclaim webhook deliveries whose worker died and start every delivery that is due."""
+
+
+class RollbackCollection(TaskPayload):
+    """Publish the content of the collection's earlier manifest ``version`` as its next version."""
+
+    tenant: str
+    collection: str
+    collection_id: str
+    version: str
+    job_id: str
+    write_seq: int
+
+
+class CompactCollections(MaintenanceRun):
+    """Merge small segments, drop tombstoned rows, build approximate segments above the threshold.
+
+    ``tenant``/``collection`` narrow it to one tenant or one collection (None: all); ``full``
+    merges every segment of a collection into one (a rebuild).
+    """
+
+    tenant: str | None = None
+    collection: str | None = None
+    full: bool = False
+
+
+class CleanupStore(MaintenanceRun):
+    """Delete stored objects older than the retention that nothing live, recent or retryable needs."""
+
+    tenant: str | None = None
+
+
+class RefreshStats(MaintenanceRun):
+    """Recompute every collection's index statistics (vectors, segments, memory bytes, age)."""
+
+
 class Token(TaskPayload):
     """Run the best waiting entry of the token's queue (see :mod:`shared.workqueue`)."""
 
@@ -115,11 +188,31 @@ OPS: dict[str, type[TaskPayload]] = {
     "embed_batch": EmbedBatch,
     "index_batch": IndexBatch,
     "delete_documents": DeleteDocuments,
+    "rollback_collection": RollbackCollection,
 }
-OP_QUEUE: dict[str, str] = {"embed_batch": EMBED_QUEUE, "index_batch": INDEX_QUEUE, "delete_documents": INDEX_QUEUE}
+OP_QUEUE: dict[str, str] = {
+    "embed_batch": EMBED_QUEUE,
+    "index_batch": INDEX_QUEUE,
+    "delete_documents": INDEX_QUEUE,
+    # A rollback is a write: it takes its place in the collection's write order like a delete.
+    "rollback_collection": INDEX_QUEUE,
+}
 
 # Maintenance goes to Dramatiq directly: it has no priority and no tenant to be fair to.
 DROP_COLLECTION: TaskSpec[DropCollection] = TaskSpec("drop_collection", INDEX_QUEUE, DropCollection)
+
+# The indexer's periodic upkeep, on its own queue so it never waits behind (or delays) writes.
+COMPACT_COLLECTIONS: TaskSpec[CompactCollections] = TaskSpec(
+    "compact_collections", MAINTENANCE_QUEUE, CompactCollections
+)
+CLEANUP_STORE: TaskSpec[CleanupStore] = TaskSpec("cleanup_store", MAINTENANCE_QUEUE, CleanupStore)
+REFRESH_STATS: TaskSpec[RefreshStats] = TaskSpec("refresh_stats", MAINTENANCE_QUEUE, RefreshStats)
+
+# The notifier's work: webhook attempts, mail, and the periodic delivery sweep and digest.
+DELIVER_WEBHOOK: TaskSpec[DeliverWebhook] = TaskSpec("deliver_webhook", NOTIFY_QUEUE, DeliverWebhook)
+SEND_EMAIL: TaskSpec[SendEmail] = TaskSpec("send_email", NOTIFY_QUEUE, SendEmail)
+SEND_DIGEST: TaskSpec[SendDigest] = TaskSpec("send_digest", NOTIFY_QUEUE, SendDigest)
+SWEEP_DELIVERIES: TaskSpec[SweepDeliveries] = TaskSpec("sweep_deliveries", NOTIFY_QUEUE, SweepDeliveries)
 
 
 def op_kwargs(op: str, payload: TaskPayload) -> dict[str, Any]:

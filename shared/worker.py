@@ -15,7 +15,9 @@ import structlog
 from shared import dispatch, tasks
 from shared.broker import build_broker
 from shared.heartbeat import Heartbeat
+from shared.metrics import MetricsServer, WorkerMetrics, beat_info, serve_metrics
 from shared.middleware import WorkOutcomes
+from shared.task_telemetry import TaskMetrics
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -34,8 +36,14 @@ class WorkerService:
     client: redis.Redis
     queues: set[str]
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    # Queues consumed by a worker of their own (queue -> threads), so slow work there never delays the rest.
+    dedicated: dict[str, int] = field(default_factory=dict)
+
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
     _stop_top_up: threading.Event = field(default_factory=threading.Event)
+    _side_workers: list[dramatiq.Worker] = field(default_factory=list)
+    _metrics_server: MetricsServer | None = None
 
     def _top_up_forever(self) -> None:
         """Restore tokens of entries whose sender died before sending one (see :mod:`shared.dispatch`)."""
@@ -51,12 +59,19 @@ class WorkerService:
         """Start consuming and beating; returns what :meth:`stop` needs."""
         worker = dramatiq.Worker(
             self.broker,
-            queues=self.queues,
+            queues=self.queues - set(self.dedicated),
             worker_threads=self.settings.worker_threads,
             worker_timeout=self.settings.worker_poll_ms,
         )
         worker.start()
-        heartbeat = Heartbeat(self.client, self.name)
+        for queue, threads in self.dedicated.items():
+            side = dramatiq.Worker(
+                self.broker, queues={queue}, worker_threads=threads, worker_timeout=self.settings.worker_poll_ms
+            )
+            side.start()
+            self._side_workers.append(side)
+        self._metrics_server = serve_metrics(self.settings, self.metrics.registry)
+        heartbeat = Heartbeat(self.client, self.name, info=beat_info(self._metrics_server))
         heartbeat.start()
         threading.Thread(target=self._top_up_forever, name="queue-top-up", daemon=True).start()
         log.info("worker.started", queues=sorted(self.queues), threads=self.settings.worker_threads)
@@ -64,11 +79,23 @@ class WorkerService:
 
     def stop(self, worker: dramatiq.Worker, heartbeat: Heartbeat) -> None:
         """Let in-flight messages finish (up to the shutdown timeout); unfinished ones go back to the queue."""
+        self.stop_consuming(worker, heartbeat)
+        self.close()
+
+    def stop_consuming(self, worker: dramatiq.Worker, heartbeat: Heartbeat) -> None:
+        """Stop taking messages and let those in flight finish; the broker stays usable for sending."""
         self._stop_top_up.set()
         heartbeat.stop()
         worker.stop(timeout=int(self.settings.shutdown_timeout_s * 1000))
+        for side in self._side_workers:
+            side.stop(timeout=int(self.settings.shutdown_timeout_s * 1000))
+
+    def close(self) -> None:
+        """Run the stop hooks and close the broker and the Redis client."""
         for hook in self.on_stop:
             hook()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
         self.broker.close()
         self.client.close()
         log.info("worker.stopped")
@@ -84,8 +111,13 @@ class WorkerService:
         self.stop(worker, heartbeat)
 
 
-def new_worker_service(name: str, settings: Settings, redis_url: str, queues: set[str]) -> WorkerService:
-    """Broker and Redis client for a worker service (actors are declared by the caller)."""
+def new_worker_service(
+    name: str, settings: Settings, redis_url: str, queues: set[str], *, dedicated: dict[str, int] | None = None
+) -> WorkerService:
+    """Broker and Redis client for a worker service (actors are declared by the caller).
+
+    ``dedicated``: queues (of ``queues``) consumed by a worker of their own, with that many threads.
+    """
     client = redis.Redis.from_url(redis_url, health_check_interval=30)
     outcomes = WorkOutcomes(
         client,
@@ -93,7 +125,10 @@ def new_worker_service(name: str, settings: Settings, redis_url: str, queues: se
         stream_maxlen=settings.stream_maxlen,
         dead_letter_retention_s=settings.dead_letter_retention_s,
     )
-    broker = build_broker(settings, redis_url, extra=[outcomes])
+    metrics = WorkerMetrics()
+    broker = build_broker(settings, redis_url, extra=[outcomes, TaskMetrics(metrics)])
     for queue in queues:
         broker.declare_queue(queue)
-    return WorkerService(name, settings, redis_url, broker, client, queues)
+    return WorkerService(
+        name, settings, redis_url, broker, client, queues, dedicated=dict(dedicated or {}), metrics=metrics
+    )

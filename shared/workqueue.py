@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
+from shared import tracing
 from shared.keys import PREFIX, text
 
 if TYPE_CHECKING:
@@ -193,30 +194,41 @@ DONE_BUCKET_S: Final = 10
 
 @dataclass(frozen=True)
 class Entry:
-    """A unit of queued work: which job, whose, how urgent, and the task's keyword arguments."""
+    """A unit of queued work: which job, whose, how urgent, the task's keyword arguments, and the
+    trace it continues (whatever token ends up running it).
+    """
 
     id: str
     tenant: str
     priority: Priority
     kwargs: dict[str, Any]
     enqueued_ms: int
+    traceparent: str | None = None
 
     def encode(self) -> str:
-        return json.dumps(
-            {
-                "tenant": self.tenant,
-                "priority": self.priority.value,
-                "level": self.priority.level,
-                "kwargs": self.kwargs,
-                "enqueued_ms": self.enqueued_ms,
-            },
-            separators=(",", ":"),
-        )
+        data: dict[str, Any] = {
+            "tenant": self.tenant,
+            "priority": self.priority.value,
+            "level": self.priority.level,
+            "kwargs": self.kwargs,
+            "enqueued_ms": self.enqueued_ms,
+        }
+        traceparent = self.traceparent or tracing.current_traceparent()
+        if traceparent:
+            data["traceparent"] = traceparent
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def decode(cls, entry_id: str, raw: str | bytes) -> Entry:
         data = json.loads(raw)
-        return cls(entry_id, data["tenant"], Priority(data["priority"]), data["kwargs"], int(data["enqueued_ms"]))
+        return cls(
+            entry_id,
+            data["tenant"],
+            Priority(data["priority"]),
+            data["kwargs"],
+            int(data["enqueued_ms"]),
+            data.get("traceparent"),
+        )
 
 
 @dataclass(frozen=True)

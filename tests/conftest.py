@@ -50,7 +50,11 @@ def store(tmp_path: Path) -> LocalStore:
 
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path) -> Settings:
-    """Settings pointing at the test Redis and a temp data dir, with fast polling and retries."""
+    """Settings pointing at the test Redis and a temp data dir, with fast polling and retries.
+
+    Rate limits are off: tests poll far faster than the default budgets allow; the rate-limit
+    tests switch them on with the quotas they check.
+    """
     return Settings(
         redis_url=redis_url,
         data_dir=tmp_path,
@@ -58,4 +62,5 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
         min_backoff_ms=50,
         max_backoff_ms=200,
         max_retries=2,
+        rate_limit_enabled=False,
     )

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
 import structlog
 from dramatiq.middleware import CurrentMessage
+from opentelemetry.trace import SpanKind
 
 from services.embedder.embedding import embed_stored_batch
-from shared import bus, catalog, dispatch, jobs, tasks
+from shared import bus, catalog, dispatch, jobs, tasks, tracing
 from shared.errors import Cancelled
 from shared.events import BatchEmbedded, CloudEvent
 from shared.middleware import PERMANENT
@@ -18,6 +20,7 @@ from shared.workqueue import Entry, WorkQueue, now_ms
 if TYPE_CHECKING:
     import redis
 
+    from services.embedder.metrics import EmbedMetrics
     from shared.config import Settings
     from shared.embedding import Encoder
     from shared.storage import ObjectStore
@@ -27,7 +30,12 @@ SOURCE = "semaflow/embedder"
 
 
 def declare(
-    broker: dramatiq.Broker, client: redis.Redis, store: ObjectStore, encoder: Encoder, settings: Settings
+    broker: dramatiq.Broker,
+    client: redis.Redis,
+    store: ObjectStore,
+    encoder: Encoder,
+    settings: Settings,
+    metrics: EmbedMetrics,
 ) -> None:
     """Declare ``embed_next`` on ``broker``."""
     queue = WorkQueue(
@@ -44,16 +52,27 @@ def declare(
             return  # a spare token: nothing waits
         _op, payload = tasks.parse_op(entry.kwargs)
         assert isinstance(payload, tasks.EmbedBatch)
+        structlog.contextvars.bind_contextvars(tenant=entry.tenant, job_id=entry.id, collection=payload.collection)
+        attributes = {
+            "semaflow.tenant": entry.tenant,
+            "semaflow.job_id": entry.id,
+            "semaflow.batch_id": payload.batch_id,
+        }
+        with tracing.span("embed_batch", parent=entry.traceparent, kind=SpanKind.CONSUMER, attributes=attributes):
+            embed(payload, entry)
+        queue.release(message_id)
+
+    def embed(payload: tasks.EmbedBatch, entry: Entry) -> None:
+        """Embed the entry's batch and queue its indexing (nothing for a cancelled job or a deleted collection)."""
         if jobs.state_sync(client, payload.job_id) is jobs.JobState.CANCELLED:
-            queue.release(message_id)
             return
         collection = catalog.get_sync(client, payload.tenant, payload.collection)
         if collection is None or collection.id != payload.collection_id:
             jobs.transition(client, payload.job_id, jobs.JobState.FAILED, error="collection was deleted")
-            queue.release(message_id)
             return
         jobs.transition(client, payload.job_id, jobs.JobState.RUNNING)
         jobs.count_attempt(client, payload.job_id)
+        started = time.perf_counter()
         try:
             count = embed_stored_batch(
                 store,
@@ -64,8 +83,10 @@ def declare(
             )
         except Cancelled:
             log.info("batch.cancelled", job_id=payload.job_id, batch_id=payload.batch_id)
-            queue.release(message_id)
             return
+        metrics.batches.inc()
+        metrics.documents.inc(count)
+        metrics.batch_seconds.observe(time.perf_counter() - started)
         jobs.progress(client, payload.job_id, embedded=count)
         index = tasks.IndexBatch(
             tenant=payload.tenant,
@@ -87,6 +108,5 @@ def declare(
         bus.publish(
             client, CloudEvent.wrap(event, source=SOURCE, subject=payload.batch_id), maxlen=settings.stream_maxlen
         )
-        queue.release(message_id)
 
     tasks.EMBED_NEXT.declare(broker, embed_next, throws=PERMANENT)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from services.embedder import actors
-from shared import tasks
+from services.embedder.metrics import EmbedMetrics
+from shared import tasks, telemetry
 from shared.config import Settings
 from shared.embedding import Encoder
 from shared.storage import ObjectStore, open_store
-from shared.telemetry import configure_logging
 from shared.worker import WorkerService, new_worker_service
 
 NAME = "embedder"
@@ -17,12 +17,13 @@ def build(settings: Settings, *, store: ObjectStore | None = None, encoder: Enco
     """Wire settings to Redis, the store, the model and the actor (loads the model unless given one)."""
     service = new_worker_service(NAME, settings, settings.require_redis_url(), {tasks.EMBED_QUEUE})
     enc = encoder or Encoder.load(settings.model_path, device=settings.device, batch_size=settings.embed_batch_size)
-    actors.declare(service.broker, service.client, store or open_store(settings), enc, settings)
+    metrics = EmbedMetrics(service.metrics.registry)
+    actors.declare(service.broker, service.client, store or open_store(settings), enc, settings, metrics)
     return service
 
 
 def main() -> None:
     """Run the embedder until SIGTERM."""
     settings = Settings()
-    configure_logging(NAME, level=settings.log_level, json=settings.log_json)
+    telemetry.configure(NAME, settings)
     build(settings).run_forever()

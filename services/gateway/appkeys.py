@@ -9,9 +9,14 @@ import dramatiq
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from services.gateway.cache import SearchCache
 from services.gateway.jobcontrol import JobControl
+from services.gateway.metrics import GatewayMetrics
 from services.gateway.querymodel import QueryModel
+from services.gateway.ratelimit import Decision, RateLimiter
+from services.gateway.searcher import Searcher
 from services.gateway.snapshots import IndexRegistry
+from services.gateway.subscriptions import Subscriptions
 from services.gateway.writes import Writes
 from shared.apikeys import ApiKey
 from shared.config import Settings
@@ -26,6 +31,15 @@ MODEL: Final = web.AppKey("model", QueryModel)
 WRITES: Final = web.AppKey("writes", Writes)
 CONTROL: Final = web.AppKey("control", JobControl)
 SEARCH_POOL: Final = web.AppKey("search_pool", ThreadPoolExecutor)
+SUBSCRIPTIONS: Final = web.AppKey("subscriptions", Subscriptions)
 
-# Request-scoped: the authenticated key's record.
+METRICS: Final = web.AppKey("metrics", GatewayMetrics)
+SEARCHER: Final = web.AppKey("searcher", Searcher)
+# Absent when the search cache, or rate limiting, is switched off.
+CACHE: Final = web.AppKey("cache", SearchCache)
+LIMITER: Final = web.AppKey("limiter", RateLimiter)
+
+# Request-scoped: the authenticated key's record, the request's id, and its rate-limit decision.
 PRINCIPAL: Final = web.RequestKey("principal", ApiKey)
+REQUEST_ID: Final = web.RequestKey("request_id", str)
+RATE_LIMIT: Final = web.RequestKey("rate_limit", Decision)

@@ -1,22 +1,33 @@
-"""Bearer-token authentication of ``/v1`` routes."""
+"""Authentication and authorisation: a bearer key on every ``/v1`` route, and the role its declaration requires."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import structlog
 from aiohttp import web
+from opentelemetry import trace
 
 from services.gateway.appkeys import PRINCIPAL, REDIS
+from services.gateway.endpoints import endpoint_of
 from services.gateway.problems import problem
 from shared import apikeys
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def tenant_of(request: web.Request) -> str:
+    """The authenticated key's tenant."""
+    return request[PRINCIPAL].tenant
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Require ``Authorization: Bearer KEY`` on ``/v1``; attach the key's record to the request."""
-    if not request.path.startswith("/v1/"):
+    """Require ``Authorization: Bearer KEY`` on ``/v1`` (401), and the route's role (403)."""
+    endpoint = endpoint_of(request)
+    if endpoint is not None and endpoint.role is None:
+        return await handler(request)
+    if endpoint is None and not request.path.startswith("/v1/"):
         return await handler(request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     record = None
@@ -27,4 +38,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response.headers["WWW-Authenticate"] = 'Bearer realm="semaflow"'
         return response
     request[PRINCIPAL] = record
+    # Every log line and the trace of this request name the tenant (never the key itself).
+    structlog.contextvars.bind_contextvars(tenant=record.tenant)
+    trace.get_current_span().set_attribute("semaflow.tenant", record.tenant)
+    # No declaration: an unknown path or method; the router's 404 or 405 follows.
+    if endpoint is not None and endpoint.role is not None and not record.role.allows(endpoint.role):
+        return problem(
+            403, f"This route needs a key with the {endpoint.role.value} role; this key is a {record.role.value}."
+        )
     return await handler(request)

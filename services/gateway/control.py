@@ -8,21 +8,30 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from services.gateway.appkeys import CONTROL, REDIS
+from services.gateway.auth import tenant_of
+from services.gateway.bodies import read_body
+from services.gateway.endpoints import Endpoints, Scope
 from services.gateway.problems import validation_problem
-from services.gateway.routes import model_response, read_body, tenant_of
+from services.gateway.responses import model_response
 from services.gateway.schemas import (
     DeadLetterListQuery,
+    DeadLetterPage,
     DeadLetterReplayRequest,
     JobBulkRequest,
     JobListQuery,
+    JobPage,
     Matched,
+    Queues,
 )
+from services.gateway.webhook_schemas import Replayed
 from shared import deadletters, jobs
+from shared.apikeys import Role
 from shared.deadletters import DeadLetter, LetterFilter
 from shared.errors import Conflict, NotFound
 from shared.jobs import Job, JobFilter
+from shared.ratelimits import Category
 
-control_routes = web.RouteTableDef()
+control_routes = Endpoints("jobs")
 Q = TypeVar("Q", bound=BaseModel)
 
 
@@ -51,7 +60,7 @@ def _page(items: list[dict[str, Any]], name: str, cursor: str | None) -> web.Res
     return web.json_response({name: items, "next_cursor": cursor})
 
 
-@control_routes.get("/v1/jobs")
+@control_routes.get("/v1/jobs", role=Role.READER, limit=Category.SINGLE, query=JobListQuery, responses={200: JobPage})
 async def list_jobs(request: web.Request) -> web.Response:
     """The tenant's jobs, newest first, optionally by state and collection; cursor pagination."""
     try:
@@ -63,19 +72,19 @@ async def list_jobs(request: web.Request) -> web.Response:
     return _page([j.public() for j in found], "jobs", cursor)
 
 
-@control_routes.get("/v1/jobs/{job_id}")
+@control_routes.get("/v1/jobs/{job_id}", role=Role.READER, limit=Category.SINGLE, responses={200: Job})
 async def get_job(request: web.Request) -> web.Response:
     """A job's state and progress."""
     return web.json_response((await _job(request)).public())
 
 
-@control_routes.post("/v1/jobs/{job_id}/cancel")
+@control_routes.post("/v1/jobs/{job_id}/cancel", role=Role.WRITER, limit=Category.SINGLE, responses={200: Job})
 async def cancel_job(request: web.Request) -> web.Response:
     """Cancel a queued or running job (409 once it finished)."""
     return web.json_response((await request.app[CONTROL].cancel(await _job(request))).public())
 
 
-@control_routes.post("/v1/jobs/{job_id}/retry")
+@control_routes.post("/v1/jobs/{job_id}/retry", role=Role.WRITER, limit=Category.SINGLE, responses={202: Job})
 async def retry_job(request: web.Request) -> web.Response:
     """Queue a failed, cancelled or dead job again (409 otherwise)."""
     return web.json_response((await request.app[CONTROL].retry(await _job(request))).public(), status=202)
@@ -88,19 +97,29 @@ async def _bulk(request: web.Request, action: str) -> web.Response:
     return model_response(Matched(matched=matched))
 
 
-@control_routes.post("/v1/jobs:cancel")
+@control_routes.post(
+    "/v1/jobs:cancel", role=Role.WRITER, limit=Category.BULK, body=JobBulkRequest, responses={200: Matched}
+)
 async def cancel_jobs(request: web.Request) -> web.Response:
     """Cancel every queued or running job matching the filter."""
     return await _bulk(request, "cancel")
 
 
-@control_routes.post("/v1/jobs:retry")
+@control_routes.post(
+    "/v1/jobs:retry", role=Role.WRITER, limit=Category.BULK, body=JobBulkRequest, responses={200: Matched}
+)
 async def retry_jobs(request: web.Request) -> web.Response:
     """Retry every failed, cancelled or dead job matching the filter."""
     return await _bulk(request, "retry")
 
 
-@control_routes.get("/v1/dead-letters")
+@control_routes.get(
+    "/v1/dead-letters",
+    role=Role.READER,
+    limit=Category.SINGLE,
+    query=DeadLetterListQuery,
+    responses={200: DeadLetterPage},
+)
 async def list_dead_letters(request: web.Request) -> web.Response:
     """The tenant's dead letters, newest first; cursor pagination."""
     try:
@@ -112,27 +131,36 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     return _page([letter.public() for letter in found], "dead_letters", cursor)
 
 
-@control_routes.get("/v1/dead-letters/{letter_id}")
+@control_routes.get(
+    "/v1/dead-letters/{letter_id}", role=Role.READER, limit=Category.SINGLE, responses={200: DeadLetter}
+)
 async def get_dead_letter(request: web.Request) -> web.Response:
     """One dead letter: its error, attempts and the work it carried."""
     return web.json_response((await _letter(request)).public())
 
 
-@control_routes.post("/v1/dead-letters/{letter_id}/replay")
+@control_routes.post(
+    "/v1/dead-letters/{letter_id}/replay", role=Role.WRITER, limit=Category.SINGLE, responses={202: Replayed}
+)
 async def replay_dead_letter(request: web.Request) -> web.Response:
-    """Queue the letter's work again; answers with its job."""
-    job = await request.app[CONTROL].replay(await _letter(request))
-    return web.json_response(job.public(), status=202)
+    """Queue the letter's work again; answers with what was queued (its job, or its webhook delivery)."""
+    return web.json_response(await request.app[CONTROL].replay(await _letter(request)), status=202)
 
 
-@control_routes.delete("/v1/dead-letters/{letter_id}")
+@control_routes.delete("/v1/dead-letters/{letter_id}", role=Role.WRITER, limit=Category.SINGLE, responses={204: None})
 async def delete_dead_letter(request: web.Request) -> web.Response:
     """Discard a dead letter."""
     await deadletters.delete(request.app[REDIS], await _letter(request))
     return web.Response(status=204)
 
 
-@control_routes.post("/v1/dead-letters:replay")
+@control_routes.post(
+    "/v1/dead-letters:replay",
+    role=Role.WRITER,
+    limit=Category.BULK,
+    body=DeadLetterReplayRequest,
+    responses={200: Matched},
+)
 async def replay_dead_letters(request: web.Request) -> web.Response:
     """Replay every dead letter matching the filter."""
     body = await read_body(request, DeadLetterReplayRequest)
@@ -152,7 +180,7 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
             return model_response(Matched(matched=matched))
 
 
-@control_routes.get("/v1/queues")
+@control_routes.get("/v1/queues", role=Role.ADMIN, limit=Category.SINGLE, scope=Scope.CLUSTER, responses={200: Queues})
 async def queues(request: web.Request) -> web.Response:
     """Per queue: depth by priority, delayed, in flight, dead, oldest age, live workers, throughput."""
-    return web.json_response({"queues": await request.app[CONTROL].queues()})
+    return model_response(Queues.model_validate({"queues": await request.app[CONTROL].queues()}))

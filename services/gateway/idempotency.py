@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from services.gateway.appkeys import PRINCIPAL, REDIS, SETTINGS
+from services.gateway.bodies import read_bytes
 from services.gateway.problems import error_response, problem
 from shared import keys
 from shared.constants import IDEMPOTENCY_LOCK_TTL_S
@@ -145,7 +146,7 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
     key = unquote_key(values[0])
     tenant = request[PRINCIPAL].tenant
     client = request.app[REDIS]
-    request_print = fingerprint(request.method, request.raw_path, await request.read())
+    request_print = fingerprint(request.method, request.raw_path, await read_bytes(request))
     token = secrets.token_hex(16)
     found = await claim(client, tenant, key, request_print, token, lock_ttl_s=IDEMPOTENCY_LOCK_TTL_S)
     if found is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -12,7 +14,8 @@ from shared.deadletters import DeadLetter
 from shared.errors import Conflict
 from shared.events import CloudEvent, JobCancelled
 from shared.jobs import Job, JobFilter, JobKind, JobState, Task
-from shared.workqueue import AsyncWorkQueue, Entry, now_ms
+from shared.webhooks.deliveries import queue_stats
+from shared.workqueue import AsyncWorkQueue, Entry, Priority, now_ms
 
 if TYPE_CHECKING:
     import dramatiq
@@ -21,16 +24,30 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 SOURCE = "semaflow/gateway"
 QUEUE_SERVICES: dict[str, str] = {tasks.EMBED_QUEUE: "embedder", tasks.INDEX_QUEUE: "indexer"}
+WORKER_SERVICES: tuple[str, ...] = ("embedder", "indexer", "notifier", "scheduler")
 BULK_PAGE = 500
+
+#: Replays a dead letter of work that is not a job's (a webhook delivery); answers with what it queued.
+LetterReplay = Callable[[DeadLetter], Awaitable[dict[str, Any]]]
+# Plain actors whose dead letters are replayed by sending their message again.
+_RESENDABLE: dict[str, tasks.TaskSpec[Any]] = {spec.actor_name: spec for spec in (tasks.SEND_EMAIL, tasks.SEND_DIGEST)}
 
 
 class JobControl:
     """What an operator or client can do to jobs and dead letters."""
 
-    def __init__(self, client: aioredis.Redis, broker: dramatiq.Broker, *, stream_maxlen: int) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        broker: dramatiq.Broker,
+        *,
+        stream_maxlen: int,
+        replayers: Mapping[str, LetterReplay] | None = None,
+    ) -> None:
         self.client = client
         self.broker = broker
         self.stream_maxlen = stream_maxlen
+        self.replayers = dict(replayers or {})
 
     async def _reload(self, job_id: str) -> Job:
         job = await jobs.get(self.client, job_id)
@@ -82,13 +99,32 @@ class JobControl:
         log.info("job.retried", job_id=job.id, was=job.state.value)
         return await self._reload(job.id)
 
-    async def replay(self, letter: DeadLetter) -> Job:
-        """Queue a dead letter's work again (its job becomes queued) and remove the letter.
+    async def replay(self, letter: DeadLetter) -> dict[str, Any]:
+        """Queue a dead letter's work again and remove the letter; answers with what was queued.
+
+        A job's letter queues the job again (and answers with the job); a webhook delivery's is
+        handed to the replayer registered for its op; a mail's message is simply sent again.
 
         Raises:
-            Conflict: the letter's job is queued or running already.
+            Conflict: the work is under way already, or cannot be replayed any more.
         """
-        job = await jobs.get(self.client, letter.job_id)
+        if letter.job_id is not None:
+            return (await self._replay_job(letter, letter.job_id)).public()
+        replay = self.replayers.get(letter.op)
+        if replay is not None:
+            answer = await replay(letter)
+        elif letter.op in _RESENDABLE:
+            spec = _RESENDABLE[letter.op]
+            await asyncio.to_thread(spec.send, self.broker, spec.parse(letter.arguments))
+            answer = {"queue": letter.queue, "op": letter.op, "state": "queued", "arguments": letter.arguments}
+        else:
+            raise Conflict(f"dead letters of {letter.op!r} cannot be replayed")
+        await deadletters.delete(self.client, letter)
+        log.info("dead_letter.replayed", dead_letter=letter.id, op=letter.op)
+        return answer
+
+    async def _replay_job(self, letter: DeadLetter, job_id: str) -> Job:
+        job = await jobs.get(self.client, job_id)
         if job is None:
             # The job record outlived its retention; the dead letter did not: recreate the job.
             job = self._job_for(letter)
@@ -145,9 +181,6 @@ class JobControl:
         out: dict[str, Any] = {}
         for queue, service in QUEUE_SERVICES.items():
             depth = await AsyncWorkQueue(self.client, queue).depth()
-            workers = 0
-            async for _ in self.client.scan_iter(match=keys.heartbeat_pattern(service), count=500):
-                workers += 1
             age = (now_ms() - depth.oldest_enqueued_ms) / 1000 if depth.oldest_enqueued_ms is not None else 0.0
             out[queue] = {
                 "depth": depth.by_priority,
@@ -155,10 +188,37 @@ class JobControl:
                 "in_flight": depth.in_flight,
                 "dead": dead[queue],
                 "oldest_age_seconds": round(max(0.0, age), 3),
-                "workers": workers,
+                "workers": await self._workers(service),
                 "processed_last_minute": depth.processed_last_minute,
             }
+        out[tasks.NOTIFY_QUEUE] = await self._notify_stats()
         return out
+
+    async def workers(self) -> dict[str, int]:
+        """Live processes of every worker service (by heartbeat)."""
+        return {service: await self._workers(service) for service in WORKER_SERVICES}
+
+    async def _workers(self, service: str) -> int:
+        workers = 0
+        async for _ in self.client.scan_iter(match=keys.heartbeat_pattern(service), count=500):
+            workers += 1
+        return workers
+
+    async def _notify_stats(self) -> dict[str, Any]:
+        """The notify queue as webhook deliveries: due now, waiting out a retry delay, attempts under way."""
+        now = now_ms()
+        stats = await queue_stats(self.client, now)
+        dead = await deadletters.count_by_queue(self.client, [tasks.NOTIFY_QUEUE])
+        age = (now - stats.oldest_due_ms) / 1000 if stats.oldest_due_ms is not None else 0.0
+        return {
+            "depth": {Priority.NORMAL.value: stats.due},
+            "delayed": stats.delayed,
+            "in_flight": stats.in_flight,
+            "dead": dead[tasks.NOTIFY_QUEUE],
+            "oldest_age_seconds": round(max(0.0, age), 3),
+            "workers": await self._workers("notifier"),
+            "processed_last_minute": stats.attempts_last_minute,
+        }
 
     async def _delayed(self, queue: str) -> int:
         """Work waiting out a retry back-off: tokens in Dramatiq's delay queue (queued or held)."""

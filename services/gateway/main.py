@@ -5,30 +5,74 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from typing import TypedDict
 
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
-from services.gateway.appkeys import BROKER, CONTROL, MODEL, REDIS, REGISTRY, SEARCH_POOL, SETTINGS, STORE, WRITES
+from services.gateway.admin import admin_routes
+from services.gateway.appkeys import (
+    BROKER,
+    CACHE,
+    CONTROL,
+    LIMITER,
+    METRICS,
+    MODEL,
+    REDIS,
+    REGISTRY,
+    SEARCH_POOL,
+    SEARCHER,
+    SETTINGS,
+    STORE,
+    SUBSCRIPTIONS,
+    WRITES,
+)
 from services.gateway.auth import auth_middleware
+from services.gateway.cache import SearchCache
+from services.gateway.clustermetrics import cluster_gauges
+from services.gateway.context import TrustedProxies, context_middleware, response_decorator
 from services.gateway.control import control_routes
+from services.gateway.cors import CorsPolicy
+from services.gateway.endpoints import ENDPOINTS, Endpoints, declared, install
 from services.gateway.idempotency import idempotency_middleware
 from services.gateway.jobcontrol import JobControl
+from services.gateway.maintenance import install as install_maintenance
+from services.gateway.maintenance import maintenance_routes
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.openapi import ApiDescription
+from services.gateway.ops import OPENAPI, ops_routes
 from services.gateway.problems import problems_middleware
 from services.gateway.querymodel import QueryModel
+from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes import routes
 from services.gateway.search import search_pool
+from services.gateway.searcher import Searcher
 from services.gateway.snapshots import IndexRegistry
+from services.gateway.spans import tracing_middleware
+from services.gateway.subscriptions import Subscriptions
+from services.gateway.throttle import rate_limit_middleware
+from services.gateway.webhooks import webhook_routes
 from services.gateway.writes import Writes
+from shared import tasks, telemetry
 from shared.broker import build_broker
 from shared.config import Settings
 from shared.embedding import Encoder
+from shared.ratelimits import Quotas
 from shared.storage import ObjectStore, open_store
-from shared.telemetry import configure_logging
 
 log = structlog.get_logger(__name__)
 NAME = "gateway"
+API_VERSION = "1"
+# Every declared route of the API; a new routes module adds its table here.
+ROUTE_TABLES: tuple[Endpoints, ...] = (
+    routes,
+    control_routes,
+    webhook_routes,
+    admin_routes,
+    maintenance_routes,
+    ops_routes,
+)
 
 
 def build(
@@ -39,18 +83,32 @@ def build(
 ) -> web.Application:
     """The gateway app; Redis, broker, index follower and model are started by its cleanup context."""
     redis_url = settings.require_redis_url()
+    cors = CorsPolicy.parse(settings.cors_origins)
     app = web.Application(
-        middlewares=[problems_middleware, auth_middleware, idempotency_middleware],
+        # Outermost first: the request's trace span, request id and logs, errors as problems, CORS
+        # preflights before the key check, then the key and its role, its rate limit, and
+        # Idempotency-Key replays.
+        middlewares=[
+            tracing_middleware,
+            context_middleware,
+            problems_middleware,
+            cors.middleware(),
+            auth_middleware,
+            rate_limit_middleware,
+            idempotency_middleware,
+        ],
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings
+    app[METRICS] = GatewayMetrics()
+    app[ENDPOINTS] = install(app.router, *ROUTE_TABLES)
+    app[OPENAPI] = ApiDescription(declared(app[ENDPOINTS]), title="semaflow", version=API_VERSION)
+    app.on_response_prepare.append(response_decorator(cors, TrustedProxies.parse(settings.trusted_proxies)))
     app[STORE] = store or open_store(settings)
     loader = encoder_loader or (
         lambda: Encoder.load(settings.model_path, device=settings.device, batch_size=settings.embed_batch_size)
     )
     app[MODEL] = QueryModel(loader, timeout_s=settings.query_model_timeout_s)
-    app.add_routes(routes)
-    app.add_routes(control_routes)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         # Blocking XREADs wait up to 2 s; the socket timeout must outlast them.
@@ -65,8 +123,37 @@ def build(
         app[WRITES] = Writes(
             client, app[STORE], broker, stream_maxlen=settings.stream_maxlen, job_retention_s=settings.job_retention_s
         )
-        app[CONTROL] = JobControl(client, broker, stream_maxlen=settings.stream_maxlen)
+        subscriptions = Subscriptions(client, settings)
+        app[SUBSCRIPTIONS] = subscriptions
+        app[CONTROL] = JobControl(
+            client,
+            broker,
+            stream_maxlen=settings.stream_maxlen,
+            replayers={tasks.DELIVER_WEBHOOK.actor_name: subscriptions.replay_letter},
+        )
         app[SEARCH_POOL] = search_pool(settings.search_workers, settings.search_threads)
+        if settings.rate_limit_enabled:
+            app[LIMITER] = RateLimiter(client, Quotas.from_settings(settings))
+        cache = None
+        if settings.search_cache_enabled:
+            cache = SearchCache(
+                client,
+                app[METRICS],
+                l1_ttl_s=settings.search_cache_l1_ttl_s,
+                l1_max_entries=settings.search_cache_l1_max_entries,
+                l2_ttl_s=settings.search_cache_l2_ttl_s,
+            )
+            app[CACHE] = cache
+            registry.on_drop(cache.forget_local)
+        app[SEARCHER] = Searcher(
+            registry,
+            app[MODEL],
+            app[SEARCH_POOL],
+            cache,
+            app[METRICS],
+            freshness_wait_s=settings.search_freshness_wait_s,
+        )
+        registry.on_swap(lambda _snapshot: app[METRICS].index_swaps.inc())
         stop = asyncio.Event()
         follower = asyncio.create_task(
             _follow_forever(registry, stop, settings.index_reconcile_interval_s), name="index-follower"
@@ -86,6 +173,8 @@ def build(
         await client.aclose()
 
     app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.append(cluster_gauges)
+    install_maintenance(app)  # after ``resources``: its gauges read through the app's Redis client
     return app
 
 
@@ -106,10 +195,22 @@ async def _follow_forever(registry: IndexRegistry, stop: asyncio.Event, reconcil
             await asyncio.sleep(1)
 
 
+class ServerOptions(TypedDict):
+    """Options of aiohttp's HTTP server that come from the settings."""
+
+    keepalive_timeout: float
+
+
+def server_options(settings: Settings) -> ServerOptions:
+    """Options of aiohttp's HTTP server: a connection idle this long, or still sending its request head, is
+    closed (slow clients cannot hold connections open)."""
+    return ServerOptions(keepalive_timeout=settings.idle_timeout_s)
+
+
 def main() -> None:
     """Serve until SIGTERM/SIGINT; requests in flight get the shutdown timeout to finish."""
     settings = Settings()
-    configure_logging(NAME, level=settings.log_level, json=settings.log_json)
+    telemetry.configure(NAME, settings)
     app = build(settings)
     log.info("gateway.starting", host=settings.host, port=settings.port)
     web.run_app(
@@ -117,6 +218,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         shutdown_timeout=settings.shutdown_timeout_s,
+        **server_options(settings),
         access_log=None,
         print=None,
         handle_signals=True,

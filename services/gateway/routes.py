@@ -1,63 +1,43 @@
-"""HTTP routes of API v1: thin handlers that parse, call one function, and answer."""
+"""HTTP routes of API v1 collections, documents and search: thin handlers that parse, call one function, and answer."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
-from typing import TypeVar
 
-import numpy as np
 import structlog
 from aiohttp import web
-from pydantic import BaseModel
 
-from services.gateway.appkeys import MODEL, PRINCIPAL, REDIS, REGISTRY, SEARCH_POOL, SETTINGS, STORE, WRITES
+from services.gateway.appkeys import CACHE, REDIS, REGISTRY, SEARCHER, SETTINGS, STORE, WRITES
+from services.gateway.auth import tenant_of
+from services.gateway.bodies import read_body
+from services.gateway.cache import Level
+from services.gateway.endpoints import Endpoints
+from services.gateway.indexmetrics import stats_info
 from services.gateway.problems import problem
+from services.gateway.responses import json_bytes_response, model_response
 from services.gateway.schemas import (
     CollectionInfo,
+    CollectionList,
     IngestAccepted,
     IngestRequest,
-    SearchHit,
     SearchRequest,
     SearchResponse,
 )
-from services.gateway.search import search_snapshot
-from shared import bus, catalog, keys, manifests, tasks
-from shared.apikeys import ApiKey
+from shared import bus, catalog, index_stats, keys, manifests, tasks
+from shared.apikeys import Role
 from shared.constants import COLLECTION_NAME_PATTERN
-from shared.documents import normalize
 from shared.errors import NotFound
 from shared.events import CloudEvent, CollectionDeleted
+from shared.ratelimits import Category
+
+# ``model_response``, ``read_body`` and ``tenant_of`` live in responses, bodies and auth now; they stay
+# importable from here for routes modules written against the earlier layout.
+__all__ = ["model_response", "read_body", "routes", "tenant_of"]
 
 log = structlog.get_logger(__name__)
-routes = web.RouteTableDef()
-M = TypeVar("M", bound=BaseModel)
+routes = Endpoints("collections")
 _NAME = re.compile(COLLECTION_NAME_PATTERN)
-
-
-def model_response(model: BaseModel, status: int = 200) -> web.Response:
-    """A pydantic model as a JSON response."""
-    return web.Response(status=status, text=model.model_dump_json(), content_type="application/json")
-
-
-async def read_body(request: web.Request, model: type[M]) -> M:
-    """Parse and validate a JSON body; 400 for bad JSON, 422 (raised as ValidationError) for bad fields."""
-    raw = await request.read()
-    try:
-        data = json.loads(raw) if raw else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise web.HTTPBadRequest(text=f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text="The request body must be a JSON object.")
-    return model.model_validate(data)
-
-
-def tenant_of(request: web.Request) -> str:
-    """The authenticated key's tenant."""
-    principal: ApiKey = request[PRINCIPAL]
-    return principal.tenant
 
 
 async def _collection(request: web.Request) -> catalog.Collection:
@@ -86,10 +66,16 @@ async def _info(request: web.Request, record: catalog.Collection) -> CollectionI
         index_version=version,
         segments=segments,
         created_at=record.created_at.isoformat(),
+        stats=stats_info(await index_stats.read(client, record.tenant, record.name)),
     )
 
 
-@routes.put("/v1/collections/{name}")
+@routes.put(
+    "/v1/collections/{name}",
+    role=Role.WRITER,
+    limit=Category.SINGLE,
+    responses={200: CollectionInfo, 201: CollectionInfo},
+)
 async def put_collection(request: web.Request) -> web.Response:
     """Create a collection (201), or confirm it exists (200)."""
     name = request.match_info["name"]
@@ -105,27 +91,28 @@ async def put_collection(request: web.Request) -> web.Response:
     return model_response(await _info(request, record), 201 if created else 200)
 
 
-@routes.get("/v1/collections")
+@routes.get("/v1/collections", role=Role.READER, limit=Category.SINGLE, responses={200: CollectionList})
 async def list_collections(request: web.Request) -> web.Response:
     """The tenant's collections."""
     records = await catalog.list_all(request.app[REDIS], tenant_of(request))
-    infos = [(await _info(request, r)).model_dump(mode="json") for r in records]
-    return web.json_response({"collections": infos})
+    return model_response(CollectionList(collections=[await _info(request, r) for r in records]))
 
 
-@routes.get("/v1/collections/{name}")
+@routes.get("/v1/collections/{name}", role=Role.READER, limit=Category.SINGLE, responses={200: CollectionInfo})
 async def get_collection(request: web.Request) -> web.Response:
     """A collection's size and live index version."""
     return model_response(await _info(request, await _collection(request)))
 
 
-@routes.delete("/v1/collections/{name}")
+@routes.delete("/v1/collections/{name}", role=Role.WRITER, limit=Category.SINGLE, responses={204: None})
 async def delete_collection(request: web.Request) -> web.Response:
     """Delete a collection: gone from the API at once, its objects removed in the background."""
     record = await _collection(request)
     client = request.app[REDIS]
     await catalog.delete(client, record)
     request.app[REGISTRY].drop(record.tenant, record.name)
+    if CACHE in request.app:
+        await request.app[CACHE].forget(record.tenant, record.name)
     writes = request.app[WRITES]
     event = CollectionDeleted(tenant=record.tenant, collection=record.name)
     await bus.apublish(
@@ -136,7 +123,13 @@ async def delete_collection(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@routes.post("/v1/collections/{name}/documents")
+@routes.post(
+    "/v1/collections/{name}/documents",
+    role=Role.WRITER,
+    limit=Category.BULK,
+    body=IngestRequest,
+    responses={202: IngestAccepted},
+)
 async def ingest(request: web.Request) -> web.Response:
     """Accept up to 1,000 documents; 202 once they are stored durably."""
     record = await _collection(request)
@@ -152,7 +145,12 @@ async def ingest(request: web.Request) -> web.Response:
     return model_response(IngestAccepted(job_id=job.id, batch_id=job.batch_id), 202)
 
 
-@routes.delete("/v1/collections/{name}/documents/{doc_id}")
+@routes.delete(
+    "/v1/collections/{name}/documents/{doc_id}",
+    role=Role.WRITER,
+    limit=Category.SINGLE,
+    responses={202: IngestAccepted},
+)
 async def delete_document(request: web.Request) -> web.Response:
     """Queue a document's deletion; it leaves results at the next publish."""
     record = await _collection(request)
@@ -160,54 +158,30 @@ async def delete_document(request: web.Request) -> web.Response:
     return model_response(IngestAccepted(job_id=job.id), 202)
 
 
-@routes.post("/v1/collections/{name}/search")
+@routes.post(
+    "/v1/collections/{name}/search",
+    role=Role.READER,
+    limit=Category.SEARCH,
+    body=SearchRequest,
+    responses={200: SearchResponse},
+)
 async def search(request: web.Request) -> web.Response:
     """Top-k documents for a query text or vector, from the index version live right now."""
-    record = await _collection(request)
+    name = request.match_info["name"]
+    record, latest = await catalog.get_with_latest(request.app[REDIS], tenant_of(request), name)
+    if record is None:
+        raise NotFound(f"collection {name!r} does not exist")
     body = await read_body(request, SearchRequest)
-    registry = request.app[REGISTRY]
-    snapshot = registry.get(record.tenant, record.name)
-    if snapshot is None or snapshot.ref != record.ref:
-        snapshot = await registry.refresh(record.tenant, record.name)
-    if body.vector is not None:
-        query = normalize(np.asarray([body.vector], dtype=np.float32))[0]
-    else:
-        assert body.query is not None
-        query = await request.app[MODEL].encode(body.query)
-    if snapshot is None or not snapshot.segments:
-        return model_response(SearchResponse(results=[], index_version=snapshot.version if snapshot else None))
-    pool = request.app[SEARCH_POOL]
-    loop = asyncio.get_running_loop()
-    hits = await loop.run_in_executor(pool, search_snapshot, snapshot, query, body.k, body.filter or None)
-    results = [SearchHit(id=h.id, score=h.score, metadata=h.metadata) for h in hits]
-    return model_response(SearchResponse(results=results, index_version=snapshot.version))
+    directives = {d.strip() for d in request.headers.get("Cache-Control", "").lower().split(",")}
+    answer, level = await request.app[SEARCHER].search(
+        record, body, latest=latest, read_cache="no-cache" not in directives, store="no-store" not in directives
+    )
+    response = json_bytes_response(answer)
+    if CACHE in request.app:
+        response.headers["Cache-Status"] = _cache_status(level)
+    return response
 
 
-@routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
-    """Alive: the process answers."""
-    return web.json_response({"status": "ok"})
-
-
-@routes.get("/readyz")
-async def readyz(request: web.Request) -> web.Response:
-    """Ready: Redis answers and the latest indexes are loaded."""
-    checks: dict[str, str] = {}
-    try:
-        await asyncio.wait_for(request.app[REDIS].ping(), 2)
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = f"unavailable: {type(exc).__name__}"
-    checks["index"] = "ok" if request.app[REGISTRY].loaded.is_set() else "loading"
-    checks["query_model"] = "ok" if request.app[MODEL].ready else "loading"
-    ready = checks["redis"] == "ok" and checks["index"] == "ok"
-    body = {"status": "ready" if ready else "not ready", "checks": checks, "pid": os.getpid()}
-    return web.json_response(body, status=200 if ready else 503)
-
-
-@routes.get("/metrics")
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus exposition of this process's metrics."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+def _cache_status(level: Level) -> str:
+    """RFC 9211 ``Cache-Status``: which cache level answered, or that both were passed."""
+    return f"semaflow-{level.value}; hit" if level is not Level.MISS else "semaflow; fwd=miss"

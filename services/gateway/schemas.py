@@ -8,8 +8,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared import constants as c
-from shared.documents import Document, check_vector
-from shared.jobs import JobState
+from shared.apikeys import MAX_NAME_LENGTH, ApiKey, Role
+from shared.deadletters import DeadLetter
+from shared.documents import Document, Vector, check_vector, needs_one_of
+from shared.jobs import Job, JobState
+from shared.ratelimits import Quotas
+from shared.schedule_state import ScheduleView
 from shared.workqueue import Priority
 
 JsonScalar = str | int | float | bool | None
@@ -17,6 +21,15 @@ JsonScalar = str | int | float | bool | None
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _exactly_one_of(*fields: str) -> dict[str, Any]:
+    """JSON Schema: exactly one of ``fields`` is present and not null."""
+    return {"oneOf": needs_one_of(*fields)["anyOf"]}
+
+
+# A page cursor as the API hands it out: ``{milliseconds}:{id}``.
+CURSOR_PATTERN = r"^[0-9]+:.+$"
 
 
 class IngestRequest(_Body):
@@ -48,9 +61,11 @@ class IngestAccepted(_Body):
 class SearchRequest(_Body):
     """``POST /v1/collections/{name}/search``: a query text or a vector, top ``k``, exact-match filter."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_exactly_one_of("query", "vector"))
+
     query: str | None = Field(default=None, min_length=1, max_length=c.MAX_TEXT_CHARS)
-    vector: list[float] | None = Field(default=None, min_length=c.EMBEDDING_DIM, max_length=c.EMBEDDING_DIM)
-    k: int = Field(default=10, ge=1, le=c.MAX_SEARCH_K)
+    vector: Vector | None = Field(default=None, min_length=c.EMBEDDING_DIM, max_length=c.EMBEDDING_DIM)
+    k: int = Field(default=10, ge=1, le=c.MAX_SEARCH_K, strict=True)
     filter: dict[str, JsonScalar] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -80,6 +95,18 @@ class SearchResponse(_Body):
     index_version: str | None
 
 
+class IndexStatsInfo(_Body):
+    """A collection's index statistics, as of the last statistics run (``computed_at``)."""
+
+    vectors: int
+    segments: int
+    approximate_segments: int
+    memory_bytes: int
+    index_age_seconds: float | None
+    version: str | None
+    computed_at: datetime
+
+
 class CollectionInfo(_Body):
     """A collection as the API shows it."""
 
@@ -88,6 +115,33 @@ class CollectionInfo(_Body):
     index_version: str | None
     segments: int
     created_at: str
+    stats: IndexStatsInfo | None = None
+
+
+class RollbackRequest(_Body):
+    """``POST /v1/collections/{name}/rollback``: the earlier version to publish again."""
+
+    version: str = Field(pattern=c.VERSION_PATTERN)
+
+
+class ScheduleList(_Body):
+    """``GET /v1/schedules``."""
+
+    schedules: list[ScheduleView]
+
+
+class TriggerAccepted(_Body):
+    """202 answer to a trigger: the leading scheduler fires the schedule once, soon."""
+
+    schedule: str
+    requested_at: datetime
+
+
+class RollbackAccepted(_Body):
+    """202 answer to a rollback: its job, and the version whose content it publishes."""
+
+    job_id: str
+    version: str
 
 
 class JobListQuery(_Body):
@@ -96,11 +150,13 @@ class JobListQuery(_Body):
     state: JobState | None = None
     collection: str | None = None
     limit: int = Field(default=50, ge=1, le=500)
-    cursor: str | None = None
+    cursor: str | None = Field(default=None, pattern=CURSOR_PATTERN)
 
 
 class JobBulkRequest(_Body):
     """``POST /v1/jobs:cancel`` and ``POST /v1/jobs:retry``: which jobs (at least one criterion)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
 
     state: JobState | None = None
     collection: str | None = None
@@ -122,11 +178,13 @@ class DeadLetterListQuery(_Body):
     collection: str | None = None
     job_id: str | None = None
     limit: int = Field(default=50, ge=1, le=500)
-    cursor: str | None = None
+    cursor: str | None = Field(default=None, pattern=CURSOR_PATTERN)
 
 
 class DeadLetterReplayRequest(_Body):
     """``POST /v1/dead-letters:replay``: which letters (at least one criterion)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
 
     queue: str | None = None
     collection: str | None = None
@@ -145,3 +203,111 @@ class Matched(_Body):
     """How many items a bulk operation applied to."""
 
     matched: int
+
+
+class CollectionList(_Body):
+    """``GET /v1/collections``."""
+
+    collections: list[CollectionInfo]
+
+
+class JobPage(_Body):
+    """A page of jobs, newest first; ``next_cursor`` continues it (null on the last page)."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class DeadLetterPage(_Body):
+    """A page of dead letters, newest first; ``next_cursor`` continues it (null on the last page)."""
+
+    dead_letters: list[DeadLetter]
+    next_cursor: str | None
+
+
+class QueueStats(_Body):
+    """One work queue's statistics."""
+
+    depth: dict[str, int]
+    delayed: int
+    in_flight: int
+    dead: int
+    oldest_age_seconds: float
+    workers: int
+    processed_last_minute: int
+
+
+class Queues(_Body):
+    """``GET /v1/queues``: every work queue's statistics."""
+
+    queues: dict[str, QueueStats]
+
+
+class KeyCreateRequest(_Body):
+    """``POST /v1/keys``: a key for ``tenant`` with ``role`` (default writer), optionally named."""
+
+    tenant: str = Field(pattern=c.TENANT_NAME_PATTERN)
+    role: Role = Role.WRITER
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+
+
+class KeyCreated(ApiKey):
+    """201 answer to ``POST /v1/keys``: the key itself, shown this once, and its record."""
+
+    key: str
+
+
+class KeyList(_Body):
+    """``GET /v1/keys``: key records (never the keys), oldest first."""
+
+    keys: list[ApiKey]
+
+
+class KeyListQuery(_Body):
+    """``GET /v1/keys`` query parameters."""
+
+    tenant: str | None = Field(default=None, pattern=c.TENANT_NAME_PATTERN)
+
+
+class RateLimits(_Body):
+    """A tenant's rate limits: the defaults, its own quotas, and what is in force."""
+
+    tenant: str
+    enabled: bool
+    defaults: Quotas
+    overrides: dict[str, int]
+    effective: Quotas
+
+
+class Health(_Body):
+    """``GET /healthz``."""
+
+    status: str
+
+
+class Readiness(_Body):
+    """``GET /readyz``: each check's state."""
+
+    status: str
+    checks: dict[str, str]
+    pid: int
+
+
+class ProblemField(BaseModel):
+    """One invalid field of a request."""
+
+    pointer: str
+    detail: str
+    type: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemField] | None = None

@@ -1,4 +1,4 @@
-"""Searching one snapshot: one FAISS call over its merged index, tombstones and filters excluded."""
+"""Searching one snapshot: one FAISS call over its merged flat index, one per approximate segment, merged top-k."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from services.gateway.snapshots import Snapshot
+    from services.gateway.snapshots import LiveSegment, Snapshot
+
+# Below this share of allowed rows (a selective filter, many tombstones), an HNSW segment is scanned
+# exactly: the graph would mostly walk excluded rows and come back short of k anyway.
+EXACT_BELOW_SHARE = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,20 +51,37 @@ def search_snapshot(
 
     Blocking (FAISS releases the GIL); run it on the :func:`search_pool`.
     """
+    q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+    hits = _search_flat(snapshot, q, k, filters)
+    if not snapshot.approximate:
+        return hits
+    for live in snapshot.approximate:
+        hits.extend(_search_approximate(live, q, k, filters))
+    hits.sort(key=lambda h: h.score, reverse=True)
+    return hits[:k]
+
+
+def _allowed(live: LiveSegment, filters: dict[str, Any] | None) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Rows of a segment that are live and match every filter."""
+    if not filters:
+        return live.live
+    mask = live.live.copy()
+    for key, value in filters.items():
+        mask &= live.matching(key, value)
+    return mask
+
+
+def _search_flat(snapshot: Snapshot, q: np.ndarray[Any, Any], k: int, filters: dict[str, Any] | None) -> list[Hit]:
+    """Search the merged flat index: one FAISS call over every flat segment."""
     import faiss
 
     if snapshot.index is None:
         return []
+    flat = snapshot.flat
     bitmap = snapshot.live_bitmap
-    allowed = snapshot.documents
+    allowed = sum(s.live_count for s in flat)
     if filters:
-        masks = []
-        for live in snapshot.segments:
-            mask = live.live.copy()
-            for key, value in filters.items():
-                mask &= live.matching(key, value)
-            masks.append(mask)
-        combined = np.concatenate(masks)
+        combined = np.concatenate([_allowed(live, filters) for live in flat])
         allowed = int(combined.sum())
         bitmap = np.packbits(combined, bitorder="little")
     kk = min(k, allowed)
@@ -70,14 +91,52 @@ def search_snapshot(
     if bitmap is not None:  # ``bitmap`` must stay referenced until the search returns
         selector = faiss.IDSelectorBitmap(int(snapshot.index.ntotal), faiss.swig_ptr(bitmap))
         params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
-    q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
     scores, rows = snapshot.index.search(q, kk, params=params)
     hits = []
     for score, row in zip(scores[0].tolist(), rows[0].tolist(), strict=True):
         if row < 0:
             continue
         s_idx = int(np.searchsorted(snapshot.offsets, row, side="right")) - 1
-        seg = snapshot.segments[s_idx].segment
+        seg = flat[s_idx].segment
         local = row - int(snapshot.offsets[s_idx])
         hits.append(Hit(seg.ids[local], score, seg.metadata[local]))
     return hits
+
+
+def _search_approximate(
+    live: LiveSegment, q: np.ndarray[Any, Any], k: int, filters: dict[str, Any] | None
+) -> list[Hit]:
+    """Search one HNSW segment, tombstones and filters excluded, without coming back short of k.
+
+    The graph skips excluded rows (FAISS ``IDSelector``) but explores only ``efSearch`` candidates,
+    so when most rows are excluded it can find fewer than ``k`` allowed ones: then, or when the
+    allowed rows are too few for the graph to pay, the segment's own flat rows are scanned exactly.
+    """
+    import faiss
+
+    mask = _allowed(live, filters)
+    allowed = int(mask.sum())
+    kk = min(k, allowed)
+    if kk == 0:
+        return []
+    owner: Any = live.segment.owner
+    graph: Any = faiss.downcast_index(owner)  # IndexHNSWFlat (its stubs lack .hnsw)
+    total = int(graph.ntotal)
+    bitmap = None if allowed == total else np.packbits(mask, bitorder="little")
+    selector = faiss.IDSelectorBitmap(total, faiss.swig_ptr(bitmap)) if bitmap is not None else None
+    rows = np.zeros((1, 0), dtype=np.int64)
+    if allowed >= total * EXACT_BELOW_SHARE:
+        params = faiss.SearchParametersHNSW(efSearch=max(int(graph.hnsw.efSearch), kk))  # type: ignore[attr-defined]
+        if selector is not None:
+            params.sel = selector
+        scores, rows = graph.search(q, kk, params=params)
+    if int((rows >= 0).sum()) < kk:
+        storage = faiss.downcast_index(graph.storage)
+        exact = faiss.SearchParameters(sel=selector) if selector is not None else None  # type: ignore[call-arg]
+        scores, rows = storage.search(q, kk, params=exact)
+    seg = live.segment
+    return [
+        Hit(seg.ids[row], score, seg.metadata[row])
+        for score, row in zip(scores[0].tolist(), rows[0].tolist(), strict=True)
+        if row >= 0
+    ]

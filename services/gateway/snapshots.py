@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
+from opentelemetry.trace import SpanKind
 
-from shared import bus, catalog, keys, manifests, segments
+from shared import bus, catalog, keys, manifests, segments, tracing
 from shared.events import CloudEvent, CollectionDeleted, IndexPublished
 from shared.layout import CollectionRef
 
@@ -74,8 +76,10 @@ def _no_offsets() -> np.ndarray[Any, np.dtype[np.int64]]:
 class Snapshot:
     """One immutable version of a collection's index, ready to search.
 
-    The segments' vectors are merged into one flat inner-product index, so a search is one FAISS
-    call however many segments the version has; ``offsets[i]`` is the first row of segment ``i``.
+    The flat segments' vectors are merged into one flat inner-product index, so searching them is one
+    FAISS call however many there are; ``offsets[i]`` is the first row of segment ``i``. Approximate
+    (HNSW) segments, which compaction builds for large collections, are searched on their own and
+    their hits merged with the flat ones: ``segments`` lists the ``flat_count`` flat ones first.
     """
 
     ref: CollectionRef
@@ -83,21 +87,24 @@ class Snapshot:
     segments: tuple[LiveSegment, ...] = ()
     index: faiss.Index | None = None
     offsets: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=_no_offsets)
-    live_bitmap: np.ndarray[Any, np.dtype[np.uint8]] | None = None  # None: every row is live
+    live_bitmap: np.ndarray[Any, np.dtype[np.uint8]] | None = None  # None: every flat row is live
+    flat_count: int = -1  # -1: all of ``segments``
 
     @classmethod
     def build(cls, ref: CollectionRef, version: str, parts: list[tuple[LoadedSegment, tuple[str, ...]]]) -> Snapshot:
         """Merge segments (with their tombstones) into a searchable snapshot; blocking, run in a thread.
 
-        The segments returned in ``segments`` have their vectors re-pointed into the merged index,
+        The flat segments returned in ``segments`` have their vectors re-pointed into the merged index,
         so a collection's vectors are held once (twice only while a swap is being built).
         """
         import faiss
 
+        flat = [(seg, deleted) for seg, deleted in parts if not seg.approximate]
+        approximate = [LiveSegment.of(seg, deleted) for seg, deleted in parts if seg.approximate]
         dim = parts[0][0].vectors.shape[1] if parts else 0
-        index = faiss.IndexFlatIP(dim) if parts else None
-        sizes = np.array([len(seg.ids) for seg, _ in parts], dtype=np.int64)
-        offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64) if parts else _no_offsets()
+        index = faiss.IndexFlatIP(dim) if flat else None
+        sizes = np.array([len(seg.ids) for seg, _ in flat], dtype=np.int64)
+        offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64) if flat else _no_offsets()
         total = int(sizes.sum())
         xb = None
         if index is not None and total:
@@ -106,16 +113,26 @@ class Snapshot:
             index.codes.resize(total * dim * 4)
             index.ntotal = total
             xb = faiss.rev_swig_ptr(index.get_xb(), total * dim).reshape(total, dim)
-            for i, (seg, _deleted) in enumerate(parts):
+            for i, (seg, _deleted) in enumerate(flat):
                 xb[offsets[i] : offsets[i] + len(seg.ids)] = seg.vectors
         live_parts: list[LiveSegment] = []
         if index is not None:
-            for i, (seg, deleted) in enumerate(parts):
+            for i, (seg, deleted) in enumerate(flat):
                 view = xb[offsets[i] : offsets[i] + len(seg.ids)] if xb is not None else seg.vectors
                 live_parts.append(LiveSegment.of(seg.rebased(view, index), deleted))
         live = np.concatenate([p.live for p in live_parts]) if live_parts else np.zeros(0, dtype=bool)
         bitmap = None if bool(live.all()) else np.packbits(live, bitorder="little")
-        return cls(ref, version, tuple(live_parts), index, offsets, bitmap)
+        return cls(ref, version, (*live_parts, *approximate), index, offsets, bitmap, len(live_parts))
+
+    @property
+    def flat(self) -> tuple[LiveSegment, ...]:
+        """The segments merged into ``index``, in row order."""
+        return self.segments if self.flat_count < 0 else self.segments[: self.flat_count]
+
+    @property
+    def approximate(self) -> tuple[LiveSegment, ...]:
+        """The segments searched with their own approximate index."""
+        return () if self.flat_count < 0 else self.segments[self.flat_count :]
 
     @property
     def documents(self) -> int:
@@ -124,8 +141,9 @@ class Snapshot:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes of vectors held."""
-        return int(self.index.ntotal) * int(self.index.d) * 4 if self.index is not None else 0
+        """Bytes of vectors (and graphs) held."""
+        flat = int(self.index.ntotal) * int(self.index.d) * 4 if self.index is not None else 0
+        return flat + sum(s.segment.nbytes for s in self.approximate)
 
 
 class IndexRegistry:
@@ -136,7 +154,17 @@ class IndexRegistry:
         self.store = store
         self._snapshots: dict[tuple[str, str], Snapshot] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._drop_listeners: list[Callable[[str, str], None]] = []
+        self._swap_listeners: list[Callable[[Snapshot], None]] = []
         self.loaded = asyncio.Event()
+
+    def on_drop(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(tenant, name)`` whenever a collection is dropped (deleted, here or on another replica)."""
+        self._drop_listeners.append(listener)
+
+    def on_swap(self, listener: Callable[[Snapshot], None]) -> None:
+        """Call ``listener(snapshot)`` whenever a version is swapped in."""
+        self._swap_listeners.append(listener)
 
     def get(self, tenant: str, name: str) -> Snapshot | None:
         """The collection's current snapshot, if loaded."""
@@ -163,7 +191,28 @@ class IndexRegistry:
                 snapshot = await asyncio.to_thread(self._load, ref, version, reusable)
             self._snapshots[key] = snapshot
             log.info("index.swapped", collection=name, tenant=tenant, version=version, documents=snapshot.documents)
+            for listener in self._swap_listeners:
+                listener(snapshot)
             return snapshot
+
+    async def catch_up(self, current: Snapshot, wait_s: float) -> Snapshot:
+        """The newest published version, if it loads within ``wait_s``; ``current`` otherwise.
+
+        The load goes on after a time-out (the event follower would start it anyway), so a big
+        version still swaps in; the requests that gave up on it answer from the one they had.
+        """
+        if wait_s <= 0:
+            return current
+        loading = asyncio.ensure_future(self.refresh(current.ref.tenant, current.ref.name))
+        try:
+            newer = await asyncio.wait_for(asyncio.shield(loading), wait_s)
+        except TimeoutError:
+            loading.add_done_callback(_retrieve)
+            return current
+        except Exception as exc:  # a failed load must not fail the search: the loaded version still answers
+            log.warning("index.catch_up_failed", collection=current.ref.name, error=repr(exc))
+            return current
+        return newer if newer is not None else current
 
     def _load(self, ref: CollectionRef, version: str, current: Snapshot | None) -> Snapshot:
         """Read the manifest, fetch only segments the current snapshot lacks, and merge."""
@@ -183,6 +232,8 @@ class IndexRegistry:
         """Forget a deleted collection."""
         if self._snapshots.pop((tenant, name), None) is not None:
             log.info("index.dropped", collection=name, tenant=tenant)
+        for listener in self._drop_listeners:
+            listener(tenant, name)
 
     async def load_all(self) -> None:
         """Load every collection's latest version (startup); never builds anything."""
@@ -198,7 +249,12 @@ class IndexRegistry:
         try:
             payload = event.payload()
             if isinstance(payload, IndexPublished):
-                await self.refresh(payload.tenant, payload.collection)
+                # The swap continues the trace of the write that published the version.
+                attributes = {"semaflow.tenant": payload.tenant, "semaflow.version": payload.version}
+                with tracing.span(
+                    "index.swap", parent=event.traceparent, kind=SpanKind.CONSUMER, attributes=attributes
+                ):
+                    await self.refresh(payload.tenant, payload.collection)
             elif isinstance(payload, CollectionDeleted):
                 self.drop(payload.tenant, payload.collection)
         except Exception:
@@ -223,3 +279,9 @@ class IndexRegistry:
             if loop.time() >= next_reconcile:
                 await self.load_all()
                 next_reconcile = loop.time() + reconcile_s
+
+
+def _retrieve(task: asyncio.Future[Snapshot | None]) -> None:
+    """Fetch a background load's outcome, so a failure is logged once and not as never retrieved."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("index.catch_up_failed", error=repr(exc))

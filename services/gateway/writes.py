@@ -62,7 +62,7 @@ class Writes:
         documents: int,
         priority: Priority,
         op: str,
-        payload: tasks.EmbedBatch | tasks.DeleteDocuments,
+        payload: tasks.EmbedBatch | tasks.DeleteDocuments | tasks.RollbackCollection,
         batch_id: str | None = None,
     ) -> Job:
         """Record the job of ``payload`` and queue its first stage."""
@@ -148,3 +148,24 @@ class Writes:
             write_seq=seq,
         )
         return await self._submit(JobKind.DELETE, 1, priority, "delete_documents", payload)
+
+    async def rollback(
+        self, collection: Collection, version: str, documents: int, priority: Priority = Priority.HIGH
+    ) -> Job:
+        """Queue the publication of earlier version ``version`` as the next one; returns the queued job.
+
+        A rollback is a write: it takes its place in the collection's write order (writes accepted
+        before it have no effect after it) and runs on the index queue, ahead of normal work.
+        """
+        job_id, seq = await self._reserve(collection)
+        payload = tasks.RollbackCollection(
+            tenant=collection.tenant,
+            collection=collection.name,
+            collection_id=collection.id,
+            version=version,
+            job_id=job_id,
+            write_seq=seq,
+        )
+        job = await self._submit(JobKind.ROLLBACK, documents, priority, "rollback_collection", payload)
+        log.info("rollback.accepted", job_id=job.id, collection=collection.name, version=version)
+        return job

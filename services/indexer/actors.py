@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 import structlog
 from dramatiq.middleware import CurrentMessage
+from opentelemetry.trace import SpanKind
 
-from shared import bus, catalog, jobs, tasks
+from shared import bus, catalog, jobs, tasks, tracing
 from shared.catalog import Collection
 from shared.errors import Cancelled, PermanentError
 from shared.events import CloudEvent, IndexPublished, JobSucceeded
@@ -62,12 +63,12 @@ class Indexer:
             self._publish(done, job_id)
 
     def run(self, op: str, payload: tasks.TaskPayload) -> None:
-        """Apply one entry's batch or delete and publish the next version.
+        """Apply one entry's batch, delete or rollback and publish the next version.
 
         Raises:
             Cancelled: the job was cancelled before anything was published.
         """
-        if not isinstance(payload, tasks.IndexBatch | tasks.DeleteDocuments):
+        if not isinstance(payload, tasks.IndexBatch | tasks.DeleteDocuments | tasks.RollbackCollection):
             raise PermanentError(f"the index queue cannot run {op!r}")
         job_id = payload.job_id
         if jobs.state_sync(self.client, job_id) is jobs.JobState.CANCELLED:
@@ -80,11 +81,16 @@ class Indexer:
             outcome = self.publisher.add_batch(collection, payload.batch_id, payload.write_seq, job_id)
             job = jobs.get_sync(self.client, job_id)
             documents = job.embedded if job is not None else 0
-        else:
+        elif isinstance(payload, tasks.DeleteDocuments):
             jobs.transition(self.client, job_id, jobs.JobState.RUNNING)
             jobs.count_attempt(self.client, job_id)
             outcome = self.publisher.delete(collection, payload.document_ids, payload.write_seq, job_id)
             documents = len(payload.document_ids)
+        else:
+            jobs.transition(self.client, job_id, jobs.JobState.RUNNING)
+            jobs.count_attempt(self.client, job_id)
+            outcome = self.publisher.rollback(collection, payload.version, payload.write_seq, job_id)
+            documents = outcome.manifest.documents if outcome.published and outcome.manifest else 0
         self._finish(collection, job_id, outcome, documents)
 
     def index_next(self, **_: Any) -> None:
@@ -94,10 +100,13 @@ class Indexer:
         if entry is None:
             return  # a spare token: nothing waits
         op, payload = tasks.parse_op(entry.kwargs)
-        try:
-            self.run(op, payload)
-        except Cancelled as exc:
-            log.info("index.cancelled", job_id=entry.id, reason=str(exc))
+        structlog.contextvars.bind_contextvars(tenant=entry.tenant, job_id=entry.id, op=op)
+        attributes = {"semaflow.tenant": entry.tenant, "semaflow.job_id": entry.id}
+        with tracing.span(op, parent=entry.traceparent, kind=SpanKind.CONSUMER, attributes=attributes):
+            try:
+                self.run(op, payload)
+            except Cancelled as exc:
+                log.info("index.cancelled", job_id=entry.id, reason=str(exc))
         self.queue.release(message_id)
 
     def drop_collection(self, **kwargs: Any) -> None:

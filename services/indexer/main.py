@@ -1,13 +1,14 @@
-"""Indexer service: consumes the ``index`` queue and publishes manifests."""
+"""Indexer service: consumes the ``index`` queue and publishes manifests; runs index maintenance."""
 
 from __future__ import annotations
 
-from services.indexer import actors
+from prometheus_client import Counter
+
+from services.indexer import actors, maintenance
 from services.indexer.publishing import Publisher
-from shared import tasks
+from shared import tasks, telemetry
 from shared.config import Settings
 from shared.storage import ObjectStore, open_store
-from shared.telemetry import configure_logging
 from shared.worker import WorkerService, new_worker_service
 
 NAME = "indexer"
@@ -15,14 +16,21 @@ NAME = "indexer"
 
 def build(settings: Settings, *, store: ObjectStore | None = None) -> WorkerService:
     """Wire settings to Redis, the store and the actors."""
-    service = new_worker_service(NAME, settings, settings.require_redis_url(), {tasks.INDEX_QUEUE})
-    publisher = Publisher(service.client, store or open_store(settings))
+    queues = {tasks.INDEX_QUEUE, tasks.MAINTENANCE_QUEUE}
+    # Maintenance runs on its own worker thread: a long compaction never holds up writes (and vice versa).
+    service = new_worker_service(
+        NAME, settings, settings.require_redis_url(), queues, dedicated={tasks.MAINTENANCE_QUEUE: 1}
+    )
+    objects = store or open_store(settings)
+    published = Counter("semaflow_index_publishes", "Index versions made live.", registry=service.metrics.registry)
+    publisher = Publisher(service.client, objects, published=published)
     actors.declare(service.broker, service.client, publisher, settings)
+    maintenance.declare(service.broker, service.client, objects, publisher, settings)
     return service
 
 
 def main() -> None:
     """Run the indexer until SIGTERM."""
     settings = Settings()
-    configure_logging(NAME, level=settings.log_level, json=settings.log_json)
+    telemetry.configure(NAME, settings)
     build(settings).run_forever()

@@ -10,6 +10,10 @@ whose recorded ``write_seq`` is lower than its own, so:
 
 Publishing happens under a per-collection Redis lock, and the LATEST pointer and the document map
 move together in one Lua script that also checks the pointer is the one the new manifest builds on.
+
+A rollback is a write too: it publishes an earlier manifest's content as the next version, rebuilds
+the document map to match, and raises the collection's write floor to its own ``write_seq``, so a
+write accepted before the rollback but applied after it has no effect.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ import structlog
 from shared import catalog, jobs, keys, manifests, segments
 from shared.constants import COLLECTION_LOCK_TTL_S
 from shared.documents import decode_batch, decode_vectors
-from shared.errors import Cancelled, StaleIndex
+from shared.errors import Cancelled, ObjectNotFound, PermanentError, StaleIndex
 from shared.jobs import now
 from shared.manifests import Manifest, SegmentRef
 
 if TYPE_CHECKING:
     import redis
+    from prometheus_client import Counter
 
     from shared.catalog import Collection
     from shared.layout import CollectionRef
@@ -46,6 +51,22 @@ if current ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[3], 'state') == 'cancelled' then return -1 end
 redis.call('SET', KEYS[1], ARGV[2])
 for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'published', ARGV[2]) end
+return 1
+"""
+
+
+# The same, for a rollback: the document map is replaced whole and the write floor raised.
+# KEYS: latest pointer, document map, job record, write floor. ARGV: expected version, new version,
+# floor, then (document id, 'segment:seq') pairs.
+_REPLACE = """
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[3], 'state') == 'cancelled' then return -1 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('DEL', KEYS[2])
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('SET', KEYS[4], ARGV[3])
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'published', ARGV[2]) end
 return 1
 """
@@ -70,14 +91,20 @@ def _parse_entry(raw: bytes | None) -> tuple[str, int] | None:
 class Publisher:
     """Turns batches and deletes into manifests for one store and Redis."""
 
-    def __init__(self, client: redis.Redis, store: ObjectStore) -> None:
+    def __init__(self, client: redis.Redis, store: ObjectStore, *, published: Counter | None = None) -> None:
         self.client = client
         self.store = store
+        self.published = published  # counts every version this process makes live
 
     def current(self, ref: CollectionRef) -> Manifest | None:
         """The manifest LATEST points at, or None for an empty collection."""
         raw = self.client.get(keys.latest(ref.tenant, ref.name))
         return manifests.read(self.store, ref, raw.decode()) if raw else None  # type: ignore[union-attr]
+
+    def floor(self, ref: CollectionRef) -> int:
+        """The write sequence of the collection's last rollback (0: none); older writes have no effect."""
+        raw = self.client.get(keys.write_floor(ref.tenant, ref.name))
+        return int(raw) if raw else 0
 
     def add_batch(self, collection: Collection, batch_id: str, write_seq: int, job_id: str = "") -> Outcome:
         """Index a stored, embedded batch as one new segment (only its documents that are newest).
@@ -88,10 +115,11 @@ class Publisher:
         ref = collection.ref
         docs = decode_batch(self.store.get(ref.batch_key(batch_id)))
         vectors = decode_vectors(self.store.get(ref.vectors_key(batch_id)))
-        with self._locked(ref):
+        with self.locked(ref):
             base = self.current(ref)
-            entries = self._entries(ref, [d.id for d in docs])
-            keep = [i for i, d in enumerate(docs) if (e := entries[d.id]) is None or e[1] < write_seq]
+            entries = self.entries(ref, [d.id for d in docs])
+            newer = write_seq > self.floor(ref)
+            keep = [i for i, d in enumerate(docs) if newer and ((e := entries[d.id]) is None or e[1] < write_seq)]
             if not keep:
                 log.info("batch.superseded", batch_id=batch_id, collection=ref.name)
                 return Outcome(base.version if base else None, False, base)
@@ -111,10 +139,11 @@ class Publisher:
             Cancelled: job ``job_id`` was cancelled before the deletion took effect.
         """
         ref = collection.ref
-        with self._locked(ref):
+        with self.locked(ref):
             base = self.current(ref)
-            entries = self._entries(ref, list(document_ids))
-            newer = {d for d, e in entries.items() if e is None or e[1] < write_seq}
+            entries = self.entries(ref, list(document_ids))
+            after_floor = write_seq > self.floor(ref)
+            newer = {d for d, e in entries.items() if after_floor and (e is None or e[1] < write_seq)}
             if not newer:
                 return Outcome(base.version if base else None, False, base)
             doomed = {d: e[0] for d in newer if (e := entries[d]) is not None and e[0] != DELETED}
@@ -127,7 +156,87 @@ class Publisher:
                 return Outcome(base.version if base else None, False, base)
             return self._publish(ref, base, _tombstone(base, doomed), None, updates, job_id)
 
-    def _entries(self, ref: CollectionRef, ids: list[str]) -> dict[str, tuple[str, int] | None]:
+    def rollback(self, collection: Collection, version: str, write_seq: int, job_id: str = "") -> Outcome:
+        """Publish the content of earlier manifest ``version`` as the next version (append-only history).
+
+        Documents written after ``version`` leave the index and the document map records them as
+        deleted at this write, so sending them again works; a write accepted after this rollback but
+        applied before it keeps its effect.
+
+        Raises:
+            PermanentError: ``version`` does not exist (never, or removed by cleanup) or is not this collection's.
+            Cancelled: job ``job_id`` was cancelled before the rollback went live.
+        """
+        ref = collection.ref
+        target = self._rollback_target(ref, version)
+        rows = {seg.id: self._ids(ref, seg, version) for seg in target.segments}
+        with self.locked(ref):
+            base = self.current(ref)
+            if write_seq <= self.floor(ref):
+                return Outcome(base.version if base else None, False, base)
+            docmap = self._docmap(ref)
+            newer = {d: e for d, e in docmap.items() if e[1] > write_seq}
+            kept = self._rolled_back_segments(ref, target, rows, base, newer)
+            updates = {d: f"{e[0]}:{e[1]}" for d, e in newer.items()}
+            for seg in target.segments:
+                gone = set(seg.deleted)
+                for doc in rows[seg.id]:
+                    if doc not in gone and doc not in newer:
+                        updates[doc] = f"{seg.id}:{write_seq}"
+            for doc in docmap:
+                updates.setdefault(doc, f"{DELETED}:{write_seq}")
+            log.info("index.rollback", collection=ref.name, target=version, documents=sum(s.live for s in kept))
+            return self._publish(ref, base, kept, None, updates, job_id, floor=write_seq)
+
+    def _rollback_target(self, ref: CollectionRef, version: str) -> Manifest:
+        try:
+            target = manifests.read(self.store, ref, version)
+        except ObjectNotFound as exc:
+            raise PermanentError(f"version {version} of {ref.name!r} does not exist (or was removed)") from exc
+        if (target.tenant, target.collection, target.collection_id) != (ref.tenant, ref.name, ref.id):
+            raise PermanentError(f"version {version} belongs to another collection")
+        return target
+
+    def _ids(self, ref: CollectionRef, seg: SegmentRef, version: str) -> list[str]:
+        try:
+            return segments.read_ids(self.store, ref, seg)
+        except ObjectNotFound as exc:
+            raise PermanentError(f"segment {seg.id} of version {version} was removed") from exc
+
+    def _rolled_back_segments(
+        self,
+        ref: CollectionRef,
+        target: Manifest,
+        rows: dict[str, list[str]],
+        base: Manifest | None,
+        newer: dict[str, tuple[str, int]],
+    ) -> tuple[SegmentRef, ...]:
+        """The target's segments, minus documents that newer writes replaced, plus the rows those wrote."""
+        holders: dict[str, set[str]] = {}
+        for doc, entry in newer.items():
+            if entry[0] != DELETED:
+                holders.setdefault(entry[0], set()).add(doc)
+        out: list[SegmentRef] = []
+        for seg in target.segments:
+            own = holders.pop(seg.id, set())
+            shadowed = {d for d in rows[seg.id] if d in newer and d not in own}
+            deleted = (set(seg.deleted) | shadowed) - own
+            out.append(seg.model_copy(update={"deleted": tuple(sorted(deleted))}))
+        by_id = {seg.id: seg for seg in base.segments} if base else {}
+        for seg_id, docs in sorted(holders.items()):
+            holder = by_id.get(seg_id)
+            if holder is None:
+                continue
+            others = [d for d in segments.read_ids(self.store, ref, holder) if d not in docs]
+            out.append(holder.model_copy(update={"deleted": tuple(sorted(others))}))
+        return tuple(seg for seg in out if seg.live > 0)
+
+    def _docmap(self, ref: CollectionRef) -> dict[str, tuple[str, int]]:
+        raw: dict[bytes, bytes] = self.client.hgetall(keys.docmap(ref.tenant, ref.name))  # type: ignore[assignment]
+        return {keys.text(d): entry for d, e in raw.items() if (entry := _parse_entry(e)) is not None}
+
+    def entries(self, ref: CollectionRef, ids: list[str]) -> dict[str, tuple[str, int] | None]:
+        """The document map's ``(segment, write_seq)`` of each id (None: never written)."""
         if not ids:
             return {}
         raw = self.client.hmget(keys.docmap(ref.tenant, ref.name), ids)
@@ -141,6 +250,8 @@ class Publisher:
         added: SegmentRef | None,
         updates: dict[str, str],
         job_id: str,
+        *,
+        floor: int | None = None,
     ) -> Outcome:
         manifest = Manifest(
             tenant=ref.tenant,
@@ -156,18 +267,35 @@ class Publisher:
         for doc_id, value in updates.items():
             args += [doc_id, value]
         job_key = keys.job(job_id) if job_id else keys.job("-")
-        moved = self.client.eval(
-            _ADVANCE, 3, keys.latest(ref.tenant, ref.name), keys.docmap(ref.tenant, ref.name), job_key, *args
-        )
+        latest, docmap = keys.latest(ref.tenant, ref.name), keys.docmap(ref.tenant, ref.name)
+        if floor is None:
+            moved = self.client.eval(_ADVANCE, 3, latest, docmap, job_key, *args)
+        else:
+            floor_key = keys.write_floor(ref.tenant, ref.name)
+            moved = self.client.eval(
+                _REPLACE, 4, latest, docmap, job_key, floor_key, args[0], args[1], floor, *args[2:]
+            )
         if moved == -1:
             # The manifest and segment files stay unreferenced; cleanup removes them.
             raise Cancelled(f"job {job_id} was cancelled; {manifest.version} not published")
         if moved != 1:
             raise StaleIndex(f"{ref.name}: LATEST moved while publishing {manifest.version}")
         log.info("index.published", collection=ref.name, version=manifest.version, documents=manifest.documents)
+        if self.published is not None:
+            self.published.inc()
         return Outcome(manifest.version, True, manifest)
 
-    def _locked(self, ref: CollectionRef) -> Any:
+    def replace_segments(
+        self, ref: CollectionRef, base: Manifest, kept: tuple[SegmentRef, ...], updates: dict[str, str]
+    ) -> Outcome:
+        """Publish ``kept`` as the version after ``base``, moving ``updates`` in the document map.
+
+        For compaction; the caller holds :meth:`locked` and has read ``base`` under it.
+        """
+        return self._publish(ref, base, kept, None, updates, "")
+
+    def locked(self, ref: CollectionRef) -> Any:
+        """The per-collection lock every change of LATEST and the document map is made under."""
         return self.client.lock(
             keys.collection_lock(ref.tenant, ref.name),
             timeout=COLLECTION_LOCK_TTL_S,

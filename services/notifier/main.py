@@ -1,40 +1,122 @@
-"""Notifier service: follows the event stream in its consumer group (deliveries build on this)."""
+"""Notifier service: webhook deliveries and mail, driven by the event stream and the ``notify`` queue."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Final
 
 import redis.asyncio as aioredis
 import structlog
 
+from services.notifier import actors
+from services.notifier.delivery import Deliverer
+from services.notifier.fanout import FanOut
+from services.notifier.http import open_session
+from services.notifier.mail import Mailer, Notifications, Renderer
+from services.notifier.metrics import NotifierMetrics
+from shared import tasks, telemetry
 from shared.bus import GroupConsumer
 from shared.config import Settings
-from shared.events import CloudEvent
+from shared.errors import TransientError
 from shared.heartbeat import instance_id
-from shared.service import run_until_signalled
-from shared.telemetry import configure_logging
+from shared.service import pause, run_until_signalled
+from shared.worker import WorkerService, new_worker_service
 
 log = structlog.get_logger(__name__)
-NAME = "notifier"
-GROUP = "notifier"
+NAME: Final = "notifier"
+GROUP: Final = "notifier"
 
 
-async def handle(event: CloudEvent) -> None:
-    """Record each event; webhook and email delivery hook in here."""
-    log.info("event.received", type=event.type, event_id=event.id, subject=event.subject)
+class Notifier:
+    """A notifier process: its Dramatiq worker, and while it runs, its event-loop side.
+
+    The loop side follows the stream in the ``notifier`` consumer group (events become deliveries),
+    starts deliveries as they fall due, and makes the attempts the ``deliver_webhook`` actor hands
+    it. Mail and the digest run in the Dramatiq worker's threads.
+    """
+
+    def __init__(
+        self, settings: Settings, service: WorkerService, notifications: Notifications, metrics: NotifierMetrics
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.notifications = notifications
+        self.metrics = metrics
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._deliverer: Deliverer | None = None
+
+    def deliverer(self) -> Deliverer:
+        """The running process's deliverer.
+
+        Raises:
+            TransientError: the notifier is not running (yet, or any more).
+        """
+        if self._deliverer is None:
+            raise TransientError("the notifier is not running")
+        return self._deliverer
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop``; then stop consuming, finish the attempts under way, and close."""
+        s = self.settings
+        client = aioredis.Redis.from_url(
+            s.require_redis_url(), health_check_interval=30, socket_timeout=15, socket_connect_timeout=5
+        )
+        session = open_session(
+            s.webhook_allow_list, timeout_s=s.webhook_timeout_s, max_connections=s.webhook_max_in_flight
+        )
+        deliverer = Deliverer(client, session, self.service.broker, s, self.metrics)
+        deliverer.start()
+        fanout = FanOut(client, deliverer, self.service.broker, group=GROUP)
+        consumer = GroupConsumer(client, GROUP, instance_id(), fanout.handle, block_ms=1_000, count=100)
+        self.loop, self._deliverer = asyncio.get_running_loop(), deliverer
+        worker, heartbeat = self.service.start()
+        try:
+            await asyncio.gather(
+                _forever("stream", consumer.run, stop), _forever("dispatcher", deliverer.run_due, stop)
+            )
+        finally:
+            await asyncio.to_thread(self.service.stop_consuming, worker, heartbeat)
+            await deliverer.drain(s.shutdown_timeout_s)
+            self._deliverer = None
+            await session.close()
+            await client.aclose()
+            await asyncio.to_thread(self.service.close)
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """Consume the stream until ``stop``."""
-    client = aioredis.Redis.from_url(settings.require_redis_url(), socket_timeout=15)
-    try:
-        await GroupConsumer(client, GROUP, instance_id(), handle, block_ms=1_000).run(stop)
-    finally:
-        await client.aclose()
+async def _forever(name: str, body: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Run ``body`` until ``stop``, starting it again after a failure (Redis restarting, say)."""
+    while not stop.is_set():
+        try:
+            await body(stop)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("notifier.loop_failed", loop=name, error=str(exc))
+            await pause(stop, 1.0)
+
+
+def build(settings: Settings, *, mailer: Mailer | None = None) -> Notifier:
+    """Wire settings to Redis, the broker, mail and the actors."""
+    threads = settings.model_copy(update={"worker_threads": settings.notifier_threads})
+    service = new_worker_service(NAME, threads, settings.require_redis_url(), {tasks.NOTIFY_QUEUE})
+    metrics = NotifierMetrics(service.metrics.registry)
+    notifications = Notifications(
+        service.client,
+        mailer or Mailer(settings),
+        Renderer(),
+        max_per_hour=settings.email_max_per_hour,
+        metrics=metrics,
+    )
+    notifier = Notifier(settings, service, notifications, metrics)
+    actors.declare(service.broker, notifier)
+    return notifier
 
 
 def main() -> None:
     """Run the notifier until SIGTERM."""
     settings = Settings()
-    configure_logging(NAME, level=settings.log_level, json=settings.log_json)
-    asyncio.run(run_until_signalled(NAME, settings.require_redis_url(), lambda stop: serve(settings, stop)))
+    telemetry.configure(NAME, settings)
+    notifier = build(settings)
+    grace = 2 * settings.shutdown_timeout_s + 10  # the worker's in-flight messages, then the attempts
+    asyncio.run(run_until_signalled(NAME, settings.require_redis_url(), notifier.run, heartbeat=False, grace_s=grace))

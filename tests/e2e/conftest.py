@@ -56,7 +56,17 @@ def start_stack(data_dir: Path, *, extra_env: dict[str, str] | None = None) -> S
     port = free_port()
     log = data_dir.parent / f"{data_dir.name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEMAFLOW_")}
-    env.update({"SEMAFLOW_LOG_JSON": "true", "SEMAFLOW_WORKER_POLL_MS": "50", **(extra_env or {})})
+    # Rate limits off unless a test asks for them: the tests poll far faster than the default budgets.
+    env.update(
+        {
+            "SEMAFLOW_LOG_JSON": "true",
+            "SEMAFLOW_WORKER_POLL_MS": "50",
+            # No hourly compaction in the middle of a test that counts segments or versions.
+            "SEMAFLOW_SCHEDULES": '{"compaction": {"enabled": false}}',
+            "SEMAFLOW_RATE_LIMIT_ENABLED": "false",
+            **(extra_env or {}),
+        }
+    )
     with log.open("wb") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "semaflow", "up", "--port", str(port), "--data-dir", str(data_dir)],
@@ -87,8 +97,10 @@ def start_stack(data_dir: Path, *, extra_env: dict[str, str] | None = None) -> S
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One stack shared by a module's tests (it takes ~15 s to load the model)."""
-    running = start_stack(tmp_path_factory.mktemp("stack") / "data")
+    """One stack shared by a module's tests (it takes ~15 s to load the model); webhooks may reach 127.0.0.1."""
+    running = start_stack(
+        tmp_path_factory.mktemp("stack") / "data", extra_env={"SEMAFLOW_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}
+    )
     yield running
     code = running.stop()
     assert code == 0, running.logs()

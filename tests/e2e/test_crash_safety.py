@@ -53,6 +53,8 @@ class Services:
                 "SEMAFLOW_WORKER_DEAD_AFTER_S": "3",
                 "SEMAFLOW_EMBED_BATCH_SIZE": "8",
                 "SEMAFLOW_SHUTDOWN_TIMEOUT_S": "60",
+                # The test polls job states far faster than the default rate limits allow.
+                "SEMAFLOW_RATE_LIMIT_ENABLED": "false",
             }
         )
         return env

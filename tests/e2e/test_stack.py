@@ -13,8 +13,10 @@ import aiohttp
 import numpy as np
 import psutil
 import pytest
+from standardwebhooks import Webhook
 
 from tests.e2e.conftest import Stack, start_stack
+from tests.peers import Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -197,6 +199,29 @@ async def test_hot_swap_serves_every_request_and_versions_only_move_forward(stac
         assert versions == sorted(versions)
     assert len(set(published)) == 5 and published == sorted(published)
     assert any(published[-1] in versions for versions in seen)
+
+
+async def test_a_subscriber_hears_of_an_ingest_through_signed_webhooks(stack: Stack) -> None:
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            body = {"url": receiver.url("/events"), "event_types": ["job.*", "index.published"]}
+            async with session.post(f"{stack.url}/v1/webhooks", json=body, headers=stack.auth) as r:
+                assert r.status == 201, await r.text()
+                secret = (await r.json())["secret"]
+            async with session.put(f"{stack.url}/v1/collections/hooked", headers=stack.auth) as r:
+                assert r.status == 201
+            job_id = await ingest(session, stack, "hooked", corpus(3, seed=5, prefix="w"))
+            job = await wait_job(session, stack, job_id)
+
+        hits = await receiver.wait_for("/events", 2, timeout_s=60)
+        events = {e["type"]: e for e in (Webhook(secret).verify(h.body, h.headers) for h in hits)}
+        assert events["job.succeeded"]["data"]["job_id"] == job_id
+        assert events["index.published"]["data"]["version"] == job["index_version"]
+        assert events["index.published"]["source"] == "semaflow/indexer"
+    finally:
+        await receiver.stop()
 
 
 def test_crashed_worker_is_restarted_and_stack_stops_cleanly(tmp_path: Path) -> None:

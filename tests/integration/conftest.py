@@ -1,7 +1,11 @@
-"""Integration fixtures: a real S3 API server (SeaweedFS ``weed mini``) on free ports, and stores on it or on disk."""
+"""Integration fixtures: a real S3 API server (SeaweedFS ``weed mini``) on free ports, stores on it or on disk,
+the gateway app with a tenant's key, the notifier running in-process, and its real peers (an HTTP
+receiver, an SMTP server with STARTTLS and a login).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import shutil
@@ -11,19 +15,30 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
+import redis
+import redis.asyncio as aioredis
+import trustme
+from aiohttp.test_utils import TestClient
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
+from pytest_aiohttp import AiohttpClient
 
+from services.gateway.main import build as build_gateway
+from services.notifier.main import Notifier
+from services.notifier.main import build as build_notifier
+from shared import apikeys
 from shared.config import Settings
+from shared.embedding import Encoder
 from shared.storage import LocalStore, S3Store, open_store
+from tests.peers import Receiver, SmtpServer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -249,3 +264,148 @@ def s3_store(s3_server: S3Server, s3_bucket: str) -> Iterator[S3Store]:
 def local_store(tmp_path: Path) -> LocalStore:
     """A LocalStore in a fresh temporary directory."""
     return LocalStore(tmp_path / "objects")
+
+
+# --- the gateway ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def encoder() -> Encoder:
+    """The real model, loaded once for the whole run."""
+    return Encoder.load()
+
+
+@dataclass
+class Api:
+    """An HTTP client for the gateway and the key it authenticates with."""
+
+    client: TestClient  # type: ignore[type-arg]
+    key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest.fixture
+def api_key(redis_client: redis.Redis) -> str:
+    key = apikeys.new_key()
+    apikeys.store(redis_client, key, "acme")
+    return key
+
+
+@pytest.fixture
+async def api(
+    aiohttp_client: AiohttpClient, settings: Settings, store: LocalStore, encoder: Encoder, api_key: str
+) -> AsyncIterator[Api]:
+    app = build_gateway(settings, store=store, encoder_loader=lambda: encoder)
+    yield Api(await aiohttp_client(app), api_key)
+
+
+# --- the notifier and its peers ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def aio_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client on the clean database."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A webhook receiver on 127.0.0.1 (answers 200 unless scripted)."""
+    peer = Receiver()
+    await peer.start()
+    yield peer
+    await peer.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A plain SMTP server on 127.0.0.1."""
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path]:
+    """A private CA, and its certificate as a file (what ``SEMAFLOW_SMTP_CA_FILE`` points at)."""
+    ca = trustme.CA()
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return ca, path
+
+
+@pytest.fixture
+def smtp_tls(smtp_ca: tuple[trustme.CA, Path]) -> Iterator[SmtpServer]:
+    """An SMTP server that requires STARTTLS (a certificate from the private CA) and a login."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    smtp_ca[0].issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    server = SmtpServer(tls=context, users={"mailer": "s3cret-pass"})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def webhook_settings(settings: Settings) -> Callable[..., Settings]:
+    """Settings for the notifier's tests: 127.0.0.1 allowed, a schedule scaled down to fractions of a second."""
+
+    def make(**overrides: Any) -> Settings:
+        fields: dict[str, Any] = {
+            **settings.model_dump(exclude_unset=True),
+            "webhook_allow_hosts": "127.0.0.1",
+            "webhook_timeout_s": 5.0,
+            "webhook_max_attempts": 4,
+            "webhook_retry_initial_s": 0.2,
+            "webhook_retry_multiplier": 2.0,
+            "webhook_retry_max_s": 0.6,
+            "webhook_retry_jitter": 0.2,
+            "shutdown_timeout_s": 2.0,
+            "notifier_threads": 4,
+        }
+        fields.update(overrides)
+        return Settings(**fields)
+
+    return make
+
+
+@dataclass
+class RunningNotifier:
+    """A notifier running in the test's event loop (its Dramatiq worker in threads)."""
+
+    notifier: Notifier
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 60)
+
+
+@pytest.fixture
+async def notifier() -> AsyncIterator[Callable[[Settings], Awaitable[RunningNotifier]]]:
+    """Start notifiers with given settings; each is stopped (gracefully) at the end of the test."""
+    running: list[RunningNotifier] = []
+
+    async def start(settings: Settings) -> RunningNotifier:
+        built = build_notifier(settings)
+        stop = asyncio.Event()
+        handle = RunningNotifier(built, stop, asyncio.create_task(built.run(stop)))
+        running.append(handle)
+        while built.loop is None:  # running once its loop side is wired
+            if handle.task.done():
+                handle.task.result()
+            await asyncio.sleep(0.01)
+        return handle
+
+    yield start
+    for handle in running:
+        if not handle.task.done():
+            await handle.shutdown()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -146,6 +147,16 @@ def test_list_yields_exactly_the_keys_under_the_prefix_in_order(store: ObjectSto
         store.put(key, key.encode())
     expected = sorted(k for k in LIST_KEYS if k.startswith(prefix))
     assert list(store.list(prefix)) == expected
+
+
+def test_scan_gives_each_listed_object_its_size_and_modification_time(store: ObjectStore) -> None:
+    before = datetime.now(UTC) - timedelta(minutes=5)  # S3 servers stamp with their own clock (seconds)
+    for key in ("s/a", "s/b/c", "t"):
+        store.put(key, key.encode() * 3)
+    found = list(store.scan("s/"))
+    assert [(o.key, o.size) for o in found] == [("s/a", 9), ("s/b/c", 15)]
+    assert all(before < o.modified < datetime.now(UTC) + timedelta(minutes=5) for o in found)
+    assert [o.key for o in found] == list(store.list("s/"))
 
 
 @pytest.mark.parametrize("prefix", ["/", "/a/", "a//", "./a/", "../", "a/../a/", "a/./b"])

@@ -3,54 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import pytest
-import redis
+from aiohttp import web
 from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient
 
 from services.embedder.main import build as build_embedder
-from services.gateway.main import build as build_gateway
 from services.indexer.main import build as build_indexer
-from shared import apikeys
 from shared.config import Settings
 from shared.embedding import Encoder
 from shared.storage import LocalStore
+from tests.integration.conftest import Api
 
+__all__ = ["Api", "Client", "running_workers"]
 
-@pytest.fixture(scope="session")
-def encoder() -> Encoder:
-    """The real model, loaded once for the whole run."""
-    return Encoder.load()
-
-
-@dataclass
-class Api:
-    """An HTTP client for the gateway and the key it authenticates with."""
-
-    client: TestClient  # type: ignore[type-arg]
-    key: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
-
-
-@pytest.fixture
-def api_key(redis_client: redis.Redis) -> str:
-    key = apikeys.new_key()
-    apikeys.store(redis_client, key, "acme")
-    return key
-
-
-@pytest.fixture
-async def api(
-    aiohttp_client: AiohttpClient, settings: Settings, store: LocalStore, encoder: Encoder, api_key: str
-) -> AsyncIterator[Api]:
-    app = build_gateway(settings, store=store, encoder_loader=lambda: encoder)
-    yield Api(await aiohttp_client(app), api_key)
+Client = TestClient[web.Request, web.Application]
 
 
 @contextlib.contextmanager

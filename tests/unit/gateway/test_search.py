@@ -82,3 +82,61 @@ def test_search_pool_threads_use_the_configured_faiss_threads() -> None:
         assert pool.submit(faiss.omp_get_max_threads).result() == 1
     finally:
         pool.shutdown()
+
+
+def _hnsw_snapshot(n: int = 3000, deleted: tuple[str, ...] = ()) -> tuple[Snapshot, np.ndarray[Any, Any]]:
+    """A snapshot of one HNSW segment (as compaction builds it) plus one small flat segment."""
+    import faiss
+
+    from shared.segments import HnswParams, build
+
+    rng = np.random.default_rng(11)
+    v = normalize(rng.normal(size=(n + 10, 384)))
+    ids = [f"h{i}" for i in range(n)]
+    meta = [{"even": i % 2 == 0} for i in range(n)]
+    _ref, files = build("big", v[:n], ids, meta, kind="hnsw", hnsw=HnswParams(16, 64, 64))
+    owner = faiss.deserialize_index(np.frombuffer(files["index.faiss"], dtype=np.uint8))
+    graph: Any = faiss.downcast_index(owner)
+    storage: Any = faiss.downcast_index(graph.storage)
+    rows = faiss.rev_swig_ptr(storage.get_xb(), n * 384).reshape(n, 384)
+    big = LoadedSegment("big", rows, ids, meta, owner, kind="hnsw", nbytes=len(files["index.faiss"]))
+    small = _segment("small", v[n:], [f"s{i}" for i in range(10)], [{"even": True}] * 10)
+    return Snapshot.build(CollectionRef("t", "c", "x"), "v2", [(big, deleted), (small, ())]), v
+
+
+def test_hnsw_and_flat_segments_are_searched_and_merged() -> None:
+    snapshot, v = _hnsw_snapshot()
+    assert [s.segment.id for s in snapshot.flat] == ["small"]
+    assert [s.segment.id for s in snapshot.approximate] == ["big"]
+    q = normalize((v[5] + v[3002]).reshape(1, -1))[0]
+    hits = search_snapshot(snapshot, q, 2)
+    assert {h.id for h in hits} == {"h5", "s2"}
+    assert snapshot.documents == 3010
+    assert snapshot.memory_bytes > 3000 * 384 * 4
+
+
+def test_tombstoned_rows_of_an_hnsw_segment_never_return_and_k_is_kept() -> None:
+    deleted = tuple(f"h{i}" for i in range(0, 3000, 3))
+    snapshot, v = _hnsw_snapshot(deleted=deleted)
+    hits = search_snapshot(snapshot, v[3], 50)
+    assert len(hits) == 50
+    assert not {h.id for h in hits} & set(deleted)
+
+
+def test_a_selective_filter_on_an_hnsw_segment_still_returns_k_hits() -> None:
+    snapshot, v = _hnsw_snapshot()
+    # Only 20 rows of 3,010 allowed: far too few for the graph walk to find them, so it scans exactly.
+    for i in range(20):
+        snapshot.approximate[0].segment.metadata[i * 100]["rare"] = True
+    hits = search_snapshot(snapshot, v[7], 10, {"rare": True})
+    assert len(hits) == 10 and all(h.metadata.get("rare") for h in hits)
+
+
+def test_when_the_graph_walk_comes_back_short_the_segment_is_scanned_exactly() -> None:
+    snapshot, v = _hnsw_snapshot()
+    # 5 % of the rows allowed, k=100: more than a 64-wide beam finds among excluded neighbours.
+    for row, meta in enumerate(snapshot.approximate[0].segment.metadata):
+        meta["sparse"] = row % 20 == 0
+    hits = search_snapshot(snapshot, v[1], 100, {"sparse": True})
+    assert len(hits) == 100 and all(h.metadata["sparse"] for h in hits)
+    assert all(a.score >= b.score for a, b in itertools.pairwise(hits))

@@ -1,0 +1,34 @@
+"""The rate-limit middleware: charges each authenticated request to its key (429 once a window is spent)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from services.gateway.appkeys import LIMITER, METRICS, PRINCIPAL, RATE_LIMIT
+from services.gateway.endpoints import endpoint_of
+from services.gateway.problems import problem
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Charge the request to its key's windows of the route's category; the headers are added on the way out."""
+    limiter = request.app.get(LIMITER)
+    endpoint = endpoint_of(request)
+    principal = request.get(PRINCIPAL)
+    if limiter is None or endpoint is None or endpoint.limit is None or principal is None:
+        return await handler(request)
+    decision = await limiter.charge(principal.id, principal.tenant, endpoint.limit)
+    request[RATE_LIMIT] = decision
+    if not decision.admitted:
+        request.app[METRICS].rate_limited.labels(category=endpoint.limit.value).inc()
+        spent = ", ".join(w.policy for w in decision.windows if w.remaining == 0)
+        return problem(
+            429,
+            f"Rate limit exceeded ({spent}); retry in {decision.retry_after_s} seconds.",
+            retry_after=decision.retry_after_s,
+        )
+    return await handler(request)

@@ -1,0 +1,116 @@
+"""The indexer's maintenance actors: compaction, cleanup and statistics, each reporting its outcome.
+
+Thin entry points: each parses its payload, runs one function, announces new versions, and tells
+the schedule run that asked for it (if any) how it ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from services.indexer import stats
+from services.indexer.cleanup import Cleaner
+from services.indexer.compaction import Compactor, Policy, Result
+from shared import bus, catalog, schedule_state, tasks
+from shared.errors import PermanentError, StaleIndex
+from shared.events import CloudEvent, IndexPublished
+
+if TYPE_CHECKING:
+    import dramatiq
+    import redis
+
+    from services.indexer.publishing import Publisher
+    from shared.config import Settings
+    from shared.storage import ObjectStore
+
+log = structlog.get_logger(__name__)
+SOURCE = "semaflow/indexer"
+
+
+class Maintenance:
+    """The maintenance actors' logic, bound to the indexer's Redis, store and publisher."""
+
+    def __init__(self, client: redis.Redis, store: ObjectStore, publisher: Publisher, settings: Settings) -> None:
+        self.client = client
+        self.store = store
+        self.maxlen = settings.stream_maxlen
+        self.compactor = Compactor(store, publisher, Policy.from_settings(settings))
+        self.cleaner = Cleaner(
+            client,
+            store,
+            publisher,
+            retention_s=settings.cleanup_retention_s,
+            keep_manifests=settings.cleanup_keep_manifests,
+        )
+
+    def _reported(self, payload: tasks.MaintenanceRun, work: Callable[[], str]) -> None:
+        """Run ``work``, telling the schedule run (if any) that it runs, then how it ended."""
+        schedule_state.reported(self.client, payload.schedule, payload.run_id, work)
+
+    def compact(self, payload: tasks.CompactCollections) -> str:
+        """Compact every collection in scope; announce each new version. Returns a summary."""
+        results: list[Result] = []
+        failed: list[str] = []
+        tenants = [payload.tenant] if payload.tenant else catalog.tenants_sync(self.client)
+        for tenant in tenants:
+            for collection in catalog.list_sync(self.client, tenant):
+                if payload.collection and collection.name != payload.collection:
+                    continue
+                try:
+                    result = self.compactor.compact(collection, full=payload.full)
+                except StaleIndex as exc:  # a rollback raced it: the next run picks it up
+                    log.warning("compaction.skipped", collection=collection.name, reason=str(exc))
+                    continue
+                except Exception as exc:
+                    log.exception("compaction.failed", tenant=tenant, collection=collection.name)
+                    failed.append(f"{tenant}/{collection.name}: {type(exc).__name__}: {exc}")
+                    continue
+                if result is not None:
+                    results.append(result)
+                    self._announce(tenant, collection.name, result)
+        summary = (
+            f"compacted {len(results)} collections: {sum(r.merged for r in results)} segments merged, "
+            f"{sum(r.dropped for r in results)} tombstoned rows dropped, "
+            f"{sum(1 for r in results if r.kind != 'flat')} approximate segments built"
+        )
+        if failed:
+            raise PermanentError(f"{summary}; failed: {'; '.join(failed)}"[:2000])
+        return summary
+
+    def _announce(self, tenant: str, collection: str, result: Result) -> None:
+        event = IndexPublished(
+            tenant=tenant,
+            collection=collection,
+            version=result.version,
+            documents=result.documents,
+            segments=result.segments,
+        )
+        bus.publish(self.client, CloudEvent.wrap(event, source=SOURCE, subject=collection), maxlen=self.maxlen)
+
+    def compact_collections(self, **kwargs: Any) -> None:
+        """Actor: compaction (hourly by default)."""
+        payload = tasks.COMPACT_COLLECTIONS.parse(kwargs)
+        self._reported(payload, lambda: self.compact(payload))
+
+    def cleanup_store(self, **kwargs: Any) -> None:
+        """Actor: retention cleanup (daily by default)."""
+        payload = tasks.CLEANUP_STORE.parse(kwargs)
+        self._reported(payload, lambda: self.cleaner.run(payload.tenant).summary())
+
+    def refresh_stats(self, **kwargs: Any) -> None:
+        """Actor: index statistics (every 5 minutes by default)."""
+        payload = tasks.REFRESH_STATS.parse(kwargs)
+        self._reported(payload, lambda: f"statistics of {stats.refresh(self.client, self.store)} collections")
+
+
+def declare(
+    broker: dramatiq.Broker, client: redis.Redis, store: ObjectStore, publisher: Publisher, settings: Settings
+) -> None:
+    """Declare the maintenance actors on ``broker``."""
+    maintenance = Maintenance(client, store, publisher, settings)
+    tasks.COMPACT_COLLECTIONS.declare(broker, maintenance.compact_collections, throws=(PermanentError,))
+    tasks.CLEANUP_STORE.declare(broker, maintenance.cleanup_store, throws=(PermanentError,))
+    tasks.REFRESH_STATS.declare(broker, maintenance.refresh_stats, throws=(PermanentError,))

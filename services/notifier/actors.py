@@ -1,0 +1,67 @@
+"""The notifier's Dramatiq actors: thin entry points into delivery, mail and the digest."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from services.notifier import digest
+from shared import keys, schedule_state, tasks
+from shared.errors import PermanentError, TransientError
+from shared.middleware import PERMANENT
+
+if TYPE_CHECKING:
+    import dramatiq
+
+    from services.notifier.main import Notifier
+
+# The sweep runs on the event loop; an actor waits this long for it.
+_SWEEP_TIMEOUT_S = 120.0
+
+
+def declare(broker: dramatiq.Broker, notifier: Notifier) -> None:
+    """Declare the notifier's actors on ``broker``."""
+
+    def deliver_webhook(**kwargs: Any) -> None:
+        p = tasks.DELIVER_WEBHOOK.parse(kwargs)
+        notifier.deliverer().submit(p.delivery_id, p.lease)
+
+    def send_email(**kwargs: Any) -> None:
+        p = tasks.SEND_EMAIL.parse(kwargs)
+        notifier.notifications.notify(p.tenant, p.kind, p.context)
+
+    def send_digest(**kwargs: Any) -> None:
+        p = tasks.SEND_DIGEST.parse(kwargs)
+        week = p.week or digest.last_week()
+        try:
+            digest.week_bounds(week)
+        except ValueError as exc:
+            raise PermanentError(f"invalid week {week!r}") from exc
+        if p.tenant is None:
+
+            def fan_out() -> str:
+                tenants = sorted(keys.text(t) for t in notifier.service.client.smembers(keys.tenants()))
+                for tenant in tenants:
+                    tasks.SEND_DIGEST.send(broker, tasks.SendDigest(tenant=tenant, week=week))
+                return f"digests of {week} queued for {len(tenants)} tenants"
+
+            schedule_state.reported(notifier.service.client, p.schedule, p.run_id, fan_out)
+            return
+        digest.send(notifier.service.client, notifier.notifications, p.tenant, week)
+
+    def sweep_deliveries(**kwargs: Any) -> None:
+        p = tasks.SWEEP_DELIVERIES.parse(kwargs)
+
+        def sweep() -> str:
+            loop = notifier.loop
+            if loop is None:
+                raise TransientError("the notifier is not running")
+            started = asyncio.run_coroutine_threadsafe(notifier.deliverer().sweep(), loop).result(_SWEEP_TIMEOUT_S)
+            return f"deliveries started: {started}"
+
+        schedule_state.reported(notifier.service.client, p.schedule, p.run_id, sweep)
+
+    tasks.DELIVER_WEBHOOK.declare(broker, deliver_webhook)
+    tasks.SEND_EMAIL.declare(broker, send_email, throws=PERMANENT)
+    tasks.SEND_DIGEST.declare(broker, send_digest, throws=PERMANENT)
+    tasks.SWEEP_DELIVERIES.declare(broker, sweep_deliveries)

@@ -1,0 +1,400 @@
+"""Webhook attempts: sign, POST, judge the answer, record it, and settle what follows.
+
+Attempts run on the notifier's event loop, so one waiting on a slow receiver costs a socket, not a
+thread. The Dramatiq actor only hands an attempt over (see :meth:`Deliverer.submit`); the delivery's
+lease in Redis, not the message, is what guarantees the attempt is made: if this process dies, the
+lease runs out and the delivery is claimed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final
+
+import structlog
+from opentelemetry.trace import SpanKind
+
+from services.notifier.http import Answer, post, refusal
+from services.notifier.signing import headers as signed_headers
+from shared import bus, deadletters, keys, tasks, tracing
+from shared.errors import TransientError
+from shared.events import CloudEvent, WebhookDeliveryExhausted, WebhookEndpointDisabled
+from shared.webhooks.deliveries import Attempt, Deliveries, Delivery, Outcome, Target
+from shared.webhooks.endpoints import now_ms
+from shared.webhooks.retries import RetrySchedule, retry_after_s
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    import aiohttp
+    import dramatiq
+    import redis.asyncio as aioredis
+
+    from services.notifier.metrics import NotifierMetrics
+    from shared.config import Settings
+
+log = structlog.get_logger(__name__)
+SOURCE: Final = "semaflow/notifier"
+GONE: Final = 410
+HONOURS_RETRY_AFTER: Final = frozenset({429, 503})
+# The dispatcher sleeps at most this long, so deliveries queued by other processes (a test event, a
+# retry asked for over the API) start within about a quarter of a second.
+DUE_POLL_S: Final = 0.25
+# A lease covers the wait in Dramatiq's queue, the attempt itself and recording it.
+_LEASE_MARGIN_S: Final = 60.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What an attempt's answer means for its delivery."""
+
+    outcome: Outcome
+    next_ms: int = 0
+    disable_reason: str = ""
+
+
+def judge(answer: Answer, delivery: Delivery, schedule: RetrySchedule, now: int, rng: random.Random) -> Verdict:
+    """Success on 2xx; 410 Gone gives up and disables the endpoint; anything else is retried until
+    the attempts run out, after the receiver's ``Retry-After`` on 429 and 503, else after the schedule's delay.
+    """
+    status = answer.status
+    if status is not None and 200 <= status < 300:
+        return Verdict(Outcome.SUCCEEDED)
+    if status == GONE:
+        return Verdict(Outcome.FAILED, disable_reason="the endpoint answered 410 Gone")
+    made = delivery.round_attempts + 1
+    if made >= schedule.max_attempts:
+        return Verdict(Outcome.EXHAUSTED)
+    wait_s = retry_after_s(answer.retry_after) if status in HONOURS_RETRY_AFTER else None
+    if wait_s is None:
+        wait_s = schedule.delay(made, rng)
+    return Verdict(Outcome.RETRY, next_ms=now + int(wait_s * 1000))
+
+
+def _describe(answer: Answer) -> str:
+    if answer.error is not None:
+        return answer.error
+    return f"HTTP {answer.status}"
+
+
+class Deliverer:
+    """Claims due deliveries, hands them to Dramatiq, and makes the attempts Dramatiq hands back."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        session: aiohttp.ClientSession,
+        broker: dramatiq.Broker,
+        settings: Settings,
+        metrics: NotifierMetrics,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self.metrics = metrics
+        self.session = session
+        self.broker = broker
+        self.settings = settings
+        self.store = Deliveries(client, retention_s=settings.webhook_log_retention_s)
+        self.schedule = RetrySchedule.from_settings(settings)
+        allow = settings.webhook_allow_list
+        self._refusal = functools.lru_cache(maxsize=4096)(lambda url: refusal(url, allow))
+        self.lease_ms = int((settings.webhook_timeout_s + _LEASE_MARGIN_S) * 1000)
+        self.rng = rng or random.Random()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots = threading.BoundedSemaphore(settings.webhook_max_in_flight)
+        self._running: set[asyncio.Task[None]] = set()
+        self._closing = False
+        # Endpoints whose attempts just finished: a slot is free. The dispatcher claims for all of
+        # them in one pass, so a busy endpoint costs one claim per pass, not one per attempt.
+        self._freed: set[str] = set()
+        self._wake = asyncio.Event()
+        self._scan_at = 0  # when the dispatcher next reads the global schedule (ms)
+
+    # --- dispatching ---------------------------------------------------------------------------
+
+    async def dispatch(self, endpoint_ids: list[str], now: int | None = None) -> int:
+        """Claim what these endpoints may start now and send one ``deliver_webhook`` message per claim."""
+        at = now_ms() if now is None else now
+        claims: list[tuple[str, str]] = []
+        for endpoint_id in endpoint_ids:
+            claims += await self.store.claim(
+                endpoint_id,
+                at,
+                concurrency=self.settings.webhook_endpoint_concurrency,
+                lease_ms=self.lease_ms,
+                limit=self.settings.webhook_endpoint_concurrency,
+            )
+        if claims:
+            await asyncio.to_thread(self._send, claims)
+        return len(claims)
+
+    def _send(self, claims: list[tuple[str, str]]) -> None:
+        for delivery_id, lease in claims:
+            tasks.DELIVER_WEBHOOK.send(self.broker, tasks.DeliverWebhook(delivery_id=delivery_id, lease=lease))
+
+    def freed(self, endpoint_id: str, *, retry_at_ms: int | None = None) -> None:
+        """An attempt on ``endpoint_id`` finished: its next waiting delivery may start (and, if it
+        failed, it is due again at ``retry_at_ms``).
+        """
+        self._freed.add(endpoint_id)
+        if retry_at_ms is not None:
+            self._scan_at = min(self._scan_at, retry_at_ms)
+        self._wake.set()
+
+    async def run_due(self, stop: asyncio.Event) -> None:
+        """Start deliveries as they fall due (retries, leases that ran out, freed slots) until ``stop``.
+
+        Freed slots are claimed at once; the global schedule is read when something on it falls
+        due, and at least every :data:`DUE_POLL_S` (for work queued by other processes).
+        """
+        self._scan_at = 0
+        while not stop.is_set():
+            self._wake.clear()
+            now = now_ms()
+            endpoints, self._freed = self._freed, set()
+            scanned = now >= self._scan_at
+            if scanned:
+                endpoints |= set(await self.store.due_endpoints(now))
+            started = await self.dispatch(sorted(endpoints), now) if endpoints else 0
+            if scanned:
+                wake = await self.store.next_wake_ms()
+                poll = now_ms() + int(DUE_POLL_S * 1000)
+                self._scan_at = poll if wake is None else min(poll, wake)
+                if endpoints and not started:
+                    self._scan_at = max(self._scan_at, now_ms() + 50)  # nothing could start: do not spin
+            if not self._wake.is_set():
+                await _first(stop, self._wake, max(0.0, (self._scan_at - now_ms()) / 1000))
+
+    async def sweep(self) -> int:
+        """Dispatch every endpoint with waiting or leased deliveries (also those the schedule lost track of)."""
+        endpoint_ids: set[str] = set()
+        for pattern in (keys.webhook_due("*"), keys.webhook_in_flight("*")):
+            async for key in self.client.scan_iter(match=pattern, count=500):
+                endpoint_ids.add(keys.text(key).split(":")[-2])  # semaflow:wh:{endpoint}:due
+        started = await self.dispatch(sorted(endpoint_ids))
+        log.info("webhooks.swept", endpoints=len(endpoint_ids), started=started)
+        return started
+
+    # --- attempts ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind to the running event loop (attempts handed over from Dramatiq threads run on it)."""
+        self._loop = asyncio.get_running_loop()
+
+    def submit(self, delivery_id: str, lease: str) -> Future[None]:
+        """Hand an attempt to the event loop (called from a Dramatiq thread); blocks only while the
+        process already has ``webhook_max_in_flight`` attempts under way.
+
+        Raises:
+            TransientError: the notifier is stopping (Dramatiq retries the message elsewhere).
+        """
+        loop = self._loop
+        while not self._slots.acquire(timeout=1.0):
+            if self._closing:
+                raise TransientError("the notifier is stopping")
+        if loop is None or self._closing:
+            self._slots.release()
+            raise TransientError("the notifier is not running")
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._tracked(delivery_id, lease), loop)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
+
+    async def _tracked(self, delivery_id: str, lease: str) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            await self.attempt(delivery_id, lease)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Redis went away mid-way: the lease runs out and the delivery is claimed again.
+            log.exception("webhook.attempt_failed", delivery_id=delivery_id)
+        finally:
+            self._running.discard(task)
+
+    async def attempt(self, delivery_id: str, lease: str) -> None:
+        """Make the attempt ``lease`` allows (nothing if the lease is stale or its attempt began already)."""
+        started = await self.store.begin(delivery_id, lease)
+        if started is None:
+            return
+        delivery, endpoint, body = started.delivery, started.endpoint, started.body
+        if endpoint is not None and endpoint.disabled:
+            await self.store.release(delivery, lease, now_ms())  # waits, paused, until the endpoint is enabled
+            return
+        if endpoint is None or body is None:
+            why = "the endpoint was deleted" if endpoint is None else "the event is no longer stored"
+            attempt = Attempt(n=delivery.attempts + 1, at=datetime.now(UTC), status=None, latency_ms=0.0, error=why)
+            await self.store.finish(
+                delivery, lease, attempt, Outcome.FAILED, now=now_ms(), disable_after_ms=self._disable_after_ms()
+            )
+            self.freed(delivery.endpoint_id)
+            return
+        structlog.contextvars.bind_contextvars(tenant=delivery.tenant, delivery_id=delivery.id)
+        attributes = {
+            "semaflow.tenant": delivery.tenant,
+            "semaflow.endpoint_id": endpoint.id,
+            "semaflow.event_type": delivery.event_type,
+            "semaflow.attempt": delivery.attempts + 1,
+            "url.full": endpoint.url,
+        }
+        with tracing.span(
+            "webhook.deliver", parent=delivery.traceparent, kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            try:
+                answer = await self._post(delivery, endpoint, body)
+            except asyncio.CancelledError:
+                # Stopping: nothing was recorded, so hand the delivery back for another process to take.
+                await asyncio.shield(self.store.release(delivery, lease, now_ms()))
+                raise
+            if answer.status is not None:
+                span.set_attribute("http.response.status_code", answer.status)
+            verdict = await self._settle(delivery, endpoint, lease, answer)
+            if verdict.outcome is not Outcome.SUCCEEDED:
+                tracing.fail(span, _describe(answer))
+        self.freed(endpoint.id, retry_at_ms=verdict.next_ms if verdict.outcome is Outcome.RETRY else None)
+
+    async def _post(self, delivery: Delivery, endpoint: Target, body: bytes) -> Answer:
+        refused = self._refusal(endpoint.url)
+        if refused is not None:
+            return Answer(status=None, latency_ms=0.0, error=refused)
+        stamp = now_ms()
+        headers = signed_headers(endpoint.signing_secrets(stamp), delivery.event_id, stamp // 1000, body)
+        traceparent = tracing.current_traceparent()
+        if traceparent is not None:
+            headers[tracing.TRACEPARENT] = traceparent  # the receiver may continue the trace
+        answer = await post(self.session, endpoint.url, body, headers, self.settings.webhook_timeout_s)
+        self.metrics.attempt_seconds.observe(answer.latency_ms / 1000)
+        return answer
+
+    def _disable_after_ms(self) -> int:
+        return int(self.settings.webhook_disable_after_s * 1000)
+
+    async def _settle(self, delivery: Delivery, endpoint: Target, lease: str, answer: Answer) -> Verdict:
+        now = now_ms()
+        verdict = judge(answer, delivery, self.schedule, now, self.rng)
+        attempt = Attempt(
+            n=delivery.attempts + 1,
+            at=datetime.fromtimestamp(now / 1000, UTC),
+            status=answer.status,
+            latency_ms=answer.latency_ms,
+            response=answer.body,
+            error=answer.error,
+        )
+        failing_for = _duration(self.settings.webhook_disable_after_s)
+        recorded, disabled, reason = await self.store.finish(
+            delivery,
+            lease,
+            attempt,
+            verdict.outcome,
+            now=now,
+            next_ms=verdict.next_ms,
+            disable_after_ms=self._disable_after_ms(),
+            disable_reason=verdict.disable_reason,
+            stale_reason=f"no successful delivery for {failing_for}",
+        )
+        if not recorded:
+            log.info("webhook.lease_lost", delivery_id=delivery.id)
+            return verdict
+        self.metrics.deliveries.labels(outcome=verdict.outcome.value).inc()
+        # Successes are what metrics count; the log keeps what someone may have to look into.
+        emit = log.debug if verdict.outcome is Outcome.SUCCEEDED else log.info
+        emit(
+            "webhook.attempted",
+            delivery_id=delivery.id,
+            endpoint_id=endpoint.id,
+            event_type=delivery.event_type,
+            attempt=attempt.n,
+            status=answer.status,
+            error=answer.error,
+            outcome=verdict.outcome.value,
+            latency_ms=answer.latency_ms,
+        )
+        if verdict.outcome is Outcome.EXHAUSTED:
+            await self._exhausted(delivery, endpoint, attempt.n, answer)
+        if disabled:
+            log.warning("webhook.endpoint_disabled", endpoint_id=endpoint.id, reason=reason)
+            event = WebhookEndpointDisabled(
+                tenant=endpoint.tenant, endpoint_id=endpoint.id, url=endpoint.url, reason=reason
+            )
+            await self._publish(event, endpoint.id)
+        return verdict
+
+    async def _exhausted(self, delivery: Delivery, endpoint: Target, attempts: int, answer: Answer) -> None:
+        error = _describe(answer)
+        letter = deadletters.new_letter(
+            delivery.tenant,
+            tasks.NOTIFY_QUEUE,
+            tasks.DELIVER_WEBHOOK.actor_name,
+            error=f"{attempts} attempts failed; the last: {error}",
+            attempts=attempts,
+            arguments={
+                "delivery_id": delivery.id,
+                "endpoint_id": endpoint.id,
+                "event_id": delivery.event_id,
+                "event_type": delivery.event_type,
+            },
+        )
+        await deadletters.astore(self.client, letter, retention_s=self.settings.dead_letter_retention_s)
+        await self.store.set_dead_letter(delivery.id, letter.id)
+        log.warning("webhook.exhausted", delivery_id=delivery.id, endpoint_id=endpoint.id, dead_letter=letter.id)
+        if delivery.event_type == WebhookDeliveryExhausted.TYPE:
+            return  # never announce the loss of an announcement: two dead endpoints would echo forever
+        event = WebhookDeliveryExhausted(
+            tenant=delivery.tenant,
+            endpoint_id=endpoint.id,
+            url=endpoint.url,
+            delivery_id=delivery.id,
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            attempts=attempts,
+            last_status=answer.status,
+            error=error,
+            dead_letter=letter.id,
+        )
+        await self._publish(event, delivery.id)
+
+    async def _publish(self, data: WebhookDeliveryExhausted | WebhookEndpointDisabled, subject: str) -> None:
+        event = CloudEvent.wrap(data, source=SOURCE, subject=subject)
+        await bus.apublish(self.client, event, maxlen=self.settings.stream_maxlen)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop taking attempts, let those under way finish for ``timeout_s``, then hand the rest back."""
+        self._closing = True
+        running = set(self._running)
+        if not running:
+            return
+        _done, pending = await asyncio.wait(running, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+            log.warning("webhooks.handed_back", attempts=len(pending))
+
+
+async def _first(stop: asyncio.Event, wake: asyncio.Event, timeout_s: float) -> None:
+    """Wait until either event is set, or ``timeout_s`` passes."""
+    waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"{int(seconds // 86400)} days"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)} hours"
+    return f"{seconds:g} s"

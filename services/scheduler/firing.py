@@ -1,0 +1,163 @@
+"""Firing a schedule: record the run under the fencing token, enqueue its action, announce it.
+
+The record is one Lua script that refuses a stale token (the lease no longer holds this leader's
+value) and a tick at or before the schedule's cursor (already fired or let pass), so two leaders
+can never both fire a tick and a deposed leader's late write changes nothing. Only after the record
+is the action enqueued: a tick fires at most once; a crash between the two loses that one run,
+which the log shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+import structlog
+
+from shared import bus, keys, tasks
+from shared.events import CloudEvent, ScheduleFired
+from shared.schedule_state import Outcome, areport, from_millis, millis
+from shared.schedules import Action
+
+if TYPE_CHECKING:
+    import dramatiq
+    import redis.asyncio as aioredis
+
+    from services.scheduler.lease import Lease
+    from shared.schedules import Schedule
+
+log = structlog.get_logger(__name__)
+SOURCE = "semaflow/scheduler"
+
+# KEYS: lease, schedule hash. ARGV: lease value, mode ('fire', 'manual' or 'advance'), tick ms,
+# new cursor ms, run id, fired_at ms, token, catch_up flag.
+# Returns -1 stale token, 0 tick already handled, 1 recorded, 2 let pass (paused or advance).
+_RECORD = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local mode = ARGV[2]
+if mode ~= 'manual' then
+  local cursor = tonumber(redis.call('HGET', KEYS[2], 'cursor') or '-1')
+  if mode == 'fire' and tonumber(ARGV[3]) <= cursor then return 0 end
+  if tonumber(ARGV[4]) > cursor then redis.call('HSET', KEYS[2], 'cursor', ARGV[4]) end
+  if mode == 'advance' or redis.call('HGET', KEYS[2], 'paused') == '1' then return 2 end
+end
+redis.call('HSET', KEYS[2], 'run_id', ARGV[5], 'scheduled_for', ARGV[3], 'fired_at', ARGV[6], 'token', ARGV[7],
+  'catch_up', ARGV[8], 'manual', mode == 'manual' and '1' or '0', 'outcome', 'enqueued', 'detail', '')
+redis.call('HDEL', KEYS[2], 'finished_at')
+return 1
+"""
+
+
+class Recorded(IntEnum):
+    """What the record script answered."""
+
+    STALE_TOKEN = -1
+    ALREADY_HANDLED = 0
+    FIRED = 1
+    PASSED = 2
+
+
+@dataclass(frozen=True)
+class Run:
+    """One firing of a schedule."""
+
+    schedule: Schedule
+    scheduled_for: datetime
+    fired_at: datetime
+    token: int
+    run_id: str
+    catch_up: bool = False
+    manual: bool = False
+
+
+def run_id(scheduled_for: datetime, *, manual: bool) -> str:
+    """An id naming a run: the tick it fired for, or a unique one for a manual trigger."""
+    stamp = scheduled_for.strftime("%Y%m%dT%H%M%SZ")
+    return f"manual-{stamp}-{uuid.uuid4().hex[:8]}" if manual else f"tick-{stamp}"
+
+
+async def record(
+    client: aioredis.Redis,
+    lease: Lease,
+    schedule: Schedule,
+    mode: str,
+    tick: datetime,
+    cursor: datetime,
+    *,
+    fired_at: datetime,
+    run: str = "",
+    catch_up: bool = False,
+) -> Recorded:
+    """Run the record script for one schedule (see the module docstring)."""
+    answer = await client.eval(
+        _RECORD,
+        2,
+        keys.scheduler_lease(),
+        keys.schedule(schedule.name),
+        lease.value,
+        mode,
+        millis(tick),
+        millis(cursor),
+        run,
+        millis(fired_at),
+        lease.token or 0,
+        "1" if catch_up else "0",
+    )
+    return Recorded(int(answer))
+
+
+def enqueue(broker: dramatiq.Broker, schedule: Schedule, run: str) -> None:
+    """Send the schedule's action to the service that owns it (blocking)."""
+    name = schedule.name
+    match schedule.action:
+        case Action.COMPACT:
+            tasks.COMPACT_COLLECTIONS.send(broker, tasks.CompactCollections(schedule=name, run_id=run))
+        case Action.CLEANUP:
+            tasks.CLEANUP_STORE.send(broker, tasks.CleanupStore(schedule=name, run_id=run))
+        case Action.STATS:
+            tasks.REFRESH_STATS.send(broker, tasks.RefreshStats(schedule=name, run_id=run))
+        case Action.SWEEP_DELIVERIES:
+            tasks.SWEEP_DELIVERIES.send(broker, tasks.SweepDeliveries(schedule=name, run_id=run))
+        case Action.DIGEST:
+            tasks.SEND_DIGEST.send(broker, tasks.SendDigest(schedule=name, run_id=run))
+        case Action.EVENT:
+            pass
+
+
+async def dispatch(client: aioredis.Redis, broker: dramatiq.Broker, run: Run, *, stream_maxlen: int) -> None:
+    """Enqueue a recorded run's action and emit ``schedule.fired``; a failed enqueue is the run's outcome."""
+    try:
+        await asyncio.to_thread(enqueue, broker, run.schedule, run.run_id)
+    except Exception as exc:
+        log.error("schedule.enqueue_failed", schedule=run.schedule.name, run_id=run.run_id, error=str(exc))
+        await areport(client, run.schedule.name, run.run_id, Outcome.FAILED, f"enqueue failed: {exc}")
+        return
+    event = ScheduleFired(
+        schedule=run.schedule.name,
+        scheduled_for=run.scheduled_for,
+        fired_at=run.fired_at,
+        fencing_token=run.token,
+        catch_up=run.catch_up,
+        manual=run.manual,
+        action=run.schedule.action.value,
+        run_id=run.run_id,
+    )
+    await bus.apublish(client, CloudEvent.wrap(event, source=SOURCE, subject=run.schedule.name), maxlen=stream_maxlen)
+    log.info(
+        "schedule.fired",
+        schedule=run.schedule.name,
+        scheduled_for=run.scheduled_for.isoformat(),
+        token=run.token,
+        catch_up=run.catch_up,
+        manual=run.manual,
+        run_id=run.run_id,
+    )
+
+
+def cursor_of(raw: bytes | str | None) -> datetime | None:
+    """A stored cursor (epoch ms) as an instant."""
+    return from_millis(raw) if raw is not None else None

@@ -1,0 +1,133 @@
+"""The Kubernetes manifests: valid against the API schemas (kubernetes-validate --strict, offline), and wired right."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.cluster import ROOT, SCRIPT
+from tests.tools import PIP_DEV, require
+
+K8S = ROOT / "deploy" / "k8s"
+MANIFESTS = sorted([*K8S.glob("*.yaml"), *K8S.glob("templates/*.yaml")])
+WORKERS = ("embedder", "indexer", "notifier", "scheduler")
+
+
+def kubernetes_validate(*paths: Path) -> subprocess.CompletedProcess[str]:
+    tool = require("kubernetes-validate", PIP_DEV)
+    return subprocess.run(
+        [tool, "--strict", *map(str, paths)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def resources() -> list[dict[str, Any]]:
+    return [doc for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def by_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {r["metadata"]["name"]: r for r in resources() if r["kind"] == kind}
+
+
+def test_every_manifest_is_valid_against_the_kubernetes_schemas() -> None:
+    assert len(MANIFESTS) >= 6
+    result = kubernetes_validate(*MANIFESTS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed" in result.stdout + result.stderr
+
+
+def test_the_green_track_the_script_renders_is_valid_too(tmp_path: Path) -> None:
+    rendered = subprocess.run(
+        ["bash", str(SCRIPT), "render", "green", "semaflow/gateway:1.2.3"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    path = tmp_path / "gateway-green.yaml"
+    path.write_text(rendered)
+    result = kubernetes_validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_strict_validation_catches_a_misspelt_field(tmp_path: Path) -> None:
+    broken = tmp_path / "gateway.yaml"
+    broken.write_text((K8S / "30-gateway.yaml").read_text().replace("readinessProbe:", "readinesProbe:"))
+    result = kubernetes_validate(broken)
+    assert result.returncode != 0
+    assert "readinesProbe" in result.stdout + result.stderr
+
+
+def test_everything_lives_in_the_semaflow_namespace() -> None:
+    for resource in resources():
+        if resource["kind"] != "Namespace":
+            assert resource["metadata"]["namespace"] == "semaflow", resource["metadata"]["name"]
+
+
+def test_five_deployments_with_probes_resources_and_a_locked_down_security_context() -> None:
+    deployments = by_kind("Deployment")
+    assert set(deployments) == {"gateway-blue", *WORKERS}
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] != 0, name
+        (container,) = pod["containers"]
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True, name
+        assert security["allowPrivilegeEscalation"] is False, name
+        assert security["capabilities"]["drop"] == ["ALL"], name
+        assert {"cpu", "memory"} <= container["resources"]["requests"].keys(), name
+        assert "memory" in container["resources"]["limits"], name
+        assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}, name  # the only writable place
+        refs = [next(iter(ref.values()))["name"] for ref in container["envFrom"]]
+        assert refs == ["semaflow-config", "semaflow-credentials"], name
+        assert deployment["spec"]["replicas"] >= 2, name
+
+
+def probe(container: dict[str, Any], kind: str) -> tuple[str, int | str]:
+    get = container[kind]["httpGet"]
+    return get["path"], get["port"]
+
+
+def test_the_gateway_is_ready_on_readyz_and_alive_on_healthz() -> None:
+    (container,) = by_kind("Deployment")["gateway-blue"]["spec"]["template"]["spec"]["containers"]
+    assert container["ports"] == [{"name": "http", "containerPort": 8080}]
+    assert probe(container, "readinessProbe") == ("/readyz", "http")
+    assert probe(container, "livenessProbe") == ("/healthz", "http")
+    assert container["image"].startswith("semaflow/gateway:")
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_a_worker_is_probed_on_healthz_of_its_metrics_port(name: str) -> None:
+    (container,) = by_kind("Deployment")[name]["spec"]["template"]["spec"]["containers"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9100}]
+    assert probe(container, "readinessProbe") == ("/healthz", "metrics")
+    assert probe(container, "livenessProbe") == ("/healthz", "metrics")
+    assert container["image"].startswith(f"semaflow/{name}:")
+    assert {"name": "OTEL_SERVICE_NAME", "value": f"semaflow-{name}"} in container["env"]
+
+
+def test_the_live_service_selects_one_track_and_each_track_has_its_own() -> None:
+    services = by_kind("Service")
+    gateway_labels = by_kind("Deployment")["gateway-blue"]["spec"]["template"]["metadata"]["labels"]
+    assert services["gateway"]["spec"]["selector"] == {"app.kubernetes.io/name": "semaflow-gateway", "track": "blue"}
+    assert services["gateway"]["spec"]["selector"].items() <= gateway_labels.items()
+    for track in ("blue", "green"):
+        assert services[f"gateway-{track}"]["spec"]["selector"]["track"] == track
+    workers = services["semaflow-workers"]
+    assert workers["spec"]["clusterIP"] == "None"
+    assert workers["spec"]["ports"] == [{"name": "metrics", "port": 9100, "targetPort": "metrics"}]
+
+
+def test_the_config_map_holds_settings_and_the_secret_template_holds_only_placeholders() -> None:
+    config = by_kind("ConfigMap")["semaflow-config"]["data"]
+    assert config["SEMAFLOW_METRICS_PORT"] == "9100"
+    assert config["OTEL_TRACES_EXPORTER"] == "otlp"
+    assert {"SEMAFLOW_REDIS_URL", "SEMAFLOW_S3_BUCKET", "OTEL_EXPORTER_OTLP_ENDPOINT"} <= config.keys()
+    assert not [k for k in config if "SECRET" in k or "PASSWORD" in k]
+    secret = by_kind("Secret")["semaflow-credentials"]
+    assert set(secret["stringData"].values()) == {"CHANGE-ME"}
+    assert {"SEMAFLOW_S3_ACCESS_KEY_ID", "SEMAFLOW_S3_SECRET_ACCESS_KEY"} <= secret["stringData"].keys()

@@ -1,0 +1,147 @@
+"""Compaction against a real Redis and store: merged segments, dropped tombstones, the document map,
+writes landing meanwhile, and the recall of an approximate (HNSW) compaction against exact search.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from services.indexer.compaction import Compactor, Policy
+from services.indexer.publishing import Publisher
+from shared import keys
+from shared.catalog import Collection
+from shared.config import Settings
+from shared.segments import HnswParams
+from shared.storage import LocalStore
+from tests.integration.indexer.staging import live_ids, load_live, make_collection, stage, top_ids, unit_vectors
+
+SMALL = Policy(small_vectors=10_000, deleted_ratio=0.2, approximate_threshold=50_000, hnsw=HnswParams(32, 200, 128))
+
+
+@pytest.fixture
+def collection(redis_client: redis.Redis) -> Collection:
+    return make_collection(redis_client)
+
+
+def _write_batches(publisher: Publisher, store: LocalStore, collection: Collection, batches: int, size: int) -> Any:
+    vectors = unit_vectors(batches * size, seed=1, clusters=20)
+    for b in range(batches):
+        ids = [f"d{b * size + i}" for i in range(size)]
+        stage(store, collection, f"b{b:03d}", ids, vectors[b * size : (b + 1) * size])
+        publisher.add_batch(collection, f"b{b:03d}", write_seq=b + 1)
+    return vectors
+
+
+def test_small_segments_merge_into_one_without_their_tombstones(
+    redis_client: redis.Redis, store: LocalStore, collection: Collection
+) -> None:
+    publisher = Publisher(redis_client, store)
+    vectors = _write_batches(publisher, store, collection, batches=12, size=50)
+    publisher.delete(collection, ("d3", "d70", "d599"), write_seq=100)
+    before = load_live(publisher, store, collection)
+    queries = unit_vectors(5, seed=9)
+    expected = [top_ids(before, q, 10) for q in queries]
+
+    result = Compactor(store, publisher, SMALL).compact(collection)
+
+    assert result is not None and (result.merged, result.kind, result.vectors, result.dropped) == (12, "flat", 597, 3)
+    manifest = publisher.current(collection.ref)
+    assert manifest is not None and manifest.version == result.version
+    assert [s.id for s in manifest.segments] == [result.segment] and manifest.segments[0].deleted == ()
+    assert manifest.parent == before.version and manifest.documents == 597
+    after = load_live(publisher, store, collection)
+    assert live_ids(after) == live_ids(before)
+    assert [top_ids(after, q, 10) for q in queries] == expected
+    # The document map follows the rows (keeping their write order), and deletes tombstone the right segment.
+    assert redis_client.hget(keys.docmap("acme", "docs"), "d10") == f"{result.segment}:1".encode()
+    out = publisher.delete(collection, ("d10",), write_seq=101)
+    assert out.manifest is not None and out.manifest.segments[0].deleted == ("d10",)
+    assert "d10" not in live_ids(load_live(publisher, store, collection))
+    assert vectors.shape == (600, 384)
+
+
+def test_nothing_to_do_leaves_the_version_alone(
+    redis_client: redis.Redis, store: LocalStore, collection: Collection
+) -> None:
+    publisher = Publisher(redis_client, store)
+    _write_batches(publisher, store, collection, batches=1, size=20)
+    version = redis_client.get(keys.latest("acme", "docs"))
+    assert Compactor(store, publisher, SMALL).compact(collection) is None
+    assert redis_client.get(keys.latest("acme", "docs")) == version
+
+
+class WritesDuringCompaction(LocalStore):
+    """A store that, when compaction uploads its merged segment, lets other writes land first."""
+
+    def __init__(self, root: Any, on_merged_upload: Any) -> None:
+        super().__init__(root)
+        self.on_merged_upload = on_merged_upload
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        super().put(key, data, if_absent=if_absent)
+        if "/segments/c" in key and key.endswith("index.faiss") and self.on_merged_upload:
+            hook, self.on_merged_upload = self.on_merged_upload, None
+            hook()
+
+
+def test_writes_that_land_while_compacting_are_kept(redis_client: redis.Redis, tmp_path: Any) -> None:
+    collection = make_collection(redis_client)
+    store = WritesDuringCompaction(tmp_path / "objects", None)
+    publisher = Publisher(redis_client, store)
+    _write_batches(publisher, store, collection, batches=4, size=25)
+    replacement = unit_vectors(1, seed=42)
+
+    def concurrent_writes() -> None:
+        # While the merged segment is being built (no lock held), d5 is replaced and d60 deleted.
+        stage(store, collection, "late", ["d5"], replacement)
+        publisher.add_batch(collection, "late", write_seq=50)
+        publisher.delete(collection, ("d60",), write_seq=51)
+
+    store.on_merged_upload = concurrent_writes
+    result = Compactor(store, publisher, SMALL).compact(collection)
+
+    assert result is not None
+    manifest = publisher.current(collection.ref)
+    assert manifest is not None
+    merged = next(s for s in manifest.segments if s.id == result.segment)
+    assert set(merged.deleted) == {"d5", "d60"}  # their merged copies are stale
+    assert {s.id for s in manifest.segments} == {result.segment, "late"}
+    after = load_live(publisher, store, collection)
+    assert live_ids(after) == {f"d{i}" for i in range(100)} - {"d60"}
+    assert top_ids(after, replacement[0], 1) == ["d5"]  # the replacement is what answers
+    docmap = keys.docmap("acme", "docs")
+    assert redis_client.hget(docmap, "d5") == b"late:50"
+    assert redis_client.hget(docmap, "d60") == b"-:51"
+    assert redis_client.hget(docmap, "d7") == f"{result.segment}:1".encode()
+
+
+def test_above_the_threshold_compaction_builds_hnsw_with_recall_at_10_of_at_least_095(
+    redis_client: redis.Redis, store: LocalStore, collection: Collection
+) -> None:
+    # Given 4,000 vectors in 40 batch segments, 40 of them deleted, and a threshold forced down to 2,000,
+    publisher = Publisher(redis_client, store)
+    vectors = _write_batches(publisher, store, collection, batches=40, size=100)
+    publisher.delete(collection, tuple(f"d{i}" for i in range(0, 4000, 100)), write_seq=1000)
+    policy = Policy.from_settings(Settings(approximate_threshold=2_000))  # default HNSW parameters
+
+    # When compaction runs,
+    result = Compactor(store, publisher, policy).compact(collection)
+
+    # Then one HNSW segment holds the live rows, and its top 10 agree with exact search on 95 % or more.
+    assert result is not None and result.kind == "hnsw" and result.vectors == 3960
+    snapshot = load_live(publisher, store, collection)
+    assert len(snapshot.approximate) == 1 and not snapshot.flat
+    live = np.array([i for i in range(4000) if i % 100], dtype=np.int64)
+    queries = unit_vectors(200, seed=77, clusters=20)
+    exact = np.argsort(-(queries @ vectors[live].T), axis=1)[:, :10]
+    found = 0
+    for q, truth in zip(queries, exact, strict=True):
+        hits = top_ids(snapshot, q, 10)
+        assert len(hits) == 10 and not {h for h in hits if int(h[1:]) % 100 == 0}
+        found += len(set(hits) & {f"d{live[i]}" for i in truth})
+    recall = found / (10 * len(queries))
+    assert recall >= 0.95, f"recall@10 = {recall:.3f}"

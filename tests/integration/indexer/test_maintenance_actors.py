@@ -1,0 +1,86 @@
+"""The maintenance actors on a real indexer worker: they run from the queue and report their outcome."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+import redis
+
+from services.indexer.main import build as build_indexer
+from services.indexer.publishing import Publisher
+from shared import index_stats, keys, schedule_state, tasks
+from shared.broker import build_broker
+from shared.config import Settings
+from shared.events import IndexPublished
+from shared.schedule_state import Outcome
+from shared.schedules import Action, MissedRuns, Schedule
+from shared.storage import LocalStore
+from tests.integration.indexer.staging import make_collection, stage, unit_vectors
+from tests.streams import events_of
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def indexer(settings: Settings, store: LocalStore) -> Iterator[None]:
+    service = build_indexer(settings, store=store)
+    worker, heartbeat = service.start()
+    yield
+    service.stop(worker, heartbeat)
+
+
+def _wait(check: Callable[[], T | None], timeout_s: float = 60) -> T:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.05)
+    pytest.fail("timed out")
+
+
+def _fired(client: redis.Redis, name: str, run_id: str) -> None:
+    """Record a run of ``name`` as the scheduler leader does before it enqueues the action."""
+    client.hset(keys.schedule(name), mapping={"run_id": run_id, "scheduled_for": "0", "fired_at": "0", "token": "1",
+                                              "outcome": "enqueued"})  # fmt: skip
+
+
+def test_compaction_and_statistics_run_from_the_queue_and_report_success(
+    indexer: None, settings: Settings, store: LocalStore, redis_client: redis.Redis
+) -> None:
+    collection = make_collection(redis_client)
+    publisher = Publisher(redis_client, store)
+    vectors = unit_vectors(30, seed=1)
+    for b in range(3):
+        stage(store, collection, f"b{b}", [f"d{b * 10 + i}" for i in range(10)], vectors[b * 10 : (b + 1) * 10])
+        publisher.add_batch(collection, f"b{b}", write_seq=b + 1)
+    broker = build_broker(settings, settings.require_redis_url())
+    schedule = Schedule(name="compaction", cron="0 * * * *", action=Action.COMPACT, missed=MissedRuns.RUN_ONCE)
+
+    _fired(redis_client, "compaction", "tick-1")
+    tasks.COMPACT_COLLECTIONS.send(broker, tasks.CompactCollections(schedule="compaction", run_id="tick-1"))
+
+    def last_run() -> schedule_state.LastRun | None:
+        view = schedule_state.view(
+            schedule, redis_client.hgetall(keys.schedule("compaction")), schedule_state.from_millis(0)
+        )
+        run = view.last_run
+        return run if run is not None and run.outcome in (Outcome.SUCCEEDED, Outcome.FAILED) else None
+
+    run = _wait(last_run)
+    assert run.outcome is Outcome.SUCCEEDED and run.detail is not None and "3 segments merged" in run.detail
+    published = events_of(redis_client, IndexPublished)
+    assert [(e.collection, e.documents, e.segments) for e in published] == [("docs", 30, 1)]
+
+    tasks.REFRESH_STATS.send(broker, tasks.RefreshStats())
+
+    def stored() -> index_stats.IndexStats | None:
+        raw = redis_client.get(keys.collection_stats("acme", "docs"))
+        return index_stats.IndexStats.model_validate_json(raw) if isinstance(raw, bytes) else None
+
+    parsed = _wait(stored)
+    assert (parsed.vectors, parsed.documents, parsed.segments, parsed.approximate_segments) == (30, 30, 1, 0)
+    assert parsed.version == published[0].version and parsed.memory_bytes > 30 * 384 * 4
+    broker.close()
