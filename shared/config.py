@@ -158,6 +158,11 @@ class Settings(BaseSettings):
         default="", description="Hosts and CIDR ranges that webhooks may reach although they are private (comma list)."
     )
     webhook_endpoint_concurrency: int = Field(default=50, ge=1, description="Attempts in flight per endpoint at most.")
+    webhook_failing_endpoint_concurrency: int = Field(
+        default=c.WEBHOOK_FAILING_ENDPOINT_CONCURRENCY,
+        ge=1,
+        description="Attempts in flight at most for an endpoint whose last attempt failed (until one succeeds).",
+    )
     webhook_max_in_flight: int = Field(default=1000, ge=1, description="Attempts in flight per notifier process.")
     webhook_log_retention_s: int = Field(
         default=c.WEBHOOK_LOG_RETENTION_S, description="How long deliveries, their attempts and messages are kept."

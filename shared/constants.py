@@ -55,6 +55,9 @@ DEAD_LETTER_RETENTION_S: Final = 30 * 24 * 3600
 # An endpoint that has not had a single successful delivery for five days is presumed abandoned;
 # it is disabled (and its tenant told) rather than retried forever.
 WEBHOOK_DISABLE_AFTER_S: Final = 5 * 24 * 3600
+# A failing endpoint keeps two attempts in flight (a probe and a retry) instead of its full share, so
+# hundreds of dead endpoints, not twenty, would be needed to fill a notifier's in-flight slots.
+WEBHOOK_FAILING_ENDPOINT_CONCURRENCY: Final = 2
 
 # Deliveries, their attempts and the messages they carry stay listable and replayable for two weeks:
 # long enough to recover from an outage noticed after a weekend, short enough to bound Redis memory.

@@ -129,6 +129,7 @@ class Deliverer:
                 concurrency=self.settings.webhook_endpoint_concurrency,
                 lease_ms=self.lease_ms,
                 limit=self.settings.webhook_endpoint_concurrency,
+                failing_concurrency=self.settings.webhook_failing_endpoint_concurrency,
             )
         if claims:
             await asyncio.to_thread(self._send, claims)

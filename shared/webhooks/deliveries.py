@@ -229,11 +229,16 @@ return created
 """
 
 # KEYS: endpoint, its queue, its in-flight set, schedule. ARGV: endpoint id, now, concurrency, lease
-# (ms), most claims, lease prefix, delivery key prefix. Puts back deliveries whose lease ran out,
-# then claims due deliveries while the endpoint (which must exist and be enabled) has free slots, and
-# reschedules the endpoint. Returns {id, lease, id, lease, ...}.
+# (ms), most claims, lease prefix, delivery key prefix, concurrency while failing. Puts back
+# deliveries whose lease ran out, then claims due deliveries while the endpoint (which must exist and
+# be enabled) has free slots, and reschedules the endpoint. An endpoint whose last attempt failed
+# gets the smaller concurrency until an attempt succeeds again, so dead endpoints hold few of the
+# process's slots. Returns {id, lease, id, lease, ...}.
 _CLAIM = """
 local now, concurrency = tonumber(ARGV[2]), tonumber(ARGV[3])
+if redis.call('HEXISTS', KEYS[1], 'failing_since_ms') == 1 then
+  concurrency = math.min(concurrency, tonumber(ARGV[8]))
+end
 local dprefix = ARGV[7]
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
   redis.call('ZREM', KEYS[3], id)
@@ -404,16 +409,28 @@ class Deliveries:
         return int(out[-1]) if new else 0
 
     async def claim(
-        self, endpoint_id: str, now: int, *, concurrency: int, lease_ms: int, limit: int = 100
+        self,
+        endpoint_id: str,
+        now: int,
+        *,
+        concurrency: int,
+        lease_ms: int,
+        limit: int = 100,
+        failing_concurrency: int | None = None,
     ) -> list[tuple[str, str]]:
-        """Claim due deliveries of an endpoint up to its free slots: ``(delivery id, lease)`` pairs."""
+        """Claim due deliveries of an endpoint up to its free slots: ``(delivery id, lease)`` pairs.
+
+        ``failing_concurrency`` (default: ``concurrency``) caps the slots of an endpoint that is failing.
+        """
         keys_ = (
             keys.webhook(endpoint_id),
             keys.webhook_due(endpoint_id),
             keys.webhook_in_flight(endpoint_id),
             keys.WEBHOOK_SCHEDULE,
         )
-        args = (endpoint_id, now, concurrency, lease_ms, limit, secrets.token_hex(8) + ":", keys.delivery(""))
+        failing = concurrency if failing_concurrency is None else failing_concurrency
+        lease_prefix = secrets.token_hex(8) + ":"
+        args = (endpoint_id, now, concurrency, lease_ms, limit, lease_prefix, keys.delivery(""), failing)
         found = await self._claim(keys=keys_, args=args)
         pairs = [keys.text(x) for x in found]
         return list(zip(pairs[::2], pairs[1::2], strict=True))

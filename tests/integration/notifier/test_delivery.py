@@ -25,7 +25,7 @@ from shared.webhooks import endpoints
 from shared.webhooks.deliveries import Deliveries, Delivery, DeliveryState, NewDelivery
 from shared.webhooks.destinations import AllowList
 from shared.webhooks.endpoints import Endpoint, now_ms
-from tests.integration.conftest import RunningNotifier
+from tests.integration.conftest import RunningNotifier, closed_port
 from tests.peers import HANG, Receiver, SmtpServer, eventually
 
 StartNotifier = Callable[[Settings], Awaitable[RunningNotifier]]
@@ -139,6 +139,35 @@ async def test_failed_attempts_are_retried_on_the_time_scaled_schedule(
     assert attempts[0].response.startswith("answer 500 ") and len(attempts[0].response.encode()) == 1024
     await asyncio.sleep(1.2)
     assert len(receiver.at("/flaky")) == 4  # nothing after the success
+
+
+async def test_a_timeout_and_a_refused_connection_are_failed_attempts_that_retry(
+    client: aioredis.Redis, webhook_settings: Make, notifier: StartNotifier, receiver: Receiver
+) -> None:
+    # Given a 0.5 s request timeout, two attempts, an endpoint that first hangs and one nobody listens on
+    settings = webhook_settings(
+        webhook_timeout_s=0.5, webhook_retry_initial_s=0.2, webhook_retry_max_s=0.2, webhook_max_attempts=2
+    )
+    slow, _ = await _endpoint(client, receiver.url("/slow"), ("job.*",))
+    dead, _ = await _endpoint(client, f"http://127.0.0.1:{closed_port()}/hook", ("job.*",))
+    receiver.script("/slow", HANG, 200)
+    await notifier(settings)
+
+    # When an event goes to both
+    event = await _publish(client, _succeeded("job_1"))
+
+    # Then the timed-out attempt is a failure, retried with the same webhook-id, and the retry succeeds
+    (delivered,) = await eventually(lambda: _all_in(settings, client, slow.id, DeliveryState.SUCCEEDED, 1))
+    store = Deliveries(client, retention_s=60)
+    first, second = await store.attempts(delivered.id)
+    assert (first.status, first.error, second.status) == (None, "timed out after 0.5 s", 200)
+    assert first.latency_ms >= 500
+    assert {h.headers["webhook-id"] for h in receiver.at("/slow")} == {event.id}
+    # and the refused connection fails every attempt until the delivery is exhausted
+    (exhausted,) = await eventually(lambda: _all_in(settings, client, dead.id, DeliveryState.EXHAUSTED, 1))
+    attempts = await store.attempts(exhausted.id)
+    assert [a.status for a in attempts] == [None, None]
+    assert all((a.error or "").startswith("cannot connect") for a in attempts), attempts
 
 
 async def test_429_and_503_wait_as_long_as_retry_after_asks(
@@ -268,6 +297,32 @@ async def test_a_dead_endpoint_never_holds_up_another(
     hits = await receiver.wait_for("/alive", 60)
     assert {h.headers["webhook-id"] for h in hits} == {e.id for e in sent}
     assert len(receiver.at("/dead")) == 2
+
+
+async def test_a_failing_endpoint_is_held_to_fewer_attempts_in_flight(
+    client: aioredis.Redis, webhook_settings: Make, notifier: StartNotifier, receiver: Receiver
+) -> None:
+    # Given an endpoint allowed 10 attempts in flight, 2 once it fails, whose first answer is a 500
+    settings = webhook_settings(
+        webhook_endpoint_concurrency=10,
+        webhook_failing_endpoint_concurrency=2,
+        webhook_timeout_s=60.0,
+        webhook_retry_initial_s=30.0,
+    )
+    await _endpoint(client, receiver.url("/bad"), ("job.*",))
+    receiver.script("/bad", 500, HANG)
+    await notifier(settings)
+    await _publish(client, _succeeded("job_0"))
+    await receiver.wait_for("/bad", 1)
+
+    # When 10 more events arrive while it is failing (and hangs from now on)
+    for i in range(1, 11):
+        await _publish(client, _succeeded(f"job_{i}"))
+
+    # Then it holds only 2 attempts, not 10
+    await receiver.wait_for("/bad", 3)
+    await asyncio.sleep(1.0)
+    assert len(receiver.at("/bad")) == 3
 
 
 async def test_redirects_are_not_followed(
