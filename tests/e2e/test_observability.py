@@ -32,7 +32,7 @@ from tests.peers import Receiver, SmtpServer
 pytestmark = pytest.mark.e2e
 
 SMTP_PASSWORD = "mail-" + secrets.token_urlsafe(16)
-SERVER, SPAN_KIND_CONSUMER = 2, 5
+SERVER, SPAN_KIND_PRODUCER, SPAN_KIND_CONSUMER = 2, 4, 5
 
 
 @dataclass
@@ -209,6 +209,26 @@ async def test_a_search_is_a_trace_with_cache_embedding_and_faiss_spans(observed
         child = _one(spans, name)
         assert (child.service, child.parent_id) == ("semaflow-gateway", request.span_id)
     assert _one(spans, "search.cache").attributes["semaflow.cache"] == "miss"
+
+
+async def test_a_schedule_firing_carries_its_trace_to_the_task_in_the_message_options(observed: Observed) -> None:
+    stack = observed.stack
+    async with aiohttp.ClientSession() as http:
+        await _call(http, stack, "POST", "/v1/schedules/stats/trigger", 202)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:
+        fires = [s for s in observed.otlp.spans if s.name == "schedule.fire stats"]
+        tasks = [s for s in observed.otlp.spans if s.name == "task refresh_stats"]
+        linked = [(f, t) for f in fires for t in tasks if (t.trace_id, t.parent_id) == (f.trace_id, f.span_id)]
+        if linked:
+            break
+        assert loop.time() < deadline, (fires, tasks)
+        await asyncio.sleep(0.1)
+    fire, task = linked[0]
+    assert (fire.service, fire.kind) == ("semaflow-scheduler", SPAN_KIND_PRODUCER)
+    assert (task.service, task.kind) == ("semaflow-indexer", SPAN_KIND_CONSUMER)
+    assert task.attributes["messaging.destination.name"] == "maintenance"
 
 
 def _scrape(url: str) -> str:
