@@ -5,6 +5,7 @@ match, start what may start now, and trigger the mail and the weekly counts an e
 from __future__ import annotations
 
 import asyncio
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
@@ -140,20 +141,24 @@ class FanOut:
                 pipe.set(keys.event_seen(self.group, r.event.id), "1", nx=True, ex=_SEEN_TTL_S)
             fresh = [r for r, first in zip(relevant, await pipe.execute(), strict=True) if first]
         mails: list[tasks.SendEmail] = []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for r in fresh:
-                tenant = str(r.event.data["tenant"])
-                counts = _counts(r.event)
-                if counts:
-                    key = keys.digest_counts(tenant, iso_week(datetime.fromtimestamp(r.ms / 1000, UTC)))
-                    for name, n in counts.items():
+        # The batch's counts are summed per (tenant, week) first: one HINCRBY per counter, not per event.
+        sums: dict[str, Counter[str]] = defaultdict(Counter)
+        for r in fresh:
+            tenant = str(r.event.data["tenant"])
+            counts = _counts(r.event)
+            if counts:
+                sums[keys.digest_counts(tenant, iso_week(datetime.fromtimestamp(r.ms / 1000, UTC)))].update(counts)
+            kind = MAILED.get(r.event.type)
+            if kind is not None:
+                context = {**r.event.data, "event_id": r.event.id, "time": r.event.time.isoformat()}
+                mails.append(tasks.SendEmail(kind=kind, tenant=tenant, context=context))
+        if sums:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, counter in sums.items():
+                    for name, n in counter.items():
                         pipe.hincrby(key, name, n)
                     pipe.expire(key, _COUNTS_TTL_S)
-                kind = MAILED.get(r.event.type)
-                if kind is not None:
-                    context = {**r.event.data, "event_id": r.event.id, "time": r.event.time.isoformat()}
-                    mails.append(tasks.SendEmail(kind=kind, tenant=tenant, context=context))
-            await pipe.execute()
+                await pipe.execute()
         if mails:
             await asyncio.to_thread(self._send_mails, mails)
 

@@ -394,10 +394,13 @@ class Deliveries:
         Idempotent: a delivery or body that exists is left as it is.
         """
         cutoff = now - self.retention_s * 1000
+        by_tenant: dict[str, dict[str, int]] = {}
         async with self.client.pipeline(transaction=False) as pipe:
             for tenant, event_id, at_ms, body in messages:
                 pipe.set(keys.webhook_message(event_id), body, ex=self.retention_s, nx=True)
-                pipe.zadd(keys.tenant_messages(tenant), {event_id: at_ms})
+                by_tenant.setdefault(tenant, {})[event_id] = at_ms
+            for tenant, stamps in by_tenant.items():  # each tenant's replay index once per batch
+                pipe.zadd(keys.tenant_messages(tenant), stamps)
                 pipe.zremrangebyscore(keys.tenant_messages(tenant), "-inf", cutoff)
             args: list[Any] = [now, self.retention_s]
             for d in new:
