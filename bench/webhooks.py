@@ -171,7 +171,9 @@ def _cpu(pid: int) -> float:
     return common.cpu_seconds(common.process_tree(pid))
 
 
-async def measure(args: argparse.Namespace, redis_url: str, base: str, notifier_pid: int) -> dict[str, Any]:
+async def measure(
+    args: argparse.Namespace, redis_url: str, base: str, notifier_pid: int, redis_pid: int
+) -> dict[str, Any]:
     """The reference, then ``--rounds`` rounds of (a) and (b), interleaved, against processes already started.
 
     Interleaving puts the machine's drift (other load, frequency changes) into both sides alike; each
@@ -190,18 +192,25 @@ async def measure(args: argparse.Namespace, redis_url: str, base: str, notifier_
             await endpoints.create(aclient, TENANT, f"{base}/fast", ("job.*",))
             await _run(redis_url, base, min(500, args.events), "warm-up", http)
             for n in range(1, args.rounds + 1):
-                cpu0 = _cpu(notifier_pid)
+                cpu0 = (_cpu(notifier_pid), _cpu(redis_pid))
                 run = await _run(redis_url, base, args.events, f"round {n} (a) fast endpoint alone", http)
-                alone.append(run | {"notifier_cpu_ms_per_delivery": (_cpu(notifier_pid) - cpu0) * 1000 / args.events})
+                alone.append(run | _cpu_per_delivery(cpu0, notifier_pid, redis_pid, args.events))
 
                 slow, _ = await endpoints.create(aclient, TENANT, f"{base}/slow", ("job.*",))
-                cpu0 = _cpu(notifier_pid)
+                cpu0 = (_cpu(notifier_pid), _cpu(redis_pid))
                 run = await _run(redis_url, base, args.events, f"round {n} (b) beside an endpoint that times out", http)
-                beside.append(run | {"notifier_cpu_ms_per_delivery": (_cpu(notifier_pid) - cpu0) * 1000 / args.events})
+                beside.append(run | _cpu_per_delivery(cpu0, notifier_pid, redis_pid, args.events))
                 await endpoints.delete(aclient, slow)
     finally:
         await aclient.aclose()
     return {"reference_rate": reference, "alone": alone, "beside_slow": beside}
+
+
+def _cpu_per_delivery(before: tuple[float, float], notifier_pid: int, redis_pid: int, events: int) -> dict[str, float]:
+    return {
+        "notifier_cpu_ms_per_delivery": (_cpu(notifier_pid) - before[0]) * 1000 / events,
+        "redis_cpu_ms_per_delivery": (_cpu(redis_pid) - before[1]) * 1000 / events,
+    }
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -211,6 +220,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "min": min(rates),
         "max": max(rates),
         "cpu": statistics.median(r["notifier_cpu_ms_per_delivery"] for r in runs),
+        "redis_cpu": statistics.median(r["redis_cpu_ms_per_delivery"] for r in runs),
     }
 
 
@@ -235,9 +245,9 @@ def report(args: argparse.Namespace, measured: dict[str, Any]) -> dict[str, Any]
     print()
     print(
         table(
-            ["run", "rounds", "deliveries/s (median)", "min", "max", "vs reference", "CPU ms/delivery", "target"],
+            ["run", "rounds", "deliveries/s (median)", "min", "max", "vs ref", "CPU ms/dlv", "Redis ms/dlv", "target"],
             [
-                ["(ref) bare aiohttp client", 1, reference, reference, reference, 1.0, "-", ""],
+                ["(ref) bare aiohttp client", 1, reference, reference, reference, 1.0, "-", "-", ""],
                 [
                     "(a) fast endpoint alone",
                     args.rounds,
@@ -246,6 +256,7 @@ def report(args: argparse.Namespace, measured: dict[str, Any]) -> dict[str, Any]
                     a["max"],
                     a["rate"] / reference,
                     a["cpu"],
+                    a["redis_cpu"],
                     f">= {TARGET_RATE:.0f}/s {verdict(a['rate'] >= TARGET_RATE)}",
                 ],
                 [
@@ -256,6 +267,7 @@ def report(args: argparse.Namespace, measured: dict[str, Any]) -> dict[str, Any]
                     b["max"],
                     b["rate"] / reference,
                     b["cpu"],
+                    b["redis_cpu"],
                     f"b/a = {ratio:.3f} >= {TARGET_RATIO} {verdict(ratio >= TARGET_RATIO)}",
                 ],
             ],
@@ -286,7 +298,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         notifier = subprocess.Popen([sys.executable, "-m", "services.notifier"], env=env, stderr=notifier_log)
         try:
             _wait_notifier(server.url, notifier)
-            measured = asyncio.run(measure(args, server.url, f"http://127.0.0.1:{port}", notifier.pid))
+            measured = asyncio.run(
+                measure(args, server.url, f"http://127.0.0.1:{port}", notifier.pid, server.process.pid)
+            )
         finally:
             notifier.terminate()
             notifier.wait(60)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from pydantic import BaseModel, ConfigDict
 
 from shared import keys, paging
+from shared.scriptbatch import ScriptBatcher
 from shared.tasks import NOTIFY_QUEUE
 from shared.webhooks.endpoints import Secret
 from shared.workqueue import DONE_BUCKET_S, done_key
@@ -387,6 +388,8 @@ class Deliveries:
         self._finish = client.register_script(_FINISH)
         self._release = client.register_script(_RELEASE)
         self._requeue = client.register_script(_REQUEUE)
+        # Attempts begin and finish many at a time: their calls share round trips.
+        self._batch = ScriptBatcher(client)
 
     async def create(self, new: list[NewDelivery], messages: list[tuple[str, str, int, bytes]], now: int) -> int:
         """Store event bodies (tenant, event id, time, body) and create deliveries; returns how many were new.
@@ -441,7 +444,7 @@ class Deliveries:
     async def begin(self, delivery_id: str, lease: str) -> Started | None:
         """Start the attempt a lease allows; None if the lease is stale or its attempt already began."""
         args = (lease, keys.webhook(""), keys.webhook_message(""))
-        found = await self._begin(keys=[keys.delivery(delivery_id)], args=args)
+        found = await self._batch.call(self._begin, [keys.delivery(delivery_id)], args)
         if not found:
             return None
         raw_delivery, raw_target, body = found
@@ -501,7 +504,7 @@ class Deliveries:
             e,
             MAX_ATTEMPTS_KEPT,
         )
-        found = await self._finish(keys=keys_, args=args)
+        found = await self._batch.call(self._finish, keys_, args)
         if int(found[0]) != 1:
             return False, False, ""
         return True, int(found[1]) == 1, keys.text(found[2])
