@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import pytest
@@ -18,7 +19,7 @@ from shared.events import IndexPublished
 from shared.schedule_state import Outcome
 from shared.schedules import Action, MissedRuns, Schedule
 from shared.storage import LocalStore
-from tests.integration.indexer.staging import make_collection, stage, unit_vectors
+from tests.integration.indexer.staging import load_live, make_collection, stage, top_ids, unit_vectors
 from tests.streams import events_of
 
 T = TypeVar("T")
@@ -83,4 +84,49 @@ def test_compaction_and_statistics_run_from_the_queue_and_report_success(
     parsed = _wait(stored)
     assert (parsed.vectors, parsed.documents, parsed.segments, parsed.approximate_segments) == (30, 30, 1, 0)
     assert parsed.version == published[0].version and parsed.memory_bytes > 30 * 384 * 4
+    age = parsed.age_seconds(datetime.now(UTC))
+    assert parsed.index_created_at is not None and age is not None and 0 <= age < 60
     broker.close()
+
+
+def test_cleanup_runs_from_the_queue_reports_what_it_removed_and_keeps_the_live_index(
+    settings: Settings, store: LocalStore, redis_client: redis.Redis
+) -> None:
+    # Given two published versions, no retention and only the live manifest kept
+    tight = settings.model_copy(update={"cleanup_retention_s": 0, "cleanup_keep_manifests": 1})
+    service = build_indexer(tight, store=store)
+    worker, heartbeat = service.start()
+    broker = build_broker(tight, tight.require_redis_url())
+    try:
+        collection = make_collection(redis_client)
+        publisher = Publisher(redis_client, store)
+        vectors = unit_vectors(20, seed=2)
+        for b in range(2):
+            stage(store, collection, f"b{b}", [f"d{b * 10 + i}" for i in range(10)], vectors[b * 10 : (b + 1) * 10])
+            publisher.add_batch(collection, f"b{b}", write_seq=b + 1)
+        live = load_live(publisher, store, collection)
+        time.sleep(1.1)  # every object is now older than the (zero) retention, to the second
+        schedule = Schedule(name="cleanup", cron="0 2 * * *", action=Action.CLEANUP, missed=MissedRuns.RUN_ONCE)
+
+        # When the cleanup schedule's action runs from the queue
+        _fired(redis_client, "cleanup", "tick-1")
+        tasks.CLEANUP_STORE.send(broker, tasks.CleanupStore(schedule="cleanup", run_id="tick-1"))
+
+        def last_run() -> schedule_state.LastRun | None:
+            view = schedule_state.view(
+                schedule, redis_client.hgetall(keys.schedule("cleanup")), schedule_state.from_millis(0)
+            )
+            run = view.last_run
+            return run if run is not None and run.outcome in (Outcome.SUCCEEDED, Outcome.FAILED) else None
+
+        run = _wait(last_run)
+    finally:
+        broker.close()
+        service.stop(worker, heartbeat)
+
+    # Then it reports the first version's manifest removed, and the live version still loads and searches
+    assert run.outcome is Outcome.SUCCEEDED and run.detail is not None, run
+    assert run.detail.startswith("removed 1 manifests, 0 segments"), run.detail
+    again = load_live(publisher, store, collection)
+    assert again.version == live.version
+    assert top_ids(again, vectors[15], 1) == ["d15"]
