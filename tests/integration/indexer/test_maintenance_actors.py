@@ -48,6 +48,13 @@ def _fired(client: redis.Redis, name: str, run_id: str) -> None:
                                               "outcome": "enqueued"})  # fmt: skip
 
 
+def _finished_run(client: redis.Redis, schedule: Schedule) -> schedule_state.LastRun | None:
+    """The schedule's last run, once it has an outcome."""
+    view = schedule_state.view(schedule, client.hgetall(keys.schedule(schedule.name)), schedule_state.from_millis(0))
+    run = view.last_run
+    return run if run is not None and run.outcome in (Outcome.SUCCEEDED, Outcome.FAILED) else None
+
+
 def test_compaction_and_statistics_run_from_the_queue_and_report_success(
     indexer: None, settings: Settings, store: LocalStore, redis_client: redis.Redis
 ) -> None:
@@ -63,14 +70,7 @@ def test_compaction_and_statistics_run_from_the_queue_and_report_success(
     _fired(redis_client, "compaction", "tick-1")
     tasks.COMPACT_COLLECTIONS.send(broker, tasks.CompactCollections(schedule="compaction", run_id="tick-1"))
 
-    def last_run() -> schedule_state.LastRun | None:
-        view = schedule_state.view(
-            schedule, redis_client.hgetall(keys.schedule("compaction")), schedule_state.from_millis(0)
-        )
-        run = view.last_run
-        return run if run is not None and run.outcome in (Outcome.SUCCEEDED, Outcome.FAILED) else None
-
-    run = _wait(last_run)
+    run = _wait(lambda: _finished_run(redis_client, schedule))
     assert run.outcome is Outcome.SUCCEEDED and run.detail is not None and "3 segments merged" in run.detail
     published = events_of(redis_client, IndexPublished)
     assert [(e.collection, e.documents, e.segments) for e in published] == [("docs", 30, 1)]
@@ -112,14 +112,7 @@ def test_cleanup_runs_from_the_queue_reports_what_it_removed_and_keeps_the_live_
         _fired(redis_client, "cleanup", "tick-1")
         tasks.CLEANUP_STORE.send(broker, tasks.CleanupStore(schedule="cleanup", run_id="tick-1"))
 
-        def last_run() -> schedule_state.LastRun | None:
-            view = schedule_state.view(
-                schedule, redis_client.hgetall(keys.schedule("cleanup")), schedule_state.from_millis(0)
-            )
-            run = view.last_run
-            return run if run is not None and run.outcome in (Outcome.SUCCEEDED, Outcome.FAILED) else None
-
-        run = _wait(last_run)
+        run = _wait(lambda: _finished_run(redis_client, schedule))
     finally:
         broker.close()
         service.stop(worker, heartbeat)
