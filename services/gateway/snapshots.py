@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 LOAD_THREADS = 4  # segment files fetched at once when a version brings several new ones
+# After a search-started load failed, searches start no other for this long (the object store may be
+# down: each search would try again); the event follower and the reconciler still retry.
+CATCH_UP_RETRY_S = 5.0
 
 
 @dataclass(eq=False)
@@ -156,6 +160,8 @@ class IndexRegistry:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._drop_listeners: list[Callable[[str, str], None]] = []
         self._swap_listeners: list[Callable[[Snapshot], None]] = []
+        self._catching_up: dict[tuple[str, str], asyncio.Future[Snapshot | None]] = {}
+        self._catch_up_failed: dict[tuple[str, str], float] = {}
         self.loaded = asyncio.Event()
 
     def on_drop(self, listener: Callable[[str, str], None]) -> None:
@@ -198,21 +204,36 @@ class IndexRegistry:
     async def catch_up(self, current: Snapshot, wait_s: float) -> Snapshot:
         """The newest published version, if it loads within ``wait_s``; ``current`` otherwise.
 
-        The load goes on after a time-out (the event follower would start it anyway), so a big
-        version still swaps in; the requests that gave up on it answer from the one they had.
+        Concurrent searches share one load per collection. The load goes on after a time-out (the
+        event follower would start it anyway), so a big version still swaps in; the requests that
+        gave up on it answer from the one they had. After a failed load, searches do not start
+        another for :data:`CATCH_UP_RETRY_S` (the follower and the reconciler keep trying).
         """
-        if wait_s <= 0:
+        key = (current.ref.tenant, current.ref.name)
+        failed_at = self._catch_up_failed.get(key)
+        if wait_s <= 0 or (failed_at is not None and time.monotonic() - failed_at < CATCH_UP_RETRY_S):
             return current
-        loading = asyncio.ensure_future(self.refresh(current.ref.tenant, current.ref.name))
+        loading = self._catching_up.get(key)
+        if loading is None or loading.done():
+            loading = asyncio.ensure_future(self.refresh(*key))
+            self._catching_up[key] = loading
+            loading.add_done_callback(lambda task: self._caught_up(key, task))
         try:
             newer = await asyncio.wait_for(asyncio.shield(loading), wait_s)
         except TimeoutError:
-            loading.add_done_callback(_retrieve)
             return current
-        except Exception as exc:  # a failed load must not fail the search: the loaded version still answers
-            log.warning("index.catch_up_failed", collection=current.ref.name, error=repr(exc))
+        except Exception:  # a failed load must not fail the search: the loaded version still answers
             return current
         return newer if newer is not None else current
+
+    def _caught_up(self, key: tuple[str, str], task: asyncio.Future[Snapshot | None]) -> None:
+        if self._catching_up.get(key) is task:
+            del self._catching_up[key]
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._catch_up_failed[key] = time.monotonic()
+            log.warning("index.catch_up_failed", collection=key[1], tenant=key[0], error=repr(exc))
+        else:
+            self._catch_up_failed.pop(key, None)
 
     def _load(self, ref: CollectionRef, version: str, current: Snapshot | None) -> Snapshot:
         """Read the manifest, fetch only segments the current snapshot lacks, and merge."""
@@ -279,9 +300,3 @@ class IndexRegistry:
             if loop.time() >= next_reconcile:
                 await self.load_all()
                 next_reconcile = loop.time() + reconcile_s
-
-
-def _retrieve(task: asyncio.Future[Snapshot | None]) -> None:
-    """Fetch a background load's outcome, so a failure is logged once and not as never retrieved."""
-    if not task.cancelled() and (exc := task.exception()) is not None:
-        log.warning("index.catch_up_failed", error=repr(exc))

@@ -68,3 +68,18 @@ async def test_with_no_wait_the_loaded_version_answers_until_the_swap(
     _, vector = await _publish_without_an_event(redis_client, store)
 
     assert (await _search(client, auth, vector)) == {"results": [], "index_version": None}
+
+
+async def test_a_version_that_cannot_be_loaded_leaves_the_loaded_one_answering(
+    aiohttp_client: AiohttpClient, settings: Settings, store: LocalStore, redis_client: redis.Redis
+) -> None:
+    client, auth = await _gateway(aiohttp_client, settings, store, redis_client)
+    assert (await client.put("/v1/collections/docs", headers=auth)).status == 201
+    await _search(client, auth, [1.0] + [0.0] * 383)
+    version, vector = await _publish_without_an_event(redis_client, store)
+    record = catalog.get_sync(redis_client, "acme", "docs")
+    assert record is not None
+    store.delete(record.ref.manifest_key(version))  # the new version's manifest is gone: its load fails
+
+    for _ in range(3):  # the first search's load fails; the next ones do not try again at once
+        assert (await _search(client, auth, vector)) == {"results": [], "index_version": None}
