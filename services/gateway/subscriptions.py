@@ -6,7 +6,6 @@ within a fraction of a second and sends them (``SEMAFLOW_WEBHOOK_*`` govern how)
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -14,11 +13,13 @@ import structlog
 
 from shared import deadletters
 from shared.errors import Conflict, NotFound
-from shared.events import CloudEvent, WebhookDeliveryExhausted, WebhookEndpointDisabled, WebhookTest
+from shared.events import CloudEvent, WebhookTest
+from shared.schedule_state import millis
 from shared.webhooks import endpoints
-from shared.webhooks.deliveries import Deliveries, Delivery, NewDelivery, event_type_of, new_delivery_id
+from shared.webhooks.deliveries import Deliveries, Delivery, NewDelivery, new_delivery_id, read_stored
 from shared.webhooks.destinations import check_destination
-from shared.webhooks.endpoints import Endpoint, now_ms
+from shared.webhooks.endpoints import Endpoint
+from shared.workqueue import now_ms
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -28,23 +29,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 SOURCE: Final = "semaflow/gateway"
-# Events that report on one endpoint; never sent to that endpoint itself.
-_REPORTS: Final = (WebhookDeliveryExhausted.TYPE, WebhookEndpointDisabled.TYPE)
 # Replays create deliveries in chunks of this many (one script call each).
 _CHUNK: Final = 500
-
-
-def _millis(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
-
-
-def _about(endpoint: Endpoint, body: bytes) -> bool:
-    """Whether a stored body reports on this very endpoint's failure (never sent to it)."""
-    try:
-        data = json.loads(body).get("data", {})
-    except ValueError:
-        return False
-    return isinstance(data, dict) and data.get("endpoint_id") == endpoint.id
 
 
 class Subscriptions:
@@ -163,18 +149,17 @@ class Subscriptions:
         if endpoint.disabled:
             raise Conflict(f"webhook {endpoint.id} is disabled; enable it first")
         found = await self.deliveries.message_ids(
-            endpoint.tenant, _millis(since), _millis(until) if until is not None else None
+            endpoint.tenant, millis(since), millis(until) if until is not None else None
         )
         queued = 0
         for start in range(0, len(found), _CHUNK):
             chunk = [event_id for event_id, _ in found[start : start + _CHUNK]]
             new = []
             for event_id, body in zip(chunk, await self.deliveries.messages(chunk), strict=True):
-                event_type = event_type_of(body) if body is not None else None
-                if body is None or event_type is None or not endpoint.wants(event_type):
+                stored = read_stored(body) if body is not None else None
+                if stored is None or not endpoint.wants(stored[0]) or endpoints.reports_on(endpoint.id, *stored):
                     continue
-                if event_type in _REPORTS and _about(endpoint, body):
-                    continue
+                event_type = stored[0]
                 new.append(NewDelivery(new_delivery_id(), endpoint.id, endpoint.tenant, event_id, event_type, "replay"))
             queued += await self.deliveries.create(new, [], now_ms()) if new else 0
         log.info("webhook.replayed", endpoint_id=endpoint.id, since=since.isoformat(), deliveries=queued)

@@ -25,8 +25,8 @@ from shared import bus, deadletters, keys, tasks, tracing
 from shared.errors import TransientError
 from shared.events import CloudEvent, WebhookDeliveryExhausted, WebhookEndpointDisabled
 from shared.webhooks.deliveries import Attempt, Deliveries, Delivery, Outcome, Target
-from shared.webhooks.endpoints import now_ms
 from shared.webhooks.retries import RetrySchedule, retry_after_s
+from shared.workqueue import now_ms
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -105,6 +105,8 @@ class Deliverer:
         allow = settings.webhook_allow_list
         self._refusal = functools.lru_cache(maxsize=4096)(lambda url: refusal(url, allow))
         self.lease_ms = int((settings.webhook_timeout_s + _LEASE_MARGIN_S) * 1000)
+        self.disable_after_ms = int(settings.webhook_disable_after_s * 1000)
+        self.stale_reason = f"no successful delivery for {_duration(settings.webhook_disable_after_s)}"
         self.rng = rng or random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = threading.BoundedSemaphore(settings.webhook_max_in_flight)
@@ -121,16 +123,21 @@ class Deliverer:
     async def dispatch(self, endpoint_ids: list[str], now: int | None = None) -> int:
         """Claim what these endpoints may start now and send one ``deliver_webhook`` message per claim."""
         at = now_ms() if now is None else now
-        claims: list[tuple[str, str]] = []
-        for endpoint_id in endpoint_ids:
-            claims += await self.store.claim(
-                endpoint_id,
-                at,
-                concurrency=self.settings.webhook_endpoint_concurrency,
-                lease_ms=self.lease_ms,
-                limit=self.settings.webhook_endpoint_concurrency,
-                failing_concurrency=self.settings.webhook_failing_endpoint_concurrency,
+        s = self.settings
+        found = await asyncio.gather(
+            *(
+                self.store.claim(
+                    endpoint_id,
+                    at,
+                    concurrency=s.webhook_endpoint_concurrency,
+                    lease_ms=self.lease_ms,
+                    limit=s.webhook_endpoint_concurrency,
+                    failing_concurrency=s.webhook_failing_endpoint_concurrency,
+                )
+                for endpoint_id in endpoint_ids
             )
+        )  # one round trip for them all: the claims share the store's script batches
+        claims = [claim for per_endpoint in found for claim in per_endpoint]
         if claims:
             await asyncio.to_thread(self._send, claims)
         return len(claims)
@@ -237,7 +244,7 @@ class Deliverer:
             why = "the endpoint was deleted" if endpoint is None else "the event is no longer stored"
             attempt = Attempt(n=delivery.attempts + 1, at=datetime.now(UTC), status=None, latency_ms=0.0, error=why)
             await self.store.finish(
-                delivery, lease, attempt, Outcome.FAILED, now=now_ms(), disable_after_ms=self._disable_after_ms()
+                delivery, lease, attempt, Outcome.FAILED, now=now_ms(), disable_after_ms=self.disable_after_ms
             )
             self.freed(delivery.endpoint_id)
             return
@@ -278,9 +285,6 @@ class Deliverer:
         self.metrics.attempt_seconds.observe(answer.latency_ms / 1000)
         return answer
 
-    def _disable_after_ms(self) -> int:
-        return int(self.settings.webhook_disable_after_s * 1000)
-
     async def _settle(self, delivery: Delivery, endpoint: Target, lease: str, answer: Answer) -> Verdict:
         now = now_ms()
         verdict = judge(answer, delivery, self.schedule, now, self.rng)
@@ -292,7 +296,6 @@ class Deliverer:
             response=answer.body,
             error=answer.error,
         )
-        failing_for = _duration(self.settings.webhook_disable_after_s)
         recorded, disabled, reason = await self.store.finish(
             delivery,
             lease,
@@ -300,9 +303,9 @@ class Deliverer:
             verdict.outcome,
             now=now,
             next_ms=verdict.next_ms,
-            disable_after_ms=self._disable_after_ms(),
+            disable_after_ms=self.disable_after_ms,
             disable_reason=verdict.disable_reason,
-            stale_reason=f"no successful delivery for {failing_for}",
+            stale_reason=self.stale_reason,
         )
         if not recorded:
             log.info("webhook.lease_lost", delivery_id=delivery.id)

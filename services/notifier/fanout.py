@@ -16,7 +16,8 @@ from shared import keys, tasks, tracing
 from shared.events import BatchAccepted, JobFailed, JobSucceeded, WebhookDeliveryExhausted, WebhookEndpointDisabled
 from shared.webhooks import endpoints
 from shared.webhooks.deliveries import NewDelivery, event_delivery_id
-from shared.webhooks.endpoints import Endpoint, now_ms
+from shared.webhooks.endpoints import Endpoint
+from shared.workqueue import now_ms
 
 if TYPE_CHECKING:
     import dramatiq
@@ -48,20 +49,16 @@ def iso_week(at: datetime) -> str:
     return f"{year}-W{week:02d}"
 
 
-def _about(endpoint: Endpoint, event: CloudEvent) -> bool:
-    """Whether an event reports on this very endpoint (never sent to it: it is failing or disabled)."""
-    return event.type in (WebhookDeliveryExhausted.TYPE, WebhookEndpointDisabled.TYPE) and (
-        event.data.get("endpoint_id") == endpoint.id
-    )
-
-
 def targets(found: list[Endpoint], received: Received) -> list[Endpoint]:
     """The endpoints an event goes to: enabled, subscribed, and created before the event was published."""
     event = received.event
     return [
         e
         for e in found
-        if not e.disabled and e.existed_at(received.entry_id) and e.wants(event.type) and not _about(e, event)
+        if not e.disabled
+        and e.existed_at(received.entry_id)
+        and e.wants(event.type)
+        and not endpoints.reports_on(e.id, event.type, event.data)
     ]
 
 

@@ -22,7 +22,7 @@ import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from shared import keys, paging
 from shared.scriptbatch import ScriptBatcher
 from shared.tasks import NOTIFY_QUEUE
-from shared.webhooks.endpoints import Secret
+from shared.webhooks.endpoints import Secret, iso_time
 from shared.workqueue import DONE_BUCKET_S, done_key
 
 if TYPE_CHECKING:
@@ -68,10 +68,6 @@ def event_delivery_id(event_id: str, endpoint_id: str) -> str:
 def new_delivery_id() -> str:
     """A fresh delivery id (a replay or a test sends the same event again as a new delivery)."""
     return "dlv_" + uuid.uuid4().hex[:24]
-
-
-def _iso(ms: int | None) -> str | None:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat() if ms is not None else None
 
 
 class Attempt(BaseModel):
@@ -124,9 +120,9 @@ class Delivery(BaseModel):
             "trigger": self.trigger,
             "state": self.state.value,
             "attempt_count": self.attempts,
-            "created_at": _iso(self.created_ms),
-            "next_attempt_at": _iso(self.next_ms) if self.state is DeliveryState.PENDING else None,
-            "last_attempt_at": _iso(self.last_ms),
+            "created_at": iso_time(self.created_ms),
+            "next_attempt_at": iso_time(self.next_ms) if self.state is DeliveryState.PENDING else None,
+            "last_attempt_at": iso_time(self.last_ms),
             "last_status": self.last_status,
             "last_error": self.last_error,
             "dead_letter": self.dead_letter,
@@ -176,7 +172,7 @@ class Target:
     secrets: tuple[Secret, ...]
 
     def signing_secrets(self, at_ms: int) -> list[str]:
-        """The secrets that sign a request made at ``at_ms`` (see :meth:`Endpoint.signing_secrets`)."""
+        """The secrets that sign a request made at ``at_ms``: the current one and any still in their grace period."""
         return [s.key for s in self.secrets if s.expires_ms is None or s.expires_ms > at_ms]
 
 
@@ -437,7 +433,7 @@ class Deliveries:
         failing = concurrency if failing_concurrency is None else failing_concurrency
         lease_prefix = secrets.token_hex(8) + ":"
         args = (endpoint_id, now, concurrency, lease_ms, limit, lease_prefix, keys.delivery(""), failing)
-        found = await self._claim(keys=keys_, args=args)
+        found = await self._batch.call(self._claim, keys_, args)
         pairs = [keys.text(x) for x in found]
         return list(zip(pairs[::2], pairs[1::2], strict=True))
 
@@ -629,10 +625,11 @@ async def queue_stats(client: aioredis.Redis, now: int) -> QueueStats:
     return QueueStats(due, delayed, in_flight, oldest, done)
 
 
-def event_type_of(body: bytes) -> str | None:
-    """The ``type`` of a stored CloudEvents body (None if it cannot be read)."""
+def read_stored(body: bytes) -> tuple[str, Mapping[str, Any]] | None:
+    """The ``type`` and ``data`` of a stored CloudEvents body (None if it cannot be read)."""
     try:
-        found = json.loads(body).get("type")
+        event = json.loads(body)
+        found, data = event.get("type"), event.get("data")
     except (ValueError, AttributeError):
         return None
-    return found if isinstance(found, str) else None
+    return (found, data if isinstance(data, dict) else {}) if isinstance(found, str) else None

@@ -11,10 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import time
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import redis.exceptions
@@ -23,7 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared import keys
 from shared.constants import MAX_WEBHOOKS_PER_TENANT
 from shared.errors import Conflict, InvalidInput
-from shared.events import EVENT_TYPES, WebhookTest
+from shared.events import EVENT_TYPES, WebhookDeliveryExhausted, WebhookEndpointDisabled, WebhookTest
+from shared.schedule_state import from_millis
+from shared.workqueue import now_ms
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -47,15 +47,6 @@ redis.call('HSET', KEYS[1], 'after_entry', after, unpack(ARGV, 3))
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
 return after
 """
-
-
-def now_ms() -> int:
-    """The current time in milliseconds since the epoch."""
-    return time.time_ns() // 1_000_000
-
-
-def _at(ms: int | None) -> datetime | None:
-    return datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else None
 
 
 def entry_position(entry_id: str) -> tuple[int, int]:
@@ -142,10 +133,6 @@ class Endpoint(BaseModel):
         """Whether the endpoint existed when the stream entry ``entry_id`` was appended."""
         return entry_position(entry_id) > entry_position(self.after_entry)
 
-    def signing_secrets(self, at_ms: int) -> list[str]:
-        """The secrets that sign a request made at ``at_ms``: the current one and any still in their grace period."""
-        return [s.key for s in self.secrets if s.expires_ms is None or s.expires_ms > at_ms]
-
     def public(self) -> dict[str, Any]:
         """The JSON the API answers."""
         previous = [s.expires_ms for s in self.secrets if s.expires_ms is not None and s.expires_ms > now_ms()]
@@ -156,17 +143,26 @@ class Endpoint(BaseModel):
             "event_types": list(self.event_types),
             "disabled": self.disabled,
             "disabled_reason": self.disabled_reason,
-            "disabled_at": _iso(self.disabled_ms),
-            "failing_since": _iso(self.failing_since_ms),
-            "previous_secret_expires_at": _iso(max(previous)) if previous else None,
-            "created_at": _iso(self.created_ms),
-            "updated_at": _iso(self.updated_ms),
+            "disabled_at": iso_time(self.disabled_ms),
+            "failing_since": iso_time(self.failing_since_ms),
+            "previous_secret_expires_at": iso_time(max(previous)) if previous else None,
+            "created_at": iso_time(self.created_ms),
+            "updated_at": iso_time(self.updated_ms),
         }
 
 
-def _iso(ms: int | None) -> str | None:
-    at = _at(ms)
-    return at.isoformat() if at is not None else None
+# Events that report on one endpoint (its failure); never sent to that endpoint itself.
+_REPORTS_ON_ENDPOINT: Final = frozenset({WebhookDeliveryExhausted.TYPE, WebhookEndpointDisabled.TYPE})
+
+
+def reports_on(endpoint_id: str, event_type: str, data: Mapping[str, Any]) -> bool:
+    """Whether an event reports on this very endpoint (it is failing or disabled: never sent to it)."""
+    return event_type in _REPORTS_ON_ENDPOINT and data.get("endpoint_id") == endpoint_id
+
+
+def iso_time(ms: int | None) -> str | None:
+    """Epoch milliseconds as an ISO 8601 UTC time, for the API (None stays None)."""
+    return from_millis(ms).isoformat() if ms is not None else None
 
 
 def _to_hash(endpoint: Endpoint) -> dict[str, str]:

@@ -24,7 +24,8 @@ from shared.events import CloudEvent, EventData, IndexPublished, JobFailed, JobS
 from shared.webhooks import endpoints
 from shared.webhooks.deliveries import Deliveries, Delivery, DeliveryState, NewDelivery
 from shared.webhooks.destinations import AllowList
-from shared.webhooks.endpoints import Endpoint, now_ms
+from shared.webhooks.endpoints import Endpoint
+from shared.workqueue import now_ms
 from tests.integration.conftest import RunningNotifier, closed_port
 from tests.peers import HANG, Receiver, SmtpServer, eventually
 
