@@ -30,7 +30,6 @@ log = structlog.get_logger("semaflow")
 SERVICES = ("gateway", "embedder", "indexer", "notifier", "scheduler")
 WORKERS = ("embedder", "indexer", "notifier", "scheduler")
 DEV_KEY_FILE = "dev-api-key"
-REDIS_URL_FILE = admin.REDIS_URL_FILE
 
 
 def dev_key(client: redis.Redis, data_dir: Path) -> str:

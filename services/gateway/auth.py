@@ -11,7 +11,9 @@ from opentelemetry import trace
 from services.gateway.appkeys import PRINCIPAL, REDIS
 from services.gateway.endpoints import endpoint_of
 from services.gateway.problems import problem
-from shared import apikeys
+from shared import apikeys, catalog
+from shared.catalog import Collection
+from shared.errors import NotFound
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -19,6 +21,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def tenant_of(request: web.Request) -> str:
     """The authenticated key's tenant."""
     return request[PRINCIPAL].tenant
+
+
+async def collection_of(request: web.Request) -> tuple[Collection, str | None]:
+    """The tenant's collection named in the path, and the version its LATEST names (one round trip).
+
+    Raises:
+        NotFound: the tenant has no such collection.
+    """
+    name = request.match_info["name"]
+    record, latest = await catalog.get_with_latest(request.app[REDIS], tenant_of(request), name)
+    if record is None:
+        raise NotFound(f"collection {name!r} does not exist")
+    return record, latest
 
 
 @web.middleware

@@ -172,8 +172,11 @@ class SearchCache:
                 log.info("search_cache.dropped", tenant=tenant, collection=collection, entries=dropped)
 
     async def forget(self, tenant: str, collection: str) -> int:
-        """Drop a collection's entries from L1 and, by pattern, from L2; returns how many L2 entries went."""
-        self.forget_local(tenant, collection)
+        """Drop a collection's entries from L2, by pattern; returns how many went.
+
+        L1 entries go through :meth:`forget_local`, which the index registry calls on every replica
+        whenever it drops a collection.
+        """
         removed = 0
         batch: list[bytes] = []
         async for key in self.client.scan_iter(match=keys.search_cache_pattern(tenant, collection), count=500):

@@ -7,7 +7,6 @@ slow Redis cannot stall a scrape), and ``semaflow_redis_up`` says whether that r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -15,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from services.gateway.appkeys import CONTROL, METRICS, REDIS
+from shared.service import pause
 
 log = structlog.get_logger(__name__)
 
@@ -29,7 +29,8 @@ async def refresh(app: web.Application) -> None:
     try:
         await asyncio.wait_for(app[REDIS].ping(), _PING_TIMEOUT_S)
         control = app[CONTROL]
-        gauges.record(await control.queues(), await control.workers())
+        workers = await control.workers()
+        gauges.record(await control.queues(workers), workers)
     except Exception as exc:
         gauges.redis_up.set(0)
         log.warning("cluster_metrics.refresh_failed", error=str(exc))
@@ -40,8 +41,7 @@ async def refresh(app: web.Application) -> None:
 async def _refresh_until(app: web.Application, stop: asyncio.Event) -> None:
     while not stop.is_set():
         await refresh(app)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), REFRESH_S)
+        await pause(stop, REFRESH_S)
 
 
 async def cluster_gauges(app: web.Application) -> AsyncIterator[None]:

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from services.gateway.schemas import IndexStatsInfo
 from shared import catalog, index_stats, keys
+from shared.service import pause
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -92,8 +93,7 @@ async def _refresh_until(
             await collector.refresh(client)
         except Exception as exc:
             log.warning("index_stats.refresh_failed", error=str(exc))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
+        await pause(stop, every_s)
 
 
 @contextlib.asynccontextmanager

@@ -175,9 +175,10 @@ class JobControl:
             if cursor is None:
                 return matched
 
-    async def queues(self) -> dict[str, Any]:
-        """Statistics of every work queue."""
-        dead = await deadletters.count_by_queue(self.client, list(tasks.TOKENS))
+    async def queues(self, workers: dict[str, int] | None = None) -> dict[str, Any]:
+        """Statistics of every work queue (``workers``: the live processes per service, if already counted)."""
+        workers = workers if workers is not None else await self.workers()
+        dead = await deadletters.count_by_queue(self.client, [*tasks.TOKENS, tasks.NOTIFY_QUEUE])
         out: dict[str, Any] = {}
         for queue, service in QUEUE_SERVICES.items():
             depth = await AsyncWorkQueue(self.client, queue).depth()
@@ -188,35 +189,34 @@ class JobControl:
                 "in_flight": depth.in_flight,
                 "dead": dead[queue],
                 "oldest_age_seconds": round(max(0.0, age), 3),
-                "workers": await self._workers(service),
+                "workers": workers.get(service, 0),
                 "processed_last_minute": depth.processed_last_minute,
             }
-        out[tasks.NOTIFY_QUEUE] = await self._notify_stats()
+        out[tasks.NOTIFY_QUEUE] = await self._notify_stats(dead[tasks.NOTIFY_QUEUE], workers.get("notifier", 0))
         return out
 
     async def workers(self) -> dict[str, int]:
-        """Live processes of every worker service (by heartbeat)."""
-        return {service: await self._workers(service) for service in WORKER_SERVICES}
+        """Live processes of every worker service (by heartbeat), from one scan of the heartbeats."""
+        found = dict.fromkeys(WORKER_SERVICES, 0)
+        prefix = keys.heartbeat_pattern().removesuffix("*:*")
+        async for key in self.client.scan_iter(match=keys.heartbeat_pattern(), count=500):
+            service = keys.text(key).removeprefix(prefix).split(":", 1)[0]  # {prefix}{service}:{host}:{pid}
+            if service in found:
+                found[service] += 1
+        return found
 
-    async def _workers(self, service: str) -> int:
-        workers = 0
-        async for _ in self.client.scan_iter(match=keys.heartbeat_pattern(service), count=500):
-            workers += 1
-        return workers
-
-    async def _notify_stats(self) -> dict[str, Any]:
+    async def _notify_stats(self, dead: int, workers: int) -> dict[str, Any]:
         """The notify queue as webhook deliveries: due now, waiting out a retry delay, attempts under way."""
         now = now_ms()
         stats = await queue_stats(self.client, now)
-        dead = await deadletters.count_by_queue(self.client, [tasks.NOTIFY_QUEUE])
         age = (now - stats.oldest_due_ms) / 1000 if stats.oldest_due_ms is not None else 0.0
         return {
             "depth": {Priority.NORMAL.value: stats.due},
             "delayed": stats.delayed,
             "in_flight": stats.in_flight,
-            "dead": dead[tasks.NOTIFY_QUEUE],
+            "dead": dead,
             "oldest_age_seconds": round(max(0.0, age), 3),
-            "workers": await self._workers("notifier"),
+            "workers": workers,
             "processed_last_minute": stats.attempts_last_minute,
         }
 

@@ -13,7 +13,8 @@ from typing import Final
 
 from aiohttp import web
 
-from services.gateway.appkeys import METRICS, PRINCIPAL, REDIS, SETTINGS, STORE, WRITES
+from services.gateway.appkeys import METRICS, REDIS, SETTINGS, STORE, WRITES
+from services.gateway.auth import collection_of
 from services.gateway.bodies import read_body
 from services.gateway.endpoints import Endpoints, Scope
 from services.gateway.indexmetrics import exported
@@ -134,10 +135,7 @@ async def _rollback_target(request: web.Request, record: catalog.Collection, ver
 )
 async def rollback_collection(request: web.Request) -> web.Response:
     """Publish an earlier version's content as the collection's next version (202 with its job)."""
-    name = request.match_info["name"]
-    record = await catalog.get(request.app[REDIS], request[PRINCIPAL].tenant, name)
-    if record is None:
-        raise NotFound(f"collection {name!r} does not exist")
+    record, _ = await collection_of(request)
     body = await read_body(request, RollbackRequest)
     target = await _rollback_target(request, record, body.version)
     job = await request.app[WRITES].rollback(record, target.version, target.documents)

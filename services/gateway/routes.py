@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 
 from services.gateway.appkeys import CACHE, REDIS, REGISTRY, SEARCHER, SETTINGS, STORE, WRITES
-from services.gateway.auth import tenant_of
+from services.gateway.auth import collection_of, tenant_of
 from services.gateway.bodies import read_body
 from services.gateway.cache import Level
 from services.gateway.endpoints import Endpoints
@@ -27,32 +27,34 @@ from services.gateway.schemas import (
 from shared import bus, catalog, index_stats, keys, manifests, tasks
 from shared.apikeys import Role
 from shared.constants import COLLECTION_NAME_PATTERN
-from shared.errors import NotFound
 from shared.events import CloudEvent, CollectionDeleted
+from shared.index_stats import IndexStats
 from shared.ratelimits import Category
 
-# ``model_response``, ``read_body`` and ``tenant_of`` live in responses, bodies and auth now; they stay
-# importable from here for routes modules written against the earlier layout.
-__all__ = ["model_response", "read_body", "routes", "tenant_of"]
+__all__ = ["routes"]
 
 log = structlog.get_logger(__name__)
 routes = Endpoints("collections")
 _NAME = re.compile(COLLECTION_NAME_PATTERN)
 
 
-async def _collection(request: web.Request) -> catalog.Collection:
-    name = request.match_info["name"]
-    found = await catalog.get(request.app[REDIS], tenant_of(request), name)
-    if found is None:
-        raise NotFound(f"collection {name!r} does not exist")
-    return found
-
-
-async def _info(request: web.Request, record: catalog.Collection) -> CollectionInfo:
+async def _infos(request: web.Request, records: list[catalog.Collection]) -> list[CollectionInfo]:
+    """What the API shows of these collections; their pointers and statistics are read in two round trips."""
+    if not records:
+        return []
     client = request.app[REDIS]
-    raw = await client.get(keys.latest(record.tenant, record.name))
+    latest = await client.mget([keys.latest(r.tenant, r.name) for r in records])
+    stats = await index_stats.read_many(client, [(r.tenant, r.name) for r in records])
+    return [
+        await _info(request, r, keys.text(raw) if raw else None, s)
+        for r, raw, s in zip(records, latest, stats, strict=True)
+    ]
+
+
+async def _info(
+    request: web.Request, record: catalog.Collection, version: str | None, stats: IndexStats | None
+) -> CollectionInfo:
     documents = segments = 0
-    version = keys.text(raw) if raw else None
     if version is not None:
         snapshot = request.app[REGISTRY].get(record.tenant, record.name)
         if snapshot is not None and snapshot.version == version:
@@ -66,7 +68,7 @@ async def _info(request: web.Request, record: catalog.Collection) -> CollectionI
         index_version=version,
         segments=segments,
         created_at=record.created_at.isoformat(),
-        stats=stats_info(await index_stats.read(client, record.tenant, record.name)),
+        stats=stats_info(stats),
     )
 
 
@@ -88,26 +90,29 @@ async def put_collection(request: web.Request) -> web.Response:
             ],
         )
     record, created = await catalog.create(request.app[REDIS], tenant_of(request), name)
-    return model_response(await _info(request, record), 201 if created else 200)
+    (info,) = await _infos(request, [record])
+    return model_response(info, 201 if created else 200)
 
 
 @routes.get("/v1/collections", role=Role.READER, limit=Category.SINGLE, responses={200: CollectionList})
 async def list_collections(request: web.Request) -> web.Response:
     """The tenant's collections."""
     records = await catalog.list_all(request.app[REDIS], tenant_of(request))
-    return model_response(CollectionList(collections=[await _info(request, r) for r in records]))
+    return model_response(CollectionList(collections=await _infos(request, records)))
 
 
 @routes.get("/v1/collections/{name}", role=Role.READER, limit=Category.SINGLE, responses={200: CollectionInfo})
 async def get_collection(request: web.Request) -> web.Response:
     """A collection's size and live index version."""
-    return model_response(await _info(request, await _collection(request)))
+    record, latest = await collection_of(request)
+    stats = await index_stats.read(request.app[REDIS], record.tenant, record.name)
+    return model_response(await _info(request, record, latest, stats))
 
 
 @routes.delete("/v1/collections/{name}", role=Role.WRITER, limit=Category.SINGLE, responses={204: None})
 async def delete_collection(request: web.Request) -> web.Response:
     """Delete a collection: gone from the API at once, its objects removed in the background."""
-    record = await _collection(request)
+    record, _ = await collection_of(request)
     client = request.app[REDIS]
     await catalog.delete(client, record)
     request.app[REGISTRY].drop(record.tenant, record.name)
@@ -132,7 +137,7 @@ async def delete_collection(request: web.Request) -> web.Response:
 )
 async def ingest(request: web.Request) -> web.Response:
     """Accept up to 1,000 documents; 202 once they are stored durably."""
-    record = await _collection(request)
+    record, _ = await collection_of(request)
     body = await read_body(request, IngestRequest)
     limit = request.app[SETTINGS].max_documents_per_request
     if len(body.documents) > limit:
@@ -153,7 +158,7 @@ async def ingest(request: web.Request) -> web.Response:
 )
 async def delete_document(request: web.Request) -> web.Response:
     """Queue a document's deletion; it leaves results at the next publish."""
-    record = await _collection(request)
+    record, _ = await collection_of(request)
     job = await request.app[WRITES].delete_document(record, request.match_info["doc_id"])
     return model_response(IngestAccepted(job_id=job.id), 202)
 
@@ -167,10 +172,7 @@ async def delete_document(request: web.Request) -> web.Response:
 )
 async def search(request: web.Request) -> web.Response:
     """Top-k documents for a query text or vector, from the index version live right now."""
-    name = request.match_info["name"]
-    record, latest = await catalog.get_with_latest(request.app[REDIS], tenant_of(request), name)
-    if record is None:
-        raise NotFound(f"collection {name!r} does not exist")
+    record, latest = await collection_of(request)
     body = await read_body(request, SearchRequest)
     directives = {d.strip() for d in request.headers.get("Cache-Control", "").lower().split(",")}
     answer, level = await request.app[SEARCHER].search(
