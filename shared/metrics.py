@@ -91,18 +91,15 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-def serve(
-    registry: CollectorRegistry, host: str, port: int, *, healthy: Callable[[], bool] | None = None
-) -> MetricsServer:
+def serve(registry: CollectorRegistry, host: str, port: int) -> MetricsServer:
     """Serve ``registry`` at ``/metrics`` and liveness at ``/healthz`` from a daemon thread; port 0 picks a free one."""
     metrics_app = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/healthz":
-            ok = healthy is None or healthy()
-            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
-            return [_HEALTHY if ok else b'{"status": "unhealthy"}']
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [_HEALTHY]
         if path == "/metrics":
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
         start_response("404 Not Found", [("Content-Type", "text/plain")])

@@ -35,11 +35,6 @@ class _State:
 _state = _State()
 
 
-def enabled() -> bool:
-    """Whether this process records and exports spans."""
-    return _state.enabled
-
-
 def configure_tracing(service: str, *, exporter: str | None) -> bool:
     """Install an SDK tracer provider exporting over OTLP/HTTP when ``exporter`` is ``otlp``.
 
@@ -63,14 +58,6 @@ def configure_tracing(service: str, *, exporter: str | None) -> bool:
     _state.enabled = True
     log.info("tracing.enabled", exporter="otlp")
     return True
-
-
-def shutdown_tracing() -> None:
-    """Flush the spans not yet exported (call when the process stops)."""
-    provider = trace.get_tracer_provider()
-    shutdown = getattr(provider, "shutdown", None)
-    if shutdown is not None:
-        shutdown()
 
 
 def tracer() -> trace.Tracer:

@@ -13,18 +13,17 @@ from opentelemetry.trace import SpanKind
 from shared import bus, catalog, jobs, tasks, tracing
 from shared.catalog import Collection
 from shared.errors import Cancelled, PermanentError
-from shared.events import CloudEvent, IndexPublished, JobSucceeded
+from shared.events import CloudEvent, JobSucceeded
 from shared.middleware import PERMANENT
 from shared.workqueue import WorkQueue
 
 if TYPE_CHECKING:
     import redis
 
-    from services.indexer.publishing import Outcome, Publisher
+    from services.indexer.publishing import SOURCE, Outcome, Publisher, announce
     from shared.config import Settings
 
 log = structlog.get_logger(__name__)
-SOURCE = "semaflow/indexer"
 
 
 class Indexer:
@@ -42,19 +41,21 @@ class Indexer:
             starve_after_ms=int(settings.priority_starve_after_s * 1000),
         )
 
-    def _publish(self, event: IndexPublished | JobSucceeded, subject: str) -> None:
+    def _publish(self, event: JobSucceeded, subject: str) -> None:
         bus.publish(self.client, CloudEvent.wrap(event, source=SOURCE, subject=subject), maxlen=self.maxlen)
 
     def _finish(self, collection: Collection, job_id: str, outcome: Outcome, documents: int) -> None:
         if outcome.published and outcome.manifest is not None:
-            published = IndexPublished(
-                tenant=collection.tenant,
-                collection=collection.name,
-                version=outcome.manifest.version,
-                documents=outcome.manifest.documents,
-                segments=len(outcome.manifest.segments),
+            m = outcome.manifest
+            announce(
+                self.client,
+                collection.tenant,
+                collection.name,
+                m.version,
+                m.documents,
+                len(m.segments),
+                maxlen=self.maxlen,
             )
-            self._publish(published, collection.name)
         jobs.progress(self.client, job_id, indexed=documents)
         if jobs.transition(self.client, job_id, jobs.JobState.SUCCEEDED, index_version=outcome.version):
             done = JobSucceeded(

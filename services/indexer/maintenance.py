@@ -14,9 +14,9 @@ import structlog
 from services.indexer import stats
 from services.indexer.cleanup import Cleaner
 from services.indexer.compaction import Compactor, Policy, Result
-from shared import bus, catalog, schedule_state, tasks
+from services.indexer.publishing import announce
+from shared import catalog, schedule_state, tasks
 from shared.errors import PermanentError, StaleIndex
-from shared.events import CloudEvent, IndexPublished
 
 if TYPE_CHECKING:
     import dramatiq
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from shared.storage import ObjectStore
 
 log = structlog.get_logger(__name__)
-SOURCE = "semaflow/indexer"
 
 
 class Maintenance:
@@ -81,14 +80,7 @@ class Maintenance:
         return summary
 
     def _announce(self, tenant: str, collection: str, result: Result) -> None:
-        event = IndexPublished(
-            tenant=tenant,
-            collection=collection,
-            version=result.version,
-            documents=result.documents,
-            segments=result.segments,
-        )
-        bus.publish(self.client, CloudEvent.wrap(event, source=SOURCE, subject=collection), maxlen=self.maxlen)
+        announce(self.client, tenant, collection, result.version, result.documents, result.segments, maxlen=self.maxlen)
 
     def compact_collections(self, **kwargs: Any) -> None:
         """Actor: compaction (hourly by default)."""

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from shared import catalog, jobs, keys, manifests, segments
+from shared import bus, catalog, jobs, keys, manifests, segments
 from shared.constants import COLLECTION_LOCK_TTL_S
 from shared.documents import decode_batch, decode_vectors
 from shared.errors import Cancelled, ObjectNotFound, PermanentError, StaleIndex
+from shared.events import CloudEvent, IndexPublished
 from shared.jobs import now
 from shared.manifests import Manifest, SegmentRef
 
@@ -39,6 +40,18 @@ if TYPE_CHECKING:
     from shared.storage import ObjectStore
 
 log = structlog.get_logger(__name__)
+SOURCE = "semaflow/indexer"  # the CloudEvents source of everything the indexer announces
+
+
+def announce(
+    client: redis.Redis, tenant: str, collection: str, version: str, documents: int, segments: int, *, maxlen: int
+) -> None:
+    """Emit ``index.published``: every gateway swaps to ``version``, the notifier tells subscribers."""
+    event = IndexPublished(
+        tenant=tenant, collection=collection, version=version, documents=documents, segments=segments
+    )
+    bus.publish(client, CloudEvent.wrap(event, source=SOURCE, subject=collection), maxlen=maxlen)
+
 
 DELETED = "-"
 

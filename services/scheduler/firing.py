@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
@@ -110,22 +110,21 @@ async def record(
     return Recorded(int(answer))
 
 
+# The maintenance task each action enqueues (``event`` only emits ``schedule.fired``).
+_ACTIONS: Final[dict[Action, tasks.TaskSpec[Any]]] = {
+    Action.COMPACT: tasks.COMPACT_COLLECTIONS,
+    Action.CLEANUP: tasks.CLEANUP_STORE,
+    Action.STATS: tasks.REFRESH_STATS,
+    Action.SWEEP_DELIVERIES: tasks.SWEEP_DELIVERIES,
+    Action.DIGEST: tasks.SEND_DIGEST,
+}
+
+
 def enqueue(broker: dramatiq.Broker, schedule: Schedule, run: str) -> None:
     """Send the schedule's action to the service that owns it (blocking)."""
-    name = schedule.name
-    match schedule.action:
-        case Action.COMPACT:
-            tasks.COMPACT_COLLECTIONS.send(broker, tasks.CompactCollections(schedule=name, run_id=run))
-        case Action.CLEANUP:
-            tasks.CLEANUP_STORE.send(broker, tasks.CleanupStore(schedule=name, run_id=run))
-        case Action.STATS:
-            tasks.REFRESH_STATS.send(broker, tasks.RefreshStats(schedule=name, run_id=run))
-        case Action.SWEEP_DELIVERIES:
-            tasks.SWEEP_DELIVERIES.send(broker, tasks.SweepDeliveries(schedule=name, run_id=run))
-        case Action.DIGEST:
-            tasks.SEND_DIGEST.send(broker, tasks.SendDigest(schedule=name, run_id=run))
-        case Action.EVENT:
-            pass
+    spec = _ACTIONS.get(schedule.action)
+    if spec is not None:
+        spec.send(broker, spec.payload(schedule=schedule.name, run_id=run))
 
 
 async def dispatch(client: aioredis.Redis, broker: dramatiq.Broker, run: Run, *, stream_maxlen: int) -> None:
@@ -160,4 +159,4 @@ async def dispatch(client: aioredis.Redis, broker: dramatiq.Broker, run: Run, *,
 
 def cursor_of(raw: bytes | str | None) -> datetime | None:
     """A stored cursor (epoch ms) as an instant."""
-    return from_millis(raw) if raw is not None else None
+    return from_millis(raw) if raw else None

@@ -109,7 +109,7 @@ class Scheduler:
         self.term_start = self.clock()
         names = sorted(self.schedules)
         raw = await self.client.eval(_CURSORS, len(names), *(keys.schedule(n) for n in names)) if names else []
-        self.cursors = {n: (from_millis(r) if r else None) for n, r in zip(names, raw, strict=True)}
+        self.cursors = {n: firing.cursor_of(r) for n, r in zip(names, raw, strict=True)}
         self._renewer = asyncio.create_task(self._keep_lease(), name="scheduler-lease")
         log.info("scheduler.leading", token=token, owner=self.lease.owner, term_start=self.term_start.isoformat())
         return True
@@ -173,7 +173,7 @@ class Scheduler:
         if answer is Recorded.ALREADY_HANDLED:
             # Someone handled it first: only possible with a stale view of the cursor; reload it.
             raw = await self.client.hget(keys.schedule(schedule.name), "cursor")
-            self.cursors[schedule.name] = from_millis(raw) if raw else None
+            self.cursors[schedule.name] = firing.cursor_of(raw)
             log.warning("schedule.tick_already_handled", schedule=schedule.name, tick=tick.isoformat())
         elif mode != "manual":
             self.cursors[schedule.name] = max(cursor, self.cursors.get(schedule.name) or cursor)
