@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
-from shared import keys
+from shared import bus, keys
 from shared.events import CloudEvent, EventData
 
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
 E = TypeVar("E", bound=EventData)
+
+
+async def publish(client: aioredis.Redis, data: EventData, subject: str | None = None) -> CloudEvent:
+    """Publish ``data`` on the event stream the way the services do; returns the envelope."""
+    event = CloudEvent.wrap(data, source="semaflow/test", subject=subject)
+    await bus.apublish(client, event, maxlen=10_000)
+    return event
 
 
 def events_of(client: redis.Redis, model: type[E]) -> list[E]:

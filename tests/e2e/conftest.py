@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import selectors
 import signal
 import subprocess
@@ -11,7 +13,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from semaflow.redis_server import free_port
@@ -104,3 +108,113 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     yield running
     code = running.stop()
     assert code == 0, running.logs()
+
+
+# --- driving a stack over HTTP ------------------------------------------------------------------
+
+
+WORDS = [
+    "river",
+    "mountain",
+    "quantum",
+    "protein",
+    "harbour",
+    "violin",
+    "algebra",
+    "glacier",
+    "lantern",
+    "orbit",
+    "pepper",
+    "cathedral",
+    "neuron",
+    "desert",
+    "typhoon",
+    "marble",
+    "falcon",
+    "ledger",
+    "copper",
+    "meadow",
+    "vaccine",
+    "satellite",
+    "tundra",
+    "compass",
+    "saffron",
+    "turbine",
+    "archive",
+    "canyon",
+    "enzyme",
+    "festival",
+    "granite",
+    "horizon",
+    "iceberg",
+    "jasmine",
+    "kernel",
+    "lagoon",
+    "mosaic",
+    "nebula",
+    "orchard",
+    "pendulum",
+    "quarry",
+    "reactor",
+    "sapphire",
+    "telescope",
+    "umbrella",
+    "volcano",
+    "walnut",
+    "yacht",
+    "zephyr",
+    "bakery",
+    "cobalt",
+    "dolphin",
+    "ember",
+    "fossil",
+    "gravity",
+    "hammock",
+    "island",
+    "jungle",
+    "kettle",
+    "lighthouse",
+    "magnet",
+    "nectar",
+    "oyster",
+    "pyramid",
+    "quilt",
+    "rocket",
+]
+
+
+def corpus(n: int, seed: int, prefix: str) -> list[dict[str, Any]]:
+    """``n`` distinct pseudo-sentences (deterministic)."""
+    rng = random.Random(seed)
+    return [
+        {"id": f"{prefix}{i}", "text": " ".join(rng.choices(WORDS, k=12)), "metadata": {"i": i, "prefix": prefix}}
+        for i in range(n)
+    ]
+
+
+async def wait_job(session: aiohttp.ClientSession, stack: Stack, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        async with session.get(f"{stack.url}/v1/jobs/{job_id}", headers=stack.auth) as resp:
+            assert resp.status == 200
+            job: dict[str, Any] = await resp.json()
+        if job["state"] in ("succeeded", "failed"):
+            assert job["state"] == "succeeded", job
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job['state']}\n{stack.logs()}"
+        await asyncio.sleep(0.1)
+
+
+async def ingest(session: aiohttp.ClientSession, stack: Stack, coll: str, docs: list[dict[str, Any]]) -> str:
+    async with session.post(
+        f"{stack.url}/v1/collections/{coll}/documents", json={"documents": docs}, headers=stack.auth
+    ) as r:
+        assert r.status == 202, await r.text()
+        return str((await r.json())["job_id"])
+
+
+async def search(session: aiohttp.ClientSession, stack: Stack, coll: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with session.post(f"{stack.url}/v1/collections/{coll}/search", json=body, headers=stack.auth) as r:
+        assert r.status == 200, await r.text()
+        out: dict[str, Any] = await r.json()
+        return out

@@ -12,8 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import Stack, start_stack
-from tests.e2e.test_stack import corpus, ingest, search, wait_job
+from tests.e2e.conftest import Stack, corpus, ingest, search, start_stack, wait_job
 
 pytestmark = pytest.mark.e2e
 

@@ -23,11 +23,11 @@ import redis
 import trustme
 from standardwebhooks import Webhook
 
-from tests.e2e.conftest import Stack, start_stack
+from tests.e2e.conftest import Stack, start_stack, wait_job
 from tests.observability.contract import Contract
 from tests.observability.usage import used_series
 from tests.otlp import OtlpReceiver, ReceivedSpan
-from tests.peers import Receiver, SmtpServer
+from tests.peers import Receiver, SmtpServer, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -107,16 +107,6 @@ async def _call(http: aiohttp.ClientSession, stack: Stack, method: str, path: st
         return await resp.json() if resp.content_type.endswith("json") else None
 
 
-async def _succeeded(http: aiohttp.ClientSession, stack: Stack, job_id: str) -> dict[str, Any]:
-    for _ in range(1200):
-        job: dict[str, Any] = await _call(http, stack, "GET", f"/v1/jobs/{job_id}", 200)
-        if job["state"] in ("succeeded", "failed", "dead"):
-            assert job["state"] == "succeeded", job
-            return job
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"job {job_id} never finished")
-
-
 def _one(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
     found = [s for s in spans if s.name == name]
     assert len(found) == 1, (name, found)
@@ -144,7 +134,7 @@ async def test_one_ingest_is_one_trace_across_every_process(observed: Observed) 
                 json=docs,
                 headers={"traceparent": traceparent},
             )
-            await _succeeded(http, stack, accepted["job_id"])
+            await wait_job(http, stack, accepted["job_id"])
             hits = await receiver.wait_for("/events", 2, timeout_s=60)
     finally:
         await receiver.stop()
@@ -215,17 +205,13 @@ async def test_a_schedule_firing_carries_its_trace_to_the_task_in_the_message_op
     stack = observed.stack
     async with aiohttp.ClientSession() as http:
         await _call(http, stack, "POST", "/v1/schedules/stats/trigger", 202)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while True:
+
+    def linked() -> list[tuple[ReceivedSpan, ReceivedSpan]]:
         fires = [s for s in observed.otlp.spans if s.name == "schedule.fire stats"]
         tasks = [s for s in observed.otlp.spans if s.name == "task refresh_stats"]
-        linked = [(f, t) for f in fires for t in tasks if (t.trace_id, t.parent_id) == (f.trace_id, f.span_id)]
-        if linked:
-            break
-        assert loop.time() < deadline, (fires, tasks)
-        await asyncio.sleep(0.1)
-    fire, task = linked[0]
+        return [(f, t) for f in fires for t in tasks if (t.trace_id, t.parent_id) == (f.trace_id, f.span_id)]
+
+    fire, task = (await eventually(linked, timeout_s=60))[0]
     assert (fire.service, fire.kind) == ("semaflow-scheduler", SPAN_KIND_PRODUCER)
     assert (task.service, task.kind) == ("semaflow-indexer", SPAN_KIND_CONSUMER)
     assert task.attributes["messaging.destination.name"] == "maintenance"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,116 +14,10 @@ import psutil
 import pytest
 from standardwebhooks import Webhook
 
-from tests.e2e.conftest import Stack, start_stack
+from tests.e2e.conftest import WORDS, Stack, corpus, ingest, search, start_stack, wait_job
 from tests.peers import Receiver
 
 pytestmark = pytest.mark.e2e
-
-WORDS = [
-    "river",
-    "mountain",
-    "quantum",
-    "protein",
-    "harbour",
-    "violin",
-    "algebra",
-    "glacier",
-    "lantern",
-    "orbit",
-    "pepper",
-    "cathedral",
-    "neuron",
-    "desert",
-    "typhoon",
-    "marble",
-    "falcon",
-    "ledger",
-    "copper",
-    "meadow",
-    "vaccine",
-    "satellite",
-    "tundra",
-    "compass",
-    "saffron",
-    "turbine",
-    "archive",
-    "canyon",
-    "enzyme",
-    "festival",
-    "granite",
-    "horizon",
-    "iceberg",
-    "jasmine",
-    "kernel",
-    "lagoon",
-    "mosaic",
-    "nebula",
-    "orchard",
-    "pendulum",
-    "quarry",
-    "reactor",
-    "sapphire",
-    "telescope",
-    "umbrella",
-    "volcano",
-    "walnut",
-    "yacht",
-    "zephyr",
-    "bakery",
-    "cobalt",
-    "dolphin",
-    "ember",
-    "fossil",
-    "gravity",
-    "hammock",
-    "island",
-    "jungle",
-    "kettle",
-    "lighthouse",
-    "magnet",
-    "nectar",
-    "oyster",
-    "pyramid",
-    "quilt",
-    "rocket",
-]
-
-
-def corpus(n: int, seed: int, prefix: str) -> list[dict[str, Any]]:
-    """``n`` distinct pseudo-sentences (deterministic)."""
-    rng = random.Random(seed)
-    return [
-        {"id": f"{prefix}{i}", "text": " ".join(rng.choices(WORDS, k=12)), "metadata": {"i": i, "prefix": prefix}}
-        for i in range(n)
-    ]
-
-
-async def wait_job(session: aiohttp.ClientSession, stack: Stack, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        async with session.get(f"{stack.url}/v1/jobs/{job_id}", headers=stack.auth) as resp:
-            assert resp.status == 200
-            job: dict[str, Any] = await resp.json()
-        if job["state"] in ("succeeded", "failed"):
-            assert job["state"] == "succeeded", job
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} still {job['state']}\n{stack.logs()}"
-        await asyncio.sleep(0.1)
-
-
-async def ingest(session: aiohttp.ClientSession, stack: Stack, coll: str, docs: list[dict[str, Any]]) -> str:
-    async with session.post(
-        f"{stack.url}/v1/collections/{coll}/documents", json={"documents": docs}, headers=stack.auth
-    ) as r:
-        assert r.status == 202, await r.text()
-        return str((await r.json())["job_id"])
-
-
-async def search(session: aiohttp.ClientSession, stack: Stack, coll: str, body: dict[str, Any]) -> dict[str, Any]:
-    async with session.post(f"{stack.url}/v1/collections/{coll}/search", json=body, headers=stack.auth) as r:
-        assert r.status == 200, await r.text()
-        out: dict[str, Any] = await r.json()
-        return out
 
 
 async def test_200_documents_are_each_found_by_their_own_text(stack: Stack) -> None:

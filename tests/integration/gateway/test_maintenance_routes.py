@@ -19,6 +19,7 @@ from shared.embedding import Encoder
 from shared.events import ScheduleFired
 from shared.storage import LocalStore
 from tests.integration.gateway.conftest import Api
+from tests.peers import eventually
 from tests.streams import events_of
 
 
@@ -155,11 +156,10 @@ async def test_statistics_show_in_the_collection_and_as_gauges(
 
     info = await _json(await client.get("/v1/collections/docs", headers=auth), 200)
     assert info["stats"]["vectors"] == 0 and info["stats"]["segments"] == 0 and info["stats"]["memory_bytes"] == 0
-    for _ in range(100):
+
+    async def shown() -> str | None:
         exposition = await (await client.get("/metrics")).text()
-        if 'semaflow_index_vectors{collection="docs",tenant="acme"} 0.0' in exposition:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        pytest.fail("the gauges never showed the collection")
+        return exposition if 'semaflow_index_vectors{collection="docs",tenant="acme"} 0.0' in exposition else None
+
+    exposition = await eventually(shown, timeout_s=5)
     assert 'semaflow_index_segments{collection="docs",tenant="acme"} 0.0' in exposition

@@ -18,6 +18,7 @@ from shared.config import Settings
 from shared.embedding import Encoder
 from shared.storage import LocalStore
 from tests.integration.gateway.conftest import Api, Client
+from tests.peers import eventually
 
 pytestmark = pytest.mark.usefixtures("workers")
 
@@ -157,8 +158,6 @@ async def test_deleting_a_collection_drops_its_entries_everywhere(
 
     assert (await api.client.delete("/v1/collections/docs", headers=api.auth)).status == 204
     assert list(redis_client.scan_iter(match=pattern)) == []
-    for _ in range(100):  # the replica hears of the deletion from the event stream
-        if len(replica_cache.l1) == 0:
-            break
-        await asyncio.sleep(0.05)
+    l1 = replica_cache.l1
+    await eventually(lambda: len(l1) == 0, timeout_s=5)  # the replica hears of the deletion from the stream
     assert len(replica_cache.l1) == 0

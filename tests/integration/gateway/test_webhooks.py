@@ -12,11 +12,12 @@ import redis
 import redis.asyncio as aioredis
 from standardwebhooks import Webhook
 
-from shared import apikeys, bus
+from shared import apikeys
 from shared.config import Settings
-from shared.events import CloudEvent, EventData, IndexPublished, JobSucceeded
+from shared.events import IndexPublished, JobSucceeded
 from tests.integration.conftest import Api, RunningNotifier
 from tests.peers import Receiver, eventually
+from tests.streams import publish
 
 StartNotifier = Callable[[Settings], Awaitable[RunningNotifier]]
 Make = Callable[..., Settings]
@@ -40,12 +41,6 @@ async def _json(api: Api, method: str, path: str, status: int, **kwargs: Any) ->
     resp = await api.client.request(method, path, headers=api.auth, **kwargs)
     assert resp.status == status, (method, path, resp.status, await resp.text())
     return await resp.json() if resp.content_type.endswith("json") else None
-
-
-async def _publish(client: aioredis.Redis, data: EventData) -> CloudEvent:
-    event = CloudEvent.wrap(data, source="semaflow/test")
-    await bus.apublish(client, event, maxlen=10_000)
-    return event
 
 
 def _job(job: str) -> JobSucceeded:
@@ -221,8 +216,8 @@ async def test_an_exhausted_delivery_can_be_retried_or_replayed_from_its_dead_le
     await notifier(webhook_settings(webhook_max_attempts=2))
     created = await _create(api, receiver.url("/retry"), ["job.*"])
     receiver.script("/retry", 500, 500, 500, 500, 200)
-    first = await _publish(aio_redis, _job("job_1"))
-    second = await _publish(aio_redis, _job("job_2"))
+    first = await publish(aio_redis, _job("job_1"))
+    second = await publish(aio_redis, _job("job_2"))
     await receiver.wait_for("/retry", 4)
     log_path = f"/v1/webhooks/{created['id']}/deliveries?state=exhausted"
     exhausted = await eventually(lambda: _exhausted(api, log_path, 2))
@@ -266,9 +261,9 @@ async def test_replay_resends_every_subscribed_event_since_a_moment(
     for i in range(3):
         marks.append(datetime.now(UTC))
         await asyncio.sleep(0.005)  # events land strictly after their mark (times are in milliseconds)
-        events.append(await _publish(aio_redis, _job(f"job_{i}")))
+        events.append(await publish(aio_redis, _job(f"job_{i}")))
         await asyncio.sleep(0.005)
-    await _publish(aio_redis, IndexPublished(tenant="acme", collection="papers", version="v", documents=1, segments=1))
+    await publish(aio_redis, IndexPublished(tenant="acme", collection="papers", version="v", documents=1, segments=1))
     await receiver.wait_for("/r", 3)
 
     path = f"/v1/webhooks/{created['id']}/replay"

@@ -20,7 +20,7 @@ from services.notifier.http import CONTENT_TYPE, GuardedResolver, RefusedAddress
 from shared import bus, deadletters, keys, tasks, tenants
 from shared.config import Settings
 from shared.deadletters import LetterFilter
-from shared.events import CloudEvent, EventData, IndexPublished, JobFailed, JobSucceeded
+from shared.events import CloudEvent, IndexPublished, JobFailed, JobSucceeded
 from shared.webhooks import endpoints
 from shared.webhooks.deliveries import Deliveries, Delivery, DeliveryState, NewDelivery
 from shared.webhooks.destinations import AllowList
@@ -28,6 +28,7 @@ from shared.webhooks.endpoints import Endpoint
 from shared.workqueue import now_ms
 from tests.integration.conftest import RunningNotifier, closed_port
 from tests.peers import HANG, Receiver, SmtpServer, eventually
+from tests.streams import publish
 
 StartNotifier = Callable[[Settings], Awaitable[RunningNotifier]]
 
@@ -38,12 +39,6 @@ def client(aio_redis: aioredis.Redis) -> aioredis.Redis:
 
 
 Make = Callable[..., Settings]
-
-
-async def _publish(client: aioredis.Redis, data: EventData, subject: str = "s") -> CloudEvent:
-    event = CloudEvent.wrap(data, source="semaflow/test", subject=subject)
-    await bus.apublish(client, event, maxlen=10_000)
-    return event
 
 
 def _succeeded(job: str, tenant: str = "acme") -> JobSucceeded:
@@ -75,11 +70,11 @@ async def test_events_reach_the_subscribed_endpoints_signed_by_the_standard(
     await _endpoint(client, receiver.url("/other"), ("*",), tenant="globex")
     await notifier(settings)
 
-    done = await _publish(client, _succeeded("job_1"))
-    published = await _publish(
+    done = await publish(client, _succeeded("job_1"))
+    published = await publish(
         client, IndexPublished(tenant="acme", collection="papers", version="v2", documents=3, segments=1)
     )
-    failed = await _publish(client, JobFailed(tenant="acme", collection="papers", job_id="job_2", error="bad"))
+    failed = await publish(client, JobFailed(tenant="acme", collection="papers", job_id="job_2", error="bad"))
 
     job_hits = await receiver.wait_for("/jobs", 2)
     index_hits = await receiver.wait_for("/index", 1)
@@ -121,7 +116,7 @@ async def test_failed_attempts_are_retried_on_the_time_scaled_schedule(
     await notifier(settings)
 
     # When the receiver fails three times, then accepts
-    event = await _publish(client, _succeeded("job_1"))
+    event = await publish(client, _succeeded("job_1"))
     hits = await receiver.wait_for("/flaky", 4)
 
     # Then each retry came no earlier than the schedule's shortest jittered delay, and not much later
@@ -155,7 +150,7 @@ async def test_a_timeout_and_a_refused_connection_are_failed_attempts_that_retry
     await notifier(settings)
 
     # When an event goes to both
-    event = await _publish(client, _succeeded("job_1"))
+    event = await publish(client, _succeeded("job_1"))
 
     # Then the timed-out attempt is a failure, retried with the same webhook-id, and the retry succeeds
     (delivered,) = await eventually(lambda: _all_in(settings, client, slow.id, DeliveryState.SUCCEEDED, 1))
@@ -179,7 +174,7 @@ async def test_429_and_503_wait_as_long_as_retry_after_asks(
     receiver.script("/busy", (429, {"Retry-After": "2"}), (503, {"Retry-After": "1"}), 200)
     await notifier(settings)
 
-    await _publish(client, _succeeded("job_1"))
+    await publish(client, _succeeded("job_1"))
     hits = await receiver.wait_for("/busy", 3)
     assert hits[1].at - hits[0].at >= 2.0 - 0.02  # the schedule alone would have waited 0.1 s
     assert hits[2].at - hits[1].at >= 1.0 - 0.02
@@ -194,7 +189,7 @@ async def test_410_gone_disables_the_endpoint_at_once_and_tells_the_tenant(
     receiver.script("/gone", 410)
     await notifier(settings)
 
-    await _publish(client, _succeeded("job_1"))
+    await publish(client, _succeeded("job_1"))
     await receiver.wait_for("/gone", 1)
     disabled = await eventually(lambda: _disabled(client, endpoint))
     assert disabled.disabled_reason == "the endpoint answered 410 Gone"
@@ -206,7 +201,7 @@ async def test_410_gone_disables_the_endpoint_at_once_and_tells_the_tenant(
     assert "was disabled" in str(mails[0].message["Subject"])
     assert "410 Gone" in mails[0].part("plain") and "410 Gone" in mails[0].part("html")
 
-    await _publish(client, _succeeded("job_2"))  # a disabled endpoint gets nothing more
+    await publish(client, _succeeded("job_2"))  # a disabled endpoint gets nothing more
     await asyncio.sleep(0.8)
     assert len(receiver.at("/gone")) == 1
 
@@ -228,7 +223,7 @@ async def test_an_exhausted_delivery_is_announced_dead_lettered_and_mailed(
     receiver.script("/broken", 500)
     await notifier(settings)
 
-    event = await _publish(client, _succeeded("job_1"))
+    event = await publish(client, _succeeded("job_1"))
     await receiver.wait_for("/broken", 3)
 
     # The other endpoint hears about it, signed as any event
@@ -273,7 +268,7 @@ async def test_an_endpoint_failing_for_too_long_is_disabled(
     receiver.script("/down", 500)
     await notifier(settings)
 
-    await _publish(client, _succeeded("job_1"))
+    await publish(client, _succeeded("job_1"))
     disabled = await eventually(lambda: _disabled(client, endpoint))
     assert disabled.disabled_reason == "no successful delivery for 1 s"
     assert 2 <= len(receiver.at("/down")) < 20
@@ -292,7 +287,7 @@ async def test_a_dead_endpoint_never_holds_up_another(
     await notifier(settings)
 
     # When 60 events are published to both
-    sent = [await _publish(client, _succeeded(f"job_{i}")) for i in range(60)]
+    sent = [await publish(client, _succeeded(f"job_{i}")) for i in range(60)]
 
     # Then the live endpoint gets every one of them while the dead one holds just its 2 attempts
     hits = await receiver.wait_for("/alive", 60)
@@ -313,12 +308,12 @@ async def test_a_failing_endpoint_is_held_to_fewer_attempts_in_flight(
     await _endpoint(client, receiver.url("/bad"), ("job.*",))
     receiver.script("/bad", 500, HANG)
     await notifier(settings)
-    await _publish(client, _succeeded("job_0"))
+    await publish(client, _succeeded("job_0"))
     await receiver.wait_for("/bad", 1)
 
     # When 10 more events arrive while it is failing (and hangs from now on)
     for i in range(1, 11):
-        await _publish(client, _succeeded(f"job_{i}"))
+        await publish(client, _succeeded(f"job_{i}"))
 
     # Then it holds only 2 attempts, not 10
     await receiver.wait_for("/bad", 3)
@@ -334,7 +329,7 @@ async def test_redirects_are_not_followed(
     receiver.script("/moved", 302)
     await notifier(settings)
 
-    await _publish(client, _succeeded("job_1"))
+    await publish(client, _succeeded("job_1"))
     await receiver.wait_for("/moved", 2)
     (delivery,) = await eventually(lambda: _all_in(settings, client, endpoint.id, DeliveryState.EXHAUSTED, 1))
     assert delivery.last_status == 302
@@ -350,7 +345,7 @@ async def test_private_destinations_are_refused_when_connecting(
     by_name, _ = await _endpoint(client, f"http://localhost:{receiver.port}/private", ("job.*",))
     await notifier(settings)
 
-    await _publish(client, _succeeded("job_1"))
+    await publish(client, _succeeded("job_1"))
     for endpoint_id in (by_address.id, by_name.id):
         (delivery,) = await eventually(_exhausted_one(settings, client, endpoint_id))
         assert delivery.last_status is None and delivery.last_error is not None
@@ -426,9 +421,9 @@ async def test_an_endpoint_gets_only_events_published_after_it_was_created(
     client: aioredis.Redis, webhook_settings: Make, notifier: StartNotifier, receiver: Receiver
 ) -> None:
     settings = webhook_settings()
-    await _publish(client, _succeeded("job_before"))
+    await publish(client, _succeeded("job_before"))
     await _endpoint(client, receiver.url("/new"))
-    after = await _publish(client, _succeeded("job_after"))
+    after = await publish(client, _succeeded("job_after"))
     await notifier(settings)
 
     (hit,) = await receiver.wait_for("/new", 1)
@@ -445,7 +440,7 @@ async def test_deliveries_wait_while_their_endpoint_is_disabled_and_resume_after
     receiver.script("/paused", 500, 200)
     await notifier(settings)
 
-    await _publish(client, _succeeded("job_1"))
+    await publish(client, _succeeded("job_1"))
     await receiver.wait_for("/paused", 1)
     await endpoints.update(client, endpoint, disabled=True)  # while the retry waits
     await asyncio.sleep(1.2)
@@ -466,7 +461,7 @@ async def test_stopping_hands_attempts_under_way_back(
     receiver.script("/slow", HANG)
     running = await notifier(settings)
 
-    await _publish(client, _succeeded("job_1"))
+    await publish(client, _succeeded("job_1"))
     await receiver.wait_for("/slow", 1)
     await running.shutdown()
 
@@ -508,7 +503,7 @@ async def test_deleting_an_endpoint_mid_attempt_leaves_nothing_queued(
     endpoint, _ = await _endpoint(client, receiver.url("/doomed"))
     receiver.script("/doomed", HANG)
     await notifier(settings)
-    await _publish(client, _succeeded("job_1"))
+    await publish(client, _succeeded("job_1"))
     await receiver.wait_for("/doomed", 1)
 
     await endpoints.delete(client, endpoint)

@@ -16,18 +16,13 @@ from services.notifier.fanout import iso_week
 from shared import bus, deadletters, keys, tasks, tenants
 from shared.config import Settings
 from shared.deadletters import LetterFilter
-from shared.events import BatchAccepted, CloudEvent, EventData, JobFailed, JobSucceeded, WebhookDeliveryExhausted
+from shared.events import BatchAccepted, JobFailed, JobSucceeded, WebhookDeliveryExhausted
 from tests.integration.conftest import Api, RunningNotifier
 from tests.peers import SmtpServer, eventually
+from tests.streams import publish
 
 StartNotifier = Callable[[Settings], Awaitable[RunningNotifier]]
 Make = Callable[..., Settings]
-
-
-async def _publish(client: aioredis.Redis, data: EventData) -> CloudEvent:
-    event = CloudEvent.wrap(data, source="semaflow/test")
-    await bus.apublish(client, event, maxlen=10_000)
-    return event
 
 
 def _failed(job: str, tenant: str = "acme") -> JobFailed:
@@ -57,7 +52,7 @@ async def test_a_failed_job_is_mailed_over_starttls_with_a_login(
     await tenants.set_contact(aio_redis, "acme", "ops@acme.test")
     await notifier(settings)
 
-    await _publish(aio_redis, _failed("job_42"))
+    await publish(aio_redis, _failed("job_42"))
     (mail,) = await smtp_tls.wait_for(1)
     assert mail.tls and mail.login == "mailer"
     assert mail.recipients == ["ops@acme.test"] and mail.sender == "alerts@semaflow.test"
@@ -74,8 +69,8 @@ async def test_no_contact_means_no_mail(
     await tenants.set_contact(aio_redis, "globex", "it@globex.test")
     await notifier(_plain(webhook_settings, smtp))
 
-    await _publish(aio_redis, _failed("job_1", tenant="acme"))  # acme set no address
-    await _publish(aio_redis, _failed("job_2", tenant="globex"))
+    await publish(aio_redis, _failed("job_1", tenant="acme"))  # acme set no address
+    await publish(aio_redis, _failed("job_2", tenant="globex"))
     mails = await smtp.wait_for(1)
     await asyncio.sleep(0.5)
     assert [m.recipients for m in mails] == [["it@globex.test"]]
@@ -89,8 +84,8 @@ async def test_mail_is_limited_per_tenant_per_hour(
     await notifier(_plain(webhook_settings, smtp, email_max_per_hour=2))
 
     for i in range(4):
-        await _publish(aio_redis, _failed(f"job_{i}"))
-    await _publish(aio_redis, _failed("job_g", tenant="globex"))
+        await publish(aio_redis, _failed(f"job_{i}"))
+    await publish(aio_redis, _failed("job_g", tenant="globex"))
     await smtp.wait_for(3)
     await asyncio.sleep(0.5)
     assert sorted(m.recipients[0] for m in smtp.mails) == ["it@globex.test", "ops@acme.test", "ops@acme.test"]
@@ -105,13 +100,13 @@ async def test_the_weekly_digest_reports_the_week_once(
     week = iso_week(datetime.now(UTC))
 
     # Given a week of events (each counted once, even when it comes twice)
-    accepted = await _publish(
+    accepted = await publish(
         aio_redis, BatchAccepted(tenant="acme", collection="c", batch_id="b", job_id="j1", documents=7)
     )
     await bus.apublish(aio_redis, accepted, maxlen=10_000)
-    await _publish(aio_redis, BatchAccepted(tenant="acme", collection="c", batch_id="b2", job_id="j2", documents=5))
-    await _publish(aio_redis, JobSucceeded(tenant="acme", collection="c", job_id="j1"))
-    await _publish(aio_redis, _failed("j2"))
+    await publish(aio_redis, BatchAccepted(tenant="acme", collection="c", batch_id="b2", job_id="j2", documents=5))
+    await publish(aio_redis, JobSucceeded(tenant="acme", collection="c", job_id="j1"))
+    await publish(aio_redis, _failed("j2"))
     exhausted = WebhookDeliveryExhausted(
         tenant="acme",
         endpoint_id="ep_1",
@@ -122,7 +117,7 @@ async def test_the_weekly_digest_reports_the_week_once(
         attempts=15,
         error="HTTP 500",
     )
-    await _publish(aio_redis, exhausted)
+    await publish(aio_redis, exhausted)
     counts = keys.digest_counts("acme", week)
     await eventually(lambda: _counted(aio_redis, counts, "deliveries_exhausted"))
     await smtp.wait_for(2)  # the failed job's and the exhausted delivery's own mails
@@ -169,7 +164,7 @@ async def test_an_unsendable_mail_becomes_a_dead_letter_that_replays(
     await notifier(settings)
 
     # When a job fails: the mail is tried max_retries + 1 times, then kept as a dead letter
-    await _publish(aio_redis, _failed("job_7"))
+    await publish(aio_redis, _failed("job_7"))
     letters = await eventually(lambda: _letters(aio_redis))
     (letter,) = letters
     assert letter.op == "send_email" and letter.queue == "notify" and letter.job_id is None
