@@ -10,6 +10,7 @@ import structlog
 from dramatiq.middleware import CurrentMessage
 from opentelemetry.trace import SpanKind
 
+from services.indexer.publishing import SOURCE, announce
 from shared import bus, catalog, jobs, tasks, tracing
 from shared.catalog import Collection
 from shared.errors import Cancelled, PermanentError
@@ -20,7 +21,7 @@ from shared.workqueue import WorkQueue
 if TYPE_CHECKING:
     import redis
 
-    from services.indexer.publishing import SOURCE, Outcome, Publisher, announce
+    from services.indexer.publishing import Outcome, Publisher
     from shared.config import Settings
 
 log = structlog.get_logger(__name__)
