@@ -22,8 +22,10 @@ from opentelemetry.trace import SpanKind
 from services.notifier.http import Answer, post, refusal
 from services.notifier.signing import headers as signed_headers
 from shared import bus, deadletters, keys, tasks, tracing
+from shared.broker import AsyncSender
 from shared.errors import TransientError
 from shared.events import CloudEvent, WebhookDeliveryExhausted, WebhookEndpointDisabled
+from shared.scriptbatch import ScriptBatcher
 from shared.webhooks.deliveries import Attempt, Deliveries, Delivery, Outcome, Target
 from shared.webhooks.retries import RetrySchedule, retry_after_s
 from shared.workqueue import now_ms
@@ -100,7 +102,11 @@ class Deliverer:
         self.session = session
         self.broker = broker
         self.settings = settings
-        self.store = Deliveries(client, retention_s=settings.webhook_log_retention_s)
+        # One batcher for the store's scripts and the messages sent: what a turn of the loop asks of
+        # Redis goes in one round trip.
+        batcher = ScriptBatcher(client)
+        self.store = Deliveries(client, retention_s=settings.webhook_log_retention_s, batcher=batcher)
+        self.sender = AsyncSender(broker, client, batcher)
         self.schedule = RetrySchedule.from_settings(settings)
         allow = settings.webhook_allow_list
         self._refusal = functools.lru_cache(maxsize=4096)(lambda url: refusal(url, allow))
@@ -139,12 +145,9 @@ class Deliverer:
         )  # one round trip for them all: the claims share the store's script batches
         claims = [claim for per_endpoint in found for claim in per_endpoint]
         if claims:
-            await asyncio.to_thread(self._send, claims)
+            spec = tasks.DELIVER_WEBHOOK
+            await self.sender.send([spec.message(tasks.DeliverWebhook(delivery_id=d, lease=lease)) for d, lease in claims])
         return len(claims)
-
-    def _send(self, claims: list[tuple[str, str]]) -> None:
-        for delivery_id, lease in claims:
-            tasks.DELIVER_WEBHOOK.send(self.broker, tasks.DeliverWebhook(delivery_id=delivery_id, lease=lease))
 
     def freed(self, endpoint_id: str, *, retry_at_ms: int | None = None) -> None:
         """An attempt on ``endpoint_id`` finished: its next waiting delivery may start (and, if it

@@ -374,7 +374,7 @@ return 1
 class Deliveries:
     """The delivery store for an asyncio Redis client."""
 
-    def __init__(self, client: aioredis.Redis, *, retention_s: int) -> None:
+    def __init__(self, client: aioredis.Redis, *, retention_s: int, batcher: ScriptBatcher | None = None) -> None:
         self.client = client
         self.retention_s = retention_s
         # Sent by their SHA once Redis knows them: attempts run these hundreds of times a second.
@@ -385,7 +385,7 @@ class Deliveries:
         self._release = client.register_script(_RELEASE)
         self._requeue = client.register_script(_REQUEUE)
         # Attempts begin and finish many at a time: their calls share round trips.
-        self._batch = ScriptBatcher(client)
+        self._batch = batcher or ScriptBatcher(client)
 
     async def create(self, new: list[NewDelivery], messages: list[tuple[str, str, int, bytes]], now: int) -> int:
         """Store event bodies (tenant, event id, time, body) and create deliveries; returns how many were new.
