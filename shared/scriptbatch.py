@@ -93,7 +93,7 @@ class ScriptBatcher:
             hiredis.pack_command((b"EVALSHA", script.sha, len(keys), *keys, *args)) for script, keys, args, _ in batch
         )
         pool = self.client.connection_pool
-        connection = await pool.get_connection()
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             replies: list[Any] = []
             try:

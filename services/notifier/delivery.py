@@ -146,7 +146,9 @@ class Deliverer:
         claims = [claim for per_endpoint in found for claim in per_endpoint]
         if claims:
             spec = tasks.DELIVER_WEBHOOK
-            await self.sender.send([spec.message(tasks.DeliverWebhook(delivery_id=d, lease=lease)) for d, lease in claims])
+            await self.sender.send(
+                [spec.message(tasks.DeliverWebhook(delivery_id=d, lease=lease)) for d, lease in claims]
+            )
         return len(claims)
 
     def freed(self, endpoint_id: str, *, retry_at_ms: int | None = None) -> None:

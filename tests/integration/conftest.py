@@ -85,6 +85,13 @@ def _free_port_pairs(count: int) -> list[int]:
     return ports
 
 
+async def server_reads(client: aioredis.Redis) -> int:
+    """The reads Redis has made from its clients' sockets (one per short write a client made), counting
+    the ``INFO`` call that asks: a measure of round trips taken from the server itself."""
+    stats: dict[str, Any] = await client.info("stats")
+    return int(stats["total_reads_processed"])
+
+
 def closed_port() -> int:
     """A local port with nothing listening on it (connections are refused)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

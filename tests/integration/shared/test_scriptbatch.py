@@ -3,36 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from shared.scriptbatch import ScriptBatcher
-from tests.integration.conftest import closed_port
+from tests.integration.conftest import closed_port, server_reads
 
 _ECHO = "redis.call('INCR', KEYS[1]) return {KEYS[1], ARGV[1]}"
 _FAIL_ON_BAD = "if ARGV[1] == 'bad' then return redis.error_reply('refused ' .. KEYS[1]) end return ARGV[1]"
-
-
-async def _reads(client: aioredis.Redis) -> int:
-    """The reads Redis has made from its clients' sockets: one per write a client made (short ones),
-    counting the ``INFO`` call that asks."""
-    stats: dict[str, Any] = await client.info("stats")
-    return int(stats["total_reads_processed"])
 
 
 async def test_concurrent_calls_share_one_round_trip_and_each_gets_its_own_reply(aio_redis: aioredis.Redis) -> None:
     script = aio_redis.register_script(_ECHO)
     await script(keys=["warm"], args=["x"])  # Redis knows the script from now on
     batcher = ScriptBatcher(aio_redis)
-    before = await _reads(aio_redis)
+    before = await server_reads(aio_redis)
 
     replies = await asyncio.gather(*(batcher.call(script, [f"k{i}"], [f"v{i}"]) for i in range(50)))
 
     assert replies == [[f"k{i}".encode(), f"v{i}".encode()] for i in range(50)]
-    assert await _reads(aio_redis) - before == 1 + 1  # the 50 calls, then INFO
+    assert await server_reads(aio_redis) - before == 1 + 1  # the 50 calls, then INFO
     assert await aio_redis.mget([f"k{i}" for i in range(50)]) == [b"1"] * 50
 
 
@@ -41,11 +33,11 @@ async def test_a_batch_is_split_at_its_size_limit(aio_redis: aioredis.Redis) -> 
     await script(keys=["warm"], args=["x"])
     batcher = ScriptBatcher(aio_redis, max_batch=10)
     await asyncio.gather(*(batcher.call(script, [f"k{i}"], [i]) for i in range(25)))  # opens the connections
-    before = await _reads(aio_redis)
+    before = await server_reads(aio_redis)
 
     await asyncio.gather(*(batcher.call(script, [f"k{i}"], [i]) for i in range(25)))
 
-    assert await _reads(aio_redis) - before == 3 + 1
+    assert await server_reads(aio_redis) - before == 3 + 1
 
 
 async def test_one_failing_call_does_not_fail_the_others(aio_redis: aioredis.Redis) -> None:
