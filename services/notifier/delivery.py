@@ -104,9 +104,9 @@ class Deliverer:
         self.settings = settings
         # One batcher for the store's scripts and the messages sent: what a turn of the loop asks of
         # Redis goes in one round trip.
-        batcher = ScriptBatcher(client)
-        self.store = Deliveries(client, retention_s=settings.webhook_log_retention_s, batcher=batcher)
-        self.sender = AsyncSender(broker, client, batcher)
+        self.batcher = ScriptBatcher(client)
+        self.store = Deliveries(client, retention_s=settings.webhook_log_retention_s, batcher=self.batcher)
+        self.sender = AsyncSender(broker, client, self.batcher)
         self.schedule = RetrySchedule.from_settings(settings)
         allow = settings.webhook_allow_list
         self._refusal = functools.lru_cache(maxsize=4096)(lambda url: refusal(url, allow))

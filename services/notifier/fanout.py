@@ -42,6 +42,16 @@ _SEEN_TTL_S: Final = 8 * 24 * 3600
 # A week's counts are kept past the digest that reports them, for a late or repeated digest.
 _COUNTS_TTL_S: Final = 40 * 24 * 3600
 
+# ARGV: the markers' key prefix, their TTL (s), then event ids. Marks each event seen; returns 1 for
+# each seen for the first time, 0 for each seen before.
+_FIRST_SEEN: Final = """
+local out = {}
+for i = 3, #ARGV do
+  out[#out + 1] = redis.call('SET', ARGV[1] .. ARGV[i], '1', 'NX', 'EX', ARGV[2]) and 1 or 0
+end
+return out
+"""
+
 
 def iso_week(at: datetime) -> str:
     """The ISO week of a moment (UTC), as ``2026-W47``."""
@@ -91,6 +101,7 @@ class FanOut:
         self.deliverer = deliverer
         self.broker = broker
         self.group = group
+        self._first_seen = client.register_script(_FIRST_SEEN)
 
     async def handle(self, batch: list[Received]) -> None:
         """Queue the deliveries of a batch of events, start them, then mail and count (once per event)."""
@@ -133,10 +144,9 @@ class FanOut:
         ]
         if not relevant:
             return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for r in relevant:
-                pipe.set(keys.event_seen(self.group, r.event.id), "1", nx=True, ex=_SEEN_TTL_S)
-            fresh = [r for r, first in zip(relevant, await pipe.execute(), strict=True) if first]
+        args = [keys.event_seen(self.group, ""), _SEEN_TTL_S, *(r.event.id for r in relevant)]
+        firsts = await self.deliverer.batcher.call(self._first_seen, (), args)
+        fresh = [r for r, first in zip(relevant, firsts, strict=True) if first]
         mails: list[tasks.SendEmail] = []
         # The batch's counts are summed per (tenant, week) first: one HINCRBY per counter, not per event.
         sums: dict[str, Counter[str]] = defaultdict(Counter)

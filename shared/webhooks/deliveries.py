@@ -20,7 +20,7 @@ import hashlib
 import json
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -202,22 +202,44 @@ _DELIVERY_FIELDS: Final = (
 _TARGET_FIELDS: Final = ("url", "disabled", "secrets", "tenant")
 
 
-# KEYS: schedule. ARGV: now (ms), TTL (s), then per delivery: its key, its endpoint's queue and log
-# keys, id, endpoint id, tenant, event id, event type, trigger, traceparent. Creates the deliveries
-# that do not exist yet, queues them due now, and returns how many it created.
-_CREATE = """
-local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+def _lua_key(key: Callable[[str], str], var: str) -> str:
+    """A Lua expression for ``key(var)``, where ``var`` is a Lua variable: the layout stays in :mod:`shared.keys`."""
+    head, tail = key("\0").split("\0")
+    return f"'{head}' .. {var}" + (f" .. '{tail}'" if tail else "")
+
+
+# KEYS: schedule. ARGV: now (ms), TTL (s), how many event bodies, then per body: event id, tenant,
+# time (ms), body; then per delivery: id, endpoint id, tenant, event id, event type, trigger,
+# traceparent. Stores the bodies that are not stored yet and indexes them for replay per tenant
+# (dropping what is past the TTL), creates the deliveries that do not exist yet, queues them due now,
+# and returns how many deliveries it created.
+_CREATE = f"""
+local now, ttl, bodies = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cutoff = now - ttl * 1000
+local tenants = {{}}
+local first = 4 + 4 * bodies
+for i = 4, first - 1, 4 do
+  local event, tenant = ARGV[i], ARGV[i + 1]
+  redis.call('SET', {_lua_key(keys.webhook_message, "event")}, ARGV[i + 3], 'EX', ttl, 'NX')
+  redis.call('ZADD', {_lua_key(keys.tenant_messages, "tenant")}, ARGV[i + 2], event)
+  tenants[tenant] = true
+end
+for tenant in pairs(tenants) do
+  redis.call('ZREMRANGEBYSCORE', {_lua_key(keys.tenant_messages, "tenant")}, '-inf', cutoff)
+end
 local created = 0
-for i = 3, #ARGV, 10 do
-  local dkey, due, log, id, ep = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+for i = first, #ARGV, 7 do
+  local id, ep = ARGV[i], ARGV[i + 1]
+  local dkey = {_lua_key(keys.delivery, "id")}
   if redis.call('EXISTS', dkey) == 0 then
-    redis.call('HSET', dkey, 'id', id, 'endpoint_id', ep, 'tenant', ARGV[i + 5], 'event_id', ARGV[i + 6],
-      'event_type', ARGV[i + 7], 'trigger', ARGV[i + 8], 'state', 'pending', 'attempts', 0, 'round_start', 0,
-      'created_ms', now, 'next_ms', now, 'traceparent', ARGV[i + 9])
+    redis.call('HSET', dkey, 'id', id, 'endpoint_id', ep, 'tenant', ARGV[i + 2], 'event_id', ARGV[i + 3],
+      'event_type', ARGV[i + 4], 'trigger', ARGV[i + 5], 'state', 'pending', 'attempts', 0, 'round_start', 0,
+      'created_ms', now, 'next_ms', now, 'traceparent', ARGV[i + 6])
     redis.call('EXPIRE', dkey, ttl)
-    redis.call('ZADD', due, now, id)
+    redis.call('ZADD', {_lua_key(keys.webhook_due, "ep")}, now, id)
+    local log = {_lua_key(keys.webhook_log, "ep")}
     redis.call('ZADD', log, now, id)
-    redis.call('ZREMRANGEBYSCORE', log, '-inf', now - ttl * 1000)
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', cutoff)
     redis.call('ZADD', KEYS[1], 'LT', now, ep)
     created = created + 1
   end
@@ -390,25 +412,15 @@ class Deliveries:
     async def create(self, new: list[NewDelivery], messages: list[tuple[str, str, int, bytes]], now: int) -> int:
         """Store event bodies (tenant, event id, time, body) and create deliveries; returns how many were new.
 
-        Idempotent: a delivery or body that exists is left as it is.
+        Idempotent: a delivery or body that exists is left as it is. One script call, in the batch of
+        the loop's turn.
         """
-        cutoff = now - self.retention_s * 1000
-        by_tenant: dict[str, dict[str, int]] = {}
-        async with self.client.pipeline(transaction=False) as pipe:
-            for tenant, event_id, at_ms, body in messages:
-                pipe.set(keys.webhook_message(event_id), body, ex=self.retention_s, nx=True)
-                by_tenant.setdefault(tenant, {})[event_id] = at_ms
-            for tenant, stamps in by_tenant.items():  # each tenant's replay index once per batch
-                pipe.zadd(keys.tenant_messages(tenant), stamps)
-                pipe.zremrangebyscore(keys.tenant_messages(tenant), "-inf", cutoff)
-            args: list[Any] = [now, self.retention_s]
-            for d in new:
-                args += [keys.delivery(d.id), keys.webhook_due(d.endpoint_id), keys.webhook_log(d.endpoint_id)]
-                args += [d.id, d.endpoint_id, d.tenant, d.event_id, d.event_type, d.trigger, d.traceparent or ""]
-            if new:
-                await self._create(keys=[keys.WEBHOOK_SCHEDULE], args=args, client=pipe)
-            out = await pipe.execute()
-        return int(out[-1]) if new else 0
+        args: list[Any] = [now, self.retention_s, len(messages)]
+        for tenant, event_id, at_ms, body in messages:
+            args += [event_id, tenant, at_ms, body]
+        for d in new:
+            args += [d.id, d.endpoint_id, d.tenant, d.event_id, d.event_type, d.trigger, d.traceparent or ""]
+        return int(await self._batch.call(self._create, [keys.WEBHOOK_SCHEDULE], args))
 
     async def claim(
         self,
