@@ -99,7 +99,11 @@ async def _forever(name: str, body: Callable[[asyncio.Event], Awaitable[None]], 
 def build(settings: Settings, *, mailer: Mailer | None = None) -> Notifier:
     """Wire settings to Redis, the broker, mail and the actors."""
     threads = settings.model_copy(update={"worker_threads": settings.notifier_threads})
-    service = new_worker_service(NAME, threads, settings.require_redis_url(), {tasks.NOTIFY_QUEUE})
+    # Its tasks are idempotent (an attempt runs under its delivery's lease once), and hundreds of
+    # deliveries a second are each one short message: acknowledgements go in the background.
+    service = new_worker_service(
+        NAME, threads, settings.require_redis_url(), {tasks.NOTIFY_QUEUE}, background_acks=True
+    )
     metrics = NotifierMetrics(service.metrics.registry)
     notifications = Notifications(
         service.client,

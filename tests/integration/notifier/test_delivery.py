@@ -18,6 +18,7 @@ from standardwebhooks import Webhook
 
 from services.notifier.http import CONTENT_TYPE, GuardedResolver, RefusedAddress
 from shared import bus, deadletters, keys, tasks, tenants
+from shared.broker import ack_patterns, queue_lists
 from shared.config import Settings
 from shared.deadletters import LetterFilter
 from shared.events import CloudEvent, IndexPublished, JobFailed, JobSucceeded
@@ -95,6 +96,28 @@ async def test_events_reach_the_subscribed_endpoints_signed_by_the_standard(
     assert {d.event_id for d in logged} == {done.id, failed.id}
     assert all(d.attempts == 1 and d.last_status == 200 for d in logged)
     assert (await _deliveries(settings, client, index_ep.id))[0].state is DeliveryState.SUCCEEDED
+
+
+async def test_every_delivery_message_is_acknowledged_by_the_time_the_notifier_stops(
+    client: aioredis.Redis, webhook_settings: Make, notifier: StartNotifier, receiver: Receiver
+) -> None:
+    # Given 200 events for one endpoint, delivered
+    settings = webhook_settings(notifier_threads=8)
+    await _endpoint(client, receiver.url("/many"), ("job.*",))
+    running = await notifier(settings)
+    for n in range(200):
+        await publish(client, _succeeded(f"job_{n}"))
+    await receiver.wait_for("/many", 200)
+
+    # When the notifier stops
+    await running.shutdown()
+
+    # Then each was delivered once, and the notify queue holds no message, run or not, acknowledged or not
+    assert len({h.headers["webhook-id"] for h in receiver.at("/many")}) == len(receiver.at("/many")) == 200
+    ready, _ = queue_lists(tasks.NOTIFY_QUEUE)
+    assert await client.llen(ready) == 0 and await client.hlen(f"{ready}.msgs") == 0
+    unacknowledged = [key async for key in client.scan_iter(match=ack_patterns(tasks.NOTIFY_QUEUE)[0])]
+    assert unacknowledged == []
 
 
 async def _all_in(
