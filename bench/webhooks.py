@@ -45,7 +45,8 @@ from common import free_port, log, table, verdict
 
 from semaflow.redis_server import RedisServer
 from services.notifier.signing import headers as signed
-from shared import bus, keys
+from shared import bus, keys, tasks
+from shared.broker import queue_lists
 from shared.events import CloudEvent, JobSucceeded
 from shared.webhooks import endpoints
 
@@ -154,16 +155,31 @@ async def _reference(http: aiohttp.ClientSession, base: str, n: int, concurrency
     return n / (time.perf_counter() - started)
 
 
+def _unacknowledged(client: redis.Redis, timeout_s: float = 10.0) -> int:
+    """``notify`` messages still stored (queued, or run but not acknowledged), after up to ``timeout_s``.
+
+    Acknowledgements go in the background: a run only counts once they have all arrived.
+    """
+    ready, _ = queue_lists(tasks.NOTIFY_QUEUE)
+    deadline = time.monotonic() + timeout_s
+    while (left := int(client.hlen(f"{ready}.msgs"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 async def _run(redis_url: str, base: str, events: int, label: str, http: aiohttp.ClientSession) -> dict[str, Any]:
     async with http.post(f"{base}/reset") as resp:
         await resp.read()
     client = redis.Redis.from_url(redis_url)
     started = _publish(client, events, maxlen=max(100_000, events * 3))
-    client.close()
     stats = await _delivered(http, base, events, timeout_s=max(120.0, events / 50))
     elapsed = stats["last"] - started
     rate = events / elapsed
-    log(f"{label}: {events} deliveries in {elapsed:.2f} s = {rate:.0f}/s")
+    left = await asyncio.to_thread(_unacknowledged, client)
+    client.close()
+    log(f"{label}: {events} deliveries in {elapsed:.2f} s = {rate:.0f}/s; messages left unacknowledged: {left}")
+    if left:
+        raise SystemExit(f"{left} deliver_webhook messages were never acknowledged")
     return {"events": events, "seconds": elapsed, "rate": rate, "slow_requests": stats["slow"]}
 
 
