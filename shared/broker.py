@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-import hiredis
 import redis
 import structlog
 from dramatiq.brokers.redis import RedisBroker
@@ -24,7 +23,7 @@ from dramatiq.middleware import (
 )
 from redis.exceptions import NoScriptError
 
-from shared.scriptbatch import ScriptBatcher
+from shared.scriptbatch import ScriptBatcher, evalsha, run_packed
 from shared.task_telemetry import TaskTracing
 
 if TYPE_CHECKING:
@@ -140,25 +139,12 @@ class BackgroundAckBroker(RedisBroker):
     def _send_acks(self, batch: list[tuple[str, str]], *, loaded: bool = False) -> None:
         script = self.scripts["dispatch"]
         # dispatch(keys=[namespace], args=[command, now, queue, worker id, 4 maintenance settings, message id])
-        head: tuple[Any, ...] = (b"EVALSHA", script.sha, 1, self.namespace, "ack", int(time.time() * 1000))
+        now = int(time.time() * 1000)
         packed = b"".join(
-            hiredis.pack_command((*head, queue, self.broker_id, 0, 0, 0, 0, message_id)) for queue, message_id in batch
+            evalsha(script.sha, (self.namespace,), ("ack", now, queue, self.broker_id, 0, 0, 0, 0, message_id))
+            for queue, message_id in batch
         )
-        pool = self.client.connection_pool
-        connection = pool.get_connection()
-        errors: list[redis.ResponseError] = []
-        try:
-            connection.send_packed_command([packed])
-            for _ in batch:
-                try:
-                    connection.read_response()
-                except redis.ResponseError as exc:  # the replies after it are still to read
-                    errors.append(exc)
-        except BaseException:
-            connection.disconnect()  # replies may be left unread
-            raise
-        finally:
-            pool.release(connection)
+        errors = [r for r in run_packed(self.client, packed, len(batch)) if isinstance(r, Exception)]
         if not loaded and any(isinstance(e, NoScriptError) for e in errors):  # Redis restarted or was flushed
             self.client.script_load(script.script)
             self._send_acks(batch, loaded=True)  # acknowledging twice is harmless
@@ -207,12 +193,13 @@ class AsyncSender:
             await asyncio.to_thread(lambda: [broker.enqueue(m) for m in messages])
             return
         sent = [m.copy(options={"redis_message_id": str(uuid.uuid4())}) for m in messages]
+        now = int(time.time() * 1000)
         calls = []
         for message in sent:
             broker.emit_before("enqueue", message, None)
             args = (
                 "enqueue",
-                int(time.time() * 1000),
+                now,
                 message.queue_name,
                 broker.broker_id,
                 broker.heartbeat_timeout,

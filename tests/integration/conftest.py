@@ -31,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
 from pytest_aiohttp import AiohttpClient
 
+from semaflow.redis_server import RedisServer
 from services.gateway.main import build as build_gateway
 from services.notifier.main import Notifier
 from services.notifier.main import build as build_notifier
@@ -87,7 +88,8 @@ def _free_port_pairs(count: int) -> list[int]:
 
 async def server_reads(client: aioredis.Redis) -> int:
     """The reads Redis has made from its clients' sockets (one per short write a client made), counting
-    the ``INFO`` call that asks: a measure of round trips taken from the server itself."""
+    the ``INFO`` call that asks: a measure of round trips taken from the server itself (on a server of
+    the test's own, see ``own_aio_redis``: other tests' clients would add theirs)."""
     stats: dict[str, Any] = await client.info("stats")
     return int(stats["total_reads_processed"])
 
@@ -316,6 +318,22 @@ async def api(
 async def aio_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     """An asyncio client on the clean database."""
     client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of the test's own, which no other test's client uses."""
+    server = RedisServer.start(tmp_path / "own-redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def own_aio_redis(own_redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client on the test's own Redis server."""
+    client = aioredis.Redis.from_url(own_redis_server.url)
     yield client
     await client.aclose()
 

@@ -7,9 +7,9 @@ import threading
 from typing import Any
 
 import dramatiq
-import redis
 import redis.asyncio as aioredis
 
+from semaflow.redis_server import RedisServer
 from shared.broker import AsyncSender, build_broker, queue_lists
 from shared.config import Settings
 from tests.integration.conftest import server_reads
@@ -33,11 +33,12 @@ class _Enqueues(dramatiq.Middleware):
 
 
 async def test_messages_sent_in_one_turn_share_a_round_trip_and_run_on_a_worker(
-    settings: Settings, aio_redis: aioredis.Redis, redis_client: redis.Redis
+    settings: Settings, own_redis_server: RedisServer, own_aio_redis: aioredis.Redis
 ) -> None:
-    # Given a broker with a recording middleware and a worker for one actor
+    # Given a broker with a recording middleware and a worker for one actor, on a Redis of the test's own
+    aio_redis = own_aio_redis
     hooks = _Enqueues()
-    broker = build_broker(settings, settings.require_redis_url(), extra=[hooks])
+    broker = build_broker(settings, own_redis_server.url, extra=[hooks])
     ran: list[tuple[dict[str, Any], str | None]] = []
     done = threading.Event()
 
@@ -72,4 +73,4 @@ async def test_messages_sent_in_one_turn_share_a_round_trip_and_run_on_a_worker(
     assert sorted(kwargs["n"] for kwargs, _ in ran) == list(range(20))
     assert {marked for _, marked in ran} == {"yes"}
     ready, _ = queue_lists(QUEUE)
-    assert redis_client.llen(ready) == 0 and redis_client.hlen(f"{ready}.msgs") == 0  # all acknowledged
+    assert await aio_redis.llen(ready) == 0 and await aio_redis.hlen(f"{ready}.msgs") == 0  # all acknowledged

@@ -15,7 +15,10 @@ _ECHO = "redis.call('INCR', KEYS[1]) return {KEYS[1], ARGV[1]}"
 _FAIL_ON_BAD = "if ARGV[1] == 'bad' then return redis.error_reply('refused ' .. KEYS[1]) end return ARGV[1]"
 
 
-async def test_concurrent_calls_share_one_round_trip_and_each_gets_its_own_reply(aio_redis: aioredis.Redis) -> None:
+async def test_concurrent_calls_share_one_round_trip_and_each_gets_its_own_reply(
+    own_aio_redis: aioredis.Redis,
+) -> None:
+    aio_redis = own_aio_redis
     script = aio_redis.register_script(_ECHO)
     await script(keys=["warm"], args=["x"])  # Redis knows the script from now on
     batcher = ScriptBatcher(aio_redis)
@@ -28,7 +31,8 @@ async def test_concurrent_calls_share_one_round_trip_and_each_gets_its_own_reply
     assert await aio_redis.mget([f"k{i}" for i in range(50)]) == [b"1"] * 50
 
 
-async def test_a_batch_is_split_at_its_size_limit(aio_redis: aioredis.Redis) -> None:
+async def test_a_batch_is_split_at_its_size_limit(own_aio_redis: aioredis.Redis) -> None:
+    aio_redis = own_aio_redis
     script = aio_redis.register_script(_ECHO)
     await script(keys=["warm"], args=["x"])
     batcher = ScriptBatcher(aio_redis, max_batch=10)
