@@ -75,7 +75,9 @@ smoke() {
   fi
   local forward_log status=0 forward
   forward_log=$(mktemp)
-  kc port-forward "service/gateway-$track" "$smoke_port:8080" >"$forward_log" 2>&1 &
+  # kubectl itself in the background (not through kc, whose subshell would be what $! names and
+  # what kill stops, leaving the forward running).
+  kubectl --namespace "$namespace" port-forward "service/gateway-$track" "$smoke_port:8080" >"$forward_log" 2>&1 &
   forward=$!
   # Wait for the forward to accept connections (or to die).
   for _ in $(seq 1 100); do

@@ -6,6 +6,7 @@ tests/e2e/test_deploy.py; here the smoke test meets a gateway that is not ready.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -93,6 +94,10 @@ def test_a_failed_smoke_test_deletes_the_new_track_and_leaves_the_live_one(
     assert all(call["namespace"] == "semaflow" for call in cluster.calls())
     assert cluster.state()["selector"] == "blue"
     assert cluster.state()["deployments"] == {"gateway-blue": "semaflow/gateway:0.1.0"}
+    # and the port-forward ended with the script: its local port takes no connection any more
+    local_port = int(cluster.calls()[3]["args"][2].split(":")[0])
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", local_port), timeout=5):
+        pass
 
 
 def test_a_failed_rollout_deletes_the_new_track_without_a_smoke_test(tmp_path: Path) -> None:
