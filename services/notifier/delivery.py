@@ -100,7 +100,6 @@ class Deliverer:
         self.client = client
         self.metrics = metrics
         self.session = session
-        self.broker = broker
         self.settings = settings
         # One batcher for the store's scripts and the messages sent: what a turn of the loop asks of
         # Redis goes in one round trip.

@@ -4,7 +4,6 @@ match, start what may start now, and trigger the mail and the weekly counts an e
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
@@ -20,7 +19,6 @@ from shared.webhooks.endpoints import Endpoint
 from shared.workqueue import now_ms
 
 if TYPE_CHECKING:
-    import dramatiq
     import redis.asyncio as aioredis
 
     from services.notifier.delivery import Deliverer
@@ -96,10 +94,9 @@ def _counts(event: CloudEvent) -> dict[str, int]:
 class FanOut:
     """The notifier's stream handler."""
 
-    def __init__(self, client: aioredis.Redis, deliverer: Deliverer, broker: dramatiq.Broker, *, group: str) -> None:
+    def __init__(self, client: aioredis.Redis, deliverer: Deliverer, *, group: str) -> None:
         self.client = client
         self.deliverer = deliverer
-        self.broker = broker
         self.group = group
         self._first_seen = client.register_script(_FIRST_SEEN)
 
@@ -167,8 +164,4 @@ class FanOut:
                     pipe.expire(key, _COUNTS_TTL_S)
                 await pipe.execute()
         if mails:
-            await asyncio.to_thread(self._send_mails, mails)
-
-    def _send_mails(self, mails: list[tasks.SendEmail]) -> None:
-        for mail in mails:
-            tasks.SEND_EMAIL.send(self.broker, mail)
+            await self.deliverer.sender.send([tasks.SEND_EMAIL.message(mail) for mail in mails])

@@ -67,7 +67,7 @@ class Notifier:
         )
         deliverer = Deliverer(client, session, self.service.broker, s, self.metrics)
         deliverer.start()
-        fanout = FanOut(client, deliverer, self.service.broker, group=GROUP)
+        fanout = FanOut(client, deliverer, group=GROUP)
         consumer = GroupConsumer(client, GROUP, instance_id(), fanout.handle, block_ms=1_000, count=100)
         self.loop, self._deliverer = asyncio.get_running_loop(), deliverer
         worker, heartbeat = self.service.start()
