@@ -46,7 +46,7 @@ from common import free_port, log, table, verdict
 from semaflow.redis_server import RedisServer
 from services.notifier.signing import headers as signed
 from shared import bus, keys, tasks
-from shared.broker import queue_lists
+from shared.broker import queue_messages
 from shared.events import CloudEvent, JobSucceeded
 from shared.webhooks import endpoints
 
@@ -160,9 +160,9 @@ def _unacknowledged(client: redis.Redis, timeout_s: float = 10.0) -> int:
 
     Acknowledgements go in the background: a run only counts once they have all arrived.
     """
-    ready, _ = queue_lists(tasks.NOTIFY_QUEUE)
+    stored = queue_messages(tasks.NOTIFY_QUEUE)
     deadline = time.monotonic() + timeout_s
-    while (left := int(client.hlen(f"{ready}.msgs"))) and time.monotonic() < deadline:
+    while (left := int(client.hlen(stored))) and time.monotonic() < deadline:
         time.sleep(0.05)
     return left
 

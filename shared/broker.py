@@ -47,6 +47,19 @@ def queue_lists(queue: str) -> tuple[str, str]:
     return f"{NAMESPACE}:{queue}", f"{NAMESPACE}:{queue}.DQ"
 
 
+def queue_messages(queue: str) -> str:
+    """Dramatiq's Redis hash of ``queue``'s stored messages: queued, or fetched and not yet acknowledged."""
+    return f"{queue_lists(queue)[0]}.msgs"
+
+
+def _dispatch_args(broker: RedisBroker, command: str, queue: str, *args: Any) -> tuple[Any, ...]:
+    """The arguments of Dramatiq's ``dispatch`` script (its one key: the namespace) for ``command`` on
+    ``queue``, without queue maintenance (the broker's own calls, every worker's fetches, run it)."""
+    now = int(time.time() * 1000)
+    # command, now, queue, worker id, heartbeat timeout, dead-letter TTL, maintenance, its unpack size
+    return (command, now, queue, broker.broker_id, broker.heartbeat_timeout, broker.dead_message_ttl, 0, 0, *args)
+
+
 def ack_patterns(queue: str) -> tuple[str, str]:
     """SCAN patterns of the per-worker sets of fetched, unacknowledged messages: ready, delayed."""
     return f"{NAMESPACE}:__acks__.*.{queue}", f"{NAMESPACE}:__acks__.*.{queue}.DQ"
@@ -138,10 +151,8 @@ class BackgroundAckBroker(RedisBroker):
 
     def _send_acks(self, batch: list[tuple[str, str]], *, loaded: bool = False) -> None:
         script = self.scripts["dispatch"]
-        # dispatch(keys=[namespace], args=[command, now, queue, worker id, 4 maintenance settings, message id])
-        now = int(time.time() * 1000)
         packed = b"".join(
-            evalsha(script.sha, (self.namespace,), ("ack", now, queue, self.broker_id, 0, 0, 0, 0, message_id))
+            evalsha(script.sha, (self.namespace,), _dispatch_args(self, "ack", queue, message_id))
             for queue, message_id in batch
         )
         errors = [r for r in run_packed(self.client, packed, len(batch)) if isinstance(r, Exception)]
@@ -170,8 +181,7 @@ class AsyncSender:
     On the Redis broker each message goes through Dramatiq's own ``dispatch`` script, exactly as
     :meth:`RedisBroker.enqueue` sends it (the same middleware hooks, a fresh ``redis_message_id``),
     but through ``batcher``: messages sent in the same turn of the loop, and any other script calls
-    made in it, share one round trip. Queue maintenance is left to the broker's own calls (every
-    worker's fetches run it). Another broker gets its messages through :meth:`Broker.enqueue`
+    made in it, share one round trip. Another broker gets its messages through :meth:`Broker.enqueue`
     on a thread.
     """
 
@@ -193,21 +203,11 @@ class AsyncSender:
             await asyncio.to_thread(lambda: [broker.enqueue(m) for m in messages])
             return
         sent = [m.copy(options={"redis_message_id": str(uuid.uuid4())}) for m in messages]
-        now = int(time.time() * 1000)
         calls = []
         for message in sent:
             broker.emit_before("enqueue", message, None)
-            args = (
-                "enqueue",
-                now,
-                message.queue_name,
-                broker.broker_id,
-                broker.heartbeat_timeout,
-                broker.dead_message_ttl,
-                0,  # no maintenance from here
-                0,  # (the unpack size only bounds maintenance and fetches)
-                message.options["redis_message_id"],
-                message.encode(),
+            args = _dispatch_args(
+                broker, "enqueue", message.queue_name, message.options["redis_message_id"], message.encode()
             )
             calls.append(self._batch.call(self._dispatch, (broker.namespace,), args))
         await asyncio.gather(*calls)

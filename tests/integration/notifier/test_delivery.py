@@ -18,7 +18,7 @@ from standardwebhooks import Webhook
 
 from services.notifier.http import CONTENT_TYPE, GuardedResolver, RefusedAddress
 from shared import bus, deadletters, keys, tasks, tenants
-from shared.broker import ack_patterns, queue_lists
+from shared.broker import ack_patterns, queue_lists, queue_messages
 from shared.config import Settings
 from shared.deadletters import LetterFilter
 from shared.events import CloudEvent, IndexPublished, JobFailed, JobSucceeded
@@ -115,7 +115,7 @@ async def test_every_delivery_message_is_acknowledged_by_the_time_the_notifier_s
     # Then each was delivered once, and the notify queue holds no message, run or not, acknowledged or not
     assert len({h.headers["webhook-id"] for h in receiver.at("/many")}) == len(receiver.at("/many")) == 200
     ready, _ = queue_lists(tasks.NOTIFY_QUEUE)
-    assert await client.llen(ready) == 0 and await client.hlen(f"{ready}.msgs") == 0
+    assert await client.llen(ready) == 0 and await client.hlen(queue_messages(tasks.NOTIFY_QUEUE)) == 0
     unacknowledged = [key async for key in client.scan_iter(match=ack_patterns(tasks.NOTIFY_QUEUE)[0])]
     assert unacknowledged == []
 

@@ -10,7 +10,7 @@ import dramatiq
 import redis.asyncio as aioredis
 
 from semaflow.redis_server import RedisServer
-from shared.broker import AsyncSender, build_broker, queue_lists
+from shared.broker import AsyncSender, build_broker, queue_lists, queue_messages
 from shared.config import Settings
 from tests.integration.conftest import server_reads
 
@@ -73,4 +73,4 @@ async def test_messages_sent_in_one_turn_share_a_round_trip_and_run_on_a_worker(
     assert sorted(kwargs["n"] for kwargs, _ in ran) == list(range(20))
     assert {marked for _, marked in ran} == {"yes"}
     ready, _ = queue_lists(QUEUE)
-    assert await aio_redis.llen(ready) == 0 and await aio_redis.hlen(f"{ready}.msgs") == 0  # all acknowledged
+    assert await aio_redis.llen(ready) == 0 and await aio_redis.hlen(queue_messages(QUEUE)) == 0  # all acknowledged

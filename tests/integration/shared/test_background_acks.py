@@ -12,7 +12,7 @@ import dramatiq
 import redis
 
 from semaflow.redis_server import RedisServer
-from shared.broker import NAMESPACE, BackgroundAckBroker, build_broker, queue_lists
+from shared.broker import BackgroundAckBroker, ack_patterns, build_broker, queue_messages
 from shared.config import Settings
 
 QUEUE = "acks-test"
@@ -20,9 +20,8 @@ QUEUE = "acks-test"
 
 def _unacknowledged(client: redis.Redis) -> tuple[int, int]:
     """Messages still stored for the queue, and ids in any worker's set of fetched-but-unacknowledged ones."""
-    ready, _ = queue_lists(QUEUE)
-    pending = sum(int(client.scard(key)) for key in client.scan_iter(match=f"{NAMESPACE}:__acks__.*.{QUEUE}"))
-    return int(client.hlen(f"{ready}.msgs")), pending
+    pending = sum(int(client.scard(key)) for key in client.scan_iter(match=ack_patterns(QUEUE)[0]))
+    return int(client.hlen(queue_messages(QUEUE))), pending
 
 
 def _broker(settings: Settings, redis_url: str) -> BackgroundAckBroker:
