@@ -9,7 +9,7 @@ Run by hand (not pytest)::
 
 Each run starts its own redis-server, a receiver process (aiohttp: ``/fast`` answers 204 at once,
 ``/slow`` never answers) and one notifier process (``python -m services.notifier``, default settings:
-15 s timeout, 50 attempts in flight per endpoint, 8 Dramatiq threads). Events are published on the
+15 s timeout, 50 attempts in flight per endpoint, 1,000 per process). Events are published on the
 stream in one go, the way the other services publish them.
 
 (ref) A bare aiohttp client in this process POSTs the same signed bodies to ``/fast`` with 20 requests
@@ -45,8 +45,7 @@ from common import free_port, log, table, verdict
 
 from semaflow.redis_server import RedisServer
 from services.notifier.signing import headers as signed
-from shared import bus, keys, tasks
-from shared.broker import queue_messages
+from shared import bus, keys
 from shared.events import CloudEvent, JobSucceeded
 from shared.webhooks import endpoints
 
@@ -155,19 +154,21 @@ async def _reference(http: aiohttp.ClientSession, base: str, n: int, concurrency
     return n / (time.perf_counter() - started)
 
 
-def _unacknowledged(client: redis.Redis, timeout_s: float = 10.0) -> int:
-    """``notify`` messages still stored (queued, or run but not acknowledged), after up to ``timeout_s``.
+def _unrecorded(client: redis.Redis, endpoint_id: str, timeout_s: float = 10.0) -> int:
+    """Attempts on ``endpoint_id`` still held under a lease (made, not yet recorded) after up to ``timeout_s``.
 
-    Acknowledgements go in the background: a run only counts once they have all arrived.
+    A run only counts once every attempt it made is recorded.
     """
-    stored = queue_messages(tasks.NOTIFY_QUEUE)
+    held = keys.webhook_in_flight(endpoint_id)
     deadline = time.monotonic() + timeout_s
-    while (left := int(client.hlen(stored))) and time.monotonic() < deadline:
+    while (left := int(client.zcard(held))) and time.monotonic() < deadline:
         time.sleep(0.05)
     return left
 
 
-async def _run(redis_url: str, base: str, events: int, label: str, http: aiohttp.ClientSession) -> dict[str, Any]:
+async def _run(
+    redis_url: str, base: str, fast_id: str, events: int, label: str, http: aiohttp.ClientSession
+) -> dict[str, Any]:
     async with http.post(f"{base}/reset") as resp:
         await resp.read()
     client = redis.Redis.from_url(redis_url)
@@ -175,11 +176,11 @@ async def _run(redis_url: str, base: str, events: int, label: str, http: aiohttp
     stats = await _delivered(http, base, events, timeout_s=max(120.0, events / 50))
     elapsed = stats["last"] - started
     rate = events / elapsed
-    left = await asyncio.to_thread(_unacknowledged, client)
+    left = await asyncio.to_thread(_unrecorded, client, fast_id)
     client.close()
-    log(f"{label}: {events} deliveries in {elapsed:.2f} s = {rate:.0f}/s; messages left unacknowledged: {left}")
+    log(f"{label}: {events} deliveries in {elapsed:.2f} s = {rate:.0f}/s; attempts left unrecorded: {left}")
     if left:
-        raise SystemExit(f"{left} deliver_webhook messages were never acknowledged")
+        raise SystemExit(f"{left} attempts were never recorded")
     return {"events": events, "seconds": elapsed, "rate": rate, "slow_requests": stats["slow"]}
 
 
@@ -205,16 +206,17 @@ async def measure(
             reference = await _reference(http, base, args.events, args.concurrency)
             log(f"reference: {reference:.0f} requests/s")
 
-            await endpoints.create(aclient, TENANT, f"{base}/fast", ("job.*",))
-            await _run(redis_url, base, min(500, args.events), "warm-up", http)
+            fast, _ = await endpoints.create(aclient, TENANT, f"{base}/fast", ("job.*",))
+            await _run(redis_url, base, fast.id, min(500, args.events), "warm-up", http)
             for n in range(1, args.rounds + 1):
                 cpu0 = (_cpu(notifier_pid), _cpu(redis_pid))
-                run = await _run(redis_url, base, args.events, f"round {n} (a) fast endpoint alone", http)
+                run = await _run(redis_url, base, fast.id, args.events, f"round {n} (a) fast endpoint alone", http)
                 alone.append(run | _cpu_per_delivery(cpu0, notifier_pid, redis_pid, args.events))
 
                 slow, _ = await endpoints.create(aclient, TENANT, f"{base}/slow", ("job.*",))
                 cpu0 = (_cpu(notifier_pid), _cpu(redis_pid))
-                run = await _run(redis_url, base, args.events, f"round {n} (b) beside an endpoint that times out", http)
+                label = f"round {n} (b) beside an endpoint that times out"
+                run = await _run(redis_url, base, fast.id, args.events, label, http)
                 beside.append(run | _cpu_per_delivery(cpu0, notifier_pid, redis_pid, args.events))
                 await endpoints.delete(aclient, slow)
     finally:

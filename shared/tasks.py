@@ -105,13 +105,6 @@ class DropCollection(TaskPayload):
     collection_id: str
 
 
-class DeliverWebhook(TaskPayload):
-    """Make the next attempt of webhook delivery ``delivery_id``, which the sender claimed under ``lease``."""
-
-    delivery_id: str
-    lease: str
-
-
 class SendEmail(TaskPayload):
     """Mail the tenant's contact about an event (``kind`` names the template; ``context`` its references)."""
 
@@ -208,11 +201,16 @@ COMPACT_COLLECTIONS: TaskSpec[CompactCollections] = TaskSpec(
 CLEANUP_STORE: TaskSpec[CleanupStore] = TaskSpec("cleanup_store", MAINTENANCE_QUEUE, CleanupStore)
 REFRESH_STATS: TaskSpec[RefreshStats] = TaskSpec("refresh_stats", MAINTENANCE_QUEUE, RefreshStats)
 
-# The notifier's work: webhook attempts, mail, and the periodic delivery sweep and digest.
-DELIVER_WEBHOOK: TaskSpec[DeliverWebhook] = TaskSpec("deliver_webhook", NOTIFY_QUEUE, DeliverWebhook)
+# The notifier's work: mail, and the periodic delivery sweep and digest. (Webhook attempts are not
+# Dramatiq work: the notifier claims them in Redis and runs them on its event loop.)
 SEND_EMAIL: TaskSpec[SendEmail] = TaskSpec("send_email", NOTIFY_QUEUE, SendEmail)
 SEND_DIGEST: TaskSpec[SendDigest] = TaskSpec("send_digest", NOTIFY_QUEUE, SendDigest)
 SWEEP_DELIVERIES: TaskSpec[SweepDeliveries] = TaskSpec("sweep_deliveries", NOTIFY_QUEUE, SweepDeliveries)
+
+
+# The operation named by the dead letter of a webhook delivery whose attempts ran out (its replay
+# queues the delivery again).
+DELIVER_WEBHOOK_OP = "deliver_webhook"
 
 
 def op_kwargs(op: str, payload: TaskPayload) -> dict[str, Any]:

@@ -118,12 +118,10 @@ def new_worker_service(
     queues: set[str],
     *,
     dedicated: dict[str, int] | None = None,
-    background_acks: bool = False,
 ) -> WorkerService:
     """Broker and Redis client for a worker service (actors are declared by the caller).
 
     ``dedicated``: queues (of ``queues``) consumed by a worker of their own, with that many threads.
-    ``background_acks``: see :class:`shared.broker.BackgroundAckBroker`.
     """
     client = redis.Redis.from_url(redis_url, health_check_interval=30)
     outcomes = WorkOutcomes(
@@ -133,7 +131,7 @@ def new_worker_service(
         dead_letter_retention_s=settings.dead_letter_retention_s,
     )
     metrics = WorkerMetrics()
-    broker = build_broker(settings, redis_url, extra=[outcomes, TaskMetrics(metrics)], background_acks=background_acks)
+    broker = build_broker(settings, redis_url, extra=[outcomes, TaskMetrics(metrics)])
     for queue in queues:
         broker.declare_queue(queue)
     return WorkerService(

@@ -129,7 +129,7 @@ def build(
             client,
             broker,
             stream_maxlen=settings.stream_maxlen,
-            replayers={tasks.DELIVER_WEBHOOK.actor_name: subscriptions.replay_letter},
+            replayers={tasks.DELIVER_WEBHOOK_OP: subscriptions.replay_letter},
         )
         app[SEARCH_POOL] = search_pool(settings.search_workers, settings.search_threads)
         if settings.rate_limit_enabled:

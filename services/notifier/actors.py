@@ -1,4 +1,8 @@
-"""The notifier's Dramatiq actors: thin entry points into delivery, mail and the digest."""
+"""The notifier's Dramatiq actors: thin entry points into mail, the digest and the delivery sweep.
+
+Webhook attempts are not among them: they run on the notifier's event loop (see
+:mod:`services.notifier.delivery`).
+"""
 
 from __future__ import annotations
 
@@ -21,10 +25,6 @@ _SWEEP_TIMEOUT_S = 120.0
 
 def declare(broker: dramatiq.Broker, notifier: Notifier) -> None:
     """Declare the notifier's actors on ``broker``."""
-
-    def deliver_webhook(**kwargs: Any) -> None:
-        p = tasks.DELIVER_WEBHOOK.parse(kwargs)
-        notifier.deliverer().submit(p.delivery_id, p.lease)
 
     def send_email(**kwargs: Any) -> None:
         p = tasks.SEND_EMAIL.parse(kwargs)
@@ -61,7 +61,6 @@ def declare(broker: dramatiq.Broker, notifier: Notifier) -> None:
 
         schedule_state.reported(notifier.service.client, p.schedule, p.run_id, sweep)
 
-    tasks.DELIVER_WEBHOOK.declare(broker, deliver_webhook)
     tasks.SEND_EMAIL.declare(broker, send_email, throws=PERMANENT)
     tasks.SEND_DIGEST.declare(broker, send_digest, throws=PERMANENT)
     tasks.SWEEP_DELIVERIES.declare(broker, sweep_deliveries)

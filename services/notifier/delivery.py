@@ -1,9 +1,10 @@
 """Webhook attempts: sign, POST, judge the answer, record it, and settle what follows.
 
-Attempts run on the notifier's event loop, so one waiting on a slow receiver costs a socket, not a
-thread. The Dramatiq actor only hands an attempt over (see :meth:`Deliverer.submit`); the delivery's
-lease in Redis, not the message, is what guarantees the attempt is made: if this process dies, the
-lease runs out and the delivery is claimed again.
+Attempts run as tasks on the notifier's event loop, so one waiting on a slow receiver costs a socket,
+not a thread. The dispatcher claims due deliveries in Redis, each under a lease, and starts one task
+per claim at once; it never claims more than the process has free slots for. The lease, not any
+message, is what guarantees the attempt is made: if this process dies, the lease runs out and the
+delivery is claimed again (by any notifier), so delivery is at least once and spreads over processes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
@@ -22,8 +22,6 @@ from opentelemetry.trace import SpanKind
 from services.notifier.http import Answer, post, refusal
 from services.notifier.signing import headers as signed_headers
 from shared import bus, deadletters, keys, tasks, tracing
-from shared.broker import AsyncSender
-from shared.errors import TransientError
 from shared.events import CloudEvent, WebhookDeliveryExhausted, WebhookEndpointDisabled
 from shared.scriptbatch import ScriptBatcher
 from shared.webhooks.deliveries import Attempt, Deliveries, Delivery, Outcome, Target
@@ -31,10 +29,7 @@ from shared.webhooks.retries import RetrySchedule, retry_after_s
 from shared.workqueue import now_ms
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     import aiohttp
-    import dramatiq
     import redis.asyncio as aioredis
 
     from services.notifier.metrics import NotifierMetrics
@@ -47,7 +42,8 @@ HONOURS_RETRY_AFTER: Final = frozenset({429, 503})
 # The dispatcher sleeps at most this long, so deliveries queued by other processes (a test event, a
 # retry asked for over the API) start within about a quarter of a second.
 DUE_POLL_S: Final = 0.25
-# A lease covers the wait in Dramatiq's queue, the attempt itself and recording it.
+# A lease covers the attempt itself (up to the request timeout) and recording it, with room for a
+# busy event loop.
 _LEASE_MARGIN_S: Final = 60.0
 
 
@@ -85,13 +81,12 @@ def _describe(answer: Answer) -> str:
 
 
 class Deliverer:
-    """Claims due deliveries, hands them to Dramatiq, and makes the attempts Dramatiq hands back."""
+    """Claims due deliveries and makes their attempts, as tasks on the event loop it was started on."""
 
     def __init__(
         self,
         client: aioredis.Redis,
         session: aiohttp.ClientSession,
-        broker: dramatiq.Broker,
         settings: Settings,
         metrics: NotifierMetrics,
         *,
@@ -101,11 +96,9 @@ class Deliverer:
         self.metrics = metrics
         self.session = session
         self.settings = settings
-        # One batcher for the store's scripts and the messages sent: what a turn of the loop asks of
-        # Redis goes in one round trip.
+        # One batcher for the store's scripts: what a turn of the loop asks of Redis goes in one round trip.
         self.batcher = ScriptBatcher(client)
         self.store = Deliveries(client, retention_s=settings.webhook_log_retention_s, batcher=self.batcher)
-        self.sender = AsyncSender(broker, client, self.batcher)
         self.schedule = RetrySchedule.from_settings(settings)
         allow = settings.webhook_allow_list
         self._refusal = functools.lru_cache(maxsize=4096)(lambda url: refusal(url, allow))
@@ -113,22 +106,40 @@ class Deliverer:
         self.disable_after_ms = int(settings.webhook_disable_after_s * 1000)
         self.stale_reason = f"no successful delivery for {_duration(settings.webhook_disable_after_s)}"
         self.rng = rng or random.Random()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots = threading.BoundedSemaphore(settings.webhook_max_in_flight)
+        # The process's attempt slots: a task per attempt under way. Free slots bound every claim.
+        self.capacity = settings.webhook_max_in_flight
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
-        # Endpoints whose attempts just finished: a slot is free. The dispatcher claims for all of
-        # them in one pass, so a busy endpoint costs one claim per pass, not one per attempt.
+        # Endpoints whose attempts just finished (a slot is free), or that a pass could not serve for
+        # want of slots. The dispatcher claims for all of them in one pass, so a busy endpoint costs
+        # one claim per pass, not one per attempt.
         self._freed: set[str] = set()
         self._wake = asyncio.Event()
         self._scan_at = 0  # when the dispatcher next reads the global schedule (ms)
 
     # --- dispatching ---------------------------------------------------------------------------
 
+    @property
+    def free_slots(self) -> int:
+        """Attempts this process may still start (none once it is stopping)."""
+        return 0 if self._closing else max(0, self.capacity - len(self._running))
+
     async def dispatch(self, endpoint_ids: list[str], now: int | None = None) -> int:
-        """Claim what these endpoints may start now and send one ``deliver_webhook`` message per claim."""
+        """Claim what these endpoints may start now, within the free slots, and start an attempt per claim.
+
+        Endpoints left out for want of slots are kept for the dispatcher's next pass.
+        """
         at = now_ms() if now is None else now
         s = self.settings
+        free = self.free_slots
+        limits: list[tuple[str, int]] = []
+        for endpoint_id in endpoint_ids:
+            if free <= 0:
+                self._freed.add(endpoint_id)  # no slot for it now: the next freed slot wakes the dispatcher
+                continue
+            limit = min(s.webhook_endpoint_concurrency, free)
+            limits.append((endpoint_id, limit))
+            free -= limit
         found = await asyncio.gather(
             *(
                 self.store.claim(
@@ -136,19 +147,22 @@ class Deliverer:
                     at,
                     concurrency=s.webhook_endpoint_concurrency,
                     lease_ms=self.lease_ms,
-                    limit=s.webhook_endpoint_concurrency,
+                    limit=limit,
                     failing_concurrency=s.webhook_failing_endpoint_concurrency,
                 )
-                for endpoint_id in endpoint_ids
+                for endpoint_id, limit in limits
             )
         )  # one round trip for them all: the claims share the store's script batches
-        claims = [claim for per_endpoint in found for claim in per_endpoint]
-        if claims:
-            spec = tasks.DELIVER_WEBHOOK
-            await self.sender.send(
-                [spec.message(tasks.DeliverWebhook(delivery_id=d, lease=lease)) for d, lease in claims]
-            )
-        return len(claims)
+        started = 0
+        for (endpoint_id, limit), claims in zip(limits, found, strict=True):
+            for delivery_id, lease in claims:
+                self._start(delivery_id, lease)
+            started += len(claims)
+            if len(claims) == limit < s.webhook_endpoint_concurrency:
+                self._freed.add(endpoint_id)  # cut short by the free slots: it may have more waiting
+        if self._freed and self.free_slots:
+            self._wake.set()
+        return started
 
     def freed(self, endpoint_id: str, *, retry_at_ms: int | None = None) -> None:
         """An attempt on ``endpoint_id`` finished: its next waiting delivery may start (and, if it
@@ -195,36 +209,13 @@ class Deliverer:
 
     # --- attempts ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Bind to the running event loop (attempts handed over from Dramatiq threads run on it)."""
-        self._loop = asyncio.get_running_loop()
-
-    def submit(self, delivery_id: str, lease: str) -> Future[None]:
-        """Hand an attempt to the event loop (called from a Dramatiq thread); blocks only while the
-        process already has ``webhook_max_in_flight`` attempts under way.
-
-        Raises:
-            TransientError: the notifier is stopping (Dramatiq retries the message elsewhere).
-        """
-        loop = self._loop
-        while not self._slots.acquire(timeout=1.0):
-            if self._closing:
-                raise TransientError("the notifier is stopping")
-        if loop is None or self._closing:
-            self._slots.release()
-            raise TransientError("the notifier is not running")
-        try:
-            future = asyncio.run_coroutine_threadsafe(self._tracked(delivery_id, lease), loop)
-        except BaseException:
-            self._slots.release()
-            raise
-        future.add_done_callback(lambda _: self._slots.release())
-        return future
+    def _start(self, delivery_id: str, lease: str) -> None:
+        """Run the attempt ``lease`` allows as a task of its own, holding one of the process's slots."""
+        task = asyncio.ensure_future(self._tracked(delivery_id, lease))
+        self._running.add(task)  # held until done: the loop keeps only weak references to tasks
+        task.add_done_callback(self._running.discard)
 
     async def _tracked(self, delivery_id: str, lease: str) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._running.add(task)
         try:
             await self.attempt(delivery_id, lease)
         except asyncio.CancelledError:
@@ -232,8 +223,6 @@ class Deliverer:
         except Exception:
             # Redis went away mid-way: the lease runs out and the delivery is claimed again.
             log.exception("webhook.attempt_failed", delivery_id=delivery_id)
-        finally:
-            self._running.discard(task)
 
     async def attempt(self, delivery_id: str, lease: str) -> None:
         """Make the attempt ``lease`` allows (nothing if the lease is stale or its attempt began already)."""
@@ -343,7 +332,7 @@ class Deliverer:
         letter = deadletters.new_letter(
             delivery.tenant,
             tasks.NOTIFY_QUEUE,
-            tasks.DELIVER_WEBHOOK.actor_name,
+            tasks.DELIVER_WEBHOOK_OP,
             error=f"{attempts} attempts failed; the last: {error}",
             attempts=attempts,
             arguments={

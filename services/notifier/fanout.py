@@ -4,6 +4,7 @@ match, start what may start now, and trigger the mail and the weekly counts an e
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
@@ -19,6 +20,7 @@ from shared.webhooks.endpoints import Endpoint
 from shared.workqueue import now_ms
 
 if TYPE_CHECKING:
+    import dramatiq
     import redis.asyncio as aioredis
 
     from services.notifier.delivery import Deliverer
@@ -94,9 +96,10 @@ def _counts(event: CloudEvent) -> dict[str, int]:
 class FanOut:
     """The notifier's stream handler."""
 
-    def __init__(self, client: aioredis.Redis, deliverer: Deliverer, *, group: str) -> None:
+    def __init__(self, client: aioredis.Redis, deliverer: Deliverer, broker: dramatiq.Broker, *, group: str) -> None:
         self.client = client
         self.deliverer = deliverer
+        self.broker = broker
         self.group = group
         self._first_seen = client.register_script(_FIRST_SEEN)
 
@@ -164,4 +167,10 @@ class FanOut:
                     pipe.expire(key, _COUNTS_TTL_S)
                 await pipe.execute()
         if mails:
-            await self.deliverer.sender.send([tasks.SEND_EMAIL.message(mail) for mail in mails])
+            await asyncio.to_thread(_send_mails, self.broker, mails)
+
+
+def _send_mails(broker: dramatiq.Broker, mails: list[tasks.SendEmail]) -> None:
+    """Queue the mails for the notifiers' Dramatiq workers (few: only some events mail anyone)."""
+    for mail in mails:
+        tasks.SEND_EMAIL.send(broker, mail)

@@ -32,8 +32,8 @@ class Notifier:
     """A notifier process: its Dramatiq worker, and while it runs, its event-loop side.
 
     The loop side follows the stream in the ``notifier`` consumer group (events become deliveries),
-    starts deliveries as they fall due, and makes the attempts the ``deliver_webhook`` actor hands
-    it. Mail and the digest run in the Dramatiq worker's threads.
+    claims deliveries as they fall due and makes their attempts as tasks of its own. Mail, the digest
+    and the delivery sweep run in the Dramatiq worker's threads.
     """
 
     def __init__(
@@ -65,9 +65,8 @@ class Notifier:
         session = open_session(
             s.webhook_allow_list, timeout_s=s.webhook_timeout_s, max_connections=s.webhook_max_in_flight
         )
-        deliverer = Deliverer(client, session, self.service.broker, s, self.metrics)
-        deliverer.start()
-        fanout = FanOut(client, deliverer, group=GROUP)
+        deliverer = Deliverer(client, session, s, self.metrics)
+        fanout = FanOut(client, deliverer, self.service.broker, group=GROUP)
         consumer = GroupConsumer(client, GROUP, instance_id(), fanout.handle, block_ms=1_000, count=100)
         self.loop, self._deliverer = asyncio.get_running_loop(), deliverer
         worker, heartbeat = self.service.start()
@@ -99,11 +98,7 @@ async def _forever(name: str, body: Callable[[asyncio.Event], Awaitable[None]], 
 def build(settings: Settings, *, mailer: Mailer | None = None) -> Notifier:
     """Wire settings to Redis, the broker, mail and the actors."""
     threads = settings.model_copy(update={"worker_threads": settings.notifier_threads})
-    # Its tasks are idempotent (an attempt runs under its delivery's lease once), and hundreds of
-    # deliveries a second are each one short message: acknowledgements go in the background.
-    service = new_worker_service(
-        NAME, threads, settings.require_redis_url(), {tasks.NOTIFY_QUEUE}, background_acks=True
-    )
+    service = new_worker_service(NAME, threads, settings.require_redis_url(), {tasks.NOTIFY_QUEUE})
     metrics = NotifierMetrics(service.metrics.registry)
     notifications = Notifications(
         service.client,

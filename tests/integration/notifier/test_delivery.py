@@ -18,7 +18,7 @@ from standardwebhooks import Webhook
 
 from services.notifier.http import CONTENT_TYPE, GuardedResolver, RefusedAddress
 from shared import bus, deadletters, keys, tasks, tenants
-from shared.broker import ack_patterns, queue_lists, queue_messages
+from shared.broker import queue_lists, queue_messages
 from shared.config import Settings
 from shared.deadletters import LetterFilter
 from shared.events import CloudEvent, IndexPublished, JobFailed, JobSucceeded
@@ -98,12 +98,12 @@ async def test_events_reach_the_subscribed_endpoints_signed_by_the_standard(
     assert (await _deliveries(settings, client, index_ep.id))[0].state is DeliveryState.SUCCEEDED
 
 
-async def test_every_delivery_message_is_acknowledged_by_the_time_the_notifier_stops(
+async def test_every_event_is_delivered_once_and_nothing_is_left_in_flight_when_the_notifier_stops(
     client: aioredis.Redis, webhook_settings: Make, notifier: StartNotifier, receiver: Receiver
 ) -> None:
     # Given 200 events for one endpoint, delivered
-    settings = webhook_settings(notifier_threads=8)
-    await _endpoint(client, receiver.url("/many"), ("job.*",))
+    settings = webhook_settings()
+    endpoint, _ = await _endpoint(client, receiver.url("/many"), ("job.*",))
     running = await notifier(settings)
     for n in range(200):
         await publish(client, _succeeded(f"job_{n}"))
@@ -112,12 +112,38 @@ async def test_every_delivery_message_is_acknowledged_by_the_time_the_notifier_s
     # When the notifier stops
     await running.shutdown()
 
-    # Then each was delivered once, and the notify queue holds no message, run or not, acknowledged or not
+    # Then each was delivered once, no attempt is held, and no Dramatiq message was involved
     assert len({h.headers["webhook-id"] for h in receiver.at("/many")}) == len(receiver.at("/many")) == 200
+    assert await client.zcard(keys.webhook_in_flight(endpoint.id)) == 0
+    assert await eventually(lambda: _all_in(settings, client, endpoint.id, DeliveryState.SUCCEEDED, 200))
     ready, _ = queue_lists(tasks.NOTIFY_QUEUE)
     assert await client.llen(ready) == 0 and await client.hlen(queue_messages(tasks.NOTIFY_QUEUE)) == 0
-    unacknowledged = [key async for key in client.scan_iter(match=ack_patterns(tasks.NOTIFY_QUEUE)[0])]
-    assert unacknowledged == []
+
+
+async def test_a_process_claims_no_more_attempts_than_it_has_slots(
+    client: aioredis.Redis, webhook_settings: Make, notifier: StartNotifier, receiver: Receiver
+) -> None:
+    # Given a notifier with 3 attempt slots, and an endpoint allowed 50 in flight whose first 3 hang
+    settings = webhook_settings(webhook_max_in_flight=3, webhook_endpoint_concurrency=50, webhook_timeout_s=60.0)
+    endpoint, _ = await _endpoint(client, receiver.url("/slow"), ("job.*",))
+    receiver.script("/slow", HANG, HANG, HANG, 200)
+    await notifier(settings)
+
+    # When 10 events are published
+    sent = [await publish(client, _succeeded(f"job_{n}")) for n in range(10)]
+
+    # Then only 3 deliveries are claimed and attempted; the other 7 wait in the endpoint's queue
+    await receiver.wait_for("/slow", 3)
+    await asyncio.sleep(0.5)
+    assert len(receiver.at("/slow")) == 3
+    assert await client.zcard(keys.webhook_in_flight(endpoint.id)) == 3
+    assert await client.zcard(keys.webhook_due(endpoint.id)) == 7
+
+    # And once the hanging attempts end (503: retried), the freed slots take the waiting deliveries
+    receiver.release.set()
+    hits = await receiver.wait_for("/slow", 10 + 3)
+    assert {h.headers["webhook-id"] for h in hits} == {e.id for e in sent}
+    assert await eventually(lambda: _all_in(settings, client, endpoint.id, DeliveryState.SUCCEEDED, 10))
 
 
 async def _all_in(
