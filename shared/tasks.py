@@ -177,18 +177,28 @@ class Token(TaskPayload):
 EMBED_NEXT: TaskSpec[Token] = TaskSpec("embed_next", EMBED_QUEUE, Token)
 INDEX_NEXT: TaskSpec[Token] = TaskSpec("index_next", INDEX_QUEUE, Token)
 TOKENS: dict[str, TaskSpec[Token]] = {EMBED_QUEUE: EMBED_NEXT, INDEX_QUEUE: INDEX_NEXT}
-OPS: dict[str, type[TaskPayload]] = {
-    "embed_batch": EmbedBatch,
-    "index_batch": IndexBatch,
-    "delete_documents": DeleteDocuments,
-    "rollback_collection": RollbackCollection,
-}
-OP_QUEUE: dict[str, str] = {
-    "embed_batch": EMBED_QUEUE,
-    "index_batch": INDEX_QUEUE,
-    "delete_documents": INDEX_QUEUE,
-    # A rollback is a write: it takes its place in the collection's write order like a delete.
-    "rollback_collection": INDEX_QUEUE,
+
+
+@dataclass(frozen=True)
+class WorkOp(Generic[P]):
+    """A kind of work-queue entry: its name (the entry's ``op``), the queue whose tokens run it, its payload."""
+
+    name: str
+    queue_name: str
+    payload: type[P]
+
+    def kwargs(self, payload: P) -> dict[str, Any]:
+        """An entry's keyword arguments: this op's name and ``payload``."""
+        return {"op": self.name, **payload.model_dump(mode="json")}
+
+
+EMBED_BATCH: WorkOp[EmbedBatch] = WorkOp("embed_batch", EMBED_QUEUE, EmbedBatch)
+INDEX_BATCH: WorkOp[IndexBatch] = WorkOp("index_batch", INDEX_QUEUE, IndexBatch)
+DELETE_DOCUMENTS: WorkOp[DeleteDocuments] = WorkOp("delete_documents", INDEX_QUEUE, DeleteDocuments)
+# A rollback is a write: it takes its place in the collection's write order like a delete.
+ROLLBACK_COLLECTION: WorkOp[RollbackCollection] = WorkOp("rollback_collection", INDEX_QUEUE, RollbackCollection)
+WORK_OPS: dict[str, WorkOp[Any]] = {
+    op.name: op for op in (EMBED_BATCH, INDEX_BATCH, DELETE_DOCUMENTS, ROLLBACK_COLLECTION)
 }
 
 # Maintenance goes to Dramatiq directly: it has no priority and no tenant to be fair to.
@@ -213,13 +223,13 @@ SWEEP_DELIVERIES: TaskSpec[SweepDeliveries] = TaskSpec("sweep_deliveries", NOTIF
 DELIVER_WEBHOOK_OP = "deliver_webhook"
 
 
-def op_kwargs(op: str, payload: TaskPayload) -> dict[str, Any]:
-    """An entry's keyword arguments: the op's name and its payload."""
-    return {"op": op, **payload.model_dump(mode="json")}
+def parse_op(kwargs: dict[str, Any]) -> tuple[WorkOp[Any], TaskPayload]:
+    """The op and validated payload of an entry's keyword arguments.
 
-
-def parse_op(kwargs: dict[str, Any]) -> tuple[str, TaskPayload]:
-    """The op name and validated payload of an entry's keyword arguments."""
+    Raises:
+        KeyError: the entry names no known op.
+        pydantic.ValidationError: its payload does not fit the op.
+    """
     data = dict(kwargs)
-    op = data.pop("op")
-    return op, OPS[op].model_validate(data)
+    op = WORK_OPS[data.pop("op")]
+    return op, op.payload.model_validate(data)

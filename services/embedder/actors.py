@@ -96,7 +96,7 @@ def declare(
             job_id=payload.job_id,
             write_seq=payload.write_seq,
         )
-        follow_up = Entry(payload.job_id, entry.tenant, entry.priority, tasks.op_kwargs("index_batch", index), now_ms())
+        follow_up = Entry(payload.job_id, entry.tenant, entry.priority, tasks.INDEX_BATCH.kwargs(index), now_ms())
         dispatch.submit(client, broker, tasks.INDEX_QUEUE, follow_up)
         event = BatchEmbedded(
             tenant=payload.tenant,

@@ -144,7 +144,7 @@ class JobControl:
     @staticmethod
     def _job_for(letter: DeadLetter) -> Job:
         stamp = jobs.now()
-        kind = JobKind.DELETE if letter.op == "delete_documents" else JobKind.INGEST
+        kind = JobKind.DELETE if letter.op == tasks.DELETE_DOCUMENTS.name else JobKind.INGEST
         documents = len(letter.arguments.get("document_ids", ())) if kind is JobKind.DELETE else 0
         return Job(
             id=letter.job_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -61,14 +61,14 @@ class Writes:
         kind: JobKind,
         documents: int,
         priority: Priority,
-        op: str,
+        op: tasks.WorkOp[Any],
         payload: tasks.EmbedBatch | tasks.DeleteDocuments | tasks.RollbackCollection,
         batch_id: str | None = None,
     ) -> Job:
         """Record the job of ``payload`` and queue its first stage."""
         job_id = payload.job_id
-        arguments = tasks.op_kwargs(op, payload)
-        queue = tasks.OP_QUEUE[op]
+        arguments = op.kwargs(payload)
+        queue = op.queue_name
         stamp = jobs.now()
         job = Job(
             id=job_id,
@@ -113,7 +113,7 @@ class Writes:
             job_id=job_id,
             write_seq=seq,
         )
-        job = await self._submit(JobKind.INGEST, len(documents), priority, "embed_batch", payload, batch_id)
+        job = await self._submit(JobKind.INGEST, len(documents), priority, tasks.EMBED_BATCH, payload, batch_id)
         event = BatchAccepted(
             tenant=collection.tenant,
             collection=collection.name,
@@ -147,7 +147,7 @@ class Writes:
             job_id=job_id,
             write_seq=seq,
         )
-        return await self._submit(JobKind.DELETE, 1, priority, "delete_documents", payload)
+        return await self._submit(JobKind.DELETE, 1, priority, tasks.DELETE_DOCUMENTS, payload)
 
     async def rollback(
         self, collection: Collection, version: str, documents: int, priority: Priority = Priority.HIGH
@@ -166,6 +166,6 @@ class Writes:
             job_id=job_id,
             write_seq=seq,
         )
-        job = await self._submit(JobKind.ROLLBACK, documents, priority, "rollback_collection", payload)
+        job = await self._submit(JobKind.ROLLBACK, documents, priority, tasks.ROLLBACK_COLLECTION, payload)
         log.info("rollback.accepted", job_id=job.id, collection=collection.name, version=version)
         return job

@@ -64,14 +64,14 @@ class Indexer:
             )
             self._publish(done, job_id)
 
-    def run(self, op: str, payload: tasks.TaskPayload) -> None:
+    def run(self, op: tasks.WorkOp[Any], payload: tasks.TaskPayload) -> None:
         """Apply one entry's batch, delete or rollback and publish the next version.
 
         Raises:
             Cancelled: the job was cancelled before anything was published.
         """
         if not isinstance(payload, tasks.IndexBatch | tasks.DeleteDocuments | tasks.RollbackCollection):
-            raise PermanentError(f"the index queue cannot run {op!r}")
+            raise PermanentError(f"the index queue cannot run {op.name!r}")
         job_id = payload.job_id
         if jobs.state_sync(self.client, job_id) is jobs.JobState.CANCELLED:
             return
@@ -102,9 +102,9 @@ class Indexer:
         if entry is None:
             return  # a spare token: nothing waits
         op, payload = tasks.parse_op(entry.kwargs)
-        structlog.contextvars.bind_contextvars(tenant=entry.tenant, job_id=entry.id, op=op)
+        structlog.contextvars.bind_contextvars(tenant=entry.tenant, job_id=entry.id, op=op.name)
         attributes = {"semaflow.tenant": entry.tenant, "semaflow.job_id": entry.id}
-        with tracing.span(op, parent=entry.traceparent, kind=SpanKind.CONSUMER, attributes=attributes):
+        with tracing.span(op.name, parent=entry.traceparent, kind=SpanKind.CONSUMER, attributes=attributes):
             try:
                 self.run(op, payload)
             except Cancelled as exc:
