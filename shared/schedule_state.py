@@ -1,13 +1,14 @@
 """The state of each schedule in Redis: its last run and outcome, whether it is paused, manual triggers.
 
-The scheduler leader writes a run when it fires (see ``services/scheduler/firing.py``); the actor
-the run enqueued reports how it ended with :func:`report`, which only touches the record while it
-still describes that run, so a slow run never overwrites the outcome of a newer one.
+The scheduler leader writes a run when it fires (see ``services/scheduler/firing.py``); the worker
+that runs the task the run enqueued reports how it goes (:class:`shared.schedule_runs.ScheduleRuns`)
+with :func:`report`, which only touches the record while it still describes that run, so a slow run
+never overwrites the outcome of a newer one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -24,10 +25,11 @@ if TYPE_CHECKING:
 
 
 class Outcome(StrEnum):
-    """How a run ended (``enqueued`` until its actor reports, and for the notifier's actions)."""
+    """How a run is going (``enqueued`` until its task starts, and for actions that enqueue nothing)."""
 
     ENQUEUED = "enqueued"
     RUNNING = "running"
+    RETRYING = "retrying"  # the task failed and Dramatiq's retry is pending
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
@@ -151,21 +153,3 @@ def report(client: redis.Redis, schedule: str, run_id: str, outcome: Outcome, de
 async def areport(client: aioredis.Redis, schedule: str, run_id: str, outcome: Outcome, detail: str = "") -> bool:
     """Async twin of :func:`report`."""
     return bool(await client.eval(_REPORT, 1, *_report_args(schedule, run_id, outcome, detail)) == 1)
-
-
-def reported(client: redis.Redis, schedule: str | None, run_id: str | None, work: Callable[[], str]) -> str:
-    """Run ``work`` (it returns a summary), telling run ``run_id`` of ``schedule`` (when a schedule asked
-    for it) that it runs, then how it ended. Returns the summary; an exception is reported and re-raised.
-    """
-    run = (schedule, run_id) if schedule and run_id else None
-    if run:
-        report(client, *run, Outcome.RUNNING)
-    try:
-        detail = work()
-    except Exception as exc:
-        if run:
-            report(client, *run, Outcome.FAILED, f"{type(exc).__name__}: {exc}")
-        raise
-    if run:
-        report(client, *run, Outcome.SUCCEEDED, detail)
-    return detail

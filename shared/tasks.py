@@ -59,7 +59,7 @@ class TaskSpec(Generic[P]):
         """Validate the keyword arguments a worker received."""
         return self.payload.model_validate(kwargs)
 
-    def declare(self, broker: Broker, fn: Callable[..., None], *, throws: tuple[type[Exception], ...] = ()) -> None:
+    def declare(self, broker: Broker, fn: Callable[..., object], *, throws: tuple[type[Exception], ...] = ()) -> None:
         """Register ``fn`` as this task's actor on ``broker`` (done by the one service that owns it)."""
         dramatiq.actor(actor_name=self.actor_name, queue_name=self.queue_name, broker=broker, throws=throws)(fn)
 

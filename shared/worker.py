@@ -17,6 +17,7 @@ from shared.broker import build_broker
 from shared.heartbeat import Heartbeat
 from shared.metrics import MetricsServer, WorkerMetrics, beat_info, serve_metrics
 from shared.middleware import WorkOutcomes
+from shared.schedule_runs import ScheduleRuns
 from shared.task_telemetry import TaskMetrics
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def new_worker_service(
         dead_letter_retention_s=settings.dead_letter_retention_s,
     )
     metrics = WorkerMetrics()
-    broker = build_broker(settings, redis_url, extra=[outcomes, TaskMetrics(metrics)])
+    broker = build_broker(settings, redis_url, extra=[outcomes, ScheduleRuns(client), TaskMetrics(metrics)])
     for queue in queues:
         broker.declare_queue(queue)
     return WorkerService(

@@ -1,12 +1,11 @@
 """The indexer's maintenance actors: compaction, cleanup and statistics, each reporting its outcome.
 
-Thin entry points: each parses its payload, runs one function, announces new versions, and tells
-the schedule run that asked for it (if any) how it ended.
+Thin entry points: each parses its payload, runs one function, announces new versions, and returns
+a summary, which :class:`shared.schedule_runs.ScheduleRuns` records for the schedule run that asked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -15,7 +14,7 @@ from services.indexer import stats
 from services.indexer.cleanup import Cleaner
 from services.indexer.compaction import Compactor, Policy, Result
 from services.indexer.publishing import announce
-from shared import catalog, schedule_state, tasks
+from shared import catalog, tasks
 from shared.errors import PermanentError, StaleIndex
 
 if TYPE_CHECKING:
@@ -44,10 +43,6 @@ class Maintenance:
             retention_s=settings.cleanup_retention_s,
             keep_manifests=settings.cleanup_keep_manifests,
         )
-
-    def _reported(self, payload: tasks.MaintenanceRun, work: Callable[[], str]) -> None:
-        """Run ``work``, telling the schedule run (if any) that it runs, then how it ended."""
-        schedule_state.reported(self.client, payload.schedule, payload.run_id, work)
 
     def compact(self, payload: tasks.CompactCollections) -> str:
         """Compact every collection in scope; announce each new version. Returns a summary."""
@@ -82,20 +77,18 @@ class Maintenance:
     def _announce(self, tenant: str, collection: str, result: Result) -> None:
         announce(self.client, tenant, collection, result.version, result.documents, result.segments, maxlen=self.maxlen)
 
-    def compact_collections(self, **kwargs: Any) -> None:
+    def compact_collections(self, **kwargs: Any) -> str:
         """Actor: compaction (hourly by default)."""
-        payload = tasks.COMPACT_COLLECTIONS.parse(kwargs)
-        self._reported(payload, lambda: self.compact(payload))
+        return self.compact(tasks.COMPACT_COLLECTIONS.parse(kwargs))
 
-    def cleanup_store(self, **kwargs: Any) -> None:
+    def cleanup_store(self, **kwargs: Any) -> str:
         """Actor: retention cleanup (daily by default)."""
-        payload = tasks.CLEANUP_STORE.parse(kwargs)
-        self._reported(payload, lambda: self.cleaner.run(payload.tenant).summary())
+        return self.cleaner.run(tasks.CLEANUP_STORE.parse(kwargs).tenant).summary()
 
-    def refresh_stats(self, **kwargs: Any) -> None:
+    def refresh_stats(self, **kwargs: Any) -> str:
         """Actor: index statistics (every 5 minutes by default)."""
-        payload = tasks.REFRESH_STATS.parse(kwargs)
-        self._reported(payload, lambda: f"statistics of {stats.refresh(self.client, self.store)} collections")
+        tasks.REFRESH_STATS.parse(kwargs)
+        return f"statistics of {stats.refresh(self.client, self.store)} collections"
 
 
 def declare(

@@ -10,7 +10,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from services.notifier import digest
-from shared import keys, schedule_state, tasks
+from shared import keys, tasks
 from shared.errors import PermanentError, TransientError
 from shared.middleware import PERMANENT
 
@@ -30,7 +30,7 @@ def declare(broker: dramatiq.Broker, notifier: Notifier) -> None:
         p = tasks.SEND_EMAIL.parse(kwargs)
         notifier.notifications.notify(p.tenant, p.kind, p.context)
 
-    def send_digest(**kwargs: Any) -> None:
+    def send_digest(**kwargs: Any) -> str:
         p = tasks.SEND_DIGEST.parse(kwargs)
         week = p.week or digest.last_week()
         try:
@@ -38,28 +38,20 @@ def declare(broker: dramatiq.Broker, notifier: Notifier) -> None:
         except ValueError as exc:
             raise PermanentError(f"invalid week {week!r}") from exc
         if p.tenant is None:
-
-            def fan_out() -> str:
-                tenants = sorted(keys.text(t) for t in notifier.service.client.smembers(keys.tenants()))
-                for tenant in tenants:
-                    tasks.SEND_DIGEST.send(broker, tasks.SendDigest(tenant=tenant, week=week))
-                return f"digests of {week} queued for {len(tenants)} tenants"
-
-            schedule_state.reported(notifier.service.client, p.schedule, p.run_id, fan_out)
-            return
+            tenants = sorted(keys.text(t) for t in notifier.service.client.smembers(keys.tenants()))
+            for tenant in tenants:
+                tasks.SEND_DIGEST.send(broker, tasks.SendDigest(tenant=tenant, week=week))
+            return f"digests of {week} queued for {len(tenants)} tenants"
         digest.send(notifier.service.client, notifier.notifications, p.tenant, week)
+        return f"digest of {week} for {p.tenant}"
 
-    def sweep_deliveries(**kwargs: Any) -> None:
-        p = tasks.SWEEP_DELIVERIES.parse(kwargs)
-
-        def sweep() -> str:
-            loop = notifier.loop
-            if loop is None:
-                raise TransientError("the notifier is not running")
-            started = asyncio.run_coroutine_threadsafe(notifier.deliverer().sweep(), loop).result(_SWEEP_TIMEOUT_S)
-            return f"deliveries started: {started}"
-
-        schedule_state.reported(notifier.service.client, p.schedule, p.run_id, sweep)
+    def sweep_deliveries(**kwargs: Any) -> str:
+        tasks.SWEEP_DELIVERIES.parse(kwargs)
+        loop = notifier.loop
+        if loop is None:
+            raise TransientError("the notifier is not running")
+        started = asyncio.run_coroutine_threadsafe(notifier.deliverer().sweep(), loop).result(_SWEEP_TIMEOUT_S)
+        return f"deliveries started: {started}"
 
     tasks.SEND_EMAIL.declare(broker, send_email, throws=PERMANENT)
     tasks.SEND_DIGEST.declare(broker, send_digest, throws=PERMANENT)
