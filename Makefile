@@ -1,5 +1,5 @@
 # The verbs people expect; the README and CI call these.
-.PHONY: install test-tools run test test-unit test-integration test-e2e test-deploy lint format typecheck check bench
+.PHONY: install test-tools run test test-unit test-integration test-e2e test-deploy lint format typecheck check bench docs
 
 PY := .venv/bin/python
 
@@ -43,6 +43,12 @@ typecheck: install
 	.venv/bin/lint-imports
 
 check: lint typecheck test
+
+# The documentation site: the reference pages generated from the code, then every page built into
+# site/ (offline; --strict fails on any warning, such as a broken link).
+docs: install
+	$(PY) scripts/gen_docs.py
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
 
 bench: install
 	$(PY) bench/ingest.py

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv at the repository root and install semaflow with its dev tools.
+# Create .venv at the repository root and install semaflow with its dev and docs tools.
 # Re-runs are cheap: it reinstalls only when pyproject.toml changed since the last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # PyTorch first and pinned: the CPU build is what semaflow is tested with. (Unpinned, a dependency
   # would pull the newest multi-GB CUDA build.)
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  .venv/bin/python -m pip install --quiet -e ".[dev,docs]"
   echo "$want" > "$stamp"
 fi

@@ -21,26 +21,41 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEMAFLOW_", extra="ignore", frozen=True)
 
     # --- where things live -------------------------------------------------------------------
-    data_dir: Path = Field(default=Path(".semaflow"), description="Root of embedded Redis data and the local store.")
-    redis_url: str | None = Field(default=None, description="Redis URL; unset means `semaflow up` starts its own.")
+    data_dir: Path = Field(
+        default=Path(".semaflow"),
+        description="Root of the embedded Redis data, the development key and the local store.",
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis URL; unset means `semaflow up` starts its own (AOF, appendfsync everysec)."
+    )
     store_dir: Path | None = Field(default=None, description="Local object-store directory (default DATA_DIR/objects).")
     s3_bucket: str | None = Field(
         default=None, description="Use S3 (any S3 API) with this bucket instead of a directory."
     )
-    s3_endpoint_url: str | None = None
-    s3_region: str = "us-east-1"
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: SecretStr | None = None
-    s3_prefix: str = ""
+    s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint (unset: AWS).")
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_access_key_id: str | None = Field(
+        default=None, description="S3 access key id (unset: boto3's usual credential chain)."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="S3 secret access key (unset: boto3's usual credential chain)."
+    )
+    s3_prefix: str = Field(default="", description="Key prefix inside the bucket.")
 
     # --- gateway -----------------------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_documents_per_request: int = c.MAX_DOCUMENTS_PER_REQUEST
-    max_request_bytes: int = c.MAX_REQUEST_BYTES
-    query_model_timeout_s: float = 120.0
-    index_reconcile_interval_s: float = 30.0
-    search_workers: int = Field(default=0, description="Searches run at once (0: one per CPU core).")
+    host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
+    port: int = Field(default=8080, description="Port the gateway listens on.")
+    max_documents_per_request: int = Field(
+        default=c.MAX_DOCUMENTS_PER_REQUEST, description="Most documents in one ingest request."
+    )
+    max_request_bytes: int = Field(default=c.MAX_REQUEST_BYTES, description="Largest request body, in bytes.")
+    query_model_timeout_s: float = Field(
+        default=120.0, description="How long a text search waits for the query model to load (then 503)."
+    )
+    index_reconcile_interval_s: float = Field(
+        default=30.0, description="How often the gateway re-checks every collection's LATEST."
+    )
+    search_workers: int = Field(default=0, description="Searches run at once per gateway (0: one per CPU core).")
     search_threads: int = Field(
         default=1, description="FAISS threads per search; concurrent requests already use every core."
     )
@@ -53,56 +68,92 @@ class Settings(BaseSettings):
     )
 
     # --- gateway: exposure (keys, rate limits, cache, HTTP hygiene) ------------------------------
-    rate_limit_enabled: bool = Field(default=True, description="Enforce per-key rate limits (false: none at all).")
-    rate_limit_per_day: int = Field(default=c.RATE_LIMIT_PER_DAY, description="Requests per key per day (0: none).")
-    rate_limit_per_hour: int = Field(default=c.RATE_LIMIT_PER_HOUR, description="Requests per key per hour.")
-    rate_limit_bulk_per_minute: int = Field(default=c.RATE_LIMIT_BULK_PER_MINUTE, description="Bulk operations.")
-    rate_limit_single_per_minute: int = Field(default=c.RATE_LIMIT_SINGLE_PER_MINUTE, description="Single ops.")
-    rate_limit_search_per_minute: int = Field(default=c.RATE_LIMIT_SEARCH_PER_MINUTE, description="Searches.")
-    rate_limit_search_per_hour: int = c.RATE_LIMIT_SEARCH_PER_HOUR
-    rate_limit_search_per_day: int = c.RATE_LIMIT_SEARCH_PER_DAY
-    search_cache_enabled: bool = True
+    rate_limit_enabled: bool = Field(
+        default=True, description="Enforce per-key rate limits (false: none at all, and no rate-limit headers)."
+    )
+    rate_limit_per_day: int = Field(
+        default=c.RATE_LIMIT_PER_DAY, description="Requests per key per day, searches excepted (0: none)."
+    )
+    rate_limit_per_hour: int = Field(
+        default=c.RATE_LIMIT_PER_HOUR, description="Requests per key per hour, searches excepted (0: none)."
+    )
+    rate_limit_bulk_per_minute: int = Field(
+        default=c.RATE_LIMIT_BULK_PER_MINUTE, description="Bulk ingests and bulk job operations per key per minute."
+    )
+    rate_limit_single_per_minute: int = Field(
+        default=c.RATE_LIMIT_SINGLE_PER_MINUTE, description="Every other non-search request per key per minute."
+    )
+    rate_limit_search_per_minute: int = Field(
+        default=c.RATE_LIMIT_SEARCH_PER_MINUTE, description="Searches per key per minute."
+    )
+    rate_limit_search_per_hour: int = Field(
+        default=c.RATE_LIMIT_SEARCH_PER_HOUR, description="Searches per key per hour (0: none)."
+    )
+    rate_limit_search_per_day: int = Field(
+        default=c.RATE_LIMIT_SEARCH_PER_DAY, description="Searches per key per day (0: none)."
+    )
+    search_cache_enabled: bool = Field(
+        default=True, description="The two-level search cache (L1 in each gateway process, L2 in Redis)."
+    )
     search_cache_l1_ttl_s: float = Field(default=60.0, description="In-process search cache TTL (0: no L1).")
     search_cache_l1_max_entries: int = Field(default=4096, description="In-process search cache size (LRU).")
     search_cache_l2_ttl_s: int = Field(default=300, description="Redis search cache TTL (0: no L2).")
-    max_json_depth: int = Field(default=c.MAX_JSON_DEPTH, description="Deepest nesting accepted in a JSON body.")
-    request_read_timeout_s: float = Field(default=30.0, description="A request body must arrive within this.")
+    max_json_depth: int = Field(
+        default=c.MAX_JSON_DEPTH,
+        description="Deepest nesting of arrays and objects accepted in a JSON body (deeper: 400).",
+    )
+    request_read_timeout_s: float = Field(
+        default=30.0, description="A request body must arrive within this (else 408)."
+    )
     idle_timeout_s: float = Field(
         default=30.0, description="Close a connection idle (or not sending a complete request head) this long."
     )
     cors_origins: str = Field(default="", description="Comma-separated origins allowed by CORS ('*': any; empty: off).")
     trusted_proxies: str = Field(
-        default="", description="Comma-separated proxy addresses whose X-Forwarded-Proto is believed (for HSTS)."
+        default="",
+        description="Comma-separated proxy addresses or networks whose X-Forwarded-Proto is believed (for HSTS).",
     )
 
     # --- embedding ---------------------------------------------------------------------------
     model_path: Path | None = Field(
         default=None, description="SentenceTransformer folder (default: the packaged model)."
     )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    embed_batch_size: int = 64
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where the model runs: auto (CUDA when present), cpu or cuda."
+    )
+    embed_batch_size: int = Field(default=64, description="Encoder batch size.")
 
     # --- workers -----------------------------------------------------------------------------
-    worker_threads: int = 1
-    worker_poll_ms: int = c.WORKER_POLL_MS
-    max_retries: int = 5
-    min_backoff_ms: int = 500
-    max_backoff_ms: int = 60_000
-    shutdown_timeout_s: float = 30.0
-    task_time_limit_s: int = 15 * 60
+    worker_threads: int = Field(default=1, description="Dramatiq threads per worker process.")
+    worker_poll_ms: int = Field(
+        default=c.WORKER_POLL_MS, description="Longest idle poll of an empty queue (latency per hop)."
+    )
+    max_retries: int = Field(default=5, description="Retries before a task gives up (and becomes a dead letter).")
+    min_backoff_ms: int = Field(default=500, description="Shortest retry back-off.")
+    max_backoff_ms: int = Field(default=60_000, description="Longest retry back-off.")
+    shutdown_timeout_s: float = Field(default=30.0, description="Time given to in-flight work on SIGTERM.")
+    task_time_limit_s: int = Field(default=15 * 60, description="A task running longer is interrupted (and retried).")
     worker_dead_after_s: float = Field(
         default=15.0, description="A worker silent this long is dead; its unfinished messages are redelivered."
     )
-    job_retention_s: int = c.JOB_RETENTION_S
-    dead_letter_retention_s: int = c.DEAD_LETTER_RETENTION_S
+    job_retention_s: int = Field(
+        default=c.JOB_RETENTION_S, description="Job records are kept this long after their last change."
+    )
+    dead_letter_retention_s: int = Field(
+        default=c.DEAD_LETTER_RETENTION_S, description="Dead letters are kept this long."
+    )
     priority_starve_every: int = Field(
         default=10, description="Every Nth claim goes to a starving lower priority (0: strict priority)."
     )
     priority_starve_after_s: float = Field(default=30.0, description="How long work waits before it is starving.")
-    queue_top_up_interval_s: float = 30.0
+    queue_top_up_interval_s: float = Field(
+        default=30.0, description="How often workers restore tokens of entries whose sender died mid-way."
+    )
 
     # --- events ------------------------------------------------------------------------------
-    stream_maxlen: int = c.STREAM_MAXLEN
+    stream_maxlen: int = Field(
+        default=c.STREAM_MAXLEN, description="Approximate length the event stream is trimmed to."
+    )
 
     # --- scheduler and maintenance ---------------------------------------------------------------
     schedules: dict[str, ScheduleConfig] = Field(
@@ -125,9 +176,13 @@ class Settings(BaseSettings):
     approximate_threshold: int = Field(
         default=c.APPROXIMATE_THRESHOLD, description="Compacted segments of at least this many vectors are HNSW."
     )
-    hnsw_m: int = c.HNSW_M
-    hnsw_ef_construction: int = c.HNSW_EF_CONSTRUCTION
-    hnsw_ef_search: int = c.HNSW_EF_SEARCH
+    hnsw_m: int = Field(default=c.HNSW_M, description="HNSW links per node (stored in the segment).")
+    hnsw_ef_construction: int = Field(
+        default=c.HNSW_EF_CONSTRUCTION, description="HNSW build beam (stored in the segment)."
+    )
+    hnsw_ef_search: int = Field(
+        default=c.HNSW_EF_SEARCH, description="HNSW search beam (stored in the segment at compaction)."
+    )
     cleanup_retention_s: int = Field(
         default=c.CLEANUP_RETENTION_S, description="Cleanup deletes only objects older than this."
     )
@@ -139,25 +194,42 @@ class Settings(BaseSettings):
     )
 
     # --- notifier: webhooks ------------------------------------------------------------------
-    notifier_threads: int = Field(default=8, description="Dramatiq threads of a notifier process.")
+    notifier_threads: int = Field(
+        default=8, description="Dramatiq threads of a notifier process (attempts themselves run on its event loop)."
+    )
     webhook_timeout_s: float = Field(default=15.0, gt=0, description="A delivery attempt gives up after this long.")
-    webhook_max_attempts: int = Field(default=15, ge=1, description="Attempts per delivery before it is exhausted.")
+    webhook_max_attempts: int = Field(
+        default=15,
+        ge=1,
+        description="Attempts per delivery before it is exhausted (a retry or replay gives it a fresh set).",
+    )
     webhook_retry_initial_s: float = Field(default=60.0, ge=0, description="Delay before the first retry.")
-    webhook_retry_multiplier: float = Field(default=2.0, ge=1, description="Each retry waits this much longer.")
+    webhook_retry_multiplier: float = Field(
+        default=2.0,
+        ge=1,
+        description="Each retry waits this much longer (the defaults: 60, 120, 240, 480, 960, 1200, 1200... s).",
+    )
     webhook_retry_max_s: float = Field(default=1200.0, ge=0, description="Longest delay between two attempts.")
     webhook_retry_jitter: float = Field(
         default=0.2, ge=0, le=1, description="Each delay is shortened by up to this fraction, at random."
     )
     webhook_retry_schedule: str | None = Field(
-        default=None, description="Explicit seconds between attempts ('5,30,300'); replaces the exponential schedule."
+        default=None,
+        description=(
+            "Explicit seconds between attempts ('5,30,300,1800'; the last repeats); replaces the exponential schedule."
+        ),
     )
     webhook_disable_after_s: float = Field(
-        default=c.WEBHOOK_DISABLE_AFTER_S, gt=0, description="Disable an endpoint after failing this long."
+        default=c.WEBHOOK_DISABLE_AFTER_S,
+        gt=0,
+        description="Disable an endpoint without a single success for this long.",
     )
     webhook_allow_hosts: str = Field(
         default="", description="Hosts and CIDR ranges that webhooks may reach although they are private (comma list)."
     )
-    webhook_endpoint_concurrency: int = Field(default=50, ge=1, description="Attempts in flight per endpoint at most.")
+    webhook_endpoint_concurrency: int = Field(
+        default=50, ge=1, description="Attempts in flight per endpoint at most, across notifiers."
+    )
     webhook_failing_endpoint_concurrency: int = Field(
         default=c.WEBHOOK_FAILING_ENDPOINT_CONCURRENCY,
         ge=1,
@@ -165,7 +237,8 @@ class Settings(BaseSettings):
     )
     webhook_max_in_flight: int = Field(default=1000, ge=1, description="Attempts in flight per notifier process.")
     webhook_log_retention_s: int = Field(
-        default=c.WEBHOOK_LOG_RETENTION_S, description="How long deliveries, their attempts and messages are kept."
+        default=c.WEBHOOK_LOG_RETENTION_S,
+        description="How long deliveries, their attempts and the events sent are kept.",
     )
     webhook_secret_grace_s: int = Field(
         default=c.WEBHOOK_SECRET_GRACE_S, description="A rotated-out secret keeps signing this long."
@@ -173,17 +246,23 @@ class Settings(BaseSettings):
 
     # --- notifier: email ---------------------------------------------------------------------
     smtp_host: str | None = Field(default=None, description="SMTP server; unset: no email is sent.")
-    smtp_port: int = 587
+    smtp_port: int = Field(default=587, description="SMTP server port.")
     smtp_security: Literal["starttls", "tls", "none"] = Field(
         default="starttls", description="STARTTLS upgrade, implicit TLS (usually port 465), or plain text."
     )
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_ca_file: Path | None = Field(default=None, description="CA bundle for the SMTP server's TLS.")
-    smtp_timeout_s: float = 30.0
-    email_from: str = "semaflow <semaflow@localhost>"
+    smtp_username: str | None = Field(default=None, description="SMTP login, if the server wants one.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password, if the server wants one.")
+    smtp_ca_file: Path | None = Field(
+        default=None, description="CA bundle that signs the SMTP server's certificate (unset: the system CAs)."
+    )
+    smtp_timeout_s: float = Field(default=30.0, description="Timeout of the connection to the SMTP server.")
+    email_from: str = Field(default="semaflow <semaflow@localhost>", description="Sender of the mails.")
     email_max_per_hour: int = Field(
-        default=30, ge=0, description="Notification mails per tenant per hour; more are dropped (and logged)."
+        default=30,
+        ge=0,
+        description=(
+            "Notification mails per tenant per hour (the digest is not counted); more are dropped (and logged)."
+        ),
     )
 
     # --- telemetry ---------------------------------------------------------------------------
@@ -191,9 +270,14 @@ class Settings(BaseSettings):
         default=None,
         ge=0,
         le=65535,
-        description="Worker processes serve /metrics and /healthz here (0: any free port).",
+        description=(
+            "Worker processes serve /metrics and /healthz here (0: any free port; unset: not served, "
+            "but `semaflow up` gives each worker a free port)."
+        ),
     )
-    metrics_host: str = Field(default="127.0.0.1", description="Address the worker metrics server binds.")
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address the worker metrics server binds (0.0.0.0 in containers)."
+    )
     otel_traces_exporter: str | None = Field(
         default=None,
         validation_alias="OTEL_TRACES_EXPORTER",
@@ -201,7 +285,7 @@ class Settings(BaseSettings):
     )
 
     # --- logging -----------------------------------------------------------------------------
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", description="Log level.")
     log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless attached to a terminal.")
 
     def require_redis_url(self) -> str:
