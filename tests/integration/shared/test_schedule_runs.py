@@ -72,7 +72,7 @@ def test_a_transient_failure_shows_retrying_and_the_retry_that_succeeds_is_recor
         time.sleep(0.2)  # long enough for the watcher to see it running
         return "compacted 2 collections"
 
-    actor = dramatiq.actor(flaky, actor_name="flaky", queue_name=QUEUE, broker=broker)
+    actor = dramatiq.actor(actor_name="flaky", queue_name=QUEUE, broker=broker)(flaky)
     _fired(redis_client, "compaction", "run-1")
 
     # When a schedule run's message is processed
@@ -94,7 +94,7 @@ def test_a_permanent_error_fails_the_run_at_once(broker: dramatiq.Broker, redis_
     def broken(**_: Any) -> str:
         raise PermanentError("the collection's index is corrupt")
 
-    actor = dramatiq.actor(broken, actor_name="broken", queue_name=QUEUE, broker=broker, throws=(PermanentError,))
+    actor = dramatiq.actor(actor_name="broken", queue_name=QUEUE, broker=broker, throws=(PermanentError,))(broken)
     _fired(redis_client, "cleanup", "run-7")
 
     actor.send(schedule="cleanup", run_id="run-7")
@@ -115,7 +115,7 @@ def test_a_message_of_an_older_run_leaves_the_newer_run_alone(
     def quick(**_: Any) -> str:
         return "done"
 
-    actor = dramatiq.actor(quick, actor_name="quick", queue_name=QUEUE, broker=broker)
+    actor = dramatiq.actor(actor_name="quick", queue_name=QUEUE, broker=broker)(quick)
     _fired(redis_client, "stats", "run-2")  # run-1's message is still queued when run-2 fires
 
     actor.send(schedule="stats", run_id="run-1")
