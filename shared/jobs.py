@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import keys, paging
+from shared import keys, paging, scripts
 from shared.constants import JOB_RETENTION_S
 from shared.workqueue import Priority
 
@@ -122,27 +122,8 @@ def _from_hash(raw: Mapping[bytes | str, bytes | str]) -> Job | None:
     return Job.model_validate(data)
 
 
-# Moves a job to a new state only from an allowed one. KEYS: job. ARGV: new state, allowed-from
-# states (comma list), 'guard' (refuse if the job's effect was already published: cancellation),
-# then field pairs. Returns 1 moved, 0 unknown job, -1 not allowed from the current state.
-_TRANSITION = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 0 end
-local allowed = ',' .. ARGV[2] .. ','
-if not string.find(allowed, ',' .. state .. ',', 1, true) then return -1 end
-if ARGV[3] == 'guard' and redis.call('HEXISTS', KEYS[1], 'published') == 1 then return -1 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1])
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if ARGV[1] == 'running' and redis.call('HEXISTS', KEYS[1], 'started_at') == 0 then
-  redis.call('HSET', KEYS[1], 'started_at', redis.call('HGET', KEYS[1], 'updated_at'))
-end
-if ARGV[1] == 'queued' then
-  redis.call('HDEL', KEYS[1], 'published', 'error', 'started_at', 'dead_letter', 'embedded', 'indexed')
-end
-local ttl = tonumber(redis.call('HGET', KEYS[1], 'retention_s') or '0')
-if ttl and ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-return 1
-"""
+# Moves a job to a new state only from one that allows it: 1 moved, 0 unknown job, -1 not allowed.
+_TRANSITION: Final = scripts.get("job_transition")
 
 _ALLOWED_FROM: Final[dict[JobState, tuple[JobState, ...]]] = {
     JobState.RUNNING: (JobState.QUEUED, JobState.RUNNING),
@@ -190,12 +171,12 @@ def state_sync(client: redis.Redis, job_id: str) -> JobState | None:
 
 def transition(client: redis.Redis, job_id: str, state: JobState, **fields: str | int | None) -> bool:
     """Move a job to ``state`` if its current state allows it; returns whether it moved."""
-    return bool(client.eval(_TRANSITION, 1, keys.job(job_id), *_transition_args(state, fields)) == 1)
+    return bool(_TRANSITION.run(client, [keys.job(job_id)], _transition_args(state, fields)) == 1)
 
 
 async def atransition(client: aioredis.Redis, job_id: str, state: JobState, **fields: str | int | None) -> bool:
     """Async twin of :func:`transition`."""
-    moved = await client.eval(_TRANSITION, 1, keys.job(job_id), *_transition_args(state, fields))
+    moved = await _TRANSITION.arun(client, [keys.job(job_id)], _transition_args(state, fields))
     return bool(moved == 1)
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict
 
-from shared import keys
+from shared import keys, scripts
 
 if TYPE_CHECKING:
     import redis
@@ -131,25 +131,20 @@ async def request_trigger(client: aioredis.Redis, name: str, at: datetime) -> No
     await client.rpush(keys.schedule_triggers(), f"{name} {millis(at)}")
 
 
-# KEYS: schedule hash. ARGV: run id, outcome, detail, finished_at ms ('' = leave unset).
-_REPORT = """
-if redis.call('HGET', KEYS[1], 'run_id') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'outcome', ARGV[2], 'detail', ARGV[3])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'finished_at', ARGV[4]) end
-return 1
-"""
+# Records how a run is going unless a newer run was fired: 1 recorded, 0 not the current run.
+_REPORT: Final = scripts.get("schedule_report")
 
 
-def _report_args(schedule: str, run_id: str, outcome: Outcome, detail: str) -> list[str]:
+def _report_args(schedule: str, run_id: str, outcome: Outcome, detail: str) -> tuple[list[str], list[str]]:
     finished = str(millis(datetime.now(UTC))) if outcome in (Outcome.SUCCEEDED, Outcome.FAILED) else ""
-    return [keys.schedule(schedule), run_id, outcome.value, detail[:2000], finished]
+    return [keys.schedule(schedule)], [run_id, outcome.value, detail[:2000], finished]
 
 
 def report(client: redis.Redis, schedule: str, run_id: str, outcome: Outcome, detail: str = "") -> bool:
     """Record how run ``run_id`` of ``schedule`` is going; ignored once a newer run was fired."""
-    return bool(client.eval(_REPORT, 1, *_report_args(schedule, run_id, outcome, detail)) == 1)
+    return bool(_REPORT.run(client, *_report_args(schedule, run_id, outcome, detail)) == 1)
 
 
 async def areport(client: aioredis.Redis, schedule: str, run_id: str, outcome: Outcome, detail: str = "") -> bool:
     """Async twin of :func:`report`."""
-    return bool(await client.eval(_REPORT, 1, *_report_args(schedule, run_id, outcome, detail)) == 1)
+    return bool(await _REPORT.arun(client, *_report_args(schedule, run_id, outcome, detail)) == 1)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
-from shared import tracing
+from shared import scripts, tracing
 from shared.keys import PREFIX, text
 
 if TYPE_CHECKING:
@@ -94,100 +94,11 @@ def done_key(queue: str, bucket: int) -> str:
     return _k(queue, "done", str(bucket))
 
 
-# KEYS: entries. ARGV: prefix, queue, entry id, tenant, level, entry JSON, now (ms).
-_PUSH = """
-if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return 0 end
-local base = ARGV[1] .. ':wq:' .. ARGV[2]
-redis.call('HSET', KEYS[1], ARGV[3], ARGV[6])
-local tk = base .. ':t:' .. ARGV[5] .. ':' .. ARGV[4]
-if redis.call('RPUSH', tk, ARGV[3]) == 1 then
-  redis.call('RPUSH', base .. ':ring:' .. ARGV[5], ARGV[4])
-end
-redis.call('ZADD', base .. ':age:' .. ARGV[5], tonumber(ARGV[7]), ARGV[3])
-return 1
-"""
-
-# KEYS: entries, claims, counter. ARGV: prefix, queue, message id, now (ms), levels, starve_every,
-# starve_after_ms. Returns {entry id, entry JSON} or nil.
-_CLAIM = """
-local held = redis.call('HGET', KEYS[2], ARGV[3])
-if held then
-  local entry = redis.call('HGET', KEYS[1], held)
-  if entry then return {held, entry} end
-  redis.call('HDEL', KEYS[2], ARGV[3])
-  return nil
-end
-local base = ARGV[1] .. ':wq:' .. ARGV[2]
-local now = tonumber(ARGV[4])
-local levels = tonumber(ARGV[5])
-local oldest = {}
-local best = nil
-for level = 0, levels - 1 do
-  local head = redis.call('ZRANGE', base .. ':age:' .. level, 0, 0, 'WITHSCORES')
-  if head[2] then
-    oldest[level] = tonumber(head[2])
-    if best == nil then best = level end
-  end
-end
-if best == nil then return nil end
-local every = tonumber(ARGV[6])
-if best > 0 and every > 0 then
-  local n = redis.call('INCR', KEYS[3])
-  if n % every == 0 then
-    local starving, since = nil, now - tonumber(ARGV[7])
-    for level = best + 1, levels - 1 do
-      if oldest[level] and oldest[level] <= since and (starving == nil or oldest[level] < oldest[starving]) then
-        starving = level
-      end
-    end
-    if starving then best = starving end
-  end
-end
-local ring = base .. ':ring:' .. best
-for _ = 1, redis.call('LLEN', ring) do
-  local tenant = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
-  local tk = base .. ':t:' .. best .. ':' .. tenant
-  local id = redis.call('LPOP', tk)
-  if redis.call('LLEN', tk) == 0 then redis.call('LREM', ring, 1, tenant) end
-  if id then
-    redis.call('ZREM', base .. ':age:' .. best, id)
-    local entry = redis.call('HGET', KEYS[1], id)
-    if entry then
-      redis.call('HSET', KEYS[2], ARGV[3], id)
-      return {id, entry}
-    end
-  end
-end
-return nil
-"""
-
-# KEYS: entries, claims. ARGV: message id, done bucket key, bucket TTL (s). Finishes a claim.
-_RELEASE = """
-local id = redis.call('HGET', KEYS[2], ARGV[1])
-if not id then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[1], id)
-redis.call('INCR', ARGV[2])
-redis.call('EXPIRE', ARGV[2], tonumber(ARGV[3]))
-return 1
-"""
-
-# KEYS: entries. ARGV: prefix, queue, entry id. Removes a *waiting* entry: 1 removed, 0 unknown,
-# -1 claimed (in flight: its worker must notice the cancellation itself).
-_REMOVE = """
-local raw = redis.call('HGET', KEYS[1], ARGV[3])
-if not raw then return 0 end
-local entry = cjson.decode(raw)
-local base = ARGV[1] .. ':wq:' .. ARGV[2]
-local level = tostring(entry['level'])
-if not redis.call('ZSCORE', base .. ':age:' .. level, ARGV[3]) then return -1 end
-redis.call('ZREM', base .. ':age:' .. level, ARGV[3])
-local tk = base .. ':t:' .. level .. ':' .. entry['tenant']
-redis.call('LREM', tk, 1, ARGV[3])
-if redis.call('LLEN', tk) == 0 then redis.call('LREM', base .. ':ring:' .. level, 1, entry['tenant']) end
-redis.call('HDEL', KEYS[1], ARGV[3])
-return 1
-"""
+# The queue's scripts (shared/lua/workqueue_*.lua): each names its keys, arguments and answer.
+_PUSH: Final = scripts.get("workqueue_push")
+_CLAIM: Final = scripts.get("workqueue_claim")
+_RELEASE: Final = scripts.get("workqueue_release")
+_REMOVE: Final = scripts.get("workqueue_remove")
 
 DONE_BUCKET_S: Final = 10
 
@@ -262,13 +173,13 @@ class WorkQueue:
 
     def push(self, entry: Entry) -> bool:
         """Queue ``entry`` (no-op if an entry with its id is already queued or in flight)."""
-        return bool(self.client.eval(_PUSH, 1, entries_key(self.name), *_push_args(self.name, entry)) == 1)
+        return bool(_PUSH.run(self.client, [entries_key(self.name)], _push_args(self.name, entry)) == 1)
 
     def claim(self, message_id: str) -> Entry | None:
         """The entry this token holds, else the best waiting entry (now held by it), else None."""
         keys_ = (entries_key(self.name), claims_key(self.name), counter_key(self.name))
         args = (PREFIX, self.name, message_id, now_ms(), LEVELS, self.starve_every, self.starve_after_ms)
-        found = self.client.eval(_CLAIM, 3, *keys_, *args)
+        found = _CLAIM.run(self.client, keys_, args)
         if not found:
             return None
         entry_id, raw = found
@@ -278,11 +189,11 @@ class WorkQueue:
         """Forget the token's claim and its entry: the work is finished (or dead-lettered)."""
         bucket = done_key(self.name, int(time.time()) // DONE_BUCKET_S)
         args = (message_id, bucket, 120)
-        return bool(self.client.eval(_RELEASE, 2, entries_key(self.name), claims_key(self.name), *args) == 1)
+        return bool(_RELEASE.run(self.client, [entries_key(self.name), claims_key(self.name)], args) == 1)
 
     def remove(self, entry_id: str) -> int:
         """Take a waiting entry out: 1 removed, 0 not queued, -1 in flight."""
-        return int(self.client.eval(_REMOVE, 1, entries_key(self.name), PREFIX, self.name, entry_id))
+        return int(_REMOVE.run(self.client, [entries_key(self.name)], [PREFIX, self.name, entry_id]))
 
     def claimed_entry(self, message_id: str) -> Entry | None:
         """The entry a token holds, without claiming anything new."""
@@ -314,12 +225,12 @@ class AsyncWorkQueue:
 
     async def push(self, entry: Entry) -> bool:
         """Queue ``entry`` (no-op if already queued or in flight)."""
-        moved = await self.client.eval(_PUSH, 1, entries_key(self.name), *_push_args(self.name, entry))
+        moved = await _PUSH.arun(self.client, [entries_key(self.name)], _push_args(self.name, entry))
         return bool(moved == 1)
 
     async def remove(self, entry_id: str) -> int:
         """Take a waiting entry out: 1 removed, 0 not queued, -1 in flight."""
-        return int(await self.client.eval(_REMOVE, 1, entries_key(self.name), PREFIX, self.name, entry_id))
+        return int(await _REMOVE.arun(self.client, [entries_key(self.name)], [PREFIX, self.name, entry_id]))
 
     async def depth(self) -> QueueDepth:
         """Waiting entries per priority, in flight, the oldest wait, and recent throughput."""

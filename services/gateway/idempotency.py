@@ -22,7 +22,7 @@ from aiohttp import web
 from services.gateway.appkeys import PRINCIPAL, REDIS, SETTINGS
 from services.gateway.bodies import read_bytes
 from services.gateway.problems import error_response, problem
-from shared import keys
+from shared import keys, scripts
 from shared.constants import IDEMPOTENCY_LOCK_TTL_S
 
 if TYPE_CHECKING:
@@ -40,31 +40,11 @@ _VALID_KEY: Final = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_LENGTH}}}")
 # Headers that are part of the answer, replayed with the status and the body.
 _KEPT_HEADERS: Final = ("Content-Type", "Content-Location", "Location", "Retry-After", "Allow")
 
-# KEYS[1] the key's hash; ARGV fingerprint, token, lock TTL (s). Returns the existing record's
-# fingerprint, status, headers and body (status nil while in progress), or nil once claimed.
-_CLAIM: Final = """
-local found = redis.call('HMGET', KEYS[1], 'fingerprint', 'status', 'headers', 'body')
-if found[1] then return found end
-redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'token', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return false
-"""
-
-# KEYS[1]; ARGV token, TTL (s), status, headers, body. Stores the answer only while the claim is still
-# this request's: a request that outlived its lock must not overwrite the one that took the key over.
-_COMPLETE: Final = """
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'headers', ARGV[4], 'body', ARGV[5])
-redis.call('HDEL', KEYS[1], 'token')
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
-# KEYS[1]; ARGV token. Frees the key if this request still holds it.
-_RELEASE: Final = """
-if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+# Claims a key unless a record is there (which it answers); stores the answer while the claim is this
+# request's; frees the key while the claim is this request's.
+_CLAIM: Final = scripts.get("idempotency_claim")
+_COMPLETE: Final = scripts.get("idempotency_complete")
+_RELEASE: Final = scripts.get("idempotency_release")
 
 
 @dataclass(frozen=True)
@@ -99,9 +79,7 @@ async def claim(
     client: aioredis.Redis, tenant: str, key: str, fingerprint: str, token: str, *, lock_ttl_s: int
 ) -> Record | None:
     """Claim ``key`` for a request, atomically; None when claimed, else the record already there."""
-    found = await client.register_script(_CLAIM)(
-        keys=[keys.idempotency(tenant, key)], args=[fingerprint, token, lock_ttl_s]
-    )
+    found = await _CLAIM.arun(client, [keys.idempotency(tenant, key)], [fingerprint, token, lock_ttl_s])
     if found is None:
         return None
     stored_print, status, headers, body = found
@@ -113,16 +91,17 @@ async def claim(
 
 async def complete(client: aioredis.Redis, tenant: str, key: str, token: str, answer: Answer, *, ttl_s: int) -> bool:
     """Store the answer of the request holding the claim ``token``; False if it no longer holds it."""
-    stored = await client.register_script(_COMPLETE)(
-        keys=[keys.idempotency(tenant, key)],
-        args=[token, ttl_s, answer.status, json.dumps(answer.headers), answer.body],
+    stored = await _COMPLETE.arun(
+        client,
+        [keys.idempotency(tenant, key)],
+        [token, ttl_s, answer.status, json.dumps(answer.headers), answer.body],
     )
     return bool(stored == 1)
 
 
 async def release(client: aioredis.Redis, tenant: str, key: str, token: str) -> bool:
     """Forget the claim ``token`` holds, so the key may be used again; False if it no longer holds it."""
-    released = await client.register_script(_RELEASE)(keys=[keys.idempotency(tenant, key)], args=[token])
+    released = await _RELEASE.arun(client, [keys.idempotency(tenant, key)], [token])
     return bool(released == 1)
 
 

@@ -11,44 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from shared import keys
+from shared import keys, scripts
 from shared.ratelimits import WINDOWS, Category, Quotas
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-# KEYS[1] the tenant's quota overrides; KEYS[2..] one counter hash per window.
-# ARGV per window: quota field, default quota, window length (s).
-# Returns {admitted (1/0), then per window: quota, remaining, seconds until it resets}.
-_CHARGE: Final = """
-local now = tonumber(redis.call('TIME')[1])
-local n = #KEYS - 1
-local quota, start, used, length = {}, {}, {}, {}
-local admitted = 1
-for i = 1, n do
-  local field = ARGV[3 * i - 2]
-  local q = tonumber(redis.call('HGET', KEYS[1], field) or ARGV[3 * i - 1])
-  local w = tonumber(ARGV[3 * i])
-  local s = now - (now % w)
-  local stored = redis.call('HMGET', KEYS[i + 1], 's', 'n')
-  local u = 0
-  if tonumber(stored[1]) == s then u = tonumber(stored[2]) or 0 end
-  quota[i], start[i], used[i], length[i] = q, s, u, w
-  if q > 0 and u >= q then admitted = 0 end
-end
-local out = {admitted}
-for i = 1, n do
-  if admitted == 1 and quota[i] > 0 then
-    used[i] = used[i] + 1
-    redis.call('HSET', KEYS[i + 1], 's', start[i], 'n', used[i])
-    redis.call('EXPIRE', KEYS[i + 1], length[i])
-  end
-  table.insert(out, quota[i])
-  table.insert(out, math.max(0, quota[i] - used[i]))
-  table.insert(out, start[i] + length[i] - now)
-end
-return out
-"""
+# Counts a request in all its windows only if every one admits it; answers each window's state.
+_CHARGE: Final = scripts.get("ratelimit_charge")
 
 
 @dataclass(frozen=True)
@@ -94,7 +64,6 @@ class RateLimiter:
     def __init__(self, client: aioredis.Redis, defaults: Quotas) -> None:
         self.client = client
         self.defaults = defaults
-        self._script = client.register_script(_CHARGE)
 
     async def charge(self, key_id: str, tenant: str, category: Category) -> Decision:
         """Count one request of ``category`` for the key if every window admits it."""
@@ -103,7 +72,7 @@ class RateLimiter:
         for window in windows:
             args += [window.field, self.defaults.quota(window.field), window.seconds]
         counters = [keys.rate_limit_counter(key_id, w.policy) for w in windows]
-        raw = await self._script(keys=[keys.rate_limit_overrides(tenant), *counters], args=args)
+        raw = await _CHARGE.arun(self.client, [keys.rate_limit_overrides(tenant), *counters], args)
         states = []
         for i, window in enumerate(windows):
             quota, remaining, reset_s = (int(x) for x in raw[1 + 3 * i : 4 + 3 * i])

@@ -19,11 +19,11 @@ write accepted before the rollback but applied after it has no effect.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from shared import bus, catalog, jobs, keys, manifests, segments
+from shared import bus, catalog, jobs, keys, manifests, scripts, segments
 from shared.constants import COLLECTION_LOCK_TTL_S
 from shared.documents import decode_batch, decode_vectors
 from shared.errors import Cancelled, ObjectNotFound, PermanentError, StaleIndex
@@ -55,34 +55,10 @@ def announce(
 
 DELETED = "-"
 
-# KEYS: latest pointer, document map, job record. ARGV: expected version ('' = none), new version,
-# then (document id, 'segment:seq') pairs. A cancelled job publishes nothing (-1); otherwise the
-# job is marked published in the same step, so a cancellation can no longer win after this.
-_ADVANCE = """
-local current = redis.call('GET', KEYS[1]) or ''
-if current ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[3], 'state') == 'cancelled' then return -1 end
-redis.call('SET', KEYS[1], ARGV[2])
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'published', ARGV[2]) end
-return 1
-"""
-
-
-# The same, for a rollback: the document map is replaced whole and the write floor raised.
-# KEYS: latest pointer, document map, job record, write floor. ARGV: expected version, new version,
-# floor, then (document id, 'segment:seq') pairs.
-_REPLACE = """
-local current = redis.call('GET', KEYS[1]) or ''
-if current ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[3], 'state') == 'cancelled' then return -1 end
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('DEL', KEYS[2])
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-redis.call('SET', KEYS[4], ARGV[3])
-if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'published', ARGV[2]) end
-return 1
-"""
+# Move LATEST and the document map, unless LATEST moved meanwhile (0) or the job was cancelled (-1);
+# a rollback replaces the document map whole and raises the write floor.
+_ADVANCE: Final = scripts.get("index_advance")
+_REPLACE: Final = scripts.get("index_replace")
 
 
 @dataclass(frozen=True)
@@ -282,12 +258,10 @@ class Publisher:
         job_key = keys.job(job_id) if job_id else keys.job("-")
         latest, docmap = keys.latest(ref.tenant, ref.name), keys.docmap(ref.tenant, ref.name)
         if floor is None:
-            moved = self.client.eval(_ADVANCE, 3, latest, docmap, job_key, *args)
+            moved = _ADVANCE.run(self.client, [latest, docmap, job_key], args)
         else:
             floor_key = keys.write_floor(ref.tenant, ref.name)
-            moved = self.client.eval(
-                _REPLACE, 4, latest, docmap, job_key, floor_key, args[0], args[1], floor, *args[2:]
-            )
+            moved = _REPLACE.run(self.client, [latest, docmap, job_key, floor_key], [*args[:2], floor, *args[2:]])
         if moved == -1:
             # The manifest and segment files stay unreferenced; cleanup removes them.
             raise Cancelled(f"job {job_id} was cancelled; {manifest.version} not published")

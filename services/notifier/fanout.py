@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Final
 import structlog
 from opentelemetry.trace import SpanKind
 
-from shared import keys, tasks, tracing
+from shared import keys, scripts, tasks, tracing
 from shared.events import BatchAccepted, JobFailed, JobSucceeded, WebhookDeliveryExhausted, WebhookEndpointDisabled
 from shared.webhooks import endpoints
 from shared.webhooks.deliveries import NewDelivery, event_delivery_id
@@ -42,15 +42,8 @@ _SEEN_TTL_S: Final = 8 * 24 * 3600
 # A week's counts are kept past the digest that reports them, for a late or repeated digest.
 _COUNTS_TTL_S: Final = 40 * 24 * 3600
 
-# ARGV: the markers' key prefix, their TTL (s), then event ids. Marks each event seen; returns 1 for
-# each seen for the first time, 0 for each seen before.
-_FIRST_SEEN: Final = """
-local out = {}
-for i = 3, #ARGV do
-  out[#out + 1] = redis.call('SET', ARGV[1] .. ARGV[i], '1', 'NX', 'EX', ARGV[2]) and 1 or 0
-end
-return out
-"""
+# Marks events seen; answers 1 for each seen for the first time, 0 for each seen before.
+_FIRST_SEEN: Final = scripts.get("events_first_seen")
 
 
 def iso_week(at: datetime) -> str:
@@ -101,7 +94,7 @@ class FanOut:
         self.deliverer = deliverer
         self.broker = broker
         self.group = group
-        self._first_seen = client.register_script(_FIRST_SEEN)
+        self._first_seen = _FIRST_SEEN.bind(client)
 
     async def handle(self, batch: list[Received]) -> None:
         """Queue the deliveries of a batch of events, start them, then mail and count (once per event)."""

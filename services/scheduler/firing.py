@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from shared import bus, keys, tasks
+from shared import bus, keys, scripts, tasks
 from shared.events import CloudEvent, ScheduleFired
 from shared.schedule_state import Outcome, areport, from_millis, millis
 from shared.schedules import Action
@@ -33,23 +33,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 SOURCE = "semaflow/scheduler"
 
-# KEYS: lease, schedule hash. ARGV: lease value, mode ('fire', 'manual' or 'advance'), tick ms,
-# new cursor ms, run id, fired_at ms, token, catch_up flag.
-# Returns -1 stale token, 0 tick already handled, 1 recorded, 2 let pass (paused or advance).
-_RECORD = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local mode = ARGV[2]
-if mode ~= 'manual' then
-  local cursor = tonumber(redis.call('HGET', KEYS[2], 'cursor') or '-1')
-  if mode == 'fire' and tonumber(ARGV[3]) <= cursor then return 0 end
-  if tonumber(ARGV[4]) > cursor then redis.call('HSET', KEYS[2], 'cursor', ARGV[4]) end
-  if mode == 'advance' or redis.call('HGET', KEYS[2], 'paused') == '1' then return 2 end
-end
-redis.call('HSET', KEYS[2], 'run_id', ARGV[5], 'scheduled_for', ARGV[3], 'fired_at', ARGV[6], 'token', ARGV[7],
-  'catch_up', ARGV[8], 'manual', mode == 'manual' and '1' or '0', 'outcome', 'enqueued', 'detail', '')
-redis.call('HDEL', KEYS[2], 'finished_at')
-return 1
-"""
+# Records a run under the fencing token; answers a :class:`Recorded`.
+_RECORD: Final = scripts.get("scheduler_record")
 
 
 class Recorded(IntEnum):
@@ -93,19 +78,19 @@ async def record(
     catch_up: bool = False,
 ) -> Recorded:
     """Run the record script for one schedule (see the module docstring)."""
-    answer = await client.eval(
-        _RECORD,
-        2,
-        keys.scheduler_lease(),
-        keys.schedule(schedule.name),
-        lease.value,
-        mode,
-        millis(tick),
-        millis(cursor),
-        run,
-        millis(fired_at),
-        lease.token or 0,
-        "1" if catch_up else "0",
+    answer = await _RECORD.arun(
+        client,
+        [keys.scheduler_lease(), keys.schedule(schedule.name)],
+        [
+            lease.value,
+            mode,
+            millis(tick),
+            millis(cursor),
+            run,
+            millis(fired_at),
+            lease.token or 0,
+            "1" if catch_up else "0",
+        ],
     )
     return Recorded(int(answer))
 

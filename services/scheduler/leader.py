@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import structlog
 from opentelemetry.trace import SpanKind
@@ -15,7 +15,7 @@ from services.scheduler import firing
 from services.scheduler.firing import Recorded, Run
 from services.scheduler.lease import Lease
 from services.scheduler.ticks import plan
-from shared import keys, tracing
+from shared import keys, scripts, tracing
 from shared.constants import MAX_TICKS_PER_PASS
 from shared.schedule_state import from_millis
 
@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+
+# The cursors of schedules (false where none); one operator's trigger, popped only by the current leader.
+_CURSORS: Final = scripts.get("scheduler_cursors")
+_TAKE_TRIGGER: Final = scripts.get("scheduler_take_trigger")
 
 
 def utcnow() -> datetime:
@@ -108,7 +112,7 @@ class Scheduler:
             return False
         self.term_start = self.clock()
         names = sorted(self.schedules)
-        raw = await self.client.eval(_CURSORS, len(names), *(keys.schedule(n) for n in names)) if names else []
+        raw = await _CURSORS.arun(self.client, [keys.schedule(n) for n in names]) if names else []
         self.cursors = {n: firing.cursor_of(r) for n, r in zip(names, raw, strict=True)}
         self._renewer = asyncio.create_task(self._keep_lease(), name="scheduler-lease")
         log.info("scheduler.leading", token=token, owner=self.lease.owner, term_start=self.term_start.isoformat())
@@ -192,8 +196,8 @@ class Scheduler:
     async def _triggers(self) -> None:
         """Fire what operators asked for, once each (taken from the list only by the current leader)."""
         while True:
-            raw = await self.client.eval(_TAKE_TRIGGER, 2, keys.scheduler_lease(), keys.schedule_triggers(),
-                                         self.lease.value)  # fmt: skip
+            lease_keys = [keys.scheduler_lease(), keys.schedule_triggers()]
+            raw = await _TAKE_TRIGGER.arun(self.client, lease_keys, [self.lease.value])
             if raw is None:
                 return
             if raw == -1:
@@ -217,17 +221,3 @@ class Scheduler:
         attributes = {"semaflow.schedule": run.schedule.name, "semaflow.run_id": run.run_id}
         with tracing.span(f"schedule.fire {run.schedule.name}", kind=SpanKind.PRODUCER, attributes=attributes):
             await firing.dispatch(self.client, self.broker, run, stream_maxlen=self.stream_maxlen)
-
-
-# KEYS: schedule hashes. Returns each one's cursor (or false).
-_CURSORS = """
-local out = {}
-for i = 1, #KEYS do out[i] = redis.call('HGET', KEYS[i], 'cursor') or false end
-return out
-"""
-
-# KEYS: lease, trigger list. ARGV: lease value. Pops one request only for the current leader.
-_TAKE_TRIGGER = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-return redis.call('LPOP', KEYS[2])
-"""

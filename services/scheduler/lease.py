@@ -12,33 +12,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
-from shared import keys
+from shared import keys, scripts
 from shared.heartbeat import instance_id
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-# KEYS: lease, fence counter. ARGV: owner, ttl ms. Returns the new token, or 0 if the lease is held.
-_ACQUIRE = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])
-return token
-"""
-
-# KEYS: lease. ARGV: expected value, ttl ms. Extends only our own lease.
-_RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-"""
-
-# KEYS: lease. ARGV: expected value. Deletes only our own lease (a clean stop hands over at once).
-_RELEASE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('DEL', KEYS[1])
-"""
+# Take the lease if it is free (answers the new fencing token, or 0); extend or delete it, only our own.
+_ACQUIRE: Final = scripts.get("scheduler_lease_acquire")
+_RENEW: Final = scripts.get("scheduler_lease_renew")
+_RELEASE: Final = scripts.get("scheduler_lease_release")
 
 
 class Lease:
@@ -65,8 +50,8 @@ class Lease:
     async def acquire(self) -> int | None:
         """Take the lease if it is free; returns the new fencing token, or None."""
         started = time.monotonic()
-        token = int(await self.client.eval(_ACQUIRE, 2, keys.scheduler_lease(), keys.scheduler_fence(), self.owner,
-                                           self.ttl_ms))  # fmt: skip
+        lease_keys = [keys.scheduler_lease(), keys.scheduler_fence()]
+        token = int(await _ACQUIRE.arun(self.client, lease_keys, [self.owner, self.ttl_ms]))
         if not token:
             return None
         self.token = token
@@ -78,7 +63,7 @@ class Lease:
         if self.token is None:
             return False
         started = time.monotonic()
-        if await self.client.eval(_RENEW, 1, keys.scheduler_lease(), self.value, self.ttl_ms):
+        if await _RENEW.arun(self.client, [keys.scheduler_lease()], [self.value, self.ttl_ms]):
             self._valid_until = started + self.ttl_ms / 1000
             return True
         self.token = None
@@ -87,7 +72,7 @@ class Lease:
     async def release(self) -> None:
         """Give the lease up, if we still hold it."""
         if self.token is not None:
-            await self.client.eval(_RELEASE, 1, keys.scheduler_lease(), self.value)
+            await _RELEASE.arun(self.client, [keys.scheduler_lease()], [self.value])
         self.token = None
 
     def lost(self) -> None:

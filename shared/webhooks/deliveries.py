@@ -20,7 +20,7 @@ import hashlib
 import json
 import secrets
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from pydantic import BaseModel, ConfigDict
 
-from shared import keys, paging
+from shared import keys, paging, scripts
 from shared.scriptbatch import ScriptBatcher
 from shared.tasks import NOTIFY_QUEUE
 from shared.webhooks.endpoints import Secret, iso_time
@@ -185,7 +185,7 @@ class Started:
     body: bytes | None
 
 
-# The fields :data:`_BEGIN` reads, in order.
+# The fields delivery_begin.lua reads, in its order: a delivery's, then its endpoint's.
 _DELIVERY_FIELDS: Final = (
     "id",
     "tenant",
@@ -201,196 +201,19 @@ _DELIVERY_FIELDS: Final = (
 )
 _TARGET_FIELDS: Final = ("url", "disabled", "secrets", "tenant")
 
+# The delivery scripts (shared/lua/delivery_*.lua): each names its keys, arguments and answer.
+_CREATE: Final = scripts.get("delivery_create")
+_CLAIM: Final = scripts.get("delivery_claim")
+_BEGIN: Final = scripts.get("delivery_begin")
+_FINISH: Final = scripts.get("delivery_finish")
+_RELEASE: Final = scripts.get("delivery_release")
+_REQUEUE: Final = scripts.get("delivery_requeue")
 
-def _lua_key(key: Callable[[str], str], var: str) -> str:
-    """A Lua expression for ``key(var)``, where ``var`` is a Lua variable: the layout stays in :mod:`shared.keys`."""
-    head, tail = key("\0").split("\0")
-    return f"'{head}' .. {var}" + (f" .. '{tail}'" if tail else "")
 
-
-# KEYS: schedule. ARGV: now (ms), TTL (s), how many event bodies, then per body: event id, tenant,
-# time (ms), body; then per delivery: id, endpoint id, tenant, event id, event type, trigger,
-# traceparent. Stores the bodies that are not stored yet and indexes them for replay per tenant
-# (dropping what is past the TTL), creates the deliveries that do not exist yet, queues them due now,
-# and returns how many deliveries it created.
-_CREATE = f"""
-local now, ttl, bodies = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local cutoff = now - ttl * 1000
-local tenants = {{}}
-local first = 4 + 4 * bodies
-for i = 4, first - 1, 4 do
-  local event, tenant = ARGV[i], ARGV[i + 1]
-  redis.call('SET', {_lua_key(keys.webhook_message, "event")}, ARGV[i + 3], 'EX', ttl, 'NX')
-  redis.call('ZADD', {_lua_key(keys.tenant_messages, "tenant")}, ARGV[i + 2], event)
-  tenants[tenant] = true
-end
-for tenant in pairs(tenants) do
-  redis.call('ZREMRANGEBYSCORE', {_lua_key(keys.tenant_messages, "tenant")}, '-inf', cutoff)
-end
-local created = 0
-for i = first, #ARGV, 7 do
-  local id, ep = ARGV[i], ARGV[i + 1]
-  local dkey = {_lua_key(keys.delivery, "id")}
-  if redis.call('EXISTS', dkey) == 0 then
-    redis.call('HSET', dkey, 'id', id, 'endpoint_id', ep, 'tenant', ARGV[i + 2], 'event_id', ARGV[i + 3],
-      'event_type', ARGV[i + 4], 'trigger', ARGV[i + 5], 'state', 'pending', 'attempts', 0, 'round_start', 0,
-      'created_ms', now, 'next_ms', now, 'traceparent', ARGV[i + 6])
-    redis.call('EXPIRE', dkey, ttl)
-    redis.call('ZADD', {_lua_key(keys.webhook_due, "ep")}, now, id)
-    local log = {_lua_key(keys.webhook_log, "ep")}
-    redis.call('ZADD', log, now, id)
-    redis.call('ZREMRANGEBYSCORE', log, '-inf', cutoff)
-    redis.call('ZADD', KEYS[1], 'LT', now, ep)
-    created = created + 1
-  end
-end
-return created
-"""
-
-# KEYS: endpoint, its queue, its in-flight set, schedule. ARGV: endpoint id, now, concurrency, lease
-# (ms), most claims, lease prefix, delivery key prefix, concurrency while failing. Puts back
-# deliveries whose lease ran out, then claims due deliveries while the endpoint (which must exist and
-# be enabled) has free slots, and reschedules the endpoint. An endpoint whose last attempt failed
-# gets the smaller concurrency until an attempt succeeds again, so dead endpoints hold few of the
-# process's slots. Returns {id, lease, id, lease, ...}.
-_CLAIM = """
-local now, concurrency = tonumber(ARGV[2]), tonumber(ARGV[3])
-if redis.call('HEXISTS', KEYS[1], 'failing_since_ms') == 1 then
-  concurrency = math.min(concurrency, tonumber(ARGV[8]))
-end
-local dprefix = ARGV[7]
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
-  redis.call('ZREM', KEYS[3], id)
-  if redis.call('EXISTS', dprefix .. id) == 1 then
-    redis.call('HSET', dprefix .. id, 'state', 'pending', 'lease', '', 'next_ms', now)
-    redis.call('ZADD', KEYS[2], now, id)
-  end
-end
-local out = {}
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[2], KEYS[3])
-  redis.call('ZREM', KEYS[4], ARGV[1])
-  return out
-end
-if redis.call('HGET', KEYS[1], 'disabled') == '1' then
-  redis.call('ZREM', KEYS[4], ARGV[1])
-  return out
-end
-local want = math.min(concurrency - redis.call('ZCARD', KEYS[3]), tonumber(ARGV[5]))
-if want > 0 then
-  for i, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, want)) do
-    redis.call('ZREM', KEYS[2], id)
-    local dkey = dprefix .. id
-    if redis.call('EXISTS', dkey) == 1 then
-      local lease = ARGV[6] .. i
-      redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), id)
-      redis.call('HSET', dkey, 'state', 'delivering', 'lease', lease)
-      out[#out + 1] = id
-      out[#out + 1] = lease
-    end
-  end
-end
-local nxt = nil
-local head = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if head[2] and redis.call('ZCARD', KEYS[3]) < concurrency then nxt = tonumber(head[2]) end
-local held = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-if held[2] and (nxt == nil or tonumber(held[2]) < nxt) then nxt = tonumber(held[2]) end
-if nxt then redis.call('ZADD', KEYS[4], nxt, ARGV[1]) else redis.call('ZREM', KEYS[4], ARGV[1]) end
-return out
-"""
-
-# KEYS: delivery. ARGV: lease, endpoint key prefix, message key prefix. Begins the attempt of a
-# lease once (a duplicated message finds it begun) and returns the delivery's and the endpoint's
-# fields named above (in that order) and the body to send.
-_BEGIN = f"""
-if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'begun') == ARGV[1] then
-  return false
-end
-redis.call('HSET', KEYS[1], 'begun', ARGV[1])
-local d = redis.call('HMGET', KEYS[1], '{"', '".join(_DELIVERY_FIELDS)}')
-local e = redis.call('HMGET', ARGV[2] .. d[3], '{"', '".join(_TARGET_FIELDS)}')
-return {{d, e, redis.call('GET', ARGV[3] .. d[4])}}
-"""
-
-# KEYS: delivery, its attempts, endpoint, queue, in-flight set, schedule, done counter. ARGV: lease, now, outcome,
-# next attempt (ms), attempt JSON, status, error, TTL (s), disable-after (ms), disable reason ('' =
-# not now), reason when failing too long, endpoint id, attempts kept. Records the attempt and
-# the delivery's new state (a retry of a deleted endpoint's delivery fails instead), tracks the
-# endpoint's failing streak and disables it when due.
-# Returns {1, newly disabled (0/1), reason}, or {0} for a lease that is no longer current.
-_FINISH = """
-if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return {0} end
-local now, ttl = tonumber(ARGV[2]), tonumber(ARGV[8])
-local live = redis.call('EXISTS', KEYS[3]) == 1
-local outcome = ARGV[3]
-if outcome == 'retry' and not live then outcome = 'failed' end
-local id = redis.call('HGET', KEYS[1], 'id')
-redis.call('ZREM', KEYS[5], id)
-redis.call('RPUSH', KEYS[2], ARGV[5])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[13]), -1)
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'last_ms', now, 'last_status', ARGV[6], 'last_error', ARGV[7], 'lease', '')
-redis.call('HDEL', KEYS[1], 'begun')
-redis.call('INCR', KEYS[7])
-redis.call('EXPIRE', KEYS[7], 120)
-if outcome == 'retry' then
-  redis.call('HSET', KEYS[1], 'state', 'pending', 'next_ms', ARGV[4])
-  redis.call('ZADD', KEYS[4], tonumber(ARGV[4]), id)
-  redis.call('ZADD', KEYS[6], 'LT', tonumber(ARGV[4]), ARGV[12])
-else
-  redis.call('HSET', KEYS[1], 'state', outcome)
-  redis.call('HDEL', KEYS[1], 'next_ms')
-end
-if not live then return {1, 0, ''} end
-if redis.call('ZCARD', KEYS[4]) > 0 then redis.call('ZADD', KEYS[6], 'LT', now, ARGV[12]) end
-if outcome == 'succeeded' then
-  redis.call('HDEL', KEYS[3], 'failing_since_ms')
-  return {1, 0, ''}
-end
-local since = tonumber(redis.call('HGET', KEYS[3], 'failing_since_ms') or '')
-if not since then
-  since = now
-  redis.call('HSET', KEYS[3], 'failing_since_ms', now)
-end
-local reason = ARGV[10]
-if reason == '' and now - since >= tonumber(ARGV[9]) then reason = ARGV[11] end
-if reason ~= '' and redis.call('HGET', KEYS[3], 'disabled') ~= '1' then
-  redis.call('HSET', KEYS[3], 'disabled', '1', 'disabled_reason', reason, 'disabled_ms', now)
-  redis.call('ZREM', KEYS[6], ARGV[12])
-  return {1, 1, reason}
-end
-return {1, 0, ''}
-"""
-
-# KEYS: delivery, queue, in-flight set, schedule. ARGV: lease, now, endpoint id. Hands back a claim
-# whose attempt was never made (shutdown, or the endpoint was disabled meanwhile): due again now.
-_RELEASE = """
-if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
-local id = redis.call('HGET', KEYS[1], 'id')
-redis.call('ZREM', KEYS[3], id)
-redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), id)
-redis.call('HSET', KEYS[1], 'state', 'pending', 'lease', '', 'next_ms', ARGV[2])
-redis.call('HDEL', KEYS[1], 'begun')
-redis.call('ZADD', KEYS[4], 'LT', tonumber(ARGV[2]), ARGV[3])
-return 1
-"""
-
-# KEYS: delivery, queue, schedule. ARGV: now, endpoint id, TTL (s). Queues a delivery again at once
-# with a fresh retry budget. Returns 1, 0 (no such delivery) or -1 (an attempt is under way).
-_REQUEUE = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 0 end
-if state == 'delivering' then return -1 end
-local made = redis.call('HGET', KEYS[1], 'attempts')
-redis.call('HSET', KEYS[1], 'state', 'pending', 'next_ms', ARGV[1], 'round_start', made)
-redis.call('HDEL', KEYS[1], 'dead_letter')
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-redis.call('ZADD', KEYS[2], tonumber(ARGV[1]), redis.call('HGET', KEYS[1], 'id'))
-redis.call('ZADD', KEYS[3], 'LT', tonumber(ARGV[1]), ARGV[2])
-return 1
-"""
+# The keys delivery_create.lua writes, ``{}`` standing for the id in each: the layout stays in shared.keys.
+_CREATE_KEYS: Final = tuple(
+    key("{}") for key in (keys.webhook_message, keys.tenant_messages, keys.delivery, keys.webhook_due, keys.webhook_log)
+)
 
 
 class Deliveries:
@@ -399,13 +222,11 @@ class Deliveries:
     def __init__(self, client: aioredis.Redis, *, retention_s: int, batcher: ScriptBatcher | None = None) -> None:
         self.client = client
         self.retention_s = retention_s
-        # Sent by their SHA once Redis knows them: attempts run these hundreds of times a second.
-        self._create = client.register_script(_CREATE)
-        self._claim = client.register_script(_CLAIM)
-        self._begin = client.register_script(_BEGIN)
-        self._finish = client.register_script(_FINISH)
-        self._release = client.register_script(_RELEASE)
-        self._requeue = client.register_script(_REQUEUE)
+        # Bound to the client for the batches: attempts run these hundreds of times a second.
+        self._create = _CREATE.bind(client)
+        self._claim = _CLAIM.bind(client)
+        self._begin = _BEGIN.bind(client)
+        self._finish = _FINISH.bind(client)
         # Attempts begin and finish many at a time: their calls share round trips.
         self._batch = batcher or ScriptBatcher(client)
 
@@ -415,7 +236,7 @@ class Deliveries:
         Idempotent: a delivery or body that exists is left as it is. One script call, in the batch of
         the loop's turn.
         """
-        args: list[Any] = [now, self.retention_s, len(messages)]
+        args: list[Any] = [now, self.retention_s, len(messages), *_CREATE_KEYS]
         for tenant, event_id, at_ms, body in messages:
             args += [event_id, tenant, at_ms, body]
         for d in new:
@@ -521,13 +342,13 @@ class Deliveries:
         """Hand back a claimed delivery whose attempt was not made; it is due again at once."""
         e = delivery.endpoint_id
         keys_ = (keys.delivery(delivery.id), keys.webhook_due(e), keys.webhook_in_flight(e), keys.WEBHOOK_SCHEDULE)
-        return bool(await self._release(keys=keys_, args=[lease, now, e]) == 1)
+        return bool(await _RELEASE.arun(self.client, keys_, [lease, now, e]) == 1)
 
     async def requeue(self, delivery: Delivery, now: int) -> int:
         """Queue a delivery again at once with a fresh retry budget: 1, 0 (gone) or -1 (an attempt is under way)."""
         e = delivery.endpoint_id
         keys_ = (keys.delivery(delivery.id), keys.webhook_due(e), keys.WEBHOOK_SCHEDULE)
-        return int(await self._requeue(keys=keys_, args=[now, e, self.retention_s]))
+        return int(await _REQUEUE.arun(self.client, keys_, [now, e, self.retention_s]))
 
     async def set_dead_letter(self, delivery_id: str, letter_id: str) -> None:
         """Remember the dead letter an exhausted delivery left."""

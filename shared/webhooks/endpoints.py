@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import redis.exceptions
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import keys
+from shared import keys, scripts
 from shared.constants import MAX_WEBHOOKS_PER_TENANT
 from shared.errors import Conflict, InvalidInput
 from shared.events import EVENT_TYPES, WebhookDeliveryExhausted, WebhookEndpointDisabled, WebhookTest
@@ -37,16 +37,8 @@ EVENT_TYPE_NAMES: Final = tuple(
 )
 
 
-# KEYS: endpoint, tenant's index, event stream. ARGV: creation time, endpoint id, then field pairs.
-# Stores the endpoint with the stream's last entry id, atomically (no event can slip in between).
-_CREATE: Final = """
-local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-local after = '0-0'
-if last[1] then after = last[1][1] end
-redis.call('HSET', KEYS[1], 'after_entry', after, unpack(ARGV, 3))
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
-return after
-"""
+# Stores an endpoint with the event stream's last entry id, atomically; returns that id.
+_CREATE: Final = scripts.get("webhook_create")
 
 
 def entry_position(entry_id: str) -> tuple[int, int]:
@@ -247,15 +239,10 @@ async def create(
         secrets=(Secret(key=secret),),
     )
     fields = [item for pair in _to_hash(endpoint).items() for item in pair]
-    after = await client.eval(
-        _CREATE,
-        3,
-        keys.webhook(endpoint.id),
-        keys.tenant_webhooks(tenant),
-        keys.EVENTS_STREAM,
-        stamp,
-        endpoint.id,
-        *fields,
+    after = await _CREATE.arun(
+        client,
+        [keys.webhook(endpoint.id), keys.tenant_webhooks(tenant), keys.EVENTS_STREAM],
+        [stamp, endpoint.id, *fields],
     )
     return endpoint.model_copy(update={"after_entry": keys.text(after)}), secret
 
