@@ -122,17 +122,24 @@ def _from_hash(raw: Mapping[bytes | str, bytes | str]) -> Job | None:
     return Job.model_validate(data)
 
 
+# A job changes state in one place, this module, and each change is one atomic script:
+#   create (queued) -> begin (running; each stage of a run) -> finish (succeeded, failed or dead),
+#   cancel (from queued or running, unless its effect was published), arequeue (a retry of one that
+#   ended without success).
 # Moves a job to a new state only from one that allows it: 1 moved, 0 unknown job, -1 not allowed.
 _TRANSITION: Final = scripts.get("job_transition")
+# Starts a stage unless the job was cancelled or ended: 1 running, 0 unknown job, -1 not to run.
+_BEGIN: Final = scripts.get("job_begin")
 
 _ALLOWED_FROM: Final[dict[JobState, tuple[JobState, ...]]] = {
-    JobState.RUNNING: (JobState.QUEUED, JobState.RUNNING),
     JobState.SUCCEEDED: (JobState.QUEUED, JobState.RUNNING),
     JobState.FAILED: (JobState.QUEUED, JobState.RUNNING),
     JobState.DEAD: (JobState.QUEUED, JobState.RUNNING),
     JobState.CANCELLED: (JobState.QUEUED, JobState.RUNNING),
     JobState.QUEUED: (JobState.FAILED, JobState.CANCELLED, JobState.DEAD),
 }
+#: The states :func:`finish` ends a job in.
+ENDINGS: Final = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD})
 
 
 def _transition_args(state: JobState, fields: Mapping[str, str | int | None]) -> list[str]:
@@ -142,6 +149,12 @@ def _transition_args(state: JobState, fields: Mapping[str, str | int | None]) ->
         if value is not None:
             args += [name, str(value)]
     return args
+
+
+def _ending_args(state: JobState, fields: Mapping[str, str | int | None]) -> list[str]:
+    if state not in ENDINGS:
+        raise ValueError(f"a job ends succeeded, failed or dead, not {state.value}")
+    return _transition_args(state, fields)
 
 
 async def create(client: aioredis.Redis, job: Job) -> None:
@@ -169,28 +182,49 @@ def state_sync(client: redis.Redis, job_id: str) -> JobState | None:
     return JobState(keys.text(raw)) if raw is not None else None
 
 
-def transition(client: redis.Redis, job_id: str, state: JobState, **fields: str | int | None) -> bool:
-    """Move a job to ``state`` if its current state allows it; returns whether it moved."""
-    return bool(_TRANSITION.run(client, [keys.job(job_id)], _transition_args(state, fields)) == 1)
+def begin(client: redis.Redis, job_id: str, *, first_stage: bool) -> bool:
+    """Start (or resume, on a redelivery) a stage of a job in one atomic step: it is ``running``, and
+    its first stage counts one more attempt. False: it was cancelled, has ended, or is unknown — run nothing.
+    """
+    args = [now().isoformat(), "1" if first_stage else ""]
+    return bool(_BEGIN.run(client, [keys.job(job_id)], args) == 1)
 
 
-async def atransition(client: aioredis.Redis, job_id: str, state: JobState, **fields: str | int | None) -> bool:
-    """Async twin of :func:`transition`."""
-    moved = await _TRANSITION.arun(client, [keys.job(job_id)], _transition_args(state, fields))
-    return bool(moved == 1)
+def finish(client: redis.Redis, job_id: str, state: JobState, **fields: str | int | None) -> bool:
+    """End a queued or running job as ``state`` (succeeded, failed or dead) with its final fields (counts,
+    version, error) in one atomic step; returns whether it ended here (False: it had ended or was cancelled).
+
+    Raises:
+        ValueError: ``state`` is not an ending.
+    """
+    return bool(_TRANSITION.run(client, [keys.job(job_id)], _ending_args(state, fields)) == 1)
+
+
+async def afinish(client: aioredis.Redis, job_id: str, state: JobState, **fields: str | int | None) -> bool:
+    """Async twin of :func:`finish`."""
+    return bool(await _TRANSITION.arun(client, [keys.job(job_id)], _ending_args(state, fields)) == 1)
+
+
+def cancel(client: redis.Redis, job_id: str) -> bool:
+    """Cancel a queued or running job whose effect is not published yet; returns whether it was cancelled."""
+    return bool(_TRANSITION.run(client, [keys.job(job_id)], _transition_args(JobState.CANCELLED, {})) == 1)
+
+
+async def acancel(client: aioredis.Redis, job_id: str) -> bool:
+    """Async twin of :func:`cancel`."""
+    return bool(await _TRANSITION.arun(client, [keys.job(job_id)], _transition_args(JobState.CANCELLED, {})) == 1)
+
+
+async def arequeue(client: aioredis.Redis, job_id: str) -> bool:
+    """Queue a failed, cancelled or dead job again with its progress cleared; returns whether it was requeued."""
+    return bool(await _TRANSITION.arun(client, [keys.job(job_id)], _transition_args(JobState.QUEUED, {})) == 1)
 
 
 def progress(client: redis.Redis, job_id: str, **counts: int) -> None:
-    """Record progress counters (``embedded``, ``indexed``) of a job that still exists."""
+    """Record progress counters (``embedded``, ``indexed``) of a job that still exists (not a change of state)."""
     if not client.exists(keys.job(job_id)):
         return
     client.hset(keys.job(job_id), mapping={k: str(v) for k, v in counts.items()})
-
-
-def count_attempt(client: redis.Redis, job_id: str) -> None:
-    """One more execution of the job's first stage began."""
-    if client.exists(keys.job(job_id)):
-        client.hincrby(keys.job(job_id), "attempts", 1)
 
 
 class JobFilter(BaseModel):

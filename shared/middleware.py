@@ -68,7 +68,7 @@ class WorkOutcomes(dramatiq.Middleware):
             return
         if isinstance(exception, PERMANENT):
             log.error("task.failed", job_id=entry.id, error=error)
-            if jobs.transition(self.client, entry.id, jobs.JobState.FAILED, error=error):
+            if jobs.finish(self.client, entry.id, jobs.JobState.FAILED, error=error):
                 self._announce(entry.kwargs, entry.id, error)
         else:
             attempts = int(message.options.get("retries", 0))
@@ -76,7 +76,7 @@ class WorkOutcomes(dramatiq.Middleware):
                 self.client, queue.name, entry, error=error, attempts=attempts, retention_s=self.retention_s
             )
             log.error("task.dead", job_id=entry.id, dead_letter=letter.id, error=error, attempts=attempts)
-            if jobs.transition(self.client, entry.id, jobs.JobState.DEAD, error=error, dead_letter=letter.id):
+            if jobs.finish(self.client, entry.id, jobs.JobState.DEAD, error=error, dead_letter=letter.id):
                 self._announce(entry.kwargs, entry.id, error, dead_letter=letter.id)
         queue.release(message.message_id)
 

@@ -64,14 +64,12 @@ def declare(
 
     def embed(payload: tasks.EmbedBatch, entry: Entry) -> None:
         """Embed the entry's batch and queue its indexing (nothing for a cancelled job or a deleted collection)."""
-        if jobs.state_sync(client, payload.job_id) is jobs.JobState.CANCELLED:
-            return
         collection = catalog.get_sync(client, payload.tenant, payload.collection)
         if collection is None or collection.id != payload.collection_id:
-            jobs.transition(client, payload.job_id, jobs.JobState.FAILED, error="collection was deleted")
+            jobs.finish(client, payload.job_id, jobs.JobState.FAILED, error="collection was deleted")
             return
-        jobs.transition(client, payload.job_id, jobs.JobState.RUNNING)
-        jobs.count_attempt(client, payload.job_id)
+        if not jobs.begin(client, payload.job_id, first_stage=True):
+            return  # cancelled (or ended) meanwhile
         started = time.perf_counter()
         try:
             count = embed_stored_batch(

@@ -68,7 +68,7 @@ class JobControl:
         Raises:
             Conflict: the job already finished (or its result was published a moment ago).
         """
-        if not await jobs.atransition(self.client, job.id, JobState.CANCELLED):
+        if not await jobs.acancel(self.client, job.id):
             raise Conflict(f"job {job.id} is {await self._state(job.id)}; only queued or running jobs can be cancelled")
         for queue in tasks.TOKENS:
             await AsyncWorkQueue(self.client, queue).remove(job.id)
@@ -87,7 +87,7 @@ class JobControl:
         """
         if job.task is None:
             raise Conflict(f"job {job.id} cannot be retried: it records no task")
-        if not await jobs.atransition(self.client, job.id, JobState.QUEUED):
+        if not await jobs.arequeue(self.client, job.id):
             state = await self._state(job.id)
             raise Conflict(f"job {job.id} is {state}; only failed, cancelled or dead jobs can be retried")
         if job.dead_letter:
@@ -135,7 +135,7 @@ class JobControl:
             await deadletters.delete(self.client, letter)
             raise Conflict(f"job {job.id} has succeeded since; the dead letter was removed")
         else:
-            await jobs.atransition(self.client, job.id, JobState.QUEUED)
+            await jobs.arequeue(self.client, job.id)
         await deadletters.delete(self.client, letter)
         await dispatch.asubmit(self.client, self.broker, letter.queue, letter.entry(now_ms()))
         log.info("dead_letter.replayed", dead_letter=letter.id, job_id=job.id)

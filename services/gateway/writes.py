@@ -91,7 +91,7 @@ class Writes:
             )
         except Exception as exc:
             # Nothing will ever run this job: say so rather than leave it queued forever.
-            await jobs.atransition(self.client, job.id, JobState.FAILED, error=f"enqueue failed: {exc}")
+            await jobs.afinish(self.client, job.id, JobState.FAILED, error=f"enqueue failed: {exc}")
             raise
         return job
 

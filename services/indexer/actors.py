@@ -57,8 +57,7 @@ class Indexer:
                 len(m.segments),
                 maxlen=self.maxlen,
             )
-        jobs.progress(self.client, job_id, indexed=documents)
-        if jobs.transition(self.client, job_id, jobs.JobState.SUCCEEDED, index_version=outcome.version):
+        if jobs.finish(self.client, job_id, jobs.JobState.SUCCEEDED, indexed=documents, index_version=outcome.version):
             done = JobSucceeded(
                 tenant=collection.tenant, collection=collection.name, job_id=job_id, version=outcome.version
             )
@@ -73,24 +72,21 @@ class Indexer:
         if not isinstance(payload, tasks.IndexBatch | tasks.DeleteDocuments | tasks.RollbackCollection):
             raise PermanentError(f"the index queue cannot run {op.name!r}")
         job_id = payload.job_id
-        if jobs.state_sync(self.client, job_id) is jobs.JobState.CANCELLED:
-            return
         collection = catalog.get_sync(self.client, payload.tenant, payload.collection)
         if collection is None or collection.id != payload.collection_id:
-            jobs.transition(self.client, job_id, jobs.JobState.FAILED, error="collection was deleted")
+            jobs.finish(self.client, job_id, jobs.JobState.FAILED, error="collection was deleted")
             return
+        # An ingest's first stage was the embedder's; a delete or a rollback starts here.
+        if not jobs.begin(self.client, job_id, first_stage=not isinstance(payload, tasks.IndexBatch)):
+            return  # cancelled (or ended) meanwhile
         if isinstance(payload, tasks.IndexBatch):
             outcome = self.publisher.add_batch(collection, payload.batch_id, payload.write_seq, job_id)
             job = jobs.get_sync(self.client, job_id)
             documents = job.embedded if job is not None else 0
         elif isinstance(payload, tasks.DeleteDocuments):
-            jobs.transition(self.client, job_id, jobs.JobState.RUNNING)
-            jobs.count_attempt(self.client, job_id)
             outcome = self.publisher.delete(collection, payload.document_ids, payload.write_seq, job_id)
             documents = len(payload.document_ids)
         else:
-            jobs.transition(self.client, job_id, jobs.JobState.RUNNING)
-            jobs.count_attempt(self.client, job_id)
             outcome = self.publisher.rollback(collection, payload.version, payload.write_seq, job_id)
             documents = outcome.manifest.documents if outcome.published and outcome.manifest else 0
         self._finish(collection, job_id, outcome, documents)

@@ -48,7 +48,7 @@ def _history(redis_client: redis.Redis, store: LocalStore, collection: Collectio
     Compactor(store, publisher, POLICY).compact(collection)  # b0..b5 leave the live version
     _job(redis_client, "job_c", "cancelled", jobs.JobState.RUNNING)
     stage(store, collection, "cancelled", ["x"], unit_vectors(1, seed=4))
-    assert jobs.transition(redis_client, "job_c", jobs.JobState.CANCELLED)
+    assert jobs.cancel(redis_client, "job_c")
     with pytest.raises(Cancelled):
         publisher.add_batch(collection, "cancelled", write_seq=7, job_id="job_c")
     redis_client.delete(keys.job("job_c"))  # its record expired: nothing can retry it any more

@@ -149,7 +149,7 @@ def test_a_job_cancelled_while_running_publishes_nothing(
     _running_job(redis_client, "job_1")
     _stage(store, collection, "b2", ["b"], seed=1)
 
-    assert jobs.transition(redis_client, "job_1", jobs.JobState.CANCELLED)
+    assert jobs.cancel(redis_client, "job_1")
     with pytest.raises(Cancelled):
         publisher.add_batch(collection, "b2", write_seq=2, job_id="job_1")
     with pytest.raises(Cancelled):
@@ -169,5 +169,5 @@ def test_a_published_job_can_no_longer_be_cancelled(
     outcome = publisher.add_batch(collection, "b1", write_seq=1, job_id="job_2")
     assert outcome.published
     # The version is live: a cancellation arriving now must be refused, not reported as done.
-    assert not jobs.transition(redis_client, "job_2", jobs.JobState.CANCELLED)
+    assert not jobs.cancel(redis_client, "job_2")
     assert jobs.state_sync(redis_client, "job_2") is jobs.JobState.RUNNING

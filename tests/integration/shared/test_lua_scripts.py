@@ -162,6 +162,21 @@ def _job_transition(r: redis.Redis, s: LuaScript) -> None:
     assert s.run(r, [keys.job("nope")], ["running", "queued", ""]) == 0
 
 
+@case("job_begin")
+def _job_begin(r: redis.Redis, s: LuaScript) -> None:
+    job = keys.job("j2")
+    r.hset(job, mapping={"state": "queued", "updated_at": "t0", "retention_s": "600"})
+    assert s.run(r, [job], ["t1", "1"]) == 1
+    assert r.hmget(job, "state", "started_at", "updated_at", "attempts") == [b"running", b"t1", b"t1", b"1"]
+    assert 0 < r.ttl(job) <= 600
+    assert s.run(r, [job], ["t2", ""]) == 1  # a later stage: still running, no attempt counted, started kept
+    assert r.hmget(job, "state", "started_at", "updated_at", "attempts") == [b"running", b"t1", b"t2", b"1"]
+    r.hset(job, "state", "cancelled")
+    assert s.run(r, [job], ["t3", "1"]) == -1
+    assert r.hmget(job, "state", "attempts") == [b"cancelled", b"1"]
+    assert s.run(r, [keys.job("nope")], ["t1", "1"]) == 0
+
+
 def _entry(tenant: str, level: int) -> str:
     return json.dumps({"tenant": tenant, "priority": "normal", "level": level, "kwargs": {}, "enqueued_ms": 1000})
 
