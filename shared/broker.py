@@ -16,30 +16,13 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from shared import keys
 from shared.task_telemetry import TaskTracing
 
 if TYPE_CHECKING:
     from dramatiq import Broker, Middleware
 
     from shared.config import Settings
-
-# Dramatiq keys live beside semaflow's under one prefix, so one Redis can be inspected at a glance.
-NAMESPACE = "semaflow-dq"
-
-
-def queue_lists(queue: str) -> tuple[str, str]:
-    """Dramatiq's Redis lists of ``queue``: ready messages, and delayed ones (retries in back-off)."""
-    return f"{NAMESPACE}:{queue}", f"{NAMESPACE}:{queue}.DQ"
-
-
-def queue_messages(queue: str) -> str:
-    """Dramatiq's Redis hash of ``queue``'s stored messages: queued, or fetched and not yet acknowledged."""
-    return f"{queue_lists(queue)[0]}.msgs"
-
-
-def ack_patterns(queue: str) -> tuple[str, str]:
-    """SCAN patterns of the per-worker sets of fetched, unacknowledged messages: ready, delayed."""
-    return f"{NAMESPACE}:__acks__.*.{queue}", f"{NAMESPACE}:__acks__.*.{queue}.DQ"
 
 
 def build_broker(settings: Settings, redis_url: str, *, extra: list[Middleware] | None = None) -> Broker:
@@ -69,7 +52,7 @@ def build_broker(settings: Settings, redis_url: str, *, extra: list[Middleware] 
     return RedisBroker(  # type: ignore[no-untyped-call]
         client=client,
         middleware=middleware,
-        namespace=NAMESPACE,
+        namespace=keys.DRAMATIQ_NAMESPACE,
         heartbeat_timeout=int(settings.worker_dead_after_s * 1000),
         maintenance_chance=10_000,
     )

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from shared import tasks
-from shared.broker import ack_patterns, queue_lists
+from shared import keys, tasks
 from shared.workqueue import AsyncWorkQueue, Entry, WorkQueue
 
 if TYPE_CHECKING:
@@ -48,8 +47,8 @@ def tokens_without_claim(client: redis.Redis, queue: str) -> int:
     Dramatiq keeps a queue's messages in its list, in its delay list, and (once fetched) in the
     fetching worker's acknowledgement sets; every claim belongs to exactly one of those tokens.
     """
-    total = sum(int(client.llen(name)) for name in queue_lists(queue))
-    for pattern in ack_patterns(queue):
+    total = sum(int(client.llen(name)) for name in keys.dramatiq_queues(queue))
+    for pattern in keys.dramatiq_acks(queue):
         for key in client.scan_iter(match=pattern, count=500):
             total += int(client.scard(key))
     return total - WorkQueue(client, queue).in_flight()

@@ -227,3 +227,69 @@ def search_cache(tenant: str, collection: str, entry: str) -> str:
 def search_cache_pattern(tenant: str, collection: str) -> str:
     """SCAN pattern matching every cached search answer of a collection."""
     return f"{PREFIX}:t:{tenant}:c:{collection}:search:*"
+
+
+# --- the work queues (see shared.workqueue) --------------------------------------------------------
+# Lua callers get a key with a variable part as a template: ``wq_age(queue, LEVEL)`` gives the
+# template of every level's key, the script putting the level in place of ``{level}``.
+LEVEL: Final = "{level}"
+TENANT: Final = "{tenant}"
+
+
+def _wq(queue: str, *parts: str) -> str:
+    return ":".join((PREFIX, "wq", queue, *parts))
+
+
+def wq_entries(queue: str) -> str:
+    """Hash entry id -> entry JSON (waiting or claimed)."""
+    return _wq(queue, "entries")
+
+
+def wq_claims(queue: str) -> str:
+    """Hash token message id -> claimed entry id (work in flight)."""
+    return _wq(queue, "claims")
+
+
+def wq_age(queue: str, level: int | str) -> str:
+    """Sorted set entry id -> enqueue time (ms) of the entries waiting at ``level``."""
+    return _wq(queue, "age", str(level))
+
+
+def wq_ring(queue: str, level: int | str) -> str:
+    """List of tenants with entries waiting at ``level``, in turn order."""
+    return _wq(queue, "ring", str(level))
+
+
+def wq_tenant(queue: str, level: int | str, tenant: str) -> str:
+    """List of one tenant's waiting entry ids at ``level`` (FIFO)."""
+    return _wq(queue, "t", str(level), tenant)
+
+
+def wq_claimed(queue: str) -> str:
+    """Claims made so far (drives the anti-starvation turn)."""
+    return _wq(queue, "claimed")
+
+
+def wq_done(queue: str, bucket: int) -> str:
+    """Counter of the entries (or webhook attempts, for ``notify``) finished in one 10-second bucket."""
+    return _wq(queue, "done", str(bucket))
+
+
+# --- Dramatiq's own keys (its Redis broker's layout, pinned by tests/integration/contracts) ------
+# Dramatiq keys live beside semaflow's under one prefix, so one Redis can be inspected at a glance.
+DRAMATIQ_NAMESPACE: Final = "semaflow-dq"
+
+
+def dramatiq_queues(queue: str) -> tuple[str, str]:
+    """Dramatiq's lists of ``queue``: ready messages, and delayed ones (retries in back-off)."""
+    return f"{DRAMATIQ_NAMESPACE}:{queue}", f"{DRAMATIQ_NAMESPACE}:{queue}.DQ"
+
+
+def dramatiq_messages(queue: str) -> str:
+    """Dramatiq's hash of ``queue``'s stored messages: queued, or fetched and not yet acknowledged."""
+    return f"{dramatiq_queues(queue)[0]}.msgs"
+
+
+def dramatiq_acks(queue: str) -> tuple[str, str]:
+    """SCAN patterns of Dramatiq's per-worker sets of fetched, unacknowledged messages: ready, delayed."""
+    return f"{DRAMATIQ_NAMESPACE}:__acks__.*.{queue}", f"{DRAMATIQ_NAMESPACE}:__acks__.*.{queue}.DQ"

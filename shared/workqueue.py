@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
-from shared import scripts, tracing
-from shared.keys import PREFIX, text
+from shared import keys, scripts, tracing
+from shared.keys import text
 
 if TYPE_CHECKING:
     import redis
@@ -53,45 +53,6 @@ class Priority(StrEnum):
 
 _LEVELS: Final = tuple(Priority)
 LEVELS: Final = len(_LEVELS)
-
-
-def _k(queue: str, *parts: str) -> str:
-    return ":".join((PREFIX, "wq", queue, *parts))
-
-
-def entries_key(queue: str) -> str:
-    """Hash entry id -> entry JSON (waiting or claimed)."""
-    return _k(queue, "entries")
-
-
-def claims_key(queue: str) -> str:
-    """Hash token message id -> claimed entry id (work in flight)."""
-    return _k(queue, "claims")
-
-
-def age_key(queue: str, level: int) -> str:
-    """Sorted set entry id -> enqueue time (ms) of the entries waiting at ``level``."""
-    return _k(queue, "age", str(level))
-
-
-def ring_key(queue: str, level: int) -> str:
-    """List of tenants with entries waiting at ``level``, in turn order."""
-    return _k(queue, "ring", str(level))
-
-
-def tenant_key(queue: str, level: int, tenant: str) -> str:
-    """List of one tenant's waiting entry ids at ``level`` (FIFO)."""
-    return _k(queue, "t", str(level), tenant)
-
-
-def counter_key(queue: str) -> str:
-    """Claims made so far (drives the anti-starvation turn)."""
-    return _k(queue, "claimed")
-
-
-def done_key(queue: str, bucket: int) -> str:
-    """Entries finished in one 10-second bucket."""
-    return _k(queue, "done", str(bucket))
 
 
 # The queue's scripts (shared/lua/workqueue_*.lua): each names its keys, arguments and answer.
@@ -156,8 +117,17 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _templates(queue: str) -> tuple[str, str, str]:
+    """The key templates the queue's scripts fill in: a level's age set and tenant ring, a tenant's list."""
+    return (
+        keys.wq_age(queue, keys.LEVEL),
+        keys.wq_ring(queue, keys.LEVEL),
+        keys.wq_tenant(queue, keys.LEVEL, keys.TENANT),
+    )
+
+
 def _push_args(queue: str, entry: Entry) -> list[Any]:
-    return [PREFIX, queue, entry.id, entry.tenant, entry.priority.level, entry.encode(), entry.enqueued_ms]
+    return [*_templates(queue), entry.id, entry.tenant, entry.priority.level, entry.encode(), entry.enqueued_ms]
 
 
 class WorkQueue:
@@ -173,12 +143,12 @@ class WorkQueue:
 
     def push(self, entry: Entry) -> bool:
         """Queue ``entry`` (no-op if an entry with its id is already queued or in flight)."""
-        return bool(_PUSH.run(self.client, [entries_key(self.name)], _push_args(self.name, entry)) == 1)
+        return bool(_PUSH.run(self.client, [keys.wq_entries(self.name)], _push_args(self.name, entry)) == 1)
 
     def claim(self, message_id: str) -> Entry | None:
         """The entry this token holds, else the best waiting entry (now held by it), else None."""
-        keys_ = (entries_key(self.name), claims_key(self.name), counter_key(self.name))
-        args = (PREFIX, self.name, message_id, now_ms(), LEVELS, self.starve_every, self.starve_after_ms)
+        keys_ = (keys.wq_entries(self.name), keys.wq_claims(self.name), keys.wq_claimed(self.name))
+        args = (*_templates(self.name), message_id, now_ms(), LEVELS, self.starve_every, self.starve_after_ms)
         found = _CLAIM.run(self.client, keys_, args)
         if not found:
             return None
@@ -187,32 +157,32 @@ class WorkQueue:
 
     def release(self, message_id: str) -> bool:
         """Forget the token's claim and its entry: the work is finished (or dead-lettered)."""
-        bucket = done_key(self.name, int(time.time()) // DONE_BUCKET_S)
+        bucket = keys.wq_done(self.name, int(time.time()) // DONE_BUCKET_S)
         args = (message_id, bucket, 120)
-        return bool(_RELEASE.run(self.client, [entries_key(self.name), claims_key(self.name)], args) == 1)
+        return bool(_RELEASE.run(self.client, [keys.wq_entries(self.name), keys.wq_claims(self.name)], args) == 1)
 
     def remove(self, entry_id: str) -> int:
         """Take a waiting entry out: 1 removed, 0 not queued, -1 in flight."""
-        return int(_REMOVE.run(self.client, [entries_key(self.name)], [PREFIX, self.name, entry_id]))
+        return int(_REMOVE.run(self.client, [keys.wq_entries(self.name)], [*_templates(self.name), entry_id]))
 
     def claimed_entry(self, message_id: str) -> Entry | None:
         """The entry a token holds, without claiming anything new."""
-        entry_id = self.client.hget(claims_key(self.name), message_id)
+        entry_id = self.client.hget(keys.wq_claims(self.name), message_id)
         if entry_id is None:
             return None
-        raw = self.client.hget(entries_key(self.name), entry_id)
+        raw = self.client.hget(keys.wq_entries(self.name), entry_id)
         return Entry.decode(text(entry_id), raw) if raw is not None else None
 
     def in_flight(self) -> int:
         """Entries claimed by a token and not yet released."""
-        return int(self.client.hlen(claims_key(self.name)))
+        return int(self.client.hlen(keys.wq_claims(self.name)))
 
     def waiting(self, *, older_than_ms: int = 0) -> int:
         """Entries waiting (not in flight), only those queued at least ``older_than_ms`` ago if given."""
         cutoff = now_ms() - older_than_ms
         with self.client.pipeline(transaction=False) as pipe:
             for level in range(LEVELS):
-                pipe.zcount(age_key(self.name, level), "-inf", cutoff)
+                pipe.zcount(keys.wq_age(self.name, level), "-inf", cutoff)
             return sum(int(n) for n in pipe.execute())
 
 
@@ -225,23 +195,23 @@ class AsyncWorkQueue:
 
     async def push(self, entry: Entry) -> bool:
         """Queue ``entry`` (no-op if already queued or in flight)."""
-        moved = await _PUSH.arun(self.client, [entries_key(self.name)], _push_args(self.name, entry))
+        moved = await _PUSH.arun(self.client, [keys.wq_entries(self.name)], _push_args(self.name, entry))
         return bool(moved == 1)
 
     async def remove(self, entry_id: str) -> int:
         """Take a waiting entry out: 1 removed, 0 not queued, -1 in flight."""
-        return int(await _REMOVE.arun(self.client, [entries_key(self.name)], [PREFIX, self.name, entry_id]))
+        return int(await _REMOVE.arun(self.client, [keys.wq_entries(self.name)], [*_templates(self.name), entry_id]))
 
     async def depth(self) -> QueueDepth:
         """Waiting entries per priority, in flight, the oldest wait, and recent throughput."""
         bucket = int(time.time()) // DONE_BUCKET_S
-        buckets = [done_key(self.name, bucket - i) for i in range(60 // DONE_BUCKET_S)]
+        buckets = [keys.wq_done(self.name, bucket - i) for i in range(60 // DONE_BUCKET_S)]
         async with self.client.pipeline(transaction=False) as pipe:
             for level in range(LEVELS):
-                pipe.zcard(age_key(self.name, level))
+                pipe.zcard(keys.wq_age(self.name, level))
             for level in range(LEVELS):
-                pipe.zrange(age_key(self.name, level), 0, 0, withscores=True)
-            pipe.hlen(claims_key(self.name))
+                pipe.zrange(keys.wq_age(self.name, level), 0, 0, withscores=True)
+            pipe.hlen(keys.wq_claims(self.name))
             pipe.mget(buckets)
             out = await pipe.execute()
         counts = [int(n) for n in out[:LEVELS]]

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from shared import bus, deadletters, dispatch, jobs, keys, tasks
-from shared.broker import ack_patterns, queue_lists
 from shared.deadletters import DeadLetter
 from shared.errors import Conflict
 from shared.events import CloudEvent, JobCancelled
@@ -222,7 +221,7 @@ class JobControl:
 
     async def _delayed(self, queue: str) -> int:
         """Work waiting out a retry back-off: tokens in Dramatiq's delay queue (queued or held)."""
-        total = int(await self.client.llen(queue_lists(queue)[1]))
-        async for key in self.client.scan_iter(match=ack_patterns(queue)[1], count=500):
+        total = int(await self.client.llen(keys.dramatiq_queues(queue)[1]))
+        async for key in self.client.scan_iter(match=keys.dramatiq_acks(queue)[1], count=500):
             total += int(await self.client.scard(key))
         return total

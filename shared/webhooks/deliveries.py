@@ -32,7 +32,7 @@ from shared import keys, paging, scripts
 from shared.scriptbatch import ScriptBatcher
 from shared.tasks import NOTIFY_QUEUE
 from shared.webhooks.endpoints import Secret, iso_time
-from shared.workqueue import DONE_BUCKET_S, done_key
+from shared.workqueue import DONE_BUCKET_S
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -316,7 +316,7 @@ class Deliveries:
             keys.webhook_due(e),
             keys.webhook_in_flight(e),
             keys.WEBHOOK_SCHEDULE,
-            done_key(NOTIFY_QUEUE, now // 1000 // DONE_BUCKET_S),
+            keys.wq_done(NOTIFY_QUEUE, now // 1000 // DONE_BUCKET_S),
         )
         args = (
             lease,
@@ -453,7 +453,7 @@ async def queue_stats(client: aioredis.Redis, now: int) -> QueueStats:
     async for key in client.scan_iter(match=keys.webhook_in_flight("*"), count=500):
         in_flight += int(await client.zcard(key))
     bucket = now // 1000 // DONE_BUCKET_S
-    counts = await client.mget([done_key(NOTIFY_QUEUE, bucket - i) for i in range(60 // DONE_BUCKET_S)])
+    counts = await client.mget([keys.wq_done(NOTIFY_QUEUE, bucket - i) for i in range(60 // DONE_BUCKET_S)])
     done = sum(int(c) for c in cast(list[bytes | None], counts) if c is not None)
     return QueueStats(due, delayed, in_flight, oldest, done)
 

@@ -18,7 +18,6 @@ from standardwebhooks import Webhook
 
 from services.notifier.http import CONTENT_TYPE, GuardedResolver, RefusedAddress
 from shared import bus, deadletters, keys, tasks, tenants
-from shared.broker import queue_lists, queue_messages
 from shared.config import Settings
 from shared.deadletters import LetterFilter
 from shared.events import CloudEvent, IndexPublished, JobFailed, JobSucceeded
@@ -116,8 +115,8 @@ async def test_every_event_is_delivered_once_and_nothing_is_left_in_flight_when_
     assert len({h.headers["webhook-id"] for h in receiver.at("/many")}) == len(receiver.at("/many")) == 200
     assert await client.zcard(keys.webhook_in_flight(endpoint.id)) == 0
     assert await eventually(lambda: _all_in(settings, client, endpoint.id, DeliveryState.SUCCEEDED, 200))
-    ready, _ = queue_lists(tasks.NOTIFY_QUEUE)
-    assert await client.llen(ready) == 0 and await client.hlen(queue_messages(tasks.NOTIFY_QUEUE)) == 0
+    ready, _ = keys.dramatiq_queues(tasks.NOTIFY_QUEUE)
+    assert await client.llen(ready) == 0 and await client.hlen(keys.dramatiq_messages(tasks.NOTIFY_QUEUE)) == 0
 
 
 async def test_a_process_claims_no_more_attempts_than_it_has_slots(

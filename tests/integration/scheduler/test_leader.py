@@ -16,7 +16,7 @@ from services.scheduler.firing import Recorded
 from services.scheduler.leader import NotLeader, Scheduler
 from services.scheduler.lease import Lease
 from shared import keys, schedule_state
-from shared.broker import build_broker, queue_lists
+from shared.broker import build_broker
 from shared.config import Settings
 from shared.events import ScheduleFired
 from shared.schedule_state import Outcome
@@ -122,7 +122,7 @@ async def test_the_leader_fires_each_tick_once_and_enqueues_its_action(
     fired = _fired(redis_client)
     assert [f.scheduled_for.strftime("%H:%M:%S") for f in fired] == ["08:00:00", "08:01:00", "08:02:00"]
     assert not any(f.catch_up or f.manual for f in fired)
-    assert redis_client.llen(queue_lists(MAINTENANCE_QUEUE)[0]) == 3
+    assert redis_client.llen(keys.dramatiq_queues(MAINTENANCE_QUEUE)[0]) == 3
     state = schedule_state.view(schedules["stats"], redis_client.hgetall(keys.schedule("stats")), clock())
     assert state.last_run is not None and state.last_run.outcome is Outcome.ENQUEUED
     assert state.last_run.run_id == "tick-20260105T080200Z"

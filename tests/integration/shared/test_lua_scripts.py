@@ -9,17 +9,17 @@ import json
 import re
 from collections.abc import Callable
 from importlib import resources
+from typing import Final
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
 from shared import keys, scripts
-from shared.keys import PREFIX
 from shared.scriptbatch import ScriptBatcher
 from shared.scripts import LuaScript
 from shared.webhooks.deliveries import _DELIVERY_FIELDS, _TARGET_FIELDS
-from shared.workqueue import LEVELS, age_key, claims_key, counter_key, done_key, entries_key, ring_key, tenant_key
+from shared.workqueue import LEVELS
 
 Case = Callable[[redis.Redis, LuaScript], None]
 Arg = str | int | bytes
@@ -177,52 +177,63 @@ def _job_begin(r: redis.Redis, s: LuaScript) -> None:
     assert s.run(r, [keys.job("nope")], ["t1", "1"]) == 0
 
 
+# The work queue's key templates for queue "q" (see shared.workqueue).
+_TEMPLATES: Final = (
+    keys.wq_age("q", keys.LEVEL),
+    keys.wq_ring("q", keys.LEVEL),
+    keys.wq_tenant("q", keys.LEVEL, keys.TENANT),
+)
+
+
 def _entry(tenant: str, level: int) -> str:
     return json.dumps({"tenant": tenant, "priority": "normal", "level": level, "kwargs": {}, "enqueued_ms": 1000})
 
 
 def _push(r: redis.Redis, entry_id: str, tenant: str = "acme", level: int = 2) -> int:
-    args: list[Arg] = [PREFIX, "q", entry_id, tenant, level, _entry(tenant, level), 1000]
-    return int(scripts.get("workqueue_push").run(r, [entries_key("q")], args))
+    args: list[Arg] = [*_TEMPLATES, entry_id, tenant, level, _entry(tenant, level), 1000]
+    return int(scripts.get("workqueue_push").run(r, [keys.wq_entries("q")], args))
 
 
 def _claim(r: redis.Redis, message_id: str) -> list[bytes] | None:
-    keys_ = [entries_key("q"), claims_key("q"), counter_key("q")]
-    found = scripts.get("workqueue_claim").run(r, keys_, [PREFIX, "q", message_id, 2000, LEVELS, 10, 30_000])
+    keys_ = [keys.wq_entries("q"), keys.wq_claims("q"), keys.wq_claimed("q")]
+    found = scripts.get("workqueue_claim").run(r, keys_, [*_TEMPLATES, message_id, 2000, LEVELS, 10, 30_000])
     return list(found) if found else None
 
 
 @case("workqueue_push")
 def _workqueue_push(r: redis.Redis, s: LuaScript) -> None:
-    args: list[Arg] = [PREFIX, "q", "e1", "acme", 2, _entry("acme", 2), 1000]
-    assert s.run(r, [entries_key("q")], args) == 1
-    assert s.run(r, [entries_key("q")], args) == 0  # already queued
-    assert r.lrange(tenant_key("q", 2, "acme"), 0, -1) == [b"e1"]
-    assert r.lrange(ring_key("q", 2), 0, -1) == [b"acme"]
-    assert r.zscore(age_key("q", 2), "e1") == 1000
+    args: list[Arg] = [*_TEMPLATES, "e1", "acme", 2, _entry("acme", 2), 1000]
+    assert s.run(r, [keys.wq_entries("q")], args) == 1
+    assert s.run(r, [keys.wq_entries("q")], args) == 0  # already queued
+    assert r.lrange(keys.wq_tenant("q", 2, "acme"), 0, -1) == [b"e1"]
+    assert r.lrange(keys.wq_ring("q", 2), 0, -1) == [b"acme"]
+    assert r.zscore(keys.wq_age("q", 2), "e1") == 1000
 
 
 @case("workqueue_claim")
 def _workqueue_claim(r: redis.Redis, s: LuaScript) -> None:
-    assert s.run(r, [entries_key("q"), claims_key("q"), counter_key("q")], [PREFIX, "q", "m0", 0, 5, 10, 0]) is None
+    assert (
+        s.run(r, [keys.wq_entries("q"), keys.wq_claims("q"), keys.wq_claimed("q")], [*_TEMPLATES, "m0", 0, 5, 10, 0])
+        is None
+    )
     _push(r, "low", level=4)
     _push(r, "high", level=1)
-    keys_ = [entries_key("q"), claims_key("q"), counter_key("q")]
-    args: list[Arg] = [PREFIX, "q", "m1", 2000, LEVELS, 10, 30_000]
+    keys_ = [keys.wq_entries("q"), keys.wq_claims("q"), keys.wq_claimed("q")]
+    args: list[Arg] = [*_TEMPLATES, "m1", 2000, LEVELS, 10, 30_000]
     assert s.run(r, keys_, args) == [b"high", _entry("acme", 1).encode()]
     assert s.run(r, keys_, args) == [b"high", _entry("acme", 1).encode()]  # the same token resumes its entry
-    assert r.hget(claims_key("q"), "m1") == b"high"
+    assert r.hget(keys.wq_claims("q"), "m1") == b"high"
 
 
 @case("workqueue_release")
 def _workqueue_release(r: redis.Redis, s: LuaScript) -> None:
     _push(r, "e1")
     assert _claim(r, "m1") is not None
-    bucket = done_key("q", 7)
-    assert s.run(r, [entries_key("q"), claims_key("q")], ["m1", bucket, 120]) == 1
-    assert r.hlen(entries_key("q")) == 0 and r.hlen(claims_key("q")) == 0
+    bucket = keys.wq_done("q", 7)
+    assert s.run(r, [keys.wq_entries("q"), keys.wq_claims("q")], ["m1", bucket, 120]) == 1
+    assert r.hlen(keys.wq_entries("q")) == 0 and r.hlen(keys.wq_claims("q")) == 0
     assert r.get(bucket) == b"1" and 0 < r.ttl(bucket) <= 120
-    assert s.run(r, [entries_key("q"), claims_key("q")], ["m1", bucket, 120]) == 0
+    assert s.run(r, [keys.wq_entries("q"), keys.wq_claims("q")], ["m1", bucket, 120]) == 0
 
 
 @case("workqueue_remove")
@@ -230,13 +241,13 @@ def _workqueue_remove(r: redis.Redis, s: LuaScript) -> None:
     _push(r, "waiting")
     _push(r, "held", tenant="other")
     assert _claim(r, "m1") is not None  # takes one of the two
-    held = r.hget(claims_key("q"), "m1")
+    held = r.hget(keys.wq_claims("q"), "m1")
     waiting = "held" if held == b"waiting" else "waiting"
-    assert s.run(r, [entries_key("q")], [PREFIX, "q", waiting]) == 1
-    assert s.run(r, [entries_key("q")], [PREFIX, "q", keys.text(held or b"")]) == -1
-    assert s.run(r, [entries_key("q")], [PREFIX, "q", "unknown"]) == 0
-    assert r.hkeys(entries_key("q")) == [held]
-    assert r.llen(ring_key("q", 2)) == 0 and r.zcard(age_key("q", 2)) == 0
+    assert s.run(r, [keys.wq_entries("q")], [*_TEMPLATES, waiting]) == 1
+    assert s.run(r, [keys.wq_entries("q")], [*_TEMPLATES, keys.text(held or b"")]) == -1
+    assert s.run(r, [keys.wq_entries("q")], [*_TEMPLATES, "unknown"]) == 0
+    assert r.hkeys(keys.wq_entries("q")) == [held]
+    assert r.llen(keys.wq_ring("q", 2)) == 0 and r.zcard(keys.wq_age("q", 2)) == 0
 
 
 @case("schedule_report")
@@ -333,7 +344,7 @@ def _finish_keys(delivery: str, endpoint: str) -> list[str]:
         keys.webhook_due(endpoint),
         keys.webhook_in_flight(endpoint),
         keys.WEBHOOK_SCHEDULE,
-        done_key("notify", 1),
+        keys.wq_done("notify", 1),
     ]
 
 
@@ -353,7 +364,7 @@ def _delivery_finish(r: redis.Redis, s: LuaScript) -> None:
     args = ["L2", 2000, "failed", 0, '{"n":2}', 410, "", 3600, 60_000, "gone (410)", "", "ep1", 100]
     assert s.run(r, _finish_keys("d1", "ep1"), args) == [1, 1, b"gone (410)"]
     assert r.hmget(keys.webhook("ep1"), "disabled", "disabled_reason") == [b"1", b"gone (410)"]
-    assert r.get(done_key("notify", 1)) == b"2"
+    assert r.get(keys.wq_done("notify", 1)) == b"2"
 
 
 @case("delivery_release")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from shared import dispatch, tasks
-from shared.broker import build_broker, queue_lists
+from shared import dispatch, keys, tasks
+from shared.broker import build_broker
 from shared.config import Settings
 from shared.workqueue import AsyncWorkQueue, Entry, Priority, WorkQueue, now_ms
 
@@ -134,7 +134,7 @@ def test_top_up_sends_tokens_only_for_entries_that_have_none(settings: Settings,
         dispatch.submit(redis_client, broker, tasks.EMBED_QUEUE, _entry("e3", at=now_ms() - 60_000))
 
         assert dispatch.top_up(redis_client, broker, tasks.EMBED_QUEUE) == 3
-        assert redis_client.llen(queue_lists(tasks.EMBED_QUEUE)[0]) == 4
+        assert redis_client.llen(keys.dramatiq_queues(tasks.EMBED_QUEUE)[0]) == 4
         assert dispatch.top_up(redis_client, broker, tasks.EMBED_QUEUE) == 0
         assert dispatch.top_up(redis_client, broker, tasks.EMBED_QUEUE, grace_ms=0) == 1
     finally:
