@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
 from pydantic import BaseModel, ConfigDict
 
-from shared import keys
+from shared import clock, keys
 from shared.constants import TENANT_NAME_PATTERN
 from shared.errors import InvalidInput
 
@@ -81,9 +81,7 @@ def check_tenant(tenant: str) -> str:
 
 
 def _record(tenant: str, role: Role, name: str | None) -> ApiKey:
-    return ApiKey(
-        id=ID_PREFIX + secrets.token_hex(8), tenant=tenant, role=role, name=name, created_at=datetime.now(UTC)
-    )
+    return ApiKey(id=ID_PREFIX + secrets.token_hex(8), tenant=tenant, role=role, name=name, created_at=clock.now())
 
 
 def _decode(raw: bytes | str | None, key_hash: str) -> ApiKey | None:

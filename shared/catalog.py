@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from shared import keys
+from shared import clock, keys
 from shared.layout import CollectionRef
 
 if TYPE_CHECKING:
@@ -34,16 +34,16 @@ class Collection(BaseModel):
 
 async def create(client: aioredis.Redis, tenant: str, name: str) -> tuple[Collection, bool]:
     """Create the collection unless it exists; returns the record and whether it was created."""
-    record = Collection(tenant=tenant, name=name, id=uuid.uuid4().hex[:12], created_at=datetime.now(UTC))
+    record = Collection(tenant=tenant, name=name, id=uuid.uuid4().hex[:12], created_at=clock.now())
     created = await client.hsetnx(keys.collections(tenant), name, record.model_dump_json())
     if created:
         return record, True
-    existing = await get(client, tenant, name)
+    existing = await aget(client, tenant, name)
     assert existing is not None
     return existing, False
 
 
-async def get(client: aioredis.Redis, tenant: str, name: str) -> Collection | None:
+async def aget(client: aioredis.Redis, tenant: str, name: str) -> Collection | None:
     """The collection's record, or None."""
     raw = await client.hget(keys.collections(tenant), name)
     return Collection.model_validate_json(raw) if raw else None
@@ -60,25 +60,25 @@ async def get_with_latest(client: aioredis.Redis, tenant: str, name: str) -> tup
     return Collection.model_validate_json(raw), keys.text(latest) if latest else None
 
 
-def get_sync(client: redis.Redis, tenant: str, name: str) -> Collection | None:
+def get(client: redis.Redis, tenant: str, name: str) -> Collection | None:
     """The collection's record from a blocking client, or None."""
     raw = client.hget(keys.collections(tenant), name)
     return Collection.model_validate_json(raw) if raw else None
 
 
-async def list_all(client: aioredis.Redis, tenant: str) -> list[Collection]:
+async def alist_all(client: aioredis.Redis, tenant: str) -> list[Collection]:
     """A tenant's collections, by name."""
     raw = await client.hgetall(keys.collections(tenant))
     return sorted((Collection.model_validate_json(v) for v in raw.values()), key=lambda c: c.name)
 
 
-def list_sync(client: redis.Redis, tenant: str) -> list[Collection]:
+def list_all(client: redis.Redis, tenant: str) -> list[Collection]:
     """A tenant's collections from a blocking client, by name."""
     raw: dict[bytes, bytes] = client.hgetall(keys.collections(tenant))  # type: ignore[assignment]
     return sorted((Collection.model_validate_json(v) for v in raw.values()), key=lambda c: c.name)
 
 
-def tenants_sync(client: redis.Redis) -> list[str]:
+def tenants(client: redis.Redis) -> list[str]:
     """Every known tenant, sorted."""
     raw: set[bytes] = client.smembers(keys.tenants())  # type: ignore[assignment]
     return sorted(keys.text(t) for t in raw)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from shared import keys, paging
+from shared import clock, keys, paging
+from shared.clock import millis
 from shared.workqueue import Entry, Priority
 
 if TYPE_CHECKING:
@@ -51,10 +52,6 @@ class DeadLetter(BaseModel):
         return Entry(self.job_id, self.tenant, self.priority, self.arguments, enqueued_ms)
 
 
-def _millis(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
-
-
 def new_letter(
     tenant: str,
     queue: str,
@@ -78,13 +75,13 @@ def new_letter(
         priority=priority,
         error=error[:2000],
         attempts=attempts,
-        failed_at=datetime.now(UTC),
+        failed_at=clock.now(),
         arguments=arguments,
     )
 
 
 def _store(pipe: Any, letter: DeadLetter, retention_s: int) -> None:
-    stamp = _millis(letter.failed_at)
+    stamp = millis(letter.failed_at)
     cutoff = stamp - retention_s * 1000
     pipe.set(keys.dead_letter(letter.id), letter.model_dump_json(), ex=retention_s)
     pipe.zadd(keys.dead_letters(letter.tenant), {letter.id: stamp})

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared import clock
 from shared.errors import InvalidInput
 
 SPECVERSION: Final = "1.0"
@@ -163,7 +164,7 @@ EVENT_TYPES: Final[dict[str, type[EventData]]] = {
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 class CloudEvent(BaseModel):

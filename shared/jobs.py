@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared import keys, paging, scripts
+from shared.clock import millis, now
 from shared.constants import JOB_RETENTION_S
 from shared.workqueue import Priority
 
@@ -94,15 +95,6 @@ def new_job_id() -> str:
     return "job_" + uuid.uuid4().hex
 
 
-def now() -> datetime:
-    """The current UTC time."""
-    return datetime.now(UTC)
-
-
-def _millis(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
-
-
 def _to_hash(job: Job) -> dict[str, str]:
     data = job.model_dump(mode="json", exclude={"task", "retention_s"})
     out = {k: str(v) for k, v in data.items() if v is not None}
@@ -124,7 +116,7 @@ def _from_hash(raw: Mapping[bytes | str, bytes | str]) -> Job | None:
 
 # A job changes state in one place, this module, and each change is one atomic script:
 #   create (queued) -> begin (running; each stage of a run) -> finish (succeeded, failed or dead),
-#   cancel (from queued or running, unless its effect was published), arequeue (a retry of one that
+#   cancel (from queued or running, unless its effect was published), requeue (a retry of one that
 #   ended without success).
 # Moves a job to a new state only from one that allows it: 1 moved, 0 unknown job, -1 not allowed.
 _TRANSITION: Final = scripts.get("job_transition")
@@ -162,21 +154,21 @@ async def create(client: aioredis.Redis, job: Job) -> None:
     async with client.pipeline(transaction=True) as pipe:
         pipe.hset(keys.job(job.id), mapping=_to_hash(job))  # type: ignore[arg-type]
         pipe.expire(keys.job(job.id), job.retention_s)
-        pipe.zadd(keys.tenant_jobs(job.tenant), {job.id: _millis(job.created_at)})
+        pipe.zadd(keys.tenant_jobs(job.tenant), {job.id: millis(job.created_at)})
         await pipe.execute()
 
 
-async def get(client: aioredis.Redis, job_id: str) -> Job | None:
+async def aget(client: aioredis.Redis, job_id: str) -> Job | None:
     """Load a job record, or None."""
     return _from_hash(await client.hgetall(keys.job(job_id)))
 
 
-def get_sync(client: redis.Redis, job_id: str) -> Job | None:
+def get(client: redis.Redis, job_id: str) -> Job | None:
     """Load a job record from a blocking client, or None."""
     return _from_hash(client.hgetall(keys.job(job_id)))
 
 
-def state_sync(client: redis.Redis, job_id: str) -> JobState | None:
+def state(client: redis.Redis, job_id: str) -> JobState | None:
     """Just the job's state (cheap enough to check between mini-batches)."""
     raw = client.hget(keys.job(job_id), "state")
     return JobState(keys.text(raw)) if raw is not None else None
@@ -215,7 +207,7 @@ async def acancel(client: aioredis.Redis, job_id: str) -> bool:
     return bool(await _TRANSITION.arun(client, [keys.job(job_id)], _transition_args(JobState.CANCELLED, {})) == 1)
 
 
-async def arequeue(client: aioredis.Redis, job_id: str) -> bool:
+async def requeue(client: aioredis.Redis, job_id: str) -> bool:
     """Queue a failed, cancelled or dead job again with its progress cleared; returns whether it was requeued."""
     return bool(await _TRANSITION.arun(client, [keys.job(job_id)], _transition_args(JobState.QUEUED, {})) == 1)
 
@@ -259,8 +251,8 @@ async def scan(
         InvalidInput: the cursor is malformed.
     """
     key = keys.tenant_jobs(tenant)
-    before = float(_millis(flt.created_before)) if flt.created_before is not None else None
-    after = float(_millis(flt.created_after)) if flt.created_after is not None else None
+    before = float(millis(flt.created_before)) if flt.created_before is not None else None
+    after = float(millis(flt.created_after)) if flt.created_after is not None else None
     out: list[Job] = []
     gone: list[str] = []
     next_cursor: str | None = None

@@ -9,13 +9,13 @@ never overwrites the outcome of a newer one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict
 
-from shared import keys, scripts
+from shared import clock, keys, scripts
 
 if TYPE_CHECKING:
     import redis
@@ -66,29 +66,19 @@ class ScheduleView(BaseModel):
     last_run: LastRun | None
 
 
-def millis(at: datetime) -> int:
-    """Milliseconds since the epoch."""
-    return int(at.timestamp() * 1000)
-
-
-def from_millis(ms: int | str | bytes) -> datetime:
-    """The UTC instant of epoch milliseconds."""
-    return datetime.fromtimestamp(int(ms) / 1000, UTC)
-
-
 def _last_run(fields: Mapping[str, str]) -> LastRun | None:
     if "run_id" not in fields:
         return None
     return LastRun(
         run_id=fields["run_id"],
-        scheduled_for=from_millis(fields["scheduled_for"]),
-        fired_at=from_millis(fields["fired_at"]),
+        scheduled_for=clock.from_millis(fields["scheduled_for"]),
+        fired_at=clock.from_millis(fields["fired_at"]),
         fencing_token=int(fields["token"]),
         catch_up=fields.get("catch_up") == "1",
         manual=fields.get("manual") == "1",
         outcome=Outcome(fields.get("outcome", Outcome.ENQUEUED)),
         detail=fields.get("detail") or None,
-        finished_at=from_millis(fields["finished_at"]) if fields.get("finished_at") else None,
+        finished_at=clock.from_millis(fields["finished_at"]) if fields.get("finished_at") else None,
     )
 
 
@@ -136,7 +126,7 @@ _REPORT: Final = scripts.get("schedule_report")
 
 
 def _report_args(schedule: str, run_id: str, outcome: Outcome, detail: str) -> tuple[list[str], list[str]]:
-    finished = str(millis(datetime.now(UTC))) if outcome in (Outcome.SUCCEEDED, Outcome.FAILED) else ""
+    finished = str(clock.now_ms()) if outcome in (Outcome.SUCCEEDED, Outcome.FAILED) else ""
     return [keys.schedule(schedule)], [run_id, outcome.value, detail[:2000], finished]
 
 

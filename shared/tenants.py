@@ -40,7 +40,7 @@ async def get(client: aioredis.Redis, tenant: str) -> TenantProfile:
     return TenantProfile(name=tenant, contact_email=keys.text(raw) if raw else None)
 
 
-def contact_sync(client: redis.Redis, tenant: str) -> str | None:
+def contact(client: redis.Redis, tenant: str) -> str | None:
     """The tenant's contact address from a blocking client, or None."""
     raw = client.hget(keys.tenant_profile(tenant), "contact_email")
     return keys.text(raw) if raw else None

@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
 from shared import keys, scripts, tracing
+from shared.clock import now_ms
 from shared.keys import text
 
 if TYPE_CHECKING:
@@ -111,10 +112,6 @@ class QueueDepth:
     in_flight: int
     oldest_enqueued_ms: int | None
     processed_last_minute: int
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _templates(queue: str) -> tuple[str, str, str]:

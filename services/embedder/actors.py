@@ -12,10 +12,11 @@ from opentelemetry.trace import SpanKind
 
 from services.embedder.embedding import embed_stored_batch
 from shared import bus, catalog, dispatch, jobs, tasks, tracing
+from shared.clock import now_ms
 from shared.errors import Cancelled
 from shared.events import BatchEmbedded, CloudEvent
 from shared.middleware import PERMANENT
-from shared.workqueue import Entry, WorkQueue, now_ms
+from shared.workqueue import Entry, WorkQueue
 
 if TYPE_CHECKING:
     import redis
@@ -64,7 +65,7 @@ def declare(
 
     def embed(payload: tasks.EmbedBatch, entry: Entry) -> None:
         """Embed the entry's batch and queue its indexing (nothing for a cancelled job or a deleted collection)."""
-        collection = catalog.get_sync(client, payload.tenant, payload.collection)
+        collection = catalog.get(client, payload.tenant, payload.collection)
         if collection is None or collection.id != payload.collection_id:
             jobs.finish(client, payload.job_id, jobs.JobState.FAILED, error="collection was deleted")
             return
@@ -77,7 +78,7 @@ def declare(
                 encoder,
                 collection.ref,
                 payload.batch_id,
-                should_stop=lambda: jobs.state_sync(client, payload.job_id) is jobs.JobState.CANCELLED,
+                should_stop=lambda: jobs.state(client, payload.job_id) is jobs.JobState.CANCELLED,
             )
         except Cancelled:
             log.info("batch.cancelled", job_id=payload.job_id, batch_id=payload.batch_id)

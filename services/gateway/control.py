@@ -42,7 +42,7 @@ def _query(request: web.Request, model: type[Q]) -> Q:
 
 async def _job(request: web.Request) -> Job:
     job_id = request.match_info["job_id"]
-    job = await jobs.get(request.app[REDIS], job_id)
+    job = await jobs.aget(request.app[REDIS], job_id)
     if job is None or job.tenant != tenant_of(request):
         raise NotFound(f"job {job_id!r} does not exist")
     return job

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import structlog
@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from services.gateway.schemas import IndexStatsInfo
-from shared import catalog, index_stats, keys
+from shared import catalog, clock, index_stats, keys
 from shared.service import pause
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def stats_info(stats: IndexStats | None, now: datetime | None = None) -> IndexSt
         segments=stats.segments,
         approximate_segments=stats.approximate_segments,
         memory_bytes=stats.memory_bytes,
-        index_age_seconds=stats.age_seconds(now or datetime.now(UTC)),
+        index_age_seconds=stats.age_seconds(now or clock.now()),
         version=stats.version,
         computed_at=stats.computed_at,
     )
@@ -63,7 +63,7 @@ class IndexStatsCollector(Collector):
             yield GaugeMetricFamily(name, doc, labels=["tenant", "collection"])
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        now = datetime.now(UTC)
+        now = clock.now()
         families = {name: GaugeMetricFamily(name, doc, labels=["tenant", "collection"]) for name, doc in _GAUGES}
         for tenant, collection, stats in self.rows:
             labels = [tenant, collection]
@@ -79,7 +79,7 @@ class IndexStatsCollector(Collector):
         """Read every collection's statistics."""
         pairs: list[tuple[str, str]] = []
         for tenant in sorted(keys.text(t) for t in await client.smembers(keys.tenants())):
-            pairs += [(tenant, record.name) for record in await catalog.list_all(client, tenant)]
+            pairs += [(tenant, record.name) for record in await catalog.alist_all(client, tenant)]
         found = await index_stats.read_many(client, pairs)
         self.rows = [(t, c, s) for (t, c), s in zip(pairs, found, strict=True) if s is not None]
 

@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from shared import bus, deadletters, dispatch, jobs, keys, tasks
+from shared import bus, clock, deadletters, dispatch, jobs, keys, tasks
+from shared.clock import now_ms
 from shared.deadletters import DeadLetter
 from shared.errors import Conflict
 from shared.events import CloudEvent, JobCancelled
 from shared.jobs import Job, JobFilter, JobKind, JobState, Task
 from shared.webhooks.deliveries import queue_stats
-from shared.workqueue import AsyncWorkQueue, Entry, Priority, now_ms
+from shared.workqueue import AsyncWorkQueue, Entry, Priority
 
 if TYPE_CHECKING:
     import dramatiq
@@ -49,7 +50,7 @@ class JobControl:
         self.replayers = dict(replayers or {})
 
     async def _reload(self, job_id: str) -> Job:
-        job = await jobs.get(self.client, job_id)
+        job = await jobs.aget(self.client, job_id)
         assert job is not None
         return job
 
@@ -86,7 +87,7 @@ class JobControl:
         """
         if job.task is None:
             raise Conflict(f"job {job.id} cannot be retried: it records no task")
-        if not await jobs.arequeue(self.client, job.id):
+        if not await jobs.requeue(self.client, job.id):
             state = await self._state(job.id)
             raise Conflict(f"job {job.id} is {state}; only failed, cancelled or dead jobs can be retried")
         if job.dead_letter:
@@ -123,7 +124,7 @@ class JobControl:
         return answer
 
     async def _replay_job(self, letter: DeadLetter, job_id: str) -> Job:
-        job = await jobs.get(self.client, job_id)
+        job = await jobs.aget(self.client, job_id)
         if job is None:
             # The job record outlived its retention; the dead letter did not: recreate the job.
             job = self._job_for(letter)
@@ -134,7 +135,7 @@ class JobControl:
             await deadletters.delete(self.client, letter)
             raise Conflict(f"job {job.id} has succeeded since; the dead letter was removed")
         else:
-            await jobs.arequeue(self.client, job.id)
+            await jobs.requeue(self.client, job.id)
         await deadletters.delete(self.client, letter)
         await dispatch.asubmit(self.client, self.broker, letter.queue, letter.entry(now_ms()))
         log.info("dead_letter.replayed", dead_letter=letter.id, job_id=job.id)
@@ -142,7 +143,7 @@ class JobControl:
 
     @staticmethod
     def _job_for(letter: DeadLetter) -> Job:
-        stamp = jobs.now()
+        stamp = clock.now()
         kind = JobKind.DELETE if letter.op == tasks.DELETE_DOCUMENTS.name else JobKind.INGEST
         documents = len(letter.arguments.get("document_ids", ())) if kind is JobKind.DELETE else 0
         return Job(

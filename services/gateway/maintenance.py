@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Final
 
 from aiohttp import web
@@ -20,7 +19,7 @@ from services.gateway.endpoints import Endpoints, Scope
 from services.gateway.indexmetrics import exported
 from services.gateway.responses import model_response
 from services.gateway.schemas import RollbackAccepted, RollbackRequest, ScheduleList, TriggerAccepted
-from shared import catalog, keys, manifests, schedule_state
+from shared import catalog, clock, keys, manifests, schedule_state
 from shared.apikeys import Role
 from shared.errors import Conflict, CorruptObject, NotFound, ObjectNotFound
 from shared.ratelimits import Category
@@ -41,7 +40,7 @@ def _schedule(request: web.Request) -> Schedule:
 
 async def _view(request: web.Request, schedule: Schedule) -> web.Response:
     raw = await request.app[REDIS].hgetall(keys.schedule(schedule.name))
-    return model_response(schedule_state.view(schedule, raw, datetime.now(UTC)))
+    return model_response(schedule_state.view(schedule, raw, clock.now()))
 
 
 @maintenance_routes.get(
@@ -50,7 +49,7 @@ async def _view(request: web.Request, schedule: Schedule) -> web.Response:
 async def list_schedules(request: web.Request) -> web.Response:
     """Every schedule: cron, time zone, next run, last run and its outcome, paused."""
     schedules: dict[str, Schedule] = request.app[SCHEDULES]
-    found = await schedule_state.views(request.app[REDIS], schedules, datetime.now(UTC))
+    found = await schedule_state.views(request.app[REDIS], schedules, clock.now())
     return model_response(ScheduleList(schedules=found))
 
 
@@ -64,7 +63,7 @@ async def list_schedules(request: web.Request) -> web.Response:
 async def trigger_schedule(request: web.Request) -> web.Response:
     """Ask the leading scheduler to fire the schedule now, once (paused or not)."""
     schedule = _schedule(request)
-    at = datetime.now(UTC)
+    at = clock.now()
     await schedule_state.request_trigger(request.app[REDIS], schedule.name, at)
     return model_response(TriggerAccepted(schedule=schedule.name, requested_at=at), 202)
 
@@ -113,7 +112,7 @@ async def _rollback_target(request: web.Request, record: catalog.Collection, ver
     except ObjectNotFound:
         if await client.zscore(keys.removed_versions(ref.tenant, ref.name), version) is not None:
             raise Conflict(f"version {version} of {ref.name!r} was removed by cleanup") from None
-        for other in await catalog.list_all(client, ref.tenant):
+        for other in await catalog.alist_all(client, ref.tenant):
             if other.id != ref.id and await asyncio.to_thread(
                 request.app[STORE].exists, other.ref.manifest_key(version)
             ):

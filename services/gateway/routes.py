@@ -97,7 +97,7 @@ async def put_collection(request: web.Request) -> web.Response:
 @routes.get("/v1/collections", role=Role.READER, limit=Category.SINGLE, responses={200: CollectionList})
 async def list_collections(request: web.Request) -> web.Response:
     """The tenant's collections."""
-    records = await catalog.list_all(request.app[REDIS], tenant_of(request))
+    records = await catalog.alist_all(request.app[REDIS], tenant_of(request))
     return model_response(CollectionList(collections=await _infos(request, records)))
 
 

@@ -180,7 +180,7 @@ class IndexRegistry:
         """Load the version LATEST points at, if newer than ours, and swap it in."""
         key = (tenant, name)
         async with self._locks.setdefault(key, asyncio.Lock()):
-            record = await catalog.get(self.client, tenant, name)
+            record = await catalog.aget(self.client, tenant, name)
             if record is None:
                 self.drop(tenant, name)
                 return None
@@ -260,7 +260,7 @@ class IndexRegistry:
         """Load every collection's latest version (startup); never builds anything."""
         tenants = await self.client.smembers(keys.tenants())
         for tenant in sorted(keys.text(t) for t in tenants):
-            for record in await catalog.list_all(self.client, tenant):
+            for record in await catalog.alist_all(self.client, tenant):
                 try:
                     await self.refresh(tenant, record.name)
                 except Exception:

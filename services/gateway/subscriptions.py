@@ -12,14 +12,13 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 
 from shared import deadletters
+from shared.clock import millis, now_ms
 from shared.errors import Conflict, NotFound
 from shared.events import CloudEvent, WebhookTest
-from shared.schedule_state import millis
 from shared.webhooks import endpoints
 from shared.webhooks.deliveries import Deliveries, Delivery, NewDelivery, new_delivery_id, read_stored
 from shared.webhooks.destinations import check_destination
 from shared.webhooks.endpoints import Endpoint
-from shared.workqueue import now_ms
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

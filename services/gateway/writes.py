@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from shared import bus, dispatch, jobs, keys, tasks
+from shared import bus, clock, dispatch, jobs, keys, tasks
+from shared.clock import now_ms
 from shared.constants import JOB_RETENTION_S
 from shared.documents import encode_batch
 from shared.events import BatchAccepted, CloudEvent
 from shared.jobs import Job, JobKind, JobState, Task
-from shared.workqueue import Entry, Priority, now_ms
+from shared.workqueue import Entry, Priority
 
 if TYPE_CHECKING:
     import dramatiq
@@ -30,7 +30,7 @@ SOURCE = "semaflow/gateway"
 
 def new_batch_id() -> str:
     """Time-ordered, unique batch id (milliseconds since the epoch, then randomness)."""
-    return f"{time.time_ns() // 1_000_000:013d}-{uuid.uuid4().hex[:12]}"
+    return f"{clock.now_ms():013d}-{uuid.uuid4().hex[:12]}"
 
 
 class Writes:
@@ -69,7 +69,7 @@ class Writes:
         job_id = payload.job_id
         arguments = op.kwargs(payload)
         queue = op.queue_name
-        stamp = jobs.now()
+        stamp = clock.now()
         job = Job(
             id=job_id,
             tenant=payload.tenant,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
@@ -11,7 +10,7 @@ from dramatiq.middleware import CurrentMessage
 from opentelemetry.trace import SpanKind
 
 from services.indexer.publishing import SOURCE, announce
-from shared import bus, catalog, jobs, tasks, tracing
+from shared import bus, catalog, clock, jobs, tasks, tracing
 from shared.catalog import Collection
 from shared.errors import Cancelled, PermanentError
 from shared.events import CloudEvent, JobSucceeded
@@ -72,7 +71,7 @@ class Indexer:
         if not isinstance(payload, tasks.IndexBatch | tasks.DeleteDocuments | tasks.RollbackCollection):
             raise PermanentError(f"the index queue cannot run {op.name!r}")
         job_id = payload.job_id
-        collection = catalog.get_sync(self.client, payload.tenant, payload.collection)
+        collection = catalog.get(self.client, payload.tenant, payload.collection)
         if collection is None or collection.id != payload.collection_id:
             jobs.finish(self.client, job_id, jobs.JobState.FAILED, error="collection was deleted")
             return
@@ -81,7 +80,7 @@ class Indexer:
             return  # cancelled (or ended) meanwhile
         if isinstance(payload, tasks.IndexBatch):
             outcome = self.publisher.add_batch(collection, payload.batch_id, payload.write_seq, job_id)
-            job = jobs.get_sync(self.client, job_id)
+            job = jobs.get(self.client, job_id)
             documents = job.embedded if job is not None else 0
         elif isinstance(payload, tasks.DeleteDocuments):
             outcome = self.publisher.delete(collection, payload.document_ids, payload.write_seq, job_id)
@@ -110,7 +109,7 @@ class Indexer:
     def drop_collection(self, **kwargs: Any) -> None:
         """Remove every stored object of a deleted collection."""
         p = tasks.DROP_COLLECTION.parse(kwargs)
-        gone = Collection(tenant=p.tenant, name=p.collection, id=p.collection_id, created_at=datetime.now(UTC))
+        gone = Collection(tenant=p.tenant, name=p.collection, id=p.collection_id, created_at=clock.now())
         self.publisher.drop(gone)
 
 

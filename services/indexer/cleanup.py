@@ -21,12 +21,12 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from shared import catalog, jobs, keys, manifests
+from shared import catalog, clock, jobs, keys, manifests
 from shared.errors import ObjectNotFound
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class Cleaner:
         *,
         retention_s: int,
         keep_manifests: int,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = lambda: clock.now(),
     ) -> None:
         self.client = client
         self.store = store
@@ -100,9 +100,9 @@ class Cleaner:
     def run(self, tenant: str | None = None) -> Removed:
         """Clean every collection (of ``tenant``, or of every tenant)."""
         total = Removed()
-        for name in [tenant] if tenant else catalog.tenants_sync(self.client):
+        for name in [tenant] if tenant else catalog.tenants(self.client):
             needed = self.needed_batches(name)
-            for collection in catalog.list_sync(self.client, name):
+            for collection in catalog.list_all(self.client, name):
                 total.add(self.collection(collection, needed))
         log.info("cleanup.done", summary=total.summary(), **total.counts)
         return total
@@ -137,7 +137,7 @@ class Cleaner:
         ref = collection.ref
         cutoff = self.clock() - self.retention
         with self.publisher.locked(ref) as lock:
-            if (live := catalog.get_sync(self.client, ref.tenant, ref.name)) is None or live.id != ref.id:
+            if (live := catalog.get(self.client, ref.tenant, ref.name)) is None or live.id != ref.id:
                 return Removed()  # deleted meanwhile: dropping it is the drop task's job
             objects = list(self.store.scan(ref.prefix))
             kept = self._kept_manifests(ref, objects, cutoff)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
-from shared import segments
+from shared import clock, segments
 from shared.errors import StaleIndex
 from shared.segments import HnswParams
 
@@ -104,7 +104,7 @@ class Result:
 
 def new_segment_id() -> str:
     """A compacted segment's id: time-ordered like batch ids, ``c``-prefixed to tell them apart."""
-    return f"c{time.time_ns() // 1_000_000:013d}-{uuid.uuid4().hex[:8]}"
+    return f"c{clock.now_ms():013d}-{uuid.uuid4().hex[:8]}"
 
 
 class Compactor:

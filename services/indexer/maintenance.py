@@ -48,9 +48,9 @@ class Maintenance:
         """Compact every collection in scope; announce each new version. Returns a summary."""
         results: list[Result] = []
         failed: list[str] = []
-        tenants = [payload.tenant] if payload.tenant else catalog.tenants_sync(self.client)
+        tenants = [payload.tenant] if payload.tenant else catalog.tenants(self.client)
         for tenant in tenants:
-            for collection in catalog.list_sync(self.client, tenant):
+            for collection in catalog.list_all(self.client, tenant):
                 if payload.collection and collection.name != payload.collection:
                     continue
                 try:

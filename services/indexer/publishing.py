@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 
 from shared import bus, catalog, jobs, keys, manifests, scripts, segments
+from shared.clock import now
 from shared.constants import COLLECTION_LOCK_TTL_S
 from shared.documents import decode_batch, decode_vectors
 from shared.errors import Cancelled, ObjectNotFound, PermanentError, StaleIndex
 from shared.events import CloudEvent, IndexPublished
-from shared.jobs import now
 from shared.manifests import Manifest, SegmentRef
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ class Publisher:
             updates = {d: f"{DELETED}:{write_seq}" for d in newer}
             if not doomed:
                 # Nothing live to remove: record the deletes without a new version.
-                if job_id and jobs.state_sync(self.client, job_id) is jobs.JobState.CANCELLED:
+                if job_id and jobs.state(self.client, job_id) is jobs.JobState.CANCELLED:
                     raise Cancelled(f"job {job_id} was cancelled")
                 self.client.hset(keys.docmap(ref.tenant, ref.name), mapping=updates)  # type: ignore[arg-type]
                 return Outcome(base.version if base else None, False, base)
@@ -291,7 +291,7 @@ class Publisher:
 
     def drop(self, collection: Collection) -> int:
         """Delete every object of a collection incarnation (after the catalogue forgot it)."""
-        if (live := catalog.get_sync(self.client, collection.tenant, collection.name)) and live.id == collection.id:
+        if (live := catalog.get(self.client, collection.tenant, collection.name)) and live.id == collection.id:
             return 0  # still live: refuse, this message must be stale
         removed = 0
         for key in list(self.store.list(collection.ref.prefix)):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import structlog
 
-from shared import catalog, index_stats, keys, manifests
+from shared import catalog, clock, index_stats, keys, manifests
 from shared.errors import CorruptObject, ObjectNotFound, PermanentError
 from shared.index_stats import IndexStats
 from shared.segments import INDEX_FILE
@@ -24,7 +23,7 @@ log = structlog.get_logger(__name__)
 def measure(client: redis.Redis, store: ObjectStore, collection: Collection) -> IndexStats:
     """The statistics of a collection's live version (zeros before its first publish)."""
     ref = collection.ref
-    now = datetime.now(UTC)
+    now = clock.now()
     raw = client.get(keys.latest(ref.tenant, ref.name))
     if not isinstance(raw, bytes | str):
         return IndexStats(
@@ -53,8 +52,8 @@ def refresh(client: redis.Redis, store: ObjectStore) -> int:
     """
     done = 0
     failed: list[str] = []
-    for tenant in catalog.tenants_sync(client):
-        for collection in catalog.list_sync(client, tenant):
+    for tenant in catalog.tenants(client):
+        for collection in catalog.list_all(client, tenant):
             try:
                 stats = measure(client, store, collection)
             except (CorruptObject, ObjectNotFound) as exc:  # one broken collection must not hide the others

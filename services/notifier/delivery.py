@@ -21,12 +21,12 @@ from opentelemetry.trace import SpanKind
 
 from services.notifier.http import Answer, post, refusal
 from services.notifier.signing import headers as signed_headers
-from shared import bus, deadletters, keys, tasks, tracing
+from shared import bus, clock, deadletters, keys, tasks, tracing
+from shared.clock import now_ms
 from shared.events import CloudEvent, WebhookDeliveryExhausted, WebhookEndpointDisabled
 from shared.scriptbatch import ScriptBatcher
 from shared.webhooks.deliveries import Attempt, Deliveries, Delivery, Outcome, Target
 from shared.webhooks.retries import RetrySchedule, retry_after_s
-from shared.workqueue import now_ms
 
 if TYPE_CHECKING:
     import aiohttp
@@ -235,7 +235,7 @@ class Deliverer:
             return
         if endpoint is None or body is None:
             why = "the endpoint was deleted" if endpoint is None else "the event is no longer stored"
-            attempt = Attempt(n=delivery.attempts + 1, at=datetime.now(UTC), status=None, latency_ms=0.0, error=why)
+            attempt = Attempt(n=delivery.attempts + 1, at=clock.now(), status=None, latency_ms=0.0, error=why)
             await self.store.finish(
                 delivery, lease, attempt, Outcome.FAILED, now=now_ms(), disable_after_ms=self.disable_after_ms
             )

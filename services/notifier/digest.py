@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from shared import keys
+from shared import clock, keys
 
 if TYPE_CHECKING:
     import redis
@@ -23,7 +23,7 @@ _SENT_TTL_S: Final = 60 * 24 * 3600
 
 def last_week(today: date | None = None) -> str:
     """The ISO week before the one ``today`` is in (a digest fired on Monday reports the week just ended)."""
-    year, week, _ = ((today or datetime.now(UTC).date()) - timedelta(days=7)).isocalendar()
+    year, week, _ = ((today or clock.now().date()) - timedelta(days=7)).isocalendar()
     return f"{year}-W{week:02d}"
 
 

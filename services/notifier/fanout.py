@@ -13,11 +13,11 @@ import structlog
 from opentelemetry.trace import SpanKind
 
 from shared import keys, scripts, tasks, tracing
+from shared.clock import now_ms
 from shared.events import BatchAccepted, JobFailed, JobSucceeded, WebhookDeliveryExhausted, WebhookEndpointDisabled
 from shared.webhooks import endpoints
 from shared.webhooks.deliveries import NewDelivery, event_delivery_id
 from shared.webhooks.endpoints import Endpoint
-from shared.workqueue import now_ms
 
 if TYPE_CHECKING:
     import dramatiq

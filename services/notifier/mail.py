@@ -140,7 +140,7 @@ class Notifications:
         if not self.mailer.enabled:
             log.info("mail.disabled", tenant=tenant)
             return None
-        address = tenants.contact_sync(self.client, tenant)
+        address = tenants.contact(self.client, tenant)
         if address is None:
             log.info("mail.no_contact", tenant=tenant)
         return address

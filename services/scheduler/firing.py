@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 
 from shared import bus, keys, scripts, tasks
+from shared.clock import from_millis, millis
 from shared.events import CloudEvent, ScheduleFired
-from shared.schedule_state import Outcome, areport, from_millis, millis
+from shared.schedule_state import Outcome, areport
 from shared.schedules import Action
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
 import structlog
@@ -15,9 +15,9 @@ from services.scheduler import firing
 from services.scheduler.firing import Recorded, Run
 from services.scheduler.lease import Lease
 from services.scheduler.ticks import plan
-from shared import keys, scripts, tracing
+from shared import clock, keys, scripts, tracing
+from shared.clock import from_millis
 from shared.constants import MAX_TICKS_PER_PASS
-from shared.schedule_state import from_millis
 
 if TYPE_CHECKING:
     import dramatiq
@@ -37,7 +37,7 @@ _TAKE_TRIGGER: Final = scripts.get("scheduler_take_trigger")
 
 def utcnow() -> datetime:
     """The current UTC time."""
-    return datetime.now(UTC)
+    return clock.now()
 
 
 class NotLeader(Exception):

@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from pydantic import BaseModel, ConfigDict
 
 from shared import keys, paging, scripts
+from shared.clock import iso_time
 from shared.scriptbatch import ScriptBatcher
 from shared.tasks import NOTIFY_QUEUE
-from shared.webhooks.endpoints import Secret, iso_time
+from shared.webhooks.endpoints import Secret
 from shared.workqueue import DONE_BUCKET_S
 
 if TYPE_CHECKING:

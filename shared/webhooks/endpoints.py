@@ -19,11 +19,10 @@ import redis.exceptions
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared import keys, scripts
+from shared.clock import iso_time, now_ms
 from shared.constants import MAX_WEBHOOKS_PER_TENANT
 from shared.errors import Conflict, InvalidInput
 from shared.events import EVENT_TYPES, WebhookDeliveryExhausted, WebhookEndpointDisabled, WebhookTest
-from shared.schedule_state import from_millis
-from shared.workqueue import now_ms
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -150,11 +149,6 @@ _REPORTS_ON_ENDPOINT: Final = frozenset({WebhookDeliveryExhausted.TYPE, WebhookE
 def reports_on(endpoint_id: str, event_type: str, data: Mapping[str, Any]) -> bool:
     """Whether an event reports on this very endpoint (it is failing or disabled: never sent to it)."""
     return event_type in _REPORTS_ON_ENDPOINT and data.get("endpoint_id") == endpoint_id
-
-
-def iso_time(ms: int | None) -> str | None:
-    """Epoch milliseconds as an ISO 8601 UTC time, for the API (None stays None)."""
-    return from_millis(ms).isoformat() if ms is not None else None
 
 
 def _to_hash(endpoint: Endpoint) -> dict[str, str]:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
+from shared import clock
 from shared.constants import WEBHOOK_RETRY_AFTER_MAX_S
 from shared.errors import ConfigurationError
 
@@ -89,5 +90,5 @@ def retry_after_s(value: str | None, *, now: datetime | None = None) -> float | 
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+        seconds = (when - (now or clock.now())).total_seconds()
     return min(max(0.0, seconds), float(WEBHOOK_RETRY_AFTER_MAX_S))

@@ -168,7 +168,7 @@ def _all_succeeded(http: Http, job_ids: list[str]) -> list[dict[str, Any]] | Non
 
 
 def _assert_indexed_exactly_once(client: redis.Redis, services: Services) -> None:
-    record = catalog.get_sync(client, "acme", "docs")
+    record = catalog.get(client, "acme", "docs")
     assert record is not None
     version = client.get(keys.latest("acme", "docs"))
     assert version is not None

@@ -35,7 +35,7 @@ async def _search(client: Client, auth: dict[str, str], vector: list[float]) -> 
 
 async def _publish_without_an_event(client: redis.Redis, store: LocalStore) -> tuple[str, list[float]]:
     """Make a version live the way the indexer does, but send no ``index.published``: the gateway must notice."""
-    record = catalog.get_sync(client, "acme", "docs")
+    record = catalog.get(client, "acme", "docs")
     assert record is not None
     vectors = unit_vectors(3, seed=7)
     stage(store, record, "b1", ["d0", "d1", "d2"], vectors)
@@ -77,7 +77,7 @@ async def test_a_version_that_cannot_be_loaded_leaves_the_loaded_one_answering(
     assert (await client.put("/v1/collections/docs", headers=auth)).status == 201
     await _search(client, auth, [1.0] + [0.0] * 383)
     version, vector = await _publish_without_an_event(redis_client, store)
-    record = catalog.get_sync(redis_client, "acme", "docs")
+    record = catalog.get(redis_client, "acme", "docs")
     assert record is not None
     store.delete(record.ref.manifest_key(version))  # the new version's manifest is gone: its load fails
 

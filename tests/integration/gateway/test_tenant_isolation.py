@@ -182,7 +182,7 @@ async def test_every_route_answers_404_to_a_foreign_id_and_leaks_nothing(
 
     # The other tenant's resources are as they were.
     assert (await api.client.get(f"/v1/collections/{COLLECTION}", headers=foreign.auth)).status == 200
-    job = jobs.get_sync(redis_client, foreign.job_id)
+    job = jobs.get(redis_client, foreign.job_id)
     assert job is not None and job.state is jobs.JobState.QUEUED
     letter = await api.client.get(f"/v1/dead-letters/{foreign.letter_id}", headers=foreign.auth)
     assert letter.status == 200

@@ -12,7 +12,7 @@ import redis
 
 from services.indexer.main import build as build_indexer
 from services.indexer.publishing import Publisher
-from shared import index_stats, keys, schedule_state, tasks
+from shared import clock, index_stats, keys, schedule_state, tasks
 from shared.broker import build_broker
 from shared.config import Settings
 from shared.events import IndexPublished
@@ -50,7 +50,7 @@ def _fired(client: redis.Redis, name: str, run_id: str) -> None:
 
 def _finished_run(client: redis.Redis, schedule: Schedule) -> schedule_state.LastRun | None:
     """The schedule's last run, once it has an outcome."""
-    view = schedule_state.view(schedule, client.hgetall(keys.schedule(schedule.name)), schedule_state.from_millis(0))
+    view = schedule_state.view(schedule, client.hgetall(keys.schedule(schedule.name)), clock.from_millis(0))
     run = view.last_run
     return run if run is not None and run.outcome in (Outcome.SUCCEEDED, Outcome.FAILED) else None
 

@@ -170,4 +170,4 @@ def test_a_published_job_can_no_longer_be_cancelled(
     assert outcome.published
     # The version is live: a cancellation arriving now must be refused, not reported as done.
     assert not jobs.cancel(redis_client, "job_2")
-    assert jobs.state_sync(redis_client, "job_2") is jobs.JobState.RUNNING
+    assert jobs.state(redis_client, "job_2") is jobs.JobState.RUNNING

@@ -18,6 +18,7 @@ from standardwebhooks import Webhook
 
 from services.notifier.http import CONTENT_TYPE, GuardedResolver, RefusedAddress
 from shared import bus, deadletters, keys, tasks, tenants
+from shared.clock import now_ms
 from shared.config import Settings
 from shared.deadletters import LetterFilter
 from shared.events import CloudEvent, IndexPublished, JobFailed, JobSucceeded
@@ -25,7 +26,6 @@ from shared.webhooks import endpoints
 from shared.webhooks.deliveries import Deliveries, Delivery, DeliveryState, NewDelivery
 from shared.webhooks.destinations import AllowList
 from shared.webhooks.endpoints import Endpoint
-from shared.workqueue import now_ms
 from tests.integration.conftest import RunningNotifier, closed_port
 from tests.peers import HANG, Receiver, SmtpServer, eventually
 from tests.streams import publish

@@ -6,12 +6,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from shared import jobs, keys
+from shared import clock, jobs, keys
 from shared.jobs import Job, JobKind, JobState
 
 
 def _job(job_id: str) -> Job:
-    stamp = jobs.now()
+    stamp = clock.now()
     return Job(
         id=job_id,
         tenant="acme",
@@ -32,14 +32,14 @@ async def test_a_job_begins_each_stage_counts_attempts_of_its_first_and_finishes
     assert jobs.begin(redis_client, "job_a", first_stage=True)
     assert jobs.begin(redis_client, "job_a", first_stage=True)  # a redelivered first stage: one more attempt
     assert jobs.begin(redis_client, "job_a", first_stage=False)  # the next stage: no attempt counted
-    running = jobs.get_sync(redis_client, "job_a")
+    running = jobs.get(redis_client, "job_a")
     assert running is not None and running.state is JobState.RUNNING and running.attempts == 2
     assert running.started_at is not None
 
     assert jobs.finish(redis_client, "job_a", JobState.SUCCEEDED, indexed=10, index_version="v1")
     assert not jobs.finish(redis_client, "job_a", JobState.FAILED, error="late")  # it ended already
     assert not jobs.begin(redis_client, "job_a", first_stage=True)  # an ended job runs nothing
-    done = jobs.get_sync(redis_client, "job_a")
+    done = jobs.get(redis_client, "job_a")
     assert done is not None and (done.state, done.indexed, done.index_version, done.error) == (
         JobState.SUCCEEDED,
         10,
@@ -59,10 +59,10 @@ async def test_a_cancelled_job_runs_nothing_and_a_requeued_one_starts_afresh(
     assert not jobs.begin(redis_client, "job_b", first_stage=True)
     assert not jobs.finish(redis_client, "job_b", JobState.SUCCEEDED)
 
-    assert await jobs.arequeue(aio_redis, "job_b")
-    again = await jobs.get(aio_redis, "job_b")
+    assert await jobs.requeue(aio_redis, "job_b")
+    again = await jobs.aget(aio_redis, "job_b")
     assert again is not None and again.state is JobState.QUEUED and again.embedded == 0 and again.started_at is None
-    assert not await jobs.arequeue(aio_redis, "job_b")  # only an ended job is requeued
+    assert not await jobs.requeue(aio_redis, "job_b")  # only an ended job is requeued
 
 
 def test_finish_takes_only_an_ending_and_an_unknown_job_neither_begins_nor_finishes(redis_client: redis.Redis) -> None:

@@ -6,8 +6,9 @@ import redis
 
 from shared import dispatch, keys, tasks
 from shared.broker import build_broker
+from shared.clock import now_ms
 from shared.config import Settings
-from shared.workqueue import AsyncWorkQueue, Entry, Priority, WorkQueue, now_ms
+from shared.workqueue import AsyncWorkQueue, Entry, Priority, WorkQueue
 
 
 def _entry(entry_id: str, tenant: str = "a", priority: Priority = Priority.NORMAL, at: int | None = None) -> Entry:
