@@ -118,7 +118,7 @@ async def set_paused(client: aioredis.Redis, name: str, paused: bool) -> None:
 
 async def request_trigger(client: aioredis.Redis, name: str, at: datetime) -> None:
     """Ask the leader to fire ``name`` now, once (outside its cron ticks)."""
-    await client.rpush(keys.schedule_triggers(), f"{name} {millis(at)}")
+    await client.rpush(keys.schedule_triggers(), f"{name} {clock.millis(at)}")
 
 
 # Records how a run is going unless a newer run was fired: 1 recorded, 0 not the current run.
