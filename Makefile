@@ -1,10 +1,21 @@
 # The verbs people expect; the README and CI call these.
-.PHONY: install test-tools run test test-unit test-integration test-e2e test-deploy lint format typecheck check bench docs
+.PHONY: install lock lock-upgrade test-tools run test test-unit test-integration test-e2e test-deploy lint format typecheck check bench docs
 
 PY := .venv/bin/python
 
 install:
 	@bash scripts/bootstrap.sh
+
+# requirements.lock: every dependency (all extras) pinned with its hashes, which `make install`
+# installs exactly. `lock` re-resolves after pyproject.toml changed, keeping the locked versions that
+# still fit; `lock-upgrade` takes the newest allowed version of everything. One universal file for
+# Linux, macOS and Windows, Python 3.11+, tested on Linux x86_64 with Python 3.11; PyTorch and its
+# CUDA-only packages are left out (see scripts/lock.sh).
+lock:
+	@bash scripts/lock.sh
+
+lock-upgrade:
+	@bash scripts/lock.sh --upgrade
 
 # System tools some tests use (promtool); installed with apt when missing.
 test-tools:

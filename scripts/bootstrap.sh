@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv at the repository root and install semaflow with its dev and docs tools.
-# Re-runs are cheap: it reinstalls only when pyproject.toml changed since the last install.
+# Create .venv at the repository root and install semaflow with its dev and docs tools, at the versions of
+# requirements.lock (checked against its hashes; `make lock` writes it) and PyTorch 2.13.0.
+# Re-runs are cheap: it reinstalls only when pyproject.toml or requirements.lock changed since the
+# last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,12 +18,19 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.semaflow-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  # PyTorch first and pinned: the CPU build is what semaflow is tested with. (Unpinned, a dependency
-  # would pull the newest multi-GB CUDA build.)
-  .venv/bin/python -m pip install --quiet "torch==2.13.0"
-  .venv/bin/python -m pip install --quiet -e ".[dev,docs]"
+  pip=(.venv/bin/python -m pip install --quiet)
+  "${pip[@]}" --upgrade pip
+  # Everything but PyTorch, exactly as locked; --no-deps: the lock lists every dependency itself.
+  "${pip[@]}" --require-hashes --no-deps -r requirements.lock
+  # PyTorch, pinned: the CPU build is what semaflow is tested with. The lock leaves it out because
+  # where the CPU build lies is a matter of the machine (a local wheel, or PyTorch's CPU index set
+  # in pip's configuration); unpinned, a dependency would pull the newest multi-GB CUDA build.
+  # Its dependencies are in place already (from the lock), so this installs torch alone.
+  "${pip[@]}" "torch==2.13.0"
+  # semaflow itself, built with the setuptools of the lock.
+  "${pip[@]}" --no-deps --no-build-isolation -e .
+  .venv/bin/python -m pip check
   echo "$want" > "$stamp"
 fi

@@ -42,7 +42,9 @@ def not_ready_gateway() -> Iterator[str]:
     thread.join()
 
 
-@pytest.mark.parametrize("script", ["deploy/blue-green.sh", ".ci/run", "scripts/bootstrap.sh", "scripts/test-tools.sh"])
+@pytest.mark.parametrize(
+    "script", ["deploy/blue-green.sh", ".ci/run", "scripts/bootstrap.sh", "scripts/lock.sh", "scripts/test-tools.sh"]
+)
 def test_shell_scripts_pass_shellcheck(script: str) -> None:
     shellcheck = require("shellcheck", PIP_DEV)
     result = subprocess.run([shellcheck, script], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
