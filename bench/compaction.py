@@ -35,11 +35,12 @@ from services.gateway.search import search_snapshot
 from services.gateway.snapshots import Snapshot
 from services.indexer.compaction import Compactor, Policy
 from services.indexer.publishing import Publisher
-from shared import keys, segments
-from shared.catalog import Collection
+from shared import keys
 from shared.config import Settings
-from shared.documents import Document, encode_batch, encode_vectors, normalize
-from shared.storage import LocalStore
+from shared.index import segments
+from shared.index.documents import Document, encode_batch, encode_vectors, normalize
+from shared.index.storage import LocalStore
+from shared.records.catalog import Collection
 
 QUERIES = 300
 

@@ -48,7 +48,7 @@ def measure_raw(texts: list[str], probe_texts: list[str], batch_size: int) -> di
     """(a): the model alone, in this process; also embeds the latency probes (untimed)."""
     import torch
 
-    from shared.embedding import Encoder
+    from shared.index.embedding import Encoder
 
     t = time.perf_counter()
     encoder = Encoder.load(batch_size=batch_size)

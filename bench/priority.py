@@ -333,7 +333,7 @@ def second_key(stack: common.Stack) -> str:
     """A fresh API key of tenant B, stored directly in the stack's Redis."""
     import redis
 
-    from shared import apikeys
+    from shared.records import apikeys
 
     client = redis.Redis.from_url(stack_env(stack)["SEMAFLOW_REDIS_URL"])
     try:

@@ -53,7 +53,7 @@ def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def as_stored(v: np.ndarray) -> np.ndarray:
     """What the service indexes for a given vector (it L2-normalises every given vector)."""
-    from shared.documents import normalize
+    from shared.index.documents import normalize
 
     return normalize(v)
 
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import faiss
 
-    from shared.embedding import Encoder
+    from shared.index.embedding import Encoder
 
     queries = common.load_queries(args.data)
     rng = np.random.default_rng(args.seed)

@@ -45,8 +45,9 @@ from common import free_port, log, table, verdict
 
 from semaflow.redis_server import RedisServer
 from services.notifier.signing import headers as signed
-from shared import bus, keys
-from shared.events import CloudEvent, JobSucceeded
+from shared import keys
+from shared.messaging import bus
+from shared.messaging.events import CloudEvent, JobSucceeded
 from shared.webhooks import endpoints
 
 TARGET_RATE = 500.0

@@ -15,11 +15,11 @@ from typing import Final
 
 import redis
 
-from shared import apikeys, ratelimits
-from shared.apikeys import Role
 from shared.config import Settings
 from shared.errors import ConfigurationError, InvalidInput
-from shared.ratelimits import FIELDS, QuotaOverrides, Quotas
+from shared.records import apikeys, ratelimits
+from shared.records.apikeys import Role
+from shared.records.ratelimits import FIELDS, QuotaOverrides, Quotas
 
 REDIS_URL_FILE: Final = "redis-url"
 

@@ -20,10 +20,11 @@ import structlog
 from semaflow import admin
 from semaflow.redis_server import RedisServer
 from semaflow.supervisor import Supervisor
-from shared import apikeys, keys
+from shared import keys
 from shared.config import Settings
 from shared.constants import DEV_TENANT
-from shared.telemetry import configure_logging
+from shared.records import apikeys
+from shared.runtime.telemetry import configure_logging
 
 log = structlog.get_logger("semaflow")
 

@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import constants as c
 from shared.errors import ConfigurationError
-from shared.schedules import Schedule, ScheduleConfig, configured
+from shared.records.schedules import Schedule, ScheduleConfig, configured
 from shared.webhooks.destinations import AllowList
 from shared.webhooks.retries import parse_delays
 

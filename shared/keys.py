@@ -229,7 +229,7 @@ def search_cache_pattern(tenant: str, collection: str) -> str:
     return f"{PREFIX}:t:{tenant}:c:{collection}:search:*"
 
 
-# --- the work queues (see shared.workqueue) --------------------------------------------------------
+# --- the work queues (see shared.messaging.workqueue) --------------------------------------------------------
 # Lua callers get a key with a variable part as a template: ``wq_age(queue, LEVEL)`` gives the
 # template of every level's key, the script putting the level in place of ``{level}``.
 LEVEL: Final = "{level}"

@@ -10,7 +10,7 @@ import redis
 
 from semaflow.redis_server import RedisServer, find_redis_server
 from shared.config import Settings
-from shared.storage import LocalStore
+from shared.index.storage import LocalStore
 
 
 @pytest.fixture(scope="session")

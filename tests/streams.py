@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
-from shared import bus, keys
-from shared.events import CloudEvent, EventData
+from shared import keys
+from shared.messaging import bus
+from shared.messaging.events import CloudEvent, EventData
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

@@ -11,20 +11,21 @@ from dramatiq.middleware import CurrentMessage
 from opentelemetry.trace import SpanKind
 
 from services.embedder.embedding import embed_stored_batch
-from shared import bus, catalog, dispatch, jobs, tasks, tracing
 from shared.clock import now_ms
 from shared.errors import Cancelled
-from shared.events import BatchEmbedded, CloudEvent
-from shared.middleware import PERMANENT
-from shared.workqueue import Entry, WorkQueue
+from shared.messaging import bus, dispatch, tasks, tracing
+from shared.messaging.events import BatchEmbedded, CloudEvent
+from shared.messaging.workqueue import Entry, WorkQueue
+from shared.records import catalog, jobs
+from shared.runtime.outcomes import PERMANENT
 
 if TYPE_CHECKING:
     import redis
 
     from services.embedder.metrics import EmbedMetrics
     from shared.config import Settings
-    from shared.embedding import Encoder
-    from shared.storage import ObjectStore
+    from shared.index.embedding import Encoder
+    from shared.index.storage import ObjectStore
 
 log = structlog.get_logger(__name__)
 SOURCE = "semaflow/embedder"

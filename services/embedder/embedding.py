@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import structlog
 
-from shared.documents import decode_batch, encode_vectors, normalize
 from shared.errors import Cancelled, InvalidInput
+from shared.index.documents import decode_batch, encode_vectors, normalize
 
 if TYPE_CHECKING:
-    from shared.embedding import Encoder
-    from shared.layout import CollectionRef
-    from shared.storage import ObjectStore
+    from shared.index.embedding import Encoder
+    from shared.index.layout import CollectionRef
+    from shared.index.storage import ObjectStore
 
 log = structlog.get_logger(__name__)
 

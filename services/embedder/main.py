@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from services.embedder import actors
 from services.embedder.metrics import EmbedMetrics
-from shared import tasks, telemetry
 from shared.config import Settings
-from shared.embedding import Encoder
-from shared.storage import ObjectStore, open_store
-from shared.worker import WorkerService, new_worker_service
+from shared.index.embedding import Encoder
+from shared.index.storage import ObjectStore, open_store
+from shared.messaging import tasks
+from shared.runtime import telemetry
+from shared.runtime.worker import WorkerService, new_worker_service
 
 NAME = "embedder"
 

@@ -16,10 +16,10 @@ from services.gateway.endpoints import Endpoints, Scope
 from services.gateway.problems import validation_problem
 from services.gateway.responses import model_response
 from services.gateway.schemas import KeyCreated, KeyCreateRequest, KeyList, KeyListQuery, RateLimits
-from shared import apikeys, ratelimits
-from shared.apikeys import ApiKey, Role
 from shared.errors import NotFound
-from shared.ratelimits import Category, QuotaOverrides, Quotas
+from shared.records import apikeys, ratelimits
+from shared.records.apikeys import ApiKey, Role
+from shared.records.ratelimits import Category, QuotaOverrides, Quotas
 
 log = structlog.get_logger(__name__)
 admin_routes = Endpoints("operators")

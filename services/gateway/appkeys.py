@@ -18,9 +18,9 @@ from services.gateway.searcher import Searcher
 from services.gateway.snapshots import IndexRegistry
 from services.gateway.subscriptions import Subscriptions
 from services.gateway.writes import Writes
-from shared.apikeys import ApiKey
 from shared.config import Settings
-from shared.storage import ObjectStore
+from shared.index.storage import ObjectStore
+from shared.records.apikeys import ApiKey
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 REDIS: Final = web.AppKey("redis", aioredis.Redis)

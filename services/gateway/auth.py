@@ -11,9 +11,9 @@ from opentelemetry import trace
 from services.gateway.appkeys import PRINCIPAL, REDIS
 from services.gateway.endpoints import endpoint_of
 from services.gateway.problems import problem
-from shared import apikeys, catalog
-from shared.catalog import Collection
 from shared.errors import NotFound
+from shared.records import apikeys, catalog
+from shared.records.catalog import Collection
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

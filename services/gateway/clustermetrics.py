@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 
 from services.gateway.appkeys import CONTROL, METRICS, REDIS
-from shared.service import pause
+from shared.runtime.service import pause
 
 log = structlog.get_logger(__name__)
 

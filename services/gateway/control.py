@@ -24,12 +24,12 @@ from services.gateway.schemas import (
     Queues,
 )
 from services.gateway.webhook_schemas import Replayed
-from shared import deadletters, jobs
-from shared.apikeys import Role
-from shared.deadletters import DeadLetter, LetterFilter
 from shared.errors import Conflict, NotFound
-from shared.jobs import Job, JobFilter
-from shared.ratelimits import Category
+from shared.records import deadletters, jobs
+from shared.records.apikeys import Role
+from shared.records.deadletters import DeadLetter, LetterFilter
+from shared.records.jobs import Job, JobFilter
+from shared.records.ratelimits import Category
 
 control_routes = Endpoints("jobs")
 Q = TypeVar("Q", bound=BaseModel)

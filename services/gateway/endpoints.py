@@ -17,8 +17,8 @@ from typing import Final, Required, TypedDict, TypeVar, Unpack
 from aiohttp import web
 from pydantic import BaseModel
 
-from shared.apikeys import Role
-from shared.ratelimits import Category
+from shared.records.apikeys import Role
+from shared.records.ratelimits import Category
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Handler)

@@ -18,13 +18,15 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from services.gateway.schemas import IndexStatsInfo
-from shared import catalog, clock, index_stats, keys
-from shared.service import pause
+from shared import clock, keys
+from shared.index import index_stats
+from shared.records import catalog
+from shared.runtime.service import pause
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-    from shared.index_stats import IndexStats
+    from shared.index.index_stats import IndexStats
 
 log = structlog.get_logger(__name__)
 

@@ -8,14 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from shared import bus, clock, deadletters, dispatch, jobs, keys, tasks
+from shared import clock, keys
 from shared.clock import now_ms
-from shared.deadletters import DeadLetter
 from shared.errors import Conflict
-from shared.events import CloudEvent, JobCancelled
-from shared.jobs import Job, JobFilter, JobKind, JobState, Task
+from shared.messaging import bus, dispatch, tasks
+from shared.messaging.events import CloudEvent, JobCancelled
+from shared.messaging.workqueue import AsyncWorkQueue, Entry, Priority
+from shared.records import deadletters, jobs
+from shared.records.deadletters import DeadLetter
+from shared.records.jobs import Job, JobFilter, JobKind, JobState, Task
 from shared.webhooks.deliveries import queue_stats
-from shared.workqueue import AsyncWorkQueue, Entry, Priority
 
 if TYPE_CHECKING:
     import dramatiq

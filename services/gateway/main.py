@@ -54,12 +54,13 @@ from services.gateway.subscriptions import Subscriptions
 from services.gateway.throttle import rate_limit_middleware
 from services.gateway.webhooks import webhook_routes
 from services.gateway.writes import Writes
-from shared import tasks, telemetry
-from shared.broker import build_broker
 from shared.config import Settings
-from shared.embedding import Encoder
-from shared.ratelimits import Quotas
-from shared.storage import ObjectStore, open_store
+from shared.index.embedding import Encoder
+from shared.index.storage import ObjectStore, open_store
+from shared.messaging import tasks
+from shared.records.ratelimits import Quotas
+from shared.runtime import telemetry
+from shared.runtime.broker import build_broker
 
 log = structlog.get_logger(__name__)
 NAME = "gateway"

@@ -19,12 +19,14 @@ from services.gateway.endpoints import Endpoints, Scope
 from services.gateway.indexmetrics import exported
 from services.gateway.responses import model_response
 from services.gateway.schemas import RollbackAccepted, RollbackRequest, ScheduleList, TriggerAccepted
-from shared import catalog, clock, keys, manifests, schedule_state
-from shared.apikeys import Role
+from shared import clock, keys
 from shared.errors import Conflict, CorruptObject, NotFound, ObjectNotFound
-from shared.ratelimits import Category
-from shared.schedule_state import ScheduleView
-from shared.schedules import Schedule
+from shared.index import manifests
+from shared.records import catalog, schedule_state
+from shared.records.apikeys import Role
+from shared.records.ratelimits import Category
+from shared.records.schedule_state import ScheduleView
+from shared.records.schedules import Schedule
 
 maintenance_routes = Endpoints("maintenance")
 SCHEDULES: Final = web.AppKey("schedules", dict[str, Schedule])

@@ -14,8 +14,8 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from services.gateway.endpoints import JSON, Endpoint
 from services.gateway.problems import PROBLEM_JSON
 from services.gateway.schemas import Problem
-from shared.apikeys import Role
 from shared.constants import COLLECTION_NAME_PATTERN, TENANT_NAME_PATTERN
+from shared.records.apikeys import Role
 
 REF: Final = "#/components/schemas/{model}"
 # Path parameters whose form is known; any other is a non-empty string.

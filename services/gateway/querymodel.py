@@ -12,7 +12,7 @@ import structlog
 from shared.errors import ModelUnavailable
 
 if TYPE_CHECKING:
-    from shared.embedding import Encoder
+    from shared.index.embedding import Encoder
 
 log = structlog.get_logger(__name__)
 

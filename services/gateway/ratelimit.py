@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from shared import keys, scripts
-from shared.ratelimits import WINDOWS, Category, Quotas
+from shared.records.ratelimits import WINDOWS, Category, Quotas
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

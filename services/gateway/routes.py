@@ -24,12 +24,15 @@ from services.gateway.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from shared import bus, catalog, index_stats, keys, manifests, tasks
-from shared.apikeys import Role
+from shared import keys
 from shared.constants import COLLECTION_NAME_PATTERN
-from shared.events import CloudEvent, CollectionDeleted
-from shared.index_stats import IndexStats
-from shared.ratelimits import Category
+from shared.index import index_stats, manifests
+from shared.index.index_stats import IndexStats
+from shared.messaging import bus, tasks
+from shared.messaging.events import CloudEvent, CollectionDeleted
+from shared.records import catalog
+from shared.records.apikeys import Role
+from shared.records.ratelimits import Category
 
 __all__ = ["routes"]
 

@@ -8,13 +8,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared import constants as c
-from shared.apikeys import MAX_NAME_LENGTH, ApiKey, Role
-from shared.deadletters import DeadLetter
-from shared.documents import Document, Vector, check_vector, needs_one_of
-from shared.jobs import Job, JobState
-from shared.ratelimits import Quotas
-from shared.schedule_state import ScheduleView
-from shared.workqueue import Priority
+from shared.index.documents import Document, Vector, check_vector, needs_one_of
+from shared.messaging.workqueue import Priority
+from shared.records.apikeys import MAX_NAME_LENGTH, ApiKey, Role
+from shared.records.deadletters import DeadLetter
+from shared.records.jobs import Job, JobState
+from shared.records.ratelimits import Quotas
+from shared.records.schedule_state import ScheduleView
 
 JsonScalar = str | int | float | bool | None
 

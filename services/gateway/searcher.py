@@ -11,8 +11,8 @@ import numpy as np
 from services.gateway.cache import CacheKey, Level, SearchCache, digest
 from services.gateway.schemas import SearchHit, SearchRequest, SearchResponse
 from services.gateway.search import search_snapshot
-from shared import tracing
-from shared.documents import normalize
+from shared.index.documents import normalize
+from shared.messaging import tracing
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from services.gateway.metrics import GatewayMetrics
     from services.gateway.querymodel import QueryModel
     from services.gateway.snapshots import IndexRegistry
-    from shared.catalog import Collection
+    from shared.records.catalog import Collection
 
 
 class Searcher:

@@ -18,17 +18,20 @@ import numpy as np
 import structlog
 from opentelemetry.trace import SpanKind
 
-from shared import bus, catalog, keys, manifests, segments, tracing
-from shared.events import CloudEvent, CollectionDeleted, IndexPublished
-from shared.layout import CollectionRef
+from shared import keys
+from shared.index import manifests, segments
+from shared.index.layout import CollectionRef
+from shared.messaging import bus, tracing
+from shared.messaging.events import CloudEvent, CollectionDeleted, IndexPublished
+from shared.records import catalog
 
 if TYPE_CHECKING:
     import faiss
     import redis.asyncio as aioredis
 
-    from shared.manifests import Manifest
-    from shared.segments import LoadedSegment
-    from shared.storage import ObjectStore
+    from shared.index.manifests import Manifest
+    from shared.index.segments import LoadedSegment
+    from shared.index.storage import ObjectStore
 
 log = structlog.get_logger(__name__)
 LOAD_THREADS = 4  # segment files fetched at once when a version brings several new ones

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from opentelemetry.trace import SpanKind
 
-from shared import tracing
+from shared.messaging import tracing
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

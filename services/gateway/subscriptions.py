@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from shared import deadletters
 from shared.clock import millis, now_ms
 from shared.errors import Conflict, NotFound
-from shared.events import CloudEvent, WebhookTest
+from shared.messaging.events import CloudEvent, WebhookTest
+from shared.records import deadletters
 from shared.webhooks import endpoints
 from shared.webhooks.deliveries import Deliveries, Delivery, NewDelivery, new_delivery_id, read_stored
 from shared.webhooks.destinations import check_destination
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
     from shared.config import Settings
-    from shared.deadletters import DeadLetter
+    from shared.records.deadletters import DeadLetter
 
 log = structlog.get_logger(__name__)
 SOURCE: Final = "semaflow/gateway"

@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, m
 
 from services.gateway.schemas import CURSOR_PATTERN
 from shared.errors import InvalidInput
-from shared.jobs import Job
-from shared.tenants import EMAIL_PATTERN, MAX_EMAIL_LENGTH
+from shared.records.jobs import Job
+from shared.records.tenants import EMAIL_PATTERN, MAX_EMAIL_LENGTH
 from shared.webhooks.deliveries import Attempt, DeliveryState
 from shared.webhooks.destinations import MAX_URL_LENGTH
 from shared.webhooks.endpoints import check_event_types

@@ -26,11 +26,11 @@ from services.gateway.webhook_schemas import (
     WebhookUpdate,
     WebhookWithSecret,
 )
-from shared import tenants
-from shared.apikeys import Role
 from shared.errors import InvalidInput
-from shared.ratelimits import Category
-from shared.tenants import TenantProfile
+from shared.records import tenants
+from shared.records.apikeys import Role
+from shared.records.ratelimits import Category
+from shared.records.tenants import TenantProfile
 from shared.webhooks import endpoints
 from shared.webhooks.endpoints import Endpoint
 

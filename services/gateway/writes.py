@@ -8,21 +8,23 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from shared import bus, clock, dispatch, jobs, keys, tasks
+from shared import clock, keys
 from shared.clock import now_ms
 from shared.constants import JOB_RETENTION_S
-from shared.documents import encode_batch
-from shared.events import BatchAccepted, CloudEvent
-from shared.jobs import Job, JobKind, JobState, Task
-from shared.workqueue import Entry, Priority
+from shared.index.documents import encode_batch
+from shared.messaging import bus, dispatch, tasks
+from shared.messaging.events import BatchAccepted, CloudEvent
+from shared.messaging.workqueue import Entry, Priority
+from shared.records import jobs
+from shared.records.jobs import Job, JobKind, JobState, Task
 
 if TYPE_CHECKING:
     import dramatiq
     import redis.asyncio as aioredis
 
-    from shared.catalog import Collection
-    from shared.documents import Document
-    from shared.storage import ObjectStore
+    from shared.index.documents import Document
+    from shared.index.storage import ObjectStore
+    from shared.records.catalog import Collection
 
 log = structlog.get_logger(__name__)
 SOURCE = "semaflow/gateway"

@@ -10,12 +10,14 @@ from dramatiq.middleware import CurrentMessage
 from opentelemetry.trace import SpanKind
 
 from services.indexer.publishing import SOURCE, announce
-from shared import bus, catalog, clock, jobs, tasks, tracing
-from shared.catalog import Collection
+from shared import clock
 from shared.errors import Cancelled, PermanentError
-from shared.events import CloudEvent, JobSucceeded
-from shared.middleware import PERMANENT
-from shared.workqueue import WorkQueue
+from shared.messaging import bus, tasks, tracing
+from shared.messaging.events import CloudEvent, JobSucceeded
+from shared.messaging.workqueue import WorkQueue
+from shared.records import catalog, jobs
+from shared.records.catalog import Collection
+from shared.runtime.outcomes import PERMANENT
 
 if TYPE_CHECKING:
     import redis

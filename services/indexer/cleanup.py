@@ -26,17 +26,19 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from shared import catalog, clock, jobs, keys, manifests
+from shared import clock, keys
 from shared.errors import ObjectNotFound
+from shared.index import manifests
+from shared.records import catalog, jobs
 
 if TYPE_CHECKING:
     import redis
 
     from services.indexer.publishing import Publisher
-    from shared.catalog import Collection
-    from shared.layout import CollectionRef
-    from shared.manifests import Manifest
-    from shared.storage import ObjectStore, StoredObject
+    from shared.index.layout import CollectionRef
+    from shared.index.manifests import Manifest
+    from shared.index.storage import ObjectStore, StoredObject
+    from shared.records.catalog import Collection
 
 log = structlog.get_logger(__name__)
 

@@ -19,16 +19,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
-from shared import clock, segments
+from shared import clock
 from shared.errors import StaleIndex
-from shared.segments import HnswParams
+from shared.index import segments
+from shared.index.segments import HnswParams
 
 if TYPE_CHECKING:
     from services.indexer.publishing import Publisher
-    from shared.catalog import Collection
     from shared.config import Settings
-    from shared.manifests import Manifest, SegmentKind, SegmentRef
-    from shared.storage import ObjectStore
+    from shared.index.manifests import Manifest, SegmentKind, SegmentRef
+    from shared.index.storage import ObjectStore
+    from shared.records.catalog import Collection
 
 log = structlog.get_logger(__name__)
 

@@ -6,10 +6,11 @@ from prometheus_client import Counter
 
 from services.indexer import actors, maintenance
 from services.indexer.publishing import Publisher
-from shared import tasks, telemetry
 from shared.config import Settings
-from shared.storage import ObjectStore, open_store
-from shared.worker import WorkerService, new_worker_service
+from shared.index.storage import ObjectStore, open_store
+from shared.messaging import tasks
+from shared.runtime import telemetry
+from shared.runtime.worker import WorkerService, new_worker_service
 
 NAME = "indexer"
 

@@ -1,7 +1,7 @@
 """The indexer's maintenance actors: compaction, cleanup and statistics, each reporting its outcome.
 
 Thin entry points: each parses its payload, runs one function, announces new versions, and returns
-a summary, which :class:`shared.schedule_runs.ScheduleRuns` records for the schedule run that asked.
+a summary, which :class:`shared.runtime.schedule_runs.ScheduleRuns` records for the schedule run that asked.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from services.indexer import stats
 from services.indexer.cleanup import Cleaner
 from services.indexer.compaction import Compactor, Policy, Result
 from services.indexer.publishing import announce
-from shared import catalog, tasks
 from shared.errors import PermanentError, StaleIndex
+from shared.messaging import tasks
+from shared.records import catalog
 
 if TYPE_CHECKING:
     import dramatiq
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
     from services.indexer.publishing import Publisher
     from shared.config import Settings
-    from shared.storage import ObjectStore
+    from shared.index.storage import ObjectStore
 
 log = structlog.get_logger(__name__)
 

@@ -23,21 +23,24 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from shared import bus, catalog, jobs, keys, manifests, scripts, segments
+from shared import keys, scripts
 from shared.clock import now
 from shared.constants import COLLECTION_LOCK_TTL_S
-from shared.documents import decode_batch, decode_vectors
 from shared.errors import Cancelled, ObjectNotFound, PermanentError, StaleIndex
-from shared.events import CloudEvent, IndexPublished
-from shared.manifests import Manifest, SegmentRef
+from shared.index import manifests, segments
+from shared.index.documents import decode_batch, decode_vectors
+from shared.index.manifests import Manifest, SegmentRef
+from shared.messaging import bus
+from shared.messaging.events import CloudEvent, IndexPublished
+from shared.records import catalog, jobs
 
 if TYPE_CHECKING:
     import redis
     from prometheus_client import Counter
 
-    from shared.catalog import Collection
-    from shared.layout import CollectionRef
-    from shared.storage import ObjectStore
+    from shared.index.layout import CollectionRef
+    from shared.index.storage import ObjectStore
+    from shared.records.catalog import Collection
 
 log = structlog.get_logger(__name__)
 SOURCE = "semaflow/indexer"  # the CloudEvents source of everything the indexer announces

@@ -6,16 +6,18 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from shared import catalog, clock, index_stats, keys, manifests
+from shared import clock, keys
 from shared.errors import CorruptObject, ObjectNotFound, PermanentError
-from shared.index_stats import IndexStats
-from shared.segments import INDEX_FILE
+from shared.index import index_stats, manifests
+from shared.index.index_stats import IndexStats
+from shared.index.segments import INDEX_FILE
+from shared.records import catalog
 
 if TYPE_CHECKING:
     import redis
 
-    from shared.catalog import Collection
-    from shared.storage import ObjectStore
+    from shared.index.storage import ObjectStore
+    from shared.records.catalog import Collection
 
 log = structlog.get_logger(__name__)
 

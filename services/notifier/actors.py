@@ -10,9 +10,10 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from services.notifier import digest
-from shared import keys, tasks
+from shared import keys
 from shared.errors import PermanentError, TransientError
-from shared.middleware import PERMANENT
+from shared.messaging import tasks
+from shared.runtime.outcomes import PERMANENT
 
 if TYPE_CHECKING:
     import dramatiq

@@ -21,9 +21,11 @@ from opentelemetry.trace import SpanKind
 
 from services.notifier.http import Answer, post, refusal
 from services.notifier.signing import headers as signed_headers
-from shared import bus, clock, deadletters, keys, tasks, tracing
+from shared import clock, keys
 from shared.clock import now_ms
-from shared.events import CloudEvent, WebhookDeliveryExhausted, WebhookEndpointDisabled
+from shared.messaging import bus, tasks, tracing
+from shared.messaging.events import CloudEvent, WebhookDeliveryExhausted, WebhookEndpointDisabled
+from shared.records import deadletters
 from shared.scriptbatch import ScriptBatcher
 from shared.webhooks.deliveries import Attempt, Deliveries, Delivery, Outcome, Target
 from shared.webhooks.retries import RetrySchedule, retry_after_s

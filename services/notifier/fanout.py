@@ -12,9 +12,16 @@ from typing import TYPE_CHECKING, Final
 import structlog
 from opentelemetry.trace import SpanKind
 
-from shared import keys, scripts, tasks, tracing
+from shared import keys, scripts
 from shared.clock import now_ms
-from shared.events import BatchAccepted, JobFailed, JobSucceeded, WebhookDeliveryExhausted, WebhookEndpointDisabled
+from shared.messaging import tasks, tracing
+from shared.messaging.events import (
+    BatchAccepted,
+    JobFailed,
+    JobSucceeded,
+    WebhookDeliveryExhausted,
+    WebhookEndpointDisabled,
+)
 from shared.webhooks import endpoints
 from shared.webhooks.deliveries import NewDelivery, event_delivery_id
 from shared.webhooks.endpoints import Endpoint
@@ -24,8 +31,8 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
     from services.notifier.delivery import Deliverer
-    from shared.bus import Received
-    from shared.events import CloudEvent
+    from shared.messaging.bus import Received
+    from shared.messaging.events import CloudEvent
 
 log = structlog.get_logger(__name__)
 

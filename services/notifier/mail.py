@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, Final
 import jinja2
 import structlog
 
-from shared import keys, tenants
+from shared import keys
 from shared.errors import ConfigurationError, PermanentError, TransientError
+from shared.records import tenants
 
 if TYPE_CHECKING:
     import redis

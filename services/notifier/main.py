@@ -15,13 +15,14 @@ from services.notifier.fanout import FanOut
 from services.notifier.http import open_session
 from services.notifier.mail import Mailer, Notifications, Renderer
 from services.notifier.metrics import NotifierMetrics
-from shared import tasks, telemetry
-from shared.bus import GroupConsumer
 from shared.config import Settings
 from shared.errors import TransientError
-from shared.heartbeat import instance_id
-from shared.service import pause, run_until_signalled
-from shared.worker import WorkerService, new_worker_service
+from shared.messaging import tasks
+from shared.messaging.bus import GroupConsumer
+from shared.runtime import telemetry
+from shared.runtime.heartbeat import instance_id
+from shared.runtime.service import pause, run_until_signalled
+from shared.runtime.worker import WorkerService, new_worker_service
 
 log = structlog.get_logger(__name__)
 NAME: Final = "notifier"

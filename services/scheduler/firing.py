@@ -18,18 +18,19 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from shared import bus, keys, scripts, tasks
+from shared import keys, scripts
 from shared.clock import from_millis, millis
-from shared.events import CloudEvent, ScheduleFired
-from shared.schedule_state import Outcome, areport
-from shared.schedules import Action
+from shared.messaging import bus, tasks
+from shared.messaging.events import CloudEvent, ScheduleFired
+from shared.records.schedule_state import Outcome, areport
+from shared.records.schedules import Action
 
 if TYPE_CHECKING:
     import dramatiq
     import redis.asyncio as aioredis
 
     from services.scheduler.lease import Lease
-    from shared.schedules import Schedule
+    from shared.records.schedules import Schedule
 
 log = structlog.get_logger(__name__)
 SOURCE = "semaflow/scheduler"

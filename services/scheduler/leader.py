@@ -15,16 +15,17 @@ from services.scheduler import firing
 from services.scheduler.firing import Recorded, Run
 from services.scheduler.lease import Lease
 from services.scheduler.ticks import plan
-from shared import clock, keys, scripts, tracing
+from shared import clock, keys, scripts
 from shared.clock import from_millis
 from shared.constants import MAX_TICKS_PER_PASS
+from shared.messaging import tracing
 
 if TYPE_CHECKING:
     import dramatiq
     import redis.asyncio as aioredis
 
     from services.scheduler.metrics import SchedulerMetrics
-    from shared.schedules import Schedule
+    from shared.records.schedules import Schedule
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,7 @@ import uuid
 from typing import TYPE_CHECKING, Final
 
 from shared import keys, scripts
-from shared.heartbeat import instance_id
+from shared.runtime.heartbeat import instance_id
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

@@ -11,11 +11,11 @@ import structlog
 
 from services.scheduler.leader import Clock, Scheduler, utcnow
 from services.scheduler.metrics import SchedulerMetrics
-from shared import telemetry
-from shared.broker import build_broker
 from shared.config import Settings
-from shared.metrics import beat_info, process_registry, serve_metrics
-from shared.service import run_until_signalled
+from shared.runtime import telemetry
+from shared.runtime.broker import build_broker
+from shared.runtime.metrics import beat_info, process_registry, serve_metrics
+from shared.runtime.service import run_until_signalled
 
 log = structlog.get_logger(__name__)
 NAME = "scheduler"

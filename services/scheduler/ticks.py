@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shared.schedules import MissedRuns
+from shared.records.schedules import MissedRuns
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from shared.schedules import Cron
+    from shared.records.schedules import Cron
 
 
 @dataclass(frozen=True)

@@ -6,3 +6,5 @@
 - :mod:`shared.webhooks.destinations`: which destinations a webhook may reach (SSRF guard);
 - :mod:`shared.webhooks.retries`: the retry schedule.
 """
+
+__all__ = ["deliveries", "destinations", "endpoints", "retries"]

@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from pydantic import BaseModel, ConfigDict
 
-from shared import keys, paging, scripts
+from shared import keys, scripts
 from shared.clock import iso_time
+from shared.messaging.tasks import NOTIFY_QUEUE
+from shared.messaging.workqueue import DONE_BUCKET_S
+from shared.records import paging
 from shared.scriptbatch import ScriptBatcher
-from shared.tasks import NOTIFY_QUEUE
 from shared.webhooks.endpoints import Secret
-from shared.workqueue import DONE_BUCKET_S
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

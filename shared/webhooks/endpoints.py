@@ -22,7 +22,7 @@ from shared import keys, scripts
 from shared.clock import iso_time, now_ms
 from shared.constants import MAX_WEBHOOKS_PER_TENANT
 from shared.errors import Conflict, InvalidInput
-from shared.events import EVENT_TYPES, WebhookDeliveryExhausted, WebhookEndpointDisabled, WebhookTest
+from shared.messaging.events import EVENT_TYPES, WebhookDeliveryExhausted, WebhookEndpointDisabled, WebhookTest
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

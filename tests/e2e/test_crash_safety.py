@@ -24,8 +24,10 @@ import pytest
 import redis
 
 from semaflow.redis_server import RedisServer, free_port
-from shared import apikeys, catalog, keys, manifests
-from shared.storage import LocalStore
+from shared import keys
+from shared.index import manifests
+from shared.index.storage import LocalStore
+from shared.records import apikeys, catalog
 
 BATCHES = 4
 DOCS_PER_BATCH = 48

@@ -22,7 +22,7 @@ import redis
 
 from semaflow.redis_server import RedisServer
 from shared import keys
-from shared.events import ScheduleFired
+from shared.messaging.events import ScheduleFired
 from tests.streams import events_of
 
 pytestmark = pytest.mark.e2e

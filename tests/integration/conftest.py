@@ -35,10 +35,10 @@ from semaflow.redis_server import RedisServer
 from services.gateway.main import build as build_gateway
 from services.notifier.main import Notifier
 from services.notifier.main import build as build_notifier
-from shared import apikeys
 from shared.config import Settings
-from shared.embedding import Encoder
-from shared.storage import LocalStore, S3Store, open_store
+from shared.index.embedding import Encoder
+from shared.index.storage import LocalStore, S3Store, open_store
+from shared.records import apikeys
 from tests.peers import Receiver, SmtpServer
 
 if TYPE_CHECKING:

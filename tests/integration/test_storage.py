@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from shared.errors import ObjectNotFound, PreconditionFailed, StorageUnavailable
-from shared.storage import ObjectStore, S3Store, open_store
+from shared.index.storage import ObjectStore, S3Store, open_store
 from tests.integration.conftest import S3Server, closed_port
 
 

@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared import segments
-from shared.documents import normalize
 from shared.errors import CorruptObject
-from shared.layout import CollectionRef
-from shared.storage import LocalStore
+from shared.index import segments
+from shared.index.documents import normalize
+from shared.index.layout import CollectionRef
+from shared.index.storage import LocalStore
 
 REF = CollectionRef("t", "c", "col1")
 

@@ -1,6 +1,6 @@
 """What semaflow relies on in Dramatiq's Redis broker beyond its public API, pinned against a real Redis.
 
-Counting a queue's tokens (:func:`shared.dispatch.tokens_without_claim`, the gateway's queue
+Counting a queue's tokens (:func:`shared.messaging.dispatch.tokens_without_claim`, the gateway's queue
 statistics) reads Dramatiq's keys directly: the names in :mod:`shared.keys` must match where
 Dramatiq keeps a queue's messages. Work-queue claims are recorded under a token's message id, which
 must survive a retry and a dead worker's redelivery. A Dramatiq upgrade that changes any of this
@@ -21,8 +21,8 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
 
 from shared import keys
-from shared.broker import build_broker
 from shared.config import Settings
+from shared.runtime.broker import build_broker
 
 QUEUE = "contract"
 # Dramatiq's scale for ``maintenance_chance``: at this value every command runs maintenance.

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from services.embedder.embedding import embed_stored_batch
-from shared.documents import Document, decode_vectors, encode_batch
-from shared.embedding import Encoder
 from shared.errors import Cancelled
-from shared.layout import CollectionRef
-from shared.storage import LocalStore
+from shared.index.documents import Document, decode_vectors, encode_batch
+from shared.index.embedding import Encoder
+from shared.index.layout import CollectionRef
+from shared.index.storage import LocalStore
 
 REF = CollectionRef("acme", "docs", "c1")
 

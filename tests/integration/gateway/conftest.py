@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient
 from services.embedder.main import build as build_embedder
 from services.indexer.main import build as build_indexer
 from shared.config import Settings
-from shared.embedding import Encoder
-from shared.storage import LocalStore
+from shared.index.embedding import Encoder
+from shared.index.storage import LocalStore
 from tests.integration.conftest import Api
 
 __all__ = ["Api", "Client", "running_workers"]

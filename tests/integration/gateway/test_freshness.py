@@ -9,10 +9,10 @@ from pytest_aiohttp import AiohttpClient
 
 from services.gateway.main import build as build_gateway
 from services.indexer.publishing import Publisher
-from shared import apikeys, catalog
-from shared.apikeys import Role
 from shared.config import Settings
-from shared.storage import LocalStore
+from shared.index.storage import LocalStore
+from shared.records import apikeys, catalog
+from shared.records.apikeys import Role
 from tests.integration.gateway.conftest import Client
 from tests.integration.indexer.staging import stage, unit_vectors
 

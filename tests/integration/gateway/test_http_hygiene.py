@@ -14,8 +14,8 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from services.gateway.main import build as build_gateway
 from services.gateway.main import server_options
 from shared.config import Settings
-from shared.embedding import Encoder
-from shared.storage import LocalStore
+from shared.index.embedding import Encoder
+from shared.index.storage import LocalStore
 from tests.integration.gateway.conftest import Api, Client
 
 Build = Callable[..., Coroutine[Any, Any, Client]]

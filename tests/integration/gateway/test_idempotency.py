@@ -12,8 +12,9 @@ import redis
 import redis.asyncio as aioredis
 
 from services.gateway import idempotency
-from shared import apikeys, keys
-from shared.storage import LocalStore
+from shared import keys
+from shared.index.storage import LocalStore
+from shared.records import apikeys
 from tests.integration.gateway.conftest import Api
 
 DOCUMENTS = "/v1/collections/docs/documents"

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import redis
 
-from shared import apikeys
 from shared.config import Settings
-from shared.embedding import Encoder
-from shared.storage import LocalStore
+from shared.index.embedding import Encoder
+from shared.index.storage import LocalStore
+from shared.records import apikeys
 from tests.integration.gateway.conftest import Api, running_workers
 
 FINAL = ("succeeded", "failed", "cancelled", "dead")

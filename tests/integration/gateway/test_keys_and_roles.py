@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 import redis
 
-from shared import apikeys, keys
-from shared.apikeys import Role
+from shared import keys
+from shared.records import apikeys
+from shared.records.apikeys import Role
 from tests.integration.gateway.conftest import Api
 
 

@@ -13,11 +13,12 @@ from pytest_aiohttp import AiohttpClient
 from services.gateway.main import build as build_gateway
 from services.indexer import stats
 from services.scheduler.main import build as build_scheduler
-from shared import apikeys, keys
+from shared import keys
 from shared.config import Settings
-from shared.embedding import Encoder
-from shared.events import ScheduleFired
-from shared.storage import LocalStore
+from shared.index.embedding import Encoder
+from shared.index.storage import LocalStore
+from shared.messaging.events import ScheduleFired
+from shared.records import apikeys
 from tests.integration.gateway.conftest import Api
 from tests.peers import eventually
 from tests.streams import events_of

@@ -12,11 +12,11 @@ import redis
 from pytest_aiohttp import AiohttpClient
 
 from services.gateway.main import build as build_gateway
-from shared import apikeys
-from shared.apikeys import Role
 from shared.config import Settings
-from shared.embedding import Encoder
-from shared.storage import LocalStore
+from shared.index.embedding import Encoder
+from shared.index.storage import LocalStore
+from shared.records import apikeys
+from shared.records.apikeys import Role
 from tests.integration.gateway.conftest import Client
 
 VECTOR = [1.0] + [0.0] * 383

@@ -12,11 +12,12 @@ from pytest_aiohttp import AiohttpClient
 
 from services.gateway.appkeys import CACHE
 from services.gateway.main import build as build_gateway
-from shared import apikeys, keys
-from shared.apikeys import Role
+from shared import keys
 from shared.config import Settings
-from shared.embedding import Encoder
-from shared.storage import LocalStore
+from shared.index.embedding import Encoder
+from shared.index.storage import LocalStore
+from shared.records import apikeys
+from shared.records.apikeys import Role
 from tests.integration.gateway.conftest import Api, Client
 from tests.peers import eventually
 

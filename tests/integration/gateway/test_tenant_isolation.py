@@ -26,10 +26,10 @@ from services.gateway.schemas import (
     SearchRequest,
 )
 from services.gateway.webhook_schemas import ReplayRequest, TenantUpdate, WebhookCreate, WebhookUpdate
-from shared import apikeys, deadletters, jobs
-from shared.apikeys import Role
-from shared.ratelimits import QuotaOverrides
-from shared.workqueue import Entry, Priority
+from shared.messaging.workqueue import Entry, Priority
+from shared.records import apikeys, deadletters, jobs
+from shared.records.apikeys import Role
+from shared.records.ratelimits import QuotaOverrides
 from tests.integration.gateway.conftest import Api
 
 OWNER = "globex"

@@ -12,9 +12,9 @@ import redis
 import redis.asyncio as aioredis
 from standardwebhooks import Webhook
 
-from shared import apikeys
 from shared.config import Settings
-from shared.events import IndexPublished, JobSucceeded
+from shared.messaging.events import IndexPublished, JobSucceeded
+from shared.records import apikeys
 from tests.integration.conftest import Api, RunningNotifier
 from tests.peers import Receiver, eventually
 from tests.streams import publish

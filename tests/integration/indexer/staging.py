@@ -11,10 +11,11 @@ import redis
 from services.gateway.search import search_snapshot
 from services.gateway.snapshots import Snapshot
 from services.indexer.publishing import Publisher
-from shared import keys, segments
-from shared.catalog import Collection
-from shared.documents import Document, encode_batch, encode_vectors, normalize
-from shared.storage import ObjectStore
+from shared import keys
+from shared.index import segments
+from shared.index.documents import Document, encode_batch, encode_vectors, normalize
+from shared.index.storage import ObjectStore
+from shared.records.catalog import Collection
 
 
 def make_collection(client: redis.Redis, name: str = "docs", tenant: str = "acme") -> Collection:

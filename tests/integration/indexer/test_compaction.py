@@ -13,10 +13,10 @@ import redis
 from services.indexer.compaction import Compactor, Policy
 from services.indexer.publishing import Publisher
 from shared import keys
-from shared.catalog import Collection
 from shared.config import Settings
-from shared.segments import HnswParams
-from shared.storage import LocalStore
+from shared.index.segments import HnswParams
+from shared.index.storage import LocalStore
+from shared.records.catalog import Collection
 from tests.integration.indexer.staging import live_ids, load_live, make_collection, stage, top_ids, unit_vectors
 
 SMALL = Policy(small_vectors=10_000, deleted_ratio=0.2, approximate_threshold=50_000, hnsw=HnswParams(32, 200, 128))

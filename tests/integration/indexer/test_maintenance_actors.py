@@ -12,13 +12,16 @@ import redis
 
 from services.indexer.main import build as build_indexer
 from services.indexer.publishing import Publisher
-from shared import clock, index_stats, keys, schedule_state, tasks
-from shared.broker import build_broker
+from shared import clock, keys
 from shared.config import Settings
-from shared.events import IndexPublished
-from shared.schedule_state import Outcome
-from shared.schedules import Action, MissedRuns, Schedule
-from shared.storage import LocalStore
+from shared.index import index_stats
+from shared.index.storage import LocalStore
+from shared.messaging import tasks
+from shared.messaging.events import IndexPublished
+from shared.records import schedule_state
+from shared.records.schedule_state import Outcome
+from shared.records.schedules import Action, MissedRuns, Schedule
+from shared.runtime.broker import build_broker
 from tests.integration.indexer.staging import load_live, make_collection, stage, top_ids, unit_vectors
 from tests.streams import events_of
 

@@ -10,11 +10,13 @@ import pytest
 import redis
 
 from services.indexer.publishing import Publisher
-from shared import jobs, keys, manifests, segments
-from shared.catalog import Collection
-from shared.documents import Document, encode_batch, encode_vectors, normalize
+from shared import keys
 from shared.errors import Cancelled, CorruptObject
-from shared.storage import LocalStore
+from shared.index import manifests, segments
+from shared.index.documents import Document, encode_batch, encode_vectors, normalize
+from shared.index.storage import LocalStore
+from shared.records import jobs
+from shared.records.catalog import Collection
 
 
 @pytest.fixture

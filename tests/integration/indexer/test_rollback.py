@@ -7,9 +7,9 @@ import redis
 
 from services.indexer.publishing import Publisher
 from shared import keys
-from shared.catalog import Collection
 from shared.errors import PermanentError
-from shared.storage import LocalStore
+from shared.index.storage import LocalStore
+from shared.records.catalog import Collection
 from tests.integration.indexer.staging import live_ids, load_live, make_collection, stage, unit_vectors
 
 

@@ -17,11 +17,13 @@ import redis.asyncio as aioredis
 from standardwebhooks import Webhook
 
 from services.notifier.http import CONTENT_TYPE, GuardedResolver, RefusedAddress
-from shared import bus, deadletters, keys, tasks, tenants
+from shared import keys
 from shared.clock import now_ms
 from shared.config import Settings
-from shared.deadletters import LetterFilter
-from shared.events import CloudEvent, IndexPublished, JobFailed, JobSucceeded
+from shared.messaging import bus, tasks
+from shared.messaging.events import CloudEvent, IndexPublished, JobFailed, JobSucceeded
+from shared.records import deadletters, tenants
+from shared.records.deadletters import LetterFilter
 from shared.webhooks import endpoints
 from shared.webhooks.deliveries import Deliveries, Delivery, DeliveryState, NewDelivery
 from shared.webhooks.destinations import AllowList

@@ -13,10 +13,12 @@ from pydantic import SecretStr
 
 from semaflow.redis_server import free_port
 from services.notifier.fanout import iso_week
-from shared import bus, deadletters, keys, tasks, tenants
+from shared import keys
 from shared.config import Settings
-from shared.deadletters import LetterFilter
-from shared.events import BatchAccepted, JobFailed, JobSucceeded, WebhookDeliveryExhausted
+from shared.messaging import bus, tasks
+from shared.messaging.events import BatchAccepted, JobFailed, JobSucceeded, WebhookDeliveryExhausted
+from shared.records import deadletters, tenants
+from shared.records.deadletters import LetterFilter
 from tests.integration.conftest import Api, RunningNotifier
 from tests.peers import SmtpServer, eventually
 from tests.streams import publish

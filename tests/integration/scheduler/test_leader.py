@@ -15,13 +15,14 @@ from services.scheduler import firing
 from services.scheduler.firing import Recorded
 from services.scheduler.leader import NotLeader, Scheduler
 from services.scheduler.lease import Lease
-from shared import keys, schedule_state
-from shared.broker import build_broker
+from shared import keys
 from shared.config import Settings
-from shared.events import ScheduleFired
-from shared.schedule_state import Outcome
-from shared.schedules import Action, MissedRuns, Schedule
-from shared.tasks import MAINTENANCE_QUEUE
+from shared.messaging.events import ScheduleFired
+from shared.messaging.tasks import MAINTENANCE_QUEUE
+from shared.records import schedule_state
+from shared.records.schedule_state import Outcome
+from shared.records.schedules import Action, MissedRuns, Schedule
+from shared.runtime.broker import build_broker
 from tests.streams import events_of
 
 T0 = datetime(2026, 1, 5, 7, 59, 30, tzinfo=UTC)

@@ -6,8 +6,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from shared import clock, jobs, keys
-from shared.jobs import Job, JobKind, JobState
+from shared import clock, keys
+from shared.records import jobs
+from shared.records.jobs import Job, JobKind, JobState
 
 
 def _job(job_id: str) -> Job:

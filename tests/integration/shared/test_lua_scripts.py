@@ -16,10 +16,10 @@ import redis
 import redis.asyncio as aioredis
 
 from shared import keys, scripts
+from shared.messaging.workqueue import LEVELS
 from shared.scriptbatch import ScriptBatcher
 from shared.scripts import LuaScript
 from shared.webhooks.deliveries import _DELIVERY_FIELDS, _TARGET_FIELDS
-from shared.workqueue import LEVELS
 
 Case = Callable[[redis.Redis, LuaScript], None]
 Arg = str | int | bytes
@@ -177,7 +177,7 @@ def _job_begin(r: redis.Redis, s: LuaScript) -> None:
     assert s.run(r, [keys.job("nope")], ["t1", "1"]) == 0
 
 
-# The work queue's key templates for queue "q" (see shared.workqueue).
+# The work queue's key templates for queue "q" (see shared.messaging.workqueue).
 _TEMPLATES: Final = (
     keys.wq_age("q", keys.LEVEL),
     keys.wq_ring("q", keys.LEVEL),

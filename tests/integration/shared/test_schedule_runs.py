@@ -12,11 +12,11 @@ import redis
 from dramatiq import Worker
 
 from shared import keys
-from shared.broker import build_broker
 from shared.config import Settings
 from shared.errors import PermanentError
-from shared.schedule_runs import ScheduleRuns
-from shared.schedule_state import Outcome
+from shared.records.schedule_state import Outcome
+from shared.runtime.broker import build_broker
+from shared.runtime.schedule_runs import ScheduleRuns
 
 QUEUE = "schedule-runs-test"
 

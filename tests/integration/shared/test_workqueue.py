@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import redis
 
-from shared import dispatch, keys, tasks
-from shared.broker import build_broker
+from shared import keys
 from shared.clock import now_ms
 from shared.config import Settings
-from shared.workqueue import AsyncWorkQueue, Entry, Priority, WorkQueue
+from shared.messaging import dispatch, tasks
+from shared.messaging.workqueue import AsyncWorkQueue, Entry, Priority, WorkQueue
+from shared.runtime.broker import build_broker
 
 
 def _entry(entry_id: str, tenant: str = "a", priority: Priority = Priority.NORMAL, at: int | None = None) -> Entry:

@@ -1,7 +1,7 @@
 """What semaflow relies on in FAISS beyond adding and searching, pinned so an upgrade that changes it fails here.
 
 The gateway fills a merged flat index by writing straight into its storage, and segments read an
-index's rows as a view of that storage (:mod:`services.gateway.snapshots`, :mod:`shared.segments`);
+index's rows as a view of that storage (:mod:`services.gateway.snapshots`, :mod:`shared.index.segments`);
 searches filter rows with a bitmap packed least-significant bit first (:mod:`services.gateway.search`).
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from shared.documents import normalize
+from shared.index.documents import normalize
 
 DIM = 16
 

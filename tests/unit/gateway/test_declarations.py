@@ -7,8 +7,8 @@ from aiohttp import web
 
 from services.gateway.endpoints import Endpoints, Scope
 from services.gateway.ratelimit import Decision, WindowState
-from shared.apikeys import Role
-from shared.ratelimits import Category
+from shared.records.apikeys import Role
+from shared.records.ratelimits import Category
 
 
 async def _handler(request: web.Request) -> web.Response:

@@ -7,9 +7,9 @@ import numpy as np
 
 from services.gateway.search import search_pool, search_snapshot
 from services.gateway.snapshots import Snapshot
-from shared.documents import normalize
-from shared.layout import CollectionRef
-from shared.segments import LoadedSegment
+from shared.index.documents import normalize
+from shared.index.layout import CollectionRef
+from shared.index.segments import LoadedSegment
 
 
 def _segment(seg_id: str, vectors: np.ndarray[Any, Any], ids: list[str], meta: list[dict[str, Any]]) -> LoadedSegment:
@@ -88,7 +88,7 @@ def _hnsw_snapshot(n: int = 3000, deleted: tuple[str, ...] = ()) -> tuple[Snapsh
     """A snapshot of one HNSW segment (as compaction builds it) plus one small flat segment."""
     import faiss
 
-    from shared.segments import HnswParams, build
+    from shared.index.segments import HnswParams, build
 
     rng = np.random.default_rng(11)
     v = normalize(rng.normal(size=(n + 10, 384)))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from services.indexer.compaction import Policy, choose
-from shared.manifests import Manifest, SegmentKind, SegmentRef
-from shared.segments import HnswParams
+from shared.index.manifests import Manifest, SegmentKind, SegmentRef
+from shared.index.segments import HnswParams
 
 POLICY = Policy(small_vectors=1_000, deleted_ratio=0.2, approximate_threshold=10_000, hnsw=HnswParams(16, 40, 32))
 

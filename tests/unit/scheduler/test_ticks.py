@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from services.scheduler.ticks import plan
-from shared.schedules import Cron, MissedRuns
+from shared.records.schedules import Cron, MissedRuns
 
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 HOURLY = Cron("0 * * * *", ZoneInfo("UTC"))

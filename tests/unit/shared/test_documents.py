@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from shared.documents import Document, decode_batch, decode_vectors, encode_batch, encode_vectors, normalize
 from shared.errors import CorruptObject
+from shared.index.documents import Document, decode_batch, decode_vectors, encode_batch, encode_vectors, normalize
 
 
 def test_batch_round_trip() -> None:

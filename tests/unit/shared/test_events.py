@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import InvalidInput
-from shared.events import CloudEvent, IndexPublished
+from shared.messaging.events import CloudEvent, IndexPublished
 
 
 def test_envelope_round_trips_with_cloudevents_fields() -> None:

@@ -4,11 +4,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import manifests
 from shared.errors import CorruptObject
-from shared.layout import CollectionRef
-from shared.manifests import Manifest, SegmentRef
-from shared.storage import LocalStore
+from shared.index import manifests
+from shared.index.layout import CollectionRef
+from shared.index.manifests import Manifest, SegmentRef
+from shared.index.storage import LocalStore
 
 REF = CollectionRef("acme", "docs", "c0ffee")
 

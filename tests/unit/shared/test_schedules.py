@@ -9,7 +9,7 @@ import pytest
 
 from shared.config import Settings
 from shared.errors import ConfigurationError
-from shared.schedules import Action, Cron, MissedRuns, ScheduleConfig, configured
+from shared.records.schedules import Action, Cron, MissedRuns, ScheduleConfig, configured
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 import structlog
 
-from shared import bus, deadletters, jobs, keys, tasks
+from shared import keys
 from shared.errors import InvalidInput, PermanentError
-from shared.events import CloudEvent, JobFailed
-from shared.workqueue import WorkQueue
+from shared.messaging import bus, tasks
+from shared.messaging.events import CloudEvent, JobFailed
+from shared.messaging.workqueue import WorkQueue
+from shared.records import deadletters, jobs
 
 if TYPE_CHECKING:
     import redis

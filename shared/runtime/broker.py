@@ -17,7 +17,7 @@ from dramatiq.middleware import (
 )
 
 from shared import keys
-from shared.task_telemetry import TaskTracing
+from shared.runtime.task_telemetry import TaskTracing
 
 if TYPE_CHECKING:
     from dramatiq import Broker, Middleware

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
-from shared import keys, scripts, tracing
+from shared import keys, scripts
 from shared.clock import now_ms
 from shared.keys import text
+from shared.messaging import tracing
 
 if TYPE_CHECKING:
     import redis

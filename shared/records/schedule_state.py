@@ -1,7 +1,7 @@
 """The state of each schedule in Redis: its last run and outcome, whether it is paused, manual triggers.
 
 The scheduler leader writes a run when it fires (see ``services/scheduler/firing.py``); the worker
-that runs the task the run enqueued reports how it goes (:class:`shared.schedule_runs.ScheduleRuns`)
+that runs the task the run enqueued reports how it goes (:class:`shared.runtime.schedule_runs.ScheduleRuns`)
 with :func:`report`, which only touches the record while it still describes that run, so a slow run
 never overwrites the outcome of a newer one.
 """
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import redis
     import redis.asyncio as aioredis
 
-    from shared.schedules import Schedule
+    from shared.records.schedules import Schedule
 
 
 class Outcome(StrEnum):

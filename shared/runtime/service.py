@@ -10,7 +10,7 @@ from typing import Any
 import redis
 import structlog
 
-from shared.heartbeat import Heartbeat
+from shared.runtime.heartbeat import Heartbeat
 
 log = structlog.get_logger(__name__)
 

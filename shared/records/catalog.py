@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict
 
 from shared import clock, keys
-from shared.layout import CollectionRef
+from shared.index.layout import CollectionRef
 
 if TYPE_CHECKING:
     import redis

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 import structlog
 
-from shared import schedule_state
-from shared.schedule_state import Outcome
+from shared.records import schedule_state
+from shared.records.schedule_state import Outcome
 
 if TYPE_CHECKING:
     import redis

@@ -1,5 +1,5 @@
 """Structured logging (structlog): JSON lines in production, readable output on a terminal, each line
-tagged with its service and, inside a span, its trace and span ids (see :mod:`shared.tracing`)."""
+tagged with its service and, inside a span, its trace and span ids (see :mod:`shared.messaging.tracing`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from shared import tracing
+from shared.messaging import tracing
 
 if TYPE_CHECKING:
     from shared.config import Settings

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from shared import keys, tasks
-from shared.workqueue import AsyncWorkQueue, Entry, WorkQueue
+from shared import keys
+from shared.messaging import tasks
+from shared.messaging.workqueue import AsyncWorkQueue, Entry, WorkQueue
 
 if TYPE_CHECKING:
     import dramatiq

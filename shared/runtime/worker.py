@@ -12,13 +12,13 @@ import dramatiq
 import redis
 import structlog
 
-from shared import dispatch, tasks
-from shared.broker import build_broker
-from shared.heartbeat import Heartbeat
-from shared.metrics import MetricsServer, WorkerMetrics, beat_info, serve_metrics
-from shared.middleware import WorkOutcomes
-from shared.schedule_runs import ScheduleRuns
-from shared.task_telemetry import TaskMetrics
+from shared.messaging import dispatch, tasks
+from shared.runtime.broker import build_broker
+from shared.runtime.heartbeat import Heartbeat
+from shared.runtime.metrics import MetricsServer, WorkerMetrics, beat_info, serve_metrics
+from shared.runtime.outcomes import WorkOutcomes
+from shared.runtime.schedule_runs import ScheduleRuns
+from shared.runtime.task_telemetry import TaskMetrics
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -47,7 +47,7 @@ class WorkerService:
     _metrics_server: MetricsServer | None = None
 
     def _top_up_forever(self) -> None:
-        """Restore tokens of entries whose sender died before sending one (see :mod:`shared.dispatch`)."""
+        """Restore tokens of entries whose sender died before sending one (see :mod:`shared.messaging.dispatch`)."""
         queues = sorted(q for q in self.queues if q in tasks.TOKENS)
         while not self._stop_top_up.wait(self.settings.queue_top_up_interval_s):
             for queue in queues:

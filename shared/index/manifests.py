@@ -13,8 +13,8 @@ from shared import constants as c
 from shared.errors import CorruptObject, ObjectNotFound, PreconditionFailed
 
 if TYPE_CHECKING:
-    from shared.layout import CollectionRef
-    from shared.storage import ObjectStore
+    from shared.index.layout import CollectionRef
+    from shared.index.storage import ObjectStore
 
 
 def sha256(data: bytes) -> str:

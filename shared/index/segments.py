@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from shared.documents import metadata_line
 from shared.errors import CorruptObject
-from shared.manifests import SegmentKind, SegmentRef, sha256
+from shared.index.documents import metadata_line
+from shared.index.manifests import SegmentKind, SegmentRef, sha256
 
 if TYPE_CHECKING:
     import faiss
 
-    from shared.layout import CollectionRef
-    from shared.storage import ObjectStore
+    from shared.index.layout import CollectionRef
+    from shared.index.storage import ObjectStore
 
 INDEX_FILE: Final = "index.faiss"
 DOCS_FILE: Final = "docs.jsonl.gz"

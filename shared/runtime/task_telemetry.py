@@ -11,11 +11,11 @@ import dramatiq
 import structlog
 from opentelemetry.trace import SpanKind
 
-from shared import tasks, tracing
-from shared.middleware import PERMANENT
+from shared.messaging import tasks, tracing
+from shared.runtime.outcomes import PERMANENT
 
 if TYPE_CHECKING:
-    from shared.metrics import WorkerMetrics
+    from shared.runtime.metrics import WorkerMetrics
 
 
 def outcome_of(message: dramatiq.MessageProxy, exception: BaseException | None) -> str:

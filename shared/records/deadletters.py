@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from shared import clock, keys, paging
+from shared import clock, keys
 from shared.clock import millis
-from shared.workqueue import Entry, Priority
+from shared.messaging.workqueue import Entry, Priority
+from shared.records import paging
 
 if TYPE_CHECKING:
     import redis

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
-from shared.documents import normalize
+from shared.index.documents import normalize
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import keys, paging, scripts
+from shared import keys, scripts
 from shared.clock import millis, now
 from shared.constants import JOB_RETENTION_S
-from shared.workqueue import Priority
+from shared.messaging.workqueue import Priority
+from shared.records import paging
 
 if TYPE_CHECKING:
     import redis

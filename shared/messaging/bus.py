@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from shared import keys, tracing
+from shared import keys
 from shared.errors import InvalidInput
-from shared.events import CloudEvent
+from shared.messaging import tracing
+from shared.messaging.events import CloudEvent
 
 if TYPE_CHECKING:
     import redis

@@ -169,7 +169,7 @@ class RefreshStats(MaintenanceRun):
 
 
 class Token(TaskPayload):
-    """Run the best waiting entry of the token's queue (see :mod:`shared.workqueue`)."""
+    """Run the best waiting entry of the token's queue (see :mod:`shared.messaging.workqueue`)."""
 
 
 # Work on the embed and index queues travels as work-queue entries plus interchangeable tokens, so
