@@ -31,8 +31,8 @@ import redis
 from common import log, percentile, table
 
 from semaflow.redis_server import RedisServer
-from services.gateway.search import search_snapshot
-from services.gateway.snapshots import Snapshot
+from services.gateway.search.engine import search_snapshot
+from services.gateway.search.snapshots import Snapshot
 from services.indexer.compaction import Compactor, Policy
 from services.indexer.publishing import Publisher
 from shared import keys

@@ -28,9 +28,9 @@ from aiohttp import web
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
-from services.gateway.endpoints import declared, install
+from services.gateway.http.declarations import declared, install
+from services.gateway.http.openapi import document
 from services.gateway.main import API_VERSION, ROUTE_TABLES
-from services.gateway.openapi import document
 from shared.config import Settings
 
 ROOT: Final = Path(__file__).resolve().parent.parent

@@ -9,15 +9,15 @@ import dramatiq
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from services.gateway.cache import SearchCache
-from services.gateway.jobcontrol import JobControl
+from services.gateway.api.job_control import JobControl
+from services.gateway.api.subscriptions import Subscriptions
+from services.gateway.api.writes import Writes
+from services.gateway.http.ratelimit import Decision, RateLimiter
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.querymodel import QueryModel
-from services.gateway.ratelimit import Decision, RateLimiter
-from services.gateway.searcher import Searcher
-from services.gateway.snapshots import IndexRegistry
-from services.gateway.subscriptions import Subscriptions
-from services.gateway.writes import Writes
+from services.gateway.search.cache import SearchCache
+from services.gateway.search.pipeline import Searcher
+from services.gateway.search.querymodel import QueryModel
+from services.gateway.search.snapshots import IndexRegistry
 from shared.config import Settings
 from shared.index.storage import ObjectStore
 from shared.records.apikeys import ApiKey

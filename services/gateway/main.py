@@ -11,7 +11,16 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
-from services.gateway.admin import admin_routes
+from services.gateway.api.admin import admin_routes
+from services.gateway.api.collections import routes
+from services.gateway.api.health import OPENAPI, ops_routes
+from services.gateway.api.job_control import JobControl
+from services.gateway.api.jobs import control_routes
+from services.gateway.api.operations import install as install_maintenance
+from services.gateway.api.operations import maintenance_routes
+from services.gateway.api.subscriptions import Subscriptions
+from services.gateway.api.webhooks import webhook_routes
+from services.gateway.api.writes import Writes
 from services.gateway.appkeys import (
     BROKER,
     CACHE,
@@ -28,32 +37,23 @@ from services.gateway.appkeys import (
     SUBSCRIPTIONS,
     WRITES,
 )
-from services.gateway.auth import auth_middleware
-from services.gateway.cache import SearchCache
 from services.gateway.clustermetrics import cluster_gauges
-from services.gateway.context import TrustedProxies, context_middleware, response_decorator
-from services.gateway.control import control_routes
-from services.gateway.cors import CorsPolicy
-from services.gateway.endpoints import ENDPOINTS, Endpoints, declared, install
-from services.gateway.idempotency import idempotency_middleware
-from services.gateway.jobcontrol import JobControl
-from services.gateway.maintenance import install as install_maintenance
-from services.gateway.maintenance import maintenance_routes
+from services.gateway.http.auth import auth_middleware
+from services.gateway.http.context import TrustedProxies, context_middleware, response_decorator
+from services.gateway.http.cors import CorsPolicy
+from services.gateway.http.declarations import ENDPOINTS, Endpoints, declared, install
+from services.gateway.http.idempotency import idempotency_middleware
+from services.gateway.http.openapi import ApiDescription
+from services.gateway.http.problems import problems_middleware
+from services.gateway.http.ratelimit import RateLimiter
+from services.gateway.http.spans import tracing_middleware
+from services.gateway.http.throttle import rate_limit_middleware
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.openapi import ApiDescription
-from services.gateway.ops import OPENAPI, ops_routes
-from services.gateway.problems import problems_middleware
-from services.gateway.querymodel import QueryModel
-from services.gateway.ratelimit import RateLimiter
-from services.gateway.routes import routes
-from services.gateway.search import search_pool
-from services.gateway.searcher import Searcher
-from services.gateway.snapshots import IndexRegistry
-from services.gateway.spans import tracing_middleware
-from services.gateway.subscriptions import Subscriptions
-from services.gateway.throttle import rate_limit_middleware
-from services.gateway.webhooks import webhook_routes
-from services.gateway.writes import Writes
+from services.gateway.search.cache import SearchCache
+from services.gateway.search.engine import search_pool
+from services.gateway.search.pipeline import Searcher
+from services.gateway.search.querymodel import QueryModel
+from services.gateway.search.snapshots import IndexRegistry
 from shared.config import Settings
 from shared.index.embedding import Encoder
 from shared.index.storage import ObjectStore, open_store

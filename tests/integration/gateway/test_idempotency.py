@@ -11,7 +11,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from services.gateway import idempotency
+from services.gateway.http import idempotency
 from shared import keys
 from shared.index.storage import LocalStore
 from shared.records import apikeys

@@ -16,8 +16,7 @@ import pytest
 import redis
 from aiohttp import web
 
-from services.gateway.endpoints import ENDPOINTS, UNDECLARED, Endpoint, Scope
-from services.gateway.schemas import (
+from services.gateway.api.schemas import (
     DeadLetterReplayRequest,
     IngestRequest,
     JobBulkRequest,
@@ -25,7 +24,8 @@ from services.gateway.schemas import (
     RollbackRequest,
     SearchRequest,
 )
-from services.gateway.webhook_schemas import ReplayRequest, TenantUpdate, WebhookCreate, WebhookUpdate
+from services.gateway.api.webhook_schemas import ReplayRequest, TenantUpdate, WebhookCreate, WebhookUpdate
+from services.gateway.http.declarations import ENDPOINTS, UNDECLARED, Endpoint, Scope
 from shared.messaging.workqueue import Entry, Priority
 from shared.records import apikeys, deadletters, jobs
 from shared.records.apikeys import Role

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import redis
 
-from services.gateway.search import search_snapshot
-from services.gateway.snapshots import Snapshot
+from services.gateway.search.engine import search_snapshot
+from services.gateway.search.snapshots import Snapshot
 from services.indexer.publishing import Publisher
 from shared import keys
 from shared.index import segments

@@ -1,8 +1,8 @@
 """What semaflow relies on in FAISS beyond adding and searching, pinned so an upgrade that changes it fails here.
 
 The gateway fills a merged flat index by writing straight into its storage, and segments read an
-index's rows as a view of that storage (:mod:`services.gateway.snapshots`, :mod:`shared.index.segments`);
-searches filter rows with a bitmap packed least-significant bit first (:mod:`services.gateway.search`).
+index's rows as a view of that storage (:mod:`services.gateway.search.snapshots`, :mod:`shared.index.segments`);
+searches filter rows with a bitmap packed least-significant bit first (:mod:`services.gateway.search.engine`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.gateway.bodies import json_depth
+from services.gateway.http.bodies import json_depth
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.gateway.cache import CacheKey, TtlLru, digest, normalise_query
+from services.gateway.search.cache import CacheKey, TtlLru, digest, normalise_query
 
 
 def _key(n: int, collection: str = "docs") -> CacheKey:
@@ -40,7 +40,7 @@ def test_lru_evicts_the_least_recently_used_and_drops_a_collection() -> None:
 
 def test_lru_entries_expire(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr("services.gateway.cache.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("services.gateway.search.cache.time.monotonic", lambda: now[0])
     lru = TtlLru(max_entries=10, ttl_s=60)
     lru.put(_key(1), b"one")
     now[0] += 59.9

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from services.gateway.endpoints import Endpoints, Scope
-from services.gateway.ratelimit import Decision, WindowState
+from services.gateway.http.declarations import Endpoints, Scope
+from services.gateway.http.ratelimit import Decision, WindowState
 from shared.records.apikeys import Role
 from shared.records.ratelimits import Category
 

@@ -5,8 +5,8 @@ from typing import Any
 
 import numpy as np
 
-from services.gateway.search import search_pool, search_snapshot
-from services.gateway.snapshots import Snapshot
+from services.gateway.search.engine import search_pool, search_snapshot
+from services.gateway.search.snapshots import Snapshot
 from shared.index.documents import normalize
 from shared.index.layout import CollectionRef
 from shared.index.segments import LoadedSegment

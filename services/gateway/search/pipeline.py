@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from services.gateway.cache import CacheKey, Level, SearchCache, digest
-from services.gateway.schemas import SearchHit, SearchRequest, SearchResponse
-from services.gateway.search import search_snapshot
+from services.gateway.api.schemas import SearchHit, SearchRequest, SearchResponse
+from services.gateway.search.cache import CacheKey, Level, SearchCache, digest
+from services.gateway.search.engine import search_snapshot
 from shared.index.documents import normalize
 from shared.messaging import tracing
 
@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
     from services.gateway.metrics import GatewayMetrics
-    from services.gateway.querymodel import QueryModel
-    from services.gateway.snapshots import IndexRegistry
+    from services.gateway.search.querymodel import QueryModel
+    from services.gateway.search.snapshots import IndexRegistry
     from shared.records.catalog import Collection
 
 

@@ -13,12 +13,12 @@ from typing import Final
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from services.gateway.appkeys import METRICS, PRINCIPAL, RATE_LIMIT, REQUEST_ID
-from services.gateway.cors import CorsPolicy
+from services.gateway.http.cors import CorsPolicy
 
 log = structlog.get_logger(__name__)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 MAX_REQUEST_ID_LENGTH: Final = 128

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from opentelemetry import trace
 
 from services.gateway.appkeys import PRINCIPAL, REDIS
-from services.gateway.endpoints import endpoint_of
-from services.gateway.problems import problem
+from services.gateway.http.declarations import endpoint_of
+from services.gateway.http.problems import problem
 from shared.errors import NotFound
 from shared.records import apikeys, catalog
 from shared.records.catalog import Collection
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def tenant_of(request: web.Request) -> str:

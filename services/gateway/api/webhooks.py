@@ -7,14 +7,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from services.gateway.appkeys import REDIS, SETTINGS, SUBSCRIPTIONS
-from services.gateway.auth import tenant_of
-from services.gateway.bodies import read_body
-from services.gateway.endpoints import Endpoints
-from services.gateway.problems import problem, validation_problem
-from services.gateway.responses import model_response
-from services.gateway.schemas import Matched
-from services.gateway.webhook_schemas import (
+from services.gateway.api.schemas import Matched
+from services.gateway.api.webhook_schemas import (
     DeliveryListQuery,
     DeliveryPage,
     ReplayRequest,
@@ -26,6 +20,12 @@ from services.gateway.webhook_schemas import (
     WebhookUpdate,
     WebhookWithSecret,
 )
+from services.gateway.appkeys import REDIS, SETTINGS, SUBSCRIPTIONS
+from services.gateway.http.auth import tenant_of
+from services.gateway.http.bodies import read_body
+from services.gateway.http.declarations import Endpoints
+from services.gateway.http.problems import problem, validation_problem
+from services.gateway.http.responses import model_response
 from shared.errors import InvalidInput
 from shared.records import tenants
 from shared.records.apikeys import Role

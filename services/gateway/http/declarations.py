@@ -9,18 +9,18 @@ document all read these declarations, so they cannot disagree.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Required, TypedDict, TypeVar, Unpack
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 
 from shared.records.apikeys import Role
 from shared.records.ratelimits import Category
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Handler)
 JSON: Final = "application/json"
 _PARAM: Final = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")

@@ -12,13 +12,13 @@ from typing import Final
 
 from aiohttp import web
 
+from services.gateway.api.schemas import RollbackAccepted, RollbackRequest, ScheduleList, TriggerAccepted
 from services.gateway.appkeys import METRICS, REDIS, SETTINGS, STORE, WRITES
-from services.gateway.auth import collection_of
-from services.gateway.bodies import read_body
-from services.gateway.endpoints import Endpoints, Scope
-from services.gateway.indexmetrics import exported
-from services.gateway.responses import model_response
-from services.gateway.schemas import RollbackAccepted, RollbackRequest, ScheduleList, TriggerAccepted
+from services.gateway.http.auth import collection_of
+from services.gateway.http.bodies import read_body
+from services.gateway.http.declarations import Endpoints, Scope
+from services.gateway.http.responses import model_response
+from services.gateway.search.indexmetrics import exported
 from shared import clock, keys
 from shared.errors import Conflict, CorruptObject, NotFound, ObjectNotFound
 from shared.index import manifests

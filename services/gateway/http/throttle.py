@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from services.gateway.appkeys import LIMITER, METRICS, PRINCIPAL, RATE_LIMIT
-from services.gateway.endpoints import endpoint_of
-from services.gateway.problems import problem
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from services.gateway.http.declarations import endpoint_of
+from services.gateway.http.problems import problem
 
 
 @web.middleware

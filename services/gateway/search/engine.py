@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from services.gateway.snapshots import LiveSegment, Snapshot
+    from services.gateway.search.snapshots import LiveSegment, Snapshot
 
 # Below this share of allowed rows (a selective filter, many tombstones), an HNSW segment is scanned
 # exactly: the graph would mostly walk excluded rows and come back short of k anyway.

@@ -11,17 +11,17 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import redis.exceptions
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from services.gateway.appkeys import PRINCIPAL, REDIS, SETTINGS
-from services.gateway.bodies import read_bytes
-from services.gateway.problems import error_response, problem
+from services.gateway.http.bodies import read_bytes
+from services.gateway.http.problems import error_response, problem
 from shared import keys, scripts
 from shared.constants import IDEMPOTENCY_LOCK_TTL_S
 
@@ -34,7 +34,6 @@ HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 MAX_KEY_LENGTH: Final = 255
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _VALID_KEY: Final = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_LENGTH}}}")
 # Headers that are part of the answer, replayed with the status and the body.

@@ -8,15 +8,7 @@ import re
 import structlog
 from aiohttp import web
 
-from services.gateway.appkeys import CACHE, REDIS, REGISTRY, SEARCHER, SETTINGS, STORE, WRITES
-from services.gateway.auth import collection_of, tenant_of
-from services.gateway.bodies import read_body
-from services.gateway.cache import Level
-from services.gateway.endpoints import Endpoints
-from services.gateway.indexmetrics import stats_info
-from services.gateway.problems import problem
-from services.gateway.responses import json_bytes_response, model_response
-from services.gateway.schemas import (
+from services.gateway.api.schemas import (
     CollectionInfo,
     CollectionList,
     IngestAccepted,
@@ -24,6 +16,14 @@ from services.gateway.schemas import (
     SearchRequest,
     SearchResponse,
 )
+from services.gateway.appkeys import CACHE, REDIS, REGISTRY, SEARCHER, SETTINGS, STORE, WRITES
+from services.gateway.http.auth import collection_of, tenant_of
+from services.gateway.http.bodies import read_body
+from services.gateway.http.declarations import Endpoints
+from services.gateway.http.problems import problem
+from services.gateway.http.responses import json_bytes_response, model_response
+from services.gateway.search.cache import Level
+from services.gateway.search.indexmetrics import stats_info
 from shared import keys
 from shared.constants import COLLECTION_NAME_PATTERN
 from shared.index import index_stats, manifests

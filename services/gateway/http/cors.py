@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDict
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ALLOWED_METHODS: Final = "GET, HEAD, POST, PUT, PATCH, DELETE"
 ALLOWED_HEADERS: Final = "Authorization, Content-Type, Idempotency-Key, X-Request-ID, Cache-Control"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, Final
 
 import redis.exceptions
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
 from services.gateway.appkeys import SETTINGS
@@ -58,9 +58,6 @@ def validation_problem(exc: ValidationError, *, root: str = "body") -> web.Respo
         for err in exc.errors(include_url=False, include_input=False)
     ]
     return problem(422, f"The request {root} has invalid fields.", errors=errors)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(request: web.Request, exc: Exception) -> web.Response | None:
