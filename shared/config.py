@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     worker_dead_after_s: float = Field(
         default=15.0, description="A worker silent this long is dead; its unfinished messages are redelivered."
     )
+    collection_lock_ttl_s: float = Field(
+        default=c.COLLECTION_LOCK_TTL_S,
+        gt=0,
+        description="How long the indexer may hold a collection's lock; a holder that died frees it after this.",
+    )
     job_retention_s: int = c.JOB_RETENTION_S
     dead_letter_retention_s: int = c.DEAD_LETTER_RETENTION_S
     priority_starve_every: int = Field(
