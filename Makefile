@@ -2,6 +2,11 @@
 .PHONY: install lock lock-upgrade test-tools run test test-unit test-integration test-e2e test-deploy lint format typecheck check bench docs
 
 PY := .venv/bin/python
+# `make test` runs the tests in parallel processes (pytest-xdist), one per core and at most four:
+# end-to-end tests spend much of their time waiting on their services. Each file runs in one process
+# (the tests of a module share its stack), in the order collected: the long end-to-end files first.
+# `make test PYTEST_PARALLEL=` runs every test in one process.
+PYTEST_PARALLEL ?= --numprocesses auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 install:
 	@bash scripts/bootstrap.sh
@@ -25,7 +30,7 @@ run: install
 	.venv/bin/semaflow up $(ARGS)
 
 test: install test-tools
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 test-unit: install
 	$(PY) -m pytest tests/unit
@@ -34,7 +39,7 @@ test-integration: install
 	$(PY) -m pytest tests/integration
 
 test-e2e: install
-	$(PY) -m pytest tests/e2e
+	$(PY) -m pytest $(PYTEST_PARALLEL) tests/e2e
 
 # The deployment and observability files, checked offline (promtool, Docker Compose, hadolint,
 # kubernetes-validate, shellcheck); no Docker engine or cluster needed.

@@ -136,6 +136,14 @@ class Settings(BaseSettings):
     worker_dead_after_s: float = Field(
         default=15.0, description="A worker silent this long is dead; its unfinished messages are redelivered."
     )
+    collection_lock_ttl_s: float = Field(
+        default=c.COLLECTION_LOCK_TTL_S,
+        gt=0,
+        description=(
+            "Longest hold of a collection's lock by the indexer; a publish cut short by a crash blocks that "
+            "collection's next one until then."
+        ),
+    )
     job_retention_s: int = Field(
         default=c.JOB_RETENTION_S, description="Job records are kept this long after their last change."
     )

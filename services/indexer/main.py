@@ -24,7 +24,7 @@ def build(settings: Settings, *, store: ObjectStore | None = None) -> WorkerServ
     )
     objects = store or open_store(settings)
     published = Counter("semaflow_index_publishes", "Index versions made live.", registry=service.metrics.registry)
-    publisher = Publisher(service.client, objects, published=published)
+    publisher = Publisher(service.client, objects, published=published, lock_ttl_s=settings.collection_lock_ttl_s)
     actors.declare(service.broker, service.client, publisher, settings)
     maintenance.declare(service.broker, service.client, objects, publisher, settings)
     return service

@@ -83,10 +83,18 @@ def _parse_entry(raw: bytes | None) -> tuple[str, int] | None:
 class Publisher:
     """Turns batches and deletes into manifests for one store and Redis."""
 
-    def __init__(self, client: redis.Redis, store: ObjectStore, *, published: Counter | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        store: ObjectStore,
+        *,
+        published: Counter | None = None,
+        lock_ttl_s: float = COLLECTION_LOCK_TTL_S,
+    ) -> None:
         self.client = client
         self.store = store
         self.published = published  # counts every version this process makes live
+        self.lock_ttl_s = lock_ttl_s  # a lock whose holder died is free again after this
 
     def current(self, ref: CollectionRef) -> Manifest | None:
         """The manifest LATEST points at, or None for an empty collection."""
@@ -288,8 +296,8 @@ class Publisher:
         """The per-collection lock every change of LATEST and the document map is made under."""
         return self.client.lock(
             keys.collection_lock(ref.tenant, ref.name),
-            timeout=COLLECTION_LOCK_TTL_S,
-            blocking_timeout=COLLECTION_LOCK_TTL_S,
+            timeout=self.lock_ttl_s,
+            blocking_timeout=self.lock_ttl_s,
         )
 
     def drop(self, collection: Collection) -> int:

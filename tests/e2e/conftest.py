@@ -99,11 +99,15 @@ def start_stack(data_dir: Path, *, extra_env: dict[str, str] | None = None) -> S
     return Stack(process, url, key, log)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One stack shared by a module's tests (it takes ~15 s to load the model); webhooks may reach 127.0.0.1."""
+    """One stack shared by every test that uses it in a test process (booting one takes ~15-30 s, mostly
+    loading the model); each test works in collections of its own. Webhooks may reach 127.0.0.1; the gateway
+    refreshes its index statistics every half second (the maintenance test waits for them).
+    """
     running = start_stack(
-        tmp_path_factory.mktemp("stack") / "data", extra_env={"SEMAFLOW_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}
+        tmp_path_factory.mktemp("stack") / "data",
+        extra_env={"SEMAFLOW_WEBHOOK_ALLOW_HOSTS": "127.0.0.1", "SEMAFLOW_STATS_REFRESH_S": "0.5"},
     )
     yield running
     code = running.stop()

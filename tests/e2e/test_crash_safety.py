@@ -53,6 +53,9 @@ class Services:
                 "SEMAFLOW_LOG_JSON": "true",
                 "SEMAFLOW_WORKER_POLL_MS": "50",
                 "SEMAFLOW_WORKER_DEAD_AFTER_S": "3",
+                # An indexer killed mid-publish leaves the collection locked until this runs out (its
+                # replacement's first publish waits for it): far above a publish of these small batches.
+                "SEMAFLOW_COLLECTION_LOCK_TTL_S": "10",
                 "SEMAFLOW_EMBED_BATCH_SIZE": "8",
                 "SEMAFLOW_SHUTDOWN_TIMEOUT_S": "60",
                 # The test polls job states far faster than the default rate limits allow.

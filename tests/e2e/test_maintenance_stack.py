@@ -6,24 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import Stack, corpus, ingest, search, start_stack, wait_job
+from tests.e2e.conftest import Stack, corpus, ingest, search, wait_job
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(
-        tmp_path_factory.mktemp("maintenance") / "data", extra_env={"SEMAFLOW_STATS_REFRESH_S": "0.5"}
-    )
-    yield running
-    assert running.stop() == 0, running.logs()
 
 
 async def _get(session: aiohttp.ClientSession, stack: Stack, path: str) -> Any:
