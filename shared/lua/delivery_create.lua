@@ -9,7 +9,8 @@
 -- ARGV[6]: the key of a delivery, '{}' standing for its id
 -- ARGV[7]: the key of an endpoint's queue, '{}' standing for the endpoint id
 -- ARGV[8]: the key of an endpoint's delivery log, '{}' standing for the endpoint id
--- ARGV[9..]: per body: event id, tenant, time (ms), body; then per delivery: id, endpoint id, tenant, event id, event type, trigger, traceparent
+-- ARGV[9..]: per body: event id, tenant, time (ms), body; then per event's deliveries: tenant, event id, event type,
+--   trigger, traceparent, how many deliveries n, then n pairs of delivery id and endpoint id
 -- Returns: how many deliveries it created.
 local function key(template, part)
   local at = string.find(template, '{}', 1, true)
@@ -28,21 +29,30 @@ end
 for tenant in pairs(tenants) do
   redis.call('ZREMRANGEBYSCORE', key(ARGV[5], tenant), '-inf', cutoff)
 end
-local created = 0
-for i = first, #ARGV, 7 do
-  local id, ep = ARGV[i], ARGV[i + 1]
-  local dkey = key(ARGV[6], id)
-  if redis.call('EXISTS', dkey) == 0 then
-    redis.call('HSET', dkey, 'id', id, 'endpoint_id', ep, 'tenant', ARGV[i + 2], 'event_id', ARGV[i + 3],
-      'event_type', ARGV[i + 4], 'trigger', ARGV[i + 5], 'state', 'pending', 'attempts', 0, 'round_start', 0,
-      'created_ms', now, 'next_ms', now, 'traceparent', ARGV[i + 6])
-    redis.call('EXPIRE', dkey, ttl)
-    redis.call('ZADD', key(ARGV[7], ep), now, id)
-    local log = key(ARGV[8], ep)
-    redis.call('ZADD', log, now, id)
-    redis.call('ZREMRANGEBYSCORE', log, '-inf', cutoff)
-    redis.call('ZADD', KEYS[1], 'LT', now, ep)
-    created = created + 1
+local created, touched = 0, {}
+local i = first
+while i <= #ARGV do
+  local tenant, event, etype, trigger, trace = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local last = i + 5 + 2 * tonumber(ARGV[i + 5])
+  for j = i + 6, last, 2 do
+    local id, ep = ARGV[j], ARGV[j + 1]
+    local dkey = key(ARGV[6], id)
+    if redis.call('EXISTS', dkey) == 0 then
+      redis.call('HSET', dkey, 'id', id, 'endpoint_id', ep, 'tenant', tenant, 'event_id', event, 'event_type', etype,
+        'trigger', trigger, 'state', 'pending', 'attempts', 0, 'round_start', 0, 'created_ms', now, 'next_ms', now,
+        'traceparent', trace)
+      redis.call('EXPIRE', dkey, ttl)
+      redis.call('ZADD', key(ARGV[7], ep), now, id)
+      redis.call('ZADD', key(ARGV[8], ep), now, id)
+      touched[ep] = true
+      created = created + 1
+    end
   end
+  i = last + 1
+end
+-- Once per endpoint, not per delivery: trim its log, and have the dispatcher look at it now.
+for ep in pairs(touched) do
+  redis.call('ZREMRANGEBYSCORE', key(ARGV[8], ep), '-inf', cutoff)
+  redis.call('ZADD', KEYS[1], 'LT', now, ep)
 end
 return created

@@ -17,6 +17,7 @@ event and the endpoint, so handling the same event twice creates it once.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import secrets
 import uuid
@@ -163,6 +164,11 @@ class NewDelivery:
     traceparent: str | None = None  # the trace its attempts continue
 
 
+def _event_of(d: NewDelivery) -> tuple[str, str, str, str, str | None]:
+    """What a delivery shares with the other deliveries of its event (and trigger)."""
+    return d.tenant, d.event_id, d.event_type, d.trigger, d.traceparent
+
+
 @dataclass(frozen=True)
 class Target:
     """What an attempt needs of its endpoint."""
@@ -241,8 +247,10 @@ class Deliveries:
         args: list[Any] = [now, self.retention_s, len(messages), *_CREATE_KEYS]
         for tenant, event_id, at_ms, body in messages:
             args += [event_id, tenant, at_ms, body]
-        for d in new:
-            args += [d.id, d.endpoint_id, d.tenant, d.event_id, d.event_type, d.trigger, d.traceparent or ""]
+        # The deliveries of one event share its fields: they go once, then (id, endpoint) per delivery.
+        for (tenant, event_id, event_type, trigger, trace), group in itertools.groupby(new, key=_event_of):
+            pairs = [part for d in group for part in (d.id, d.endpoint_id)]
+            args += [tenant, event_id, event_type, trigger, trace or "", len(pairs) // 2, *pairs]
         return int(await self._batch.call(self._create, [keys.WEBHOOK_SCHEDULE], args))
 
     async def claim(

@@ -286,9 +286,10 @@ def _delivery_create(r: redis.Redis, s: LuaScript) -> None:
     now, ttl = 10_000_000, 3600
     r.zadd(keys.tenant_messages("acme"), {"expired": 1})
     args: list[Arg] = [now, ttl, 1, *_KEY_TEMPLATES, "ev1", "acme", now - 5, b'{"id":"ev1"}']
-    args += ["d1", "ep1", "acme", "ev1", "job.succeeded", "event", "00-trace"]
-    args += ["d2", "ep2", "acme", "ev1", "job.succeeded", "event", ""]
-    assert s.run(r, [keys.WEBHOOK_SCHEDULE], args) == 2
+    r.zadd(keys.webhook_log("ep2"), {"old": 1})
+    args += ["acme", "ev1", "job.succeeded", "event", "00-trace", 1, "d1", "ep1"]
+    args += ["acme", "ev1", "job.succeeded", "event", "", 2, "d2", "ep2", "d3", "ep3"]
+    assert s.run(r, [keys.WEBHOOK_SCHEDULE], args) == 3
     assert s.run(r, [keys.WEBHOOK_SCHEDULE], args) == 0  # each delivery exists once
     assert r.get(keys.webhook_message("ev1")) == b'{"id":"ev1"}'
     assert r.zrange(keys.tenant_messages("acme"), 0, -1) == [b"ev1"]  # what is past the TTL dropped
@@ -296,7 +297,9 @@ def _delivery_create(r: redis.Redis, s: LuaScript) -> None:
     assert 0 < r.ttl(keys.delivery("d1")) <= ttl
     assert r.zscore(keys.webhook_due("ep2"), "d2") == now
     assert r.zscore(keys.webhook_log("ep1"), "d1") == now
-    assert r.zrange(keys.WEBHOOK_SCHEDULE, 0, -1) == [b"ep1", b"ep2"]
+    assert r.hmget(keys.delivery("d3"), "event_id", "event_type", "endpoint_id") == [b"ev1", b"job.succeeded", b"ep3"]
+    assert r.zrange(keys.webhook_log("ep2"), 0, -1) == [b"d2"]  # what is past the TTL dropped
+    assert r.zrange(keys.WEBHOOK_SCHEDULE, 0, -1) == [b"ep1", b"ep2", b"ep3"]
 
 
 _CLAIM_KEYS = [keys.webhook("ep1"), keys.webhook_due("ep1"), keys.webhook_in_flight("ep1"), keys.WEBHOOK_SCHEDULE]
