@@ -25,12 +25,11 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
-import redis
-import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript, Script
-from redis.exceptions import NoScriptError
+from redis.commands.core import AsyncScript
 
 if TYPE_CHECKING:
+    import redis
+    import redis.asyncio as aioredis
     from redis.typing import EncodableT, KeyT
 
 # The folder of the ``.lua`` files, inside the ``shared`` package (shipped as package data).
@@ -69,16 +68,13 @@ class LuaScript:
     def run(self, client: redis.Redis, keys: Sequence[KeyT] = (), args: Sequence[EncodableT] = ()) -> Any:
         """Run the script on a blocking client and return its reply; on a pipeline, queue it.
 
+        redis-py's own script object does the work: ``EVALSHA``, and on ``NOSCRIPT`` the script is
+        loaded and sent again (a pipeline loads what Redis lacks before its commands).
+
         Raises:
             redis.RedisError: the script failed, or Redis could not be reached.
         """
-        if isinstance(client, redis.client.Pipeline):
-            client.scripts.add(Script(client, self.code))  # loaded if missing, before the pipeline's commands
-        try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            self.load(client)
-            return client.evalsha(self.sha, len(keys), *keys, *args)
+        return client.register_script(self.code)(keys=keys, args=args)
 
     async def arun(self, client: aioredis.Redis, keys: Sequence[KeyT] = (), args: Sequence[EncodableT] = ()) -> Any:
         """:meth:`run` for an asyncio client (or pipeline).
@@ -86,13 +82,7 @@ class LuaScript:
         Raises:
             redis.RedisError: the script failed, or Redis could not be reached.
         """
-        if isinstance(client, aioredis.client.Pipeline):
-            client.scripts.add(AsyncScript(client, self.code))  # type: ignore[arg-type]  # typed as Script, used as AsyncScript
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await self.aload(client)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        return await client.register_script(self.code)(keys=keys, args=args)
 
     def load(self, client: redis.Redis) -> str:
         """Send the script to Redis (``SCRIPT LOAD``); returns its SHA1."""
