@@ -18,6 +18,4 @@ __all__ = [
     "admin",
     # liveness, readiness, metrics, the API's description
     "health",
-    # request and response bodies
-    "schemas",
 ]

@@ -10,12 +10,12 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from services.gateway.api.schemas import KeyCreated, KeyCreateRequest, KeyList, KeyListQuery, RateLimits
 from services.gateway.appkeys import PRINCIPAL, REDIS, SETTINGS
 from services.gateway.http.bodies import read_body
 from services.gateway.http.declarations import Endpoints, Scope
 from services.gateway.http.problems import validation_problem
 from services.gateway.http.responses import model_response
+from services.gateway.schemas import KeyCreated, KeyCreateRequest, KeyList, KeyListQuery, RateLimits
 from shared.errors import NotFound
 from shared.records import apikeys, ratelimits
 from shared.records.apikeys import ApiKey, Role

@@ -8,7 +8,13 @@ import re
 import structlog
 from aiohttp import web
 
-from services.gateway.api.schemas import (
+from services.gateway.appkeys import CACHE, REDIS, REGISTRY, SEARCHER, SETTINGS, STORE, WRITES
+from services.gateway.http.auth import collection_of, tenant_of
+from services.gateway.http.bodies import read_body
+from services.gateway.http.declarations import Endpoints
+from services.gateway.http.problems import problem
+from services.gateway.http.responses import json_bytes_response, model_response
+from services.gateway.schemas import (
     CollectionInfo,
     CollectionList,
     IngestAccepted,
@@ -16,12 +22,6 @@ from services.gateway.api.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from services.gateway.appkeys import CACHE, REDIS, REGISTRY, SEARCHER, SETTINGS, STORE, WRITES
-from services.gateway.http.auth import collection_of, tenant_of
-from services.gateway.http.bodies import read_body
-from services.gateway.http.declarations import Endpoints
-from services.gateway.http.problems import problem
-from services.gateway.http.responses import json_bytes_response, model_response
 from services.gateway.search.cache import Level
 from services.gateway.search.indexmetrics import stats_info
 from shared import keys

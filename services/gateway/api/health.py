@@ -10,11 +10,11 @@ from typing import Final
 
 from aiohttp import web
 
-from services.gateway.api.schemas import Health, Readiness
 from services.gateway.appkeys import METRICS, MODEL, REDIS, REGISTRY
 from services.gateway.http.declarations import Endpoints, Scope
 from services.gateway.http.openapi import ApiDescription
 from services.gateway.http.responses import model_response
+from services.gateway.schemas import Health, Readiness
 
 ops_routes = Endpoints("operations")
 OPENAPI: Final = web.AppKey("openapi", ApiDescription)

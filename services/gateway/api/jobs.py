@@ -7,7 +7,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from services.gateway.api.schemas import (
+from services.gateway.api.webhook_schemas import Replayed
+from services.gateway.appkeys import CONTROL, REDIS
+from services.gateway.http.auth import tenant_of
+from services.gateway.http.bodies import read_body
+from services.gateway.http.declarations import Endpoints, Scope
+from services.gateway.http.problems import validation_problem
+from services.gateway.http.responses import model_response
+from services.gateway.schemas import (
     DeadLetterListQuery,
     DeadLetterPage,
     DeadLetterReplayRequest,
@@ -17,13 +24,6 @@ from services.gateway.api.schemas import (
     Matched,
     Queues,
 )
-from services.gateway.api.webhook_schemas import Replayed
-from services.gateway.appkeys import CONTROL, REDIS
-from services.gateway.http.auth import tenant_of
-from services.gateway.http.bodies import read_body
-from services.gateway.http.declarations import Endpoints, Scope
-from services.gateway.http.problems import validation_problem
-from services.gateway.http.responses import model_response
 from shared.errors import Conflict, NotFound
 from shared.records import deadletters, jobs
 from shared.records.apikeys import Role

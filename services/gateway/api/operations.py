@@ -12,12 +12,12 @@ from typing import Final
 
 from aiohttp import web
 
-from services.gateway.api.schemas import RollbackAccepted, RollbackRequest, ScheduleList, TriggerAccepted
 from services.gateway.appkeys import METRICS, REDIS, SETTINGS, STORE, WRITES
 from services.gateway.http.auth import collection_of
 from services.gateway.http.bodies import read_body
 from services.gateway.http.declarations import Endpoints, Scope
 from services.gateway.http.responses import model_response
+from services.gateway.schemas import RollbackAccepted, RollbackRequest, ScheduleList, TriggerAccepted
 from services.gateway.search.indexmetrics import exported
 from shared import clock, keys
 from shared.errors import Conflict, CorruptObject, NotFound, ObjectNotFound

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
-from services.gateway.api.schemas import CURSOR_PATTERN
+from services.gateway.schemas import CURSOR_PATTERN
 from shared.errors import InvalidInput
 from shared.records.jobs import Job
 from shared.records.tenants import EMAIL_PATTERN, MAX_EMAIL_LENGTH

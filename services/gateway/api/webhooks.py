@@ -7,7 +7,6 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from services.gateway.api.schemas import Matched
 from services.gateway.api.webhook_schemas import (
     DeliveryListQuery,
     DeliveryPage,
@@ -26,6 +25,7 @@ from services.gateway.http.bodies import read_body
 from services.gateway.http.declarations import Endpoints
 from services.gateway.http.problems import problem, validation_problem
 from services.gateway.http.responses import model_response
+from services.gateway.schemas import Matched
 from shared.errors import InvalidInput
 from shared.records import tenants
 from shared.records.apikeys import Role

@@ -11,9 +11,9 @@ from typing import Any, Final, cast
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from services.gateway.api.schemas import Problem
 from services.gateway.http.declarations import JSON, Endpoint
 from services.gateway.http.problems import PROBLEM_JSON
+from services.gateway.schemas import Problem
 from shared.constants import COLLECTION_NAME_PATTERN, TENANT_NAME_PATTERN
 from shared.records.apikeys import Role
 

@@ -17,7 +17,7 @@ import structlog
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from services.gateway.api.schemas import IndexStatsInfo
+from services.gateway.schemas import IndexStatsInfo
 from shared import clock, keys
 from shared.index import index_stats
 from shared.records import catalog

@@ -16,7 +16,9 @@ import pytest
 import redis
 from aiohttp import web
 
-from services.gateway.api.schemas import (
+from services.gateway.api.webhook_schemas import ReplayRequest, TenantUpdate, WebhookCreate, WebhookUpdate
+from services.gateway.http.declarations import ENDPOINTS, UNDECLARED, Endpoint, Scope
+from services.gateway.schemas import (
     DeadLetterReplayRequest,
     IngestRequest,
     JobBulkRequest,
@@ -24,8 +26,6 @@ from services.gateway.api.schemas import (
     RollbackRequest,
     SearchRequest,
 )
-from services.gateway.api.webhook_schemas import ReplayRequest, TenantUpdate, WebhookCreate, WebhookUpdate
-from services.gateway.http.declarations import ENDPOINTS, UNDECLARED, Endpoint, Scope
 from shared.messaging.workqueue import Entry, Priority
 from shared.records import apikeys, deadletters, jobs
 from shared.records.apikeys import Role
