@@ -203,7 +203,8 @@ class Settings(BaseSettings):
 
     # --- notifier: webhooks ------------------------------------------------------------------
     notifier_threads: int = Field(
-        default=8, description="Dramatiq threads of a notifier process (attempts themselves run on its event loop)."
+        default=8,
+        description="Dramatiq threads of a notifier process: mail, digests, sweeps (attempts run on its event loop).",
     )
     webhook_timeout_s: float = Field(default=15.0, gt=0, description="A delivery attempt gives up after this long.")
     webhook_max_attempts: int = Field(
