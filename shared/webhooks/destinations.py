@@ -90,7 +90,7 @@ class AllowList:
 
 
 def _host_of(url: str) -> tuple[str, str | None]:
-    """The URL's host, and why the URL is unusable (None when it is fine)."""
+    """The URL's host (lower case, without a trailing dot), and why the URL is unusable (None when it is fine)."""
     if len(url) > MAX_URL_LENGTH:
         return "", f"is longer than {MAX_URL_LENGTH} characters"
     try:
@@ -100,7 +100,9 @@ def _host_of(url: str) -> tuple[str, str | None]:
         return "", f"is not a valid URL ({exc})"
     if parts.scheme not in _SCHEMES:
         return "", "must be an http:// or https:// URL"
-    if not parts.hostname:
+    # A host name may end in the root's dot ("localhost." is localhost): judge it without the dot.
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
         return "", "has no host"
     if parts.username is not None or parts.password is not None:
         return "", "must not carry credentials (sign requests with the endpoint secret instead)"
@@ -108,7 +110,7 @@ def _host_of(url: str) -> tuple[str, str | None]:
         return "", "has an invalid port"
     if parts.fragment:
         return "", "must not have a #fragment"
-    return parts.hostname, None
+    return host, None
 
 
 def check_url(url: str, allow: AllowList) -> str:

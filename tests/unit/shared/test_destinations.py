@@ -58,6 +58,11 @@ def test_a_malformed_allow_list_is_a_configuration_error(entry: str) -> None:
         "http://169.254.169.254/latest/meta-data",
         "http://localhost:8080/",
         "http://api.localhost/",
+        # A trailing dot names the same host: it must not get around the check.
+        "http://localhost.:8080/",
+        "http://LOCALHOST../",
+        "http://api.localhost./",
+        "http://127.0.0.1.:9000/hook",
     ],
 )
 def test_urls_naming_private_destinations_are_refused(url: str) -> None:
@@ -67,7 +72,7 @@ def test_urls_naming_private_destinations_are_refused(url: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://example.com/", "http:///path", "https://user:pw@example.com/", "example.com/hook", "http://x.com:0/"],
+    ["ftp://example.com/", "http:///path", "http://./path", "https://user:pw@example.com/", "example.com/hook", "http://x.com:0/"],
 )
 def test_malformed_urls_are_invalid(url: str) -> None:
     with pytest.raises(InvalidInput):
@@ -78,6 +83,7 @@ def test_allow_listed_destinations_pass() -> None:
     allow = AllowList.parse("127.0.0.1,localhost")
     assert check_url("http://127.0.0.1:9000/hook", allow) == "127.0.0.1"
     assert check_url("http://localhost/hook", allow) == "localhost"
+    assert check_url("http://localhost.:8080/hook", allow) == "localhost"
     assert check_url("https://example.com/hook", NONE) == "example.com"
 
 
