@@ -72,7 +72,14 @@ def test_urls_naming_private_destinations_are_refused(url: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://example.com/", "http:///path", "http://./path", "https://user:pw@example.com/", "example.com/hook", "http://x.com:0/"],
+    [
+        "ftp://example.com/",
+        "http:///path",
+        "http://./path",
+        "https://user:pw@example.com/",
+        "example.com/hook",
+        "http://x.com:0/",
+    ],
 )
 def test_malformed_urls_are_invalid(url: str) -> None:
     with pytest.raises(InvalidInput):
