@@ -32,15 +32,30 @@ def _exactly_one_of(*fields: str) -> dict[str, Any]:
 CURSOR_PATTERN = r"^[0-9]+:.+$"
 
 
+def _not_blank(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("must not be empty or only whitespace")
+    return value
+
+
+class IngestDocument(Document):
+    """A document as an ingest takes it: a text, when given, is not blank (it would match every query)."""
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str | None) -> str | None:
+        return _not_blank(value)
+
+
 class IngestRequest(_Body):
     """``POST /v1/collections/{name}/documents``."""
 
-    documents: list[Document] = Field(min_length=1)
+    documents: list[IngestDocument] = Field(min_length=1)
     priority: Priority = Priority.NORMAL
 
     @field_validator("documents")
     @classmethod
-    def _unique_and_embeddable(cls, docs: list[Document]) -> list[Document]:
+    def _unique_and_embeddable(cls, docs: list[IngestDocument]) -> list[IngestDocument]:
         seen: set[str] = set()
         for i, doc in enumerate(docs):
             if doc.text is None and doc.vector is None:
@@ -73,6 +88,11 @@ class SearchRequest(_Body):
         if (self.query is None) == (self.vector is None):
             raise ValueError("give exactly one of 'query' or 'vector'")
         return self
+
+    @field_validator("query")
+    @classmethod
+    def _query_not_blank(cls, value: str | None) -> str | None:
+        return _not_blank(value)
 
     @field_validator("vector")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -61,7 +62,7 @@ def check_vector(value: list[float] | None) -> list[float] | None:
     return value
 
 
-def encode_batch(documents: list[Document]) -> bytes:
+def encode_batch(documents: Sequence[Document]) -> bytes:
     """Gzipped JSON lines, one document per line."""
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=1, mtime=0) as gz:

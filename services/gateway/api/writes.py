@@ -19,6 +19,8 @@ from shared.records import jobs
 from shared.records.jobs import Job, JobKind, JobState, Task
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import dramatiq
     import redis.asyncio as aioredis
 
@@ -98,7 +100,7 @@ class Writes:
         return job
 
     async def ingest(
-        self, collection: Collection, documents: list[Document], priority: Priority = Priority.NORMAL
+        self, collection: Collection, documents: Sequence[Document], priority: Priority = Priority.NORMAL
     ) -> Job:
         """Store the batch, then queue its embedding; returns the queued job.
 
