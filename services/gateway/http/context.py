@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from services.gateway.appkeys import METRICS, PRINCIPAL, RATE_LIMIT, REQUEST_ID
@@ -27,6 +27,8 @@ _VALID_ID: Final = re.compile(rf"[A-Za-z0-9._:@/+=-]{{1,{MAX_REQUEST_ID_LENGTH}}
 HSTS: Final = "max-age=63072000; includeSubDomains"
 # An API answer is data, never a page: nothing in it may load or frame anything.
 API_CSP: Final = "default-src 'none'; frame-ancestors 'none'"
+# The Server header names the product only: no version of aiohttp or Python for a scanner to match.
+SERVER: Final = "semaflow"
 
 
 def request_id_of(value: str | None) -> str:
@@ -106,6 +108,7 @@ def response_decorator(
 
     async def decorate(request: web.Request, response: web.StreamResponse) -> None:
         headers = response.headers
+        headers[hdrs.SERVER] = SERVER  # in place of aiohttp's, which names its version and Python's
         request_id = request.get(REQUEST_ID)
         if request_id is not None:
             headers[REQUEST_ID_HEADER] = request_id

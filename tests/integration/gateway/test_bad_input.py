@@ -117,3 +117,69 @@ async def test_invalid_collection_name_is_422(api: Api) -> None:
 
 async def test_wrong_method_is_405(api: Api, coll: str) -> None:
     await _problem(await api.client.patch(coll, headers=api.auth), 405)
+
+
+def _ingest(metadata: str, text: str = '"x"') -> bytes:
+    return f'{{"documents": [{{"id": "a", "text": {text}, "metadata": {metadata}}}]}}'.encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (_ingest('{"n": ' + "9" * 4301 + "}"), "4300 digits"),
+        (_ingest('{"n": -' + "1" * 5000 + "}"), "4300 digits"),
+        (_ingest('{"n": NaN}'), "NaN"),
+        (_ingest('{"n": Infinity}'), "Infinity"),
+        (_ingest('{"n": [-Infinity]}'), "-Infinity"),
+        (_ingest('{"n": 1e400}'), "too large"),
+        (_ingest('{"\\ud800": 1}'), "lone surrogate"),
+        (_ingest('{"k": "ok \\uDC00"}'), "/documents/0/metadata/k"),
+        (_ingest("{}", text='"\\ud83d"'), "/documents/0/text"),
+    ],
+)
+async def test_json_the_api_cannot_hold_is_400(api: Api, coll: str, raw: bytes, why: str) -> None:
+    body = await _problem(await api.client.post(f"{coll}/documents", data=raw, headers=api.auth), 400)
+    assert why in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"query": "x", "k": ' + b"1" * 4301 + b"}",
+        b'{"query": "x", "filter": {"a": NaN}}',
+        b'{"query": "\\udfff"}',
+        b'{"query": "\xed\xa0\x80"}',  # a surrogate encoded in the bytes themselves: not UTF-8
+    ],
+)
+async def test_search_bodies_are_strict_json_too(api: Api, coll: str, raw: bytes) -> None:
+    await _problem(await api.client.post(f"{coll}/search", data=raw, headers=api.auth), 400)
+
+
+async def test_escaped_backslashes_and_surrogate_pairs_are_fine(api: Api, coll: str) -> None:
+    raw = _ingest('{"emoji \\ud83d\\ude00": "\\\\ud800 is text"}')
+    resp = await api.client.post(f"{coll}/documents", data=raw, headers=api.auth)
+    assert resp.status == 202, await resp.text()
+
+
+@pytest.mark.parametrize("text", ["", " ", "\n\t", "\u3000"])
+async def test_blank_document_text_is_422(api: Api, coll: str, text: str) -> None:
+    payload = {"documents": [{"id": "a", "text": "fine"}, {"id": "b", "text": text}]}
+    body = await _problem(await api.client.post(f"{coll}/documents", json=payload, headers=api.auth), 422)
+    assert [e["pointer"] for e in body["errors"]] == ["/documents/1/text"]
+    assert "whitespace" in body["errors"][0]["detail"]
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\n"])
+async def test_blank_search_query_is_422(api: Api, coll: str, query: str) -> None:
+    body = await _problem(await api.client.post(f"{coll}/search", json={"query": query}, headers=api.auth), 422)
+    assert [e["pointer"] for e in body["errors"]] == ["/query"]
+
+
+async def test_the_server_header_names_no_version(api: Api, coll: str) -> None:
+    for resp in (
+        await api.client.get("/healthz"),
+        await api.client.get("/v1/collections", headers=api.auth),
+        await api.client.get("/v1/nothing-here", headers=api.auth),
+        await api.client.post(f"{coll}/search", data=b"{", headers=api.auth),
+    ):
+        assert resp.headers["Server"] == "semaflow", resp.headers
