@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -228,7 +228,8 @@ async def test_a_quoted_key_is_the_same_key_as_its_bare_form(api: Api) -> None:
 
 
 def _stored_records(redis_client: redis.Redis) -> list[dict[bytes, bytes]]:
-    return [redis_client.hgetall(k) for k in redis_client.scan_iter(match=f"{keys.PREFIX}:t:*:idem:*")]
+    found = redis_client.scan_iter(match=f"{keys.PREFIX}:t:*:idem:*")
+    return [cast(dict[bytes, bytes], redis_client.hgetall(k)) for k in found]
 
 
 def _holds(records: list[dict[bytes, bytes]], secret: str) -> bool:
