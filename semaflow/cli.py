@@ -104,7 +104,9 @@ def up(args: argparse.Namespace) -> int:
         )
         return 2
     data_dir = settings.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # It holds the development key, the Redis password and the data: its owner's alone.
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
 
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -115,7 +117,9 @@ def up(args: argparse.Namespace) -> int:
     if redis_url is None:
         redis_server = RedisServer.start(data_dir / "redis")
         redis_url = redis_server.url
-        log.info("redis.started", url=redis_url, pid=redis_server.process.pid, dir=str(redis_server.directory))
+        log.info(
+            "redis.started", url=redis_server.masked_url, pid=redis_server.process.pid, dir=str(redis_server.directory)
+        )
     client = redis.Redis.from_url(redis_url)
     key = dev_key(client, data_dir)
     # `semaflow keys` and `semaflow limits` find this stack's Redis here (it listens on a free port).

@@ -274,7 +274,9 @@ class KeyCreateRequest(_Body):
 class KeyCreated(ApiKey):
     """201 answer to ``POST /v1/keys``: the key itself, shown this once, and its record."""
 
-    key: str
+    key: str | None = Field(
+        description="The key itself; null in an Idempotency-Key replay (header Idempotent-Secret-Withheld)."
+    )
 
 
 class KeyList(_Body):

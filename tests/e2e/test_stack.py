@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,10 @@ import aiohttp
 import numpy as np
 import psutil
 import pytest
+import redis
 from standardwebhooks import Webhook
 
+from semaflow.redis_server import PASSWORD_FILE
 from tests.e2e.conftest import WORDS, Stack, corpus, ingest, search, start_stack, wait_job
 from tests.peers import Receiver
 
@@ -121,6 +124,7 @@ def test_crashed_worker_is_restarted_and_stack_stops_cleanly(tmp_path: Path) -> 
     stack = start_stack(tmp_path / "data")
     try:
         supervisor = psutil.Process(stack.process.pid)
+        _check_private_redis(tmp_path / "data", supervisor, stack)
         indexer = next(p for p in supervisor.children() if "services.indexer" in " ".join(p.cmdline()))
         indexer.send_signal(signal.SIGKILL)
         indexer.wait(10)
@@ -140,3 +144,22 @@ def test_crashed_worker_is_restarted_and_stack_stops_cleanly(tmp_path: Path) -> 
     assert code == 0, stack.logs()
     for child in children:
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
+
+
+def _check_private_redis(data_dir: Path, supervisor: psutil.Process, stack: Stack) -> None:
+    """The embedded Redis wants its password, which only 0600 files hold: not the logs, not any command line."""
+    password = (data_dir / "redis" / PASSWORD_FILE).read_text().strip()
+    assert stat.S_IMODE(data_dir.stat().st_mode) == stat.S_IMODE((data_dir / "redis").stat().st_mode) == 0o700
+    assert stat.S_IMODE((data_dir / "redis" / PASSWORD_FILE).stat().st_mode) == 0o600
+    url = (data_dir / "redis-url").read_text().strip()
+    assert f":{password}@" in url and password not in stack.logs()
+    for process in [supervisor, *supervisor.children(recursive=True)]:
+        assert password not in " ".join(process.cmdline()), process
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    anonymous = redis.Redis(port=port, socket_connect_timeout=2)
+    with pytest.raises(redis.AuthenticationError):
+        anonymous.ping()
+    anonymous.close()
+    client = redis.Redis.from_url(url)
+    assert client.ping()
+    client.close()

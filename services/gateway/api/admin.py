@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from services.gateway.appkeys import PRINCIPAL, REDIS, SETTINGS
 from services.gateway.http.bodies import read_body
 from services.gateway.http.declarations import Endpoints, Scope
+from services.gateway.http.idempotency import withhold_on_replay
 from services.gateway.http.problems import validation_problem
 from services.gateway.http.responses import model_response
 from services.gateway.schemas import KeyCreated, KeyCreateRequest, KeyList, KeyListQuery, RateLimits
@@ -34,14 +35,19 @@ admin_routes = Endpoints("operators")
     responses={201: KeyCreated},
 )
 async def create_key(request: web.Request) -> web.Response:
-    """Create an API key for a tenant; the key is in this answer and nowhere else, ever."""
+    """Create an API key for a tenant; the key is in this answer and nowhere else, ever.
+
+    Not even in the stored answer of an `Idempotency-Key` request: a replay of this request with the
+    same key answers 201 with the key's record (its `id`, `Location`...) but `key` null, and the header
+    `Idempotent-Secret-Withheld: key`. A client that lost the first answer revokes that key and creates another.
+    """
     body = await read_body(request, KeyCreateRequest)
     key, record = await apikeys.acreate(request.app[REDIS], body.tenant, body.role, name=body.name)
     log.info("key.created", key_id=record.id, tenant=record.tenant, role=record.role.value, by=request[PRINCIPAL].id)
     response = model_response(KeyCreated(key=key, **record.model_dump()), 201)
     response.headers["Location"] = f"/v1/keys/{record.id}"
     response.headers["Cache-Control"] = "no-store"
-    return response
+    return withhold_on_replay(response, "key")
 
 
 @admin_routes.get(

@@ -109,7 +109,9 @@ class Webhook(_Body):
 class WebhookWithSecret(Webhook):
     """A new or rotated endpoint, with its signing secret: shown this once."""
 
-    secret: str
+    secret: str | None = Field(
+        description="The signing secret; null in an Idempotency-Key replay (header Idempotent-Secret-Withheld)."
+    )
 
 
 class WebhookList(_Body):

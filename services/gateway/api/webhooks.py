@@ -23,6 +23,7 @@ from services.gateway.appkeys import REDIS, SETTINGS, SUBSCRIPTIONS
 from services.gateway.http.auth import tenant_of
 from services.gateway.http.bodies import read_body
 from services.gateway.http.declarations import Endpoints
+from services.gateway.http.idempotency import withhold_on_replay
 from services.gateway.http.problems import problem, validation_problem
 from services.gateway.http.responses import model_response
 from services.gateway.schemas import Matched
@@ -57,7 +58,12 @@ def _with_secret(endpoint: Endpoint, secret: str) -> dict[str, Any]:
     "/v1/webhooks", role=Role.WRITER, limit=Category.SINGLE, body=WebhookCreate, responses={201: WebhookWithSecret}
 )
 async def create_webhook(request: web.Request) -> web.Response:
-    """Subscribe a URL to event types; the answer carries its signing secret, shown this once."""
+    """Subscribe a URL to event types; the answer carries its signing secret, shown this once.
+
+    The secret is never kept anywhere it could be shown again: a replay of this request with the same
+    `Idempotency-Key` answers 201 with the endpoint but `secret` null, and the header
+    `Idempotent-Secret-Withheld: secret`. A client that lost the first answer rotates the secret.
+    """
     body = await read_body(request, WebhookCreate)
     try:
         endpoint, secret = await request.app[SUBSCRIPTIONS].create(
@@ -67,7 +73,7 @@ async def create_webhook(request: web.Request) -> web.Response:
         return _refused(exc)
     response = web.json_response(_with_secret(endpoint, secret), status=201)
     response.headers["Location"] = f"/v1/webhooks/{endpoint.id}"
-    return response
+    return withhold_on_replay(response, "secret")
 
 
 @webhook_routes.get("/v1/webhooks", role=Role.READER, limit=Category.SINGLE, responses={200: WebhookList})
@@ -114,10 +120,14 @@ async def delete_webhook(request: web.Request) -> web.Response:
     responses={200: WebhookWithSecret},
 )
 async def rotate_secret(request: web.Request) -> web.Response:
-    """A new signing secret (shown this once); the previous one keeps signing during the grace period."""
+    """A new signing secret (shown this once); the previous one keeps signing during the grace period.
+
+    A replay of this request with the same `Idempotency-Key` rotates nothing and answers the endpoint
+    with `secret` null and the header `Idempotent-Secret-Withheld: secret`: the secret is never stored.
+    """
     grace = request.app[SETTINGS].webhook_secret_grace_s
     rotated, secret = await endpoints.rotate_secret(request.app[REDIS], await _endpoint(request), grace_s=grace)
-    return web.json_response(_with_secret(rotated, secret))
+    return withhold_on_replay(web.json_response(_with_secret(rotated, secret)), "secret")
 
 
 @webhook_routes.post(

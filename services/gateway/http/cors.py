@@ -12,7 +12,8 @@ from multidict import CIMultiDict
 ALLOWED_METHODS: Final = "GET, HEAD, POST, PUT, PATCH, DELETE"
 ALLOWED_HEADERS: Final = "Authorization, Content-Type, Idempotency-Key, X-Request-ID, Cache-Control"
 EXPOSED_HEADERS: Final = (
-    "RateLimit, RateLimit-Policy, Retry-After, X-Request-ID, Location, Idempotent-Replayed, Cache-Status"
+    "RateLimit, RateLimit-Policy, Retry-After, X-Request-ID, Location, Idempotent-Replayed, "
+    "Idempotent-Secret-Withheld, Cache-Status"
 )
 PREFLIGHT_MAX_AGE_S: Final = 600
 

@@ -3,6 +3,10 @@
 A tenant's first request with a key claims it in Redis, runs, and has its answer stored; the same
 request again gets that answer replayed, a different request with the key gets 422, and a repeat
 while the first still runs gets 409. Server errors are not stored, so the client may retry them.
+
+A secret shown once (an API key, a webhook signing secret) is never stored: a handler names the
+answer's secret fields with :func:`withhold_on_replay`, the stored answer has them null, and its
+replay says so in the ``Idempotent-Secret-Withheld`` header.
 """
 
 from __future__ import annotations
@@ -32,12 +36,15 @@ log = structlog.get_logger(__name__)
 
 HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
+WITHHELD_HEADER: Final = "Idempotent-Secret-Withheld"
 MAX_KEY_LENGTH: Final = 255
 
 
 _VALID_KEY: Final = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_LENGTH}}}")
 # Headers that are part of the answer, replayed with the status and the body.
 _KEPT_HEADERS: Final = ("Content-Type", "Content-Location", "Location", "Retry-After", "Allow")
+# The response's own entry naming the body's top-level fields that hold a secret shown only once.
+_SECRET_FIELDS: Final = web.ResponseKey("idempotency_secret_fields", tuple)
 
 # Claims a key unless a record is there (which it answers); stores the answer while the claim is this
 # request's; frees the key while the claim is this request's.
@@ -102,6 +109,12 @@ async def release(client: aioredis.Redis, tenant: str, key: str, token: str) -> 
     """Forget the claim ``token`` holds, so the key may be used again; False if it no longer holds it."""
     released = await _RELEASE.arun(client, [keys.idempotency(tenant, key)], [token])
     return bool(released == 1)
+
+
+def withhold_on_replay(response: web.Response, *fields: str) -> web.Response:
+    """Mark the JSON body's top-level ``fields`` as secrets shown once: a stored answer holds them as null."""
+    response[_SECRET_FIELDS] = fields
+    return response
 
 
 def unquote_key(value: str) -> str:
@@ -175,7 +188,21 @@ def _answer(response: web.StreamResponse) -> Answer | None:
     if not isinstance(body, bytes | bytearray):
         return None
     headers = {name: response.headers[name] for name in _KEPT_HEADERS if name in response.headers}
-    return Answer(response.status, headers, bytes(body))
+    secret_fields: tuple[str, ...] = response.get(_SECRET_FIELDS, ())
+    if not secret_fields:
+        return Answer(response.status, headers, bytes(body))
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None  # a secret it cannot take out: not stored at all
+    if not isinstance(document, dict):
+        return None
+    withheld = [name for name in secret_fields if document.get(name) is not None]
+    for name in withheld:
+        document[name] = None
+    if withheld:
+        headers[WITHHELD_HEADER] = ", ".join(withheld)
+    return Answer(response.status, headers, json.dumps(document, separators=(",", ":")).encode())
 
 
 async def _release_quietly(client: aioredis.Redis, tenant: str, key: str, token: str) -> None:

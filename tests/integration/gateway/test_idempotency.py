@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from services.gateway.http import idempotency
 from shared import keys
+from shared.config import Settings
 from shared.index.storage import LocalStore
 from shared.records import apikeys
 from tests.integration.gateway.conftest import Api
@@ -224,3 +225,82 @@ async def test_a_quoted_key_is_the_same_key_as_its_bare_form(api: Api) -> None:
     assert first.status == again.status == 202
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert (await first.json())["job_id"] == (await again.json())["job_id"]
+
+
+def _stored_records(redis_client: redis.Redis) -> list[dict[bytes, bytes]]:
+    found = redis_client.scan_iter(match=f"{keys.PREFIX}:t:*:idem:*")
+    return [cast(dict[bytes, bytes], redis_client.hgetall(k)) for k in found]
+
+
+def _holds(records: list[dict[bytes, bytes]], secret: str) -> bool:
+    return any(secret.encode() in field or secret.encode() in value for r in records for field, value in r.items())
+
+
+async def test_a_created_api_key_is_never_stored_nor_replayed(api: Api, redis_client: redis.Redis) -> None:
+    admin_key = apikeys.new_key()
+    apikeys.store(redis_client, admin_key, "acme", apikeys.Role.ADMIN)
+    admin = {"Authorization": f"Bearer {admin_key}"}
+    body = json.dumps({"tenant": "globex", "role": "reader", "name": "ci"}).encode()
+
+    first = await _post(api, "/v1/keys", body, "new-key", auth=admin)
+    assert first.status == 201, await first.text()
+    created = await first.json()
+    assert created["key"].startswith("sf_") and idempotency.WITHHELD_HEADER not in first.headers
+
+    # The stored answer holds the key's record, never the key itself
+    records = _stored_records(redis_client)
+    assert len(records) == 1 and records[0][b"status"] == b"201"
+    assert not _holds(records, created["key"])
+    assert json.loads(records[0][b"body"])["key"] is None
+
+    # A replay answers the same status and record, with the key withheld and saying so
+    again = await _post(api, "/v1/keys", body, "new-key", auth=admin)
+    assert again.status == 201
+    assert again.headers[idempotency.REPLAYED_HEADER] == "true"
+    assert again.headers[idempotency.WITHHELD_HEADER] == "key"
+    assert again.headers["Location"] == first.headers["Location"] == f"/v1/keys/{created['id']}"
+    replayed = await again.json()
+    assert replayed["key"] is None and created["key"] not in await again.text()
+    assert {**replayed, "key": created["key"]} == created
+    listed = await api.client.get("/v1/keys?tenant=globex", headers=admin)
+    assert [k["id"] for k in (await listed.json())["keys"]] == [created["id"]]
+
+    # Revoked, it is still not replayed (there is nothing to replay)
+    assert (await api.client.delete(f"/v1/keys/{created['id']}", headers=admin)).status == 204
+    after = await _post(api, "/v1/keys", body, "new-key", auth=admin)
+    assert after.status == 201 and (await after.json())["key"] is None
+
+
+WEBHOOK = json.dumps({"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}).encode()
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Webhooks to 127.0.0.1 may be created here."""
+    return settings.model_copy(update={"webhook_allow_hosts": "127.0.0.1"})
+
+
+async def test_webhook_signing_secrets_are_never_stored_nor_replayed(api: Api, redis_client: redis.Redis) -> None:
+    first = await _post(api, "/v1/webhooks", WEBHOOK, "new-hook")
+    assert first.status == 201, await first.text()
+    created = await first.json()
+    assert created["secret"]
+
+    again = await _post(api, "/v1/webhooks", WEBHOOK, "new-hook")
+    assert again.status == 201 and again.headers[idempotency.WITHHELD_HEADER] == "secret"
+    assert again.headers["Location"] == first.headers["Location"]
+    replayed = await again.json()
+    assert replayed["secret"] is None and {**replayed, "secret": created["secret"]} == created
+
+    rotate = f"/v1/webhooks/{created['id']}/rotate-secret"
+    rotated = await _post(api, rotate, b"", "rotate-1")
+    assert rotated.status == 200, await rotated.text()
+    new_secret = (await rotated.json())["secret"]
+    assert new_secret and new_secret != created["secret"]
+    rotated_again = await _post(api, rotate, b"", "rotate-1")
+    assert rotated_again.status == 200 and rotated_again.headers[idempotency.WITHHELD_HEADER] == "secret"
+    assert (await rotated_again.json())["secret"] is None
+
+    records = _stored_records(redis_client)
+    assert len(records) == 2
+    assert not _holds(records, created["secret"]) and not _holds(records, new_secret)
