@@ -144,6 +144,9 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             umask=0o077,
+            # Its own session: Ctrl-C in a terminal signals the foreground process group, and Redis must
+            # outlive the services it serves; `semaflow up` stops it last.
+            start_new_session=True,
         )
         server = cls(process, port, directory, password)
         client = redis.Redis(port=port, password=password, socket_connect_timeout=0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import time
@@ -103,3 +104,8 @@ def test_a_logged_url_has_its_password_masked(server: RedisServer) -> None:
     assert server.masked_url == f"redis://:***@127.0.0.1:{server.port}/0"
     assert mask_url("redis://user:pw@[::1]:6380/2") == "redis://user:***@[::1]:6380/2"
     assert mask_url("redis://redis:6379/0") == "redis://redis:6379/0"
+
+
+def test_redis_runs_in_a_session_of_its_own(server: RedisServer) -> None:
+    # A terminal's Ctrl-C signals its foreground process group; Redis is not in it, so it outlives the services.
+    assert os.getsid(server.process.pid) == server.process.pid != os.getsid(0)
