@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from shared import keys
 
@@ -93,18 +93,29 @@ class Quotas(BaseModel):
 FIELDS: Final = tuple(Quotas.model_fields)
 
 
+def _whole(value: object) -> object:
+    """A whole JSON number as an int: JSON Schema counts 85.0 as the integer 85, and so does the API."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A quota: a whole number (strict: no numeric strings, no 85.5), 0 or more.
+_Quota = Annotated[int | None, BeforeValidator(_whole)]
+
+
 class QuotaOverrides(BaseModel):
     """A tenant's own quotas; a field left out keeps its current value, ``null`` returns it to the default."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    per_day: int | None = Field(default=None, ge=0, strict=True)
-    per_hour: int | None = Field(default=None, ge=0, strict=True)
-    bulk_per_minute: int | None = Field(default=None, ge=0, strict=True)
-    single_per_minute: int | None = Field(default=None, ge=0, strict=True)
-    search_per_minute: int | None = Field(default=None, ge=0, strict=True)
-    search_per_hour: int | None = Field(default=None, ge=0, strict=True)
-    search_per_day: int | None = Field(default=None, ge=0, strict=True)
+    per_day: _Quota = Field(default=None, ge=0, strict=True)
+    per_hour: _Quota = Field(default=None, ge=0, strict=True)
+    bulk_per_minute: _Quota = Field(default=None, ge=0, strict=True)
+    single_per_minute: _Quota = Field(default=None, ge=0, strict=True)
+    search_per_minute: _Quota = Field(default=None, ge=0, strict=True)
+    search_per_hour: _Quota = Field(default=None, ge=0, strict=True)
+    search_per_day: _Quota = Field(default=None, ge=0, strict=True)
 
 
 def _decode(raw: Mapping[bytes | str, bytes | str]) -> dict[str, int]:

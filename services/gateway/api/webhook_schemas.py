@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
@@ -13,7 +14,7 @@ from shared.records.jobs import Job
 from shared.records.tenants import EMAIL_PATTERN, MAX_EMAIL_LENGTH
 from shared.webhooks.deliveries import Attempt, DeliveryState
 from shared.webhooks.destinations import MAX_URL_LENGTH
-from shared.webhooks.endpoints import check_event_types
+from shared.webhooks.endpoints import EVENT_TYPE_NAMES, check_event_types
 
 _MAX_DESCRIPTION = 500
 _MAX_EVENT_TYPES = 50
@@ -21,6 +22,17 @@ _MAX_EVENT_TYPES = 50
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _subscription_pattern() -> str:
+    """The patterns a subscription may name, as one regular expression: ``*``, an event type, or a prefix
+    of one followed by ``.*`` (so the OpenAPI document says exactly what the server takes)."""
+    prefixes = sorted({name.rsplit(".", n)[0] for name in EVENT_TYPE_NAMES for n in range(1, name.count(".") + 1)})
+    choices = [r"\*", *(re.escape(n) for n in EVENT_TYPE_NAMES), *(re.escape(p) + r"\.\*" for p in prefixes)]
+    return "^(" + "|".join(choices) + ")$"
+
+
+_EventType = Annotated[str, Field(pattern=_subscription_pattern())]
 
 
 def _event_types(value: list[str] | None) -> list[str] | None:
@@ -36,7 +48,7 @@ class WebhookCreate(_Body):
     """``POST /v1/webhooks``."""
 
     url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
-    event_types: list[str] = Field(min_length=1, max_length=_MAX_EVENT_TYPES)
+    event_types: list[_EventType] = Field(min_length=1, max_length=_MAX_EVENT_TYPES)
     description: str = Field(default="", max_length=_MAX_DESCRIPTION)
     disabled: bool = False
 
@@ -47,7 +59,7 @@ class WebhookUpdate(_Body):
     """``PATCH /v1/webhooks/{id}``: the fields to change (at least one)."""
 
     url: str | None = Field(default=None, min_length=1, max_length=MAX_URL_LENGTH)
-    event_types: list[str] | None = Field(default=None, min_length=1, max_length=_MAX_EVENT_TYPES)
+    event_types: list[_EventType] | None = Field(default=None, min_length=1, max_length=_MAX_EVENT_TYPES)
     description: str | None = Field(default=None, max_length=_MAX_DESCRIPTION)
     disabled: bool | None = None
 

@@ -179,6 +179,12 @@ async def test_an_admin_sets_a_tenants_own_quotas(
 
     bad = await client.put("/v1/tenants/globex/rate-limits", json={"per_hour": -1}, headers=_auth(key))
     assert bad.status == 422
+    # A whole number written as 85.0 is the integer its schema promises; 85.5 and "85" are not.
+    whole = await client.put("/v1/tenants/globex/rate-limits", json={"per_day": 85.0}, headers=_auth(key))
+    assert whole.status == 200 and (await whole.json())["overrides"] == {"per_day": 85}
+    for value in (85.5, "85"):
+        refused = await client.put("/v1/tenants/globex/rate-limits", json={"per_day": value}, headers=_auth(key))
+        assert refused.status == 422, value
 
 
 async def test_disabled_limits_admit_everything_and_send_no_headers(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -83,7 +84,9 @@ async def test_a_webhook_is_created_read_changed_and_deleted(api: Api, receiver:
 @pytest.mark.parametrize(
     ("body", "pointer"),
     [
-        ({"url": "http://127.0.0.1:9/x", "event_types": ["jobs.*"]}, "/event_types"),
+        ({"url": "http://127.0.0.1:9/x", "event_types": ["jobs.*"]}, "/event_types/0"),
+        ({"url": "http://127.0.0.1:9/x", "event_types": ["*", ""]}, "/event_types/1"),
+        ({"url": "http://127.0.0.1:9/x", "event_types": ["job."]}, "/event_types/0"),
         ({"url": "http://127.0.0.1:9/x", "event_types": []}, "/event_types"),
         ({"url": "ftp://example.com/x", "event_types": ["*"]}, "/url"),
         ({"url": "http://10.1.2.3/hook", "event_types": ["*"]}, "/url"),
@@ -99,6 +102,18 @@ async def test_unusable_webhooks_are_refused_with_a_pointer(api: Api, body: dict
     assert resp.status == 422, await resp.text()
     problem = await resp.json()
     assert pointer in [e["pointer"] for e in problem["errors"]], problem
+
+
+async def test_the_openapi_document_names_exactly_the_subscribable_event_types(api: Api) -> None:
+    # Given the schema of an event_types item, as the API describes it
+    document = await (await api.client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    item = schemas["WebhookCreate"]["properties"]["event_types"]["items"]
+    pattern = re.compile(item["pattern"])
+
+    # Then what it admits is what the server admits
+    assert all(pattern.fullmatch(t) for t in ("*", "job.*", "job.succeeded", "webhook.delivery.*"))
+    assert not any(pattern.fullmatch(t) for t in ("", "job.", "jobs.*", "*.*", "job.succeeded.*"))
 
 
 async def test_another_tenants_webhooks_and_deliveries_are_invisible(
