@@ -122,7 +122,11 @@ def _operation(
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "description": "Makes a retried POST safe: the same request with the same key gets the first answer.",
+                "description": (
+                    "Makes a retried POST safe: the same request with the same key gets the first answer "
+                    "(for 24 h). The key used with a different request (another route, method or body) "
+                    "answers 422; while the first request with it is still running, 409."
+                ),
                 "schema": _PRINTABLE_KEY,
             }
         )

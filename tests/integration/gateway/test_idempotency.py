@@ -89,6 +89,13 @@ async def test_the_same_key_on_a_different_request_is_422(api: Api, coll: str, r
     await _problem(await _post(api, f"{DOCUMENTS}?x=1", BATCH, "reused"), 422)
     assert _jobs(redis_client) == 1
 
+    # And the API's description says so, where the header is declared
+    document = await (await api.client.get("/openapi.json")).json()
+    post = document["paths"]["/v1/collections/{name}/documents"]["post"]
+    header = next(p for p in post["parameters"] if p["name"] == "Idempotency-Key")
+    assert "422" in header["description"] and "different request" in header["description"]
+    assert "422" in post["responses"]
+
 
 async def test_a_key_whose_request_is_still_running_is_409(
     api: Api, coll: str, aclient: aioredis.Redis, redis_client: redis.Redis
