@@ -22,7 +22,6 @@ from opentelemetry.trace import SpanKind
 from services.notifier.http import Answer, post, refusal
 from services.notifier.signing import headers as signed_headers
 from shared import clock, keys
-from shared.clock import now_ms
 from shared.messaging import bus, tasks, tracing
 from shared.messaging.events import CloudEvent, WebhookDeliveryExhausted, WebhookEndpointDisabled
 from shared.records import deadletters
@@ -131,7 +130,7 @@ class Deliverer:
 
         Endpoints left out for want of slots are kept for the dispatcher's next pass.
         """
-        at = now_ms() if now is None else now
+        at = clock.now_ms() if now is None else now
         s = self.settings
         free = self.free_slots
         limits: list[tuple[str, int]] = []
@@ -184,7 +183,7 @@ class Deliverer:
         self._scan_at = 0
         while not stop.is_set():
             self._wake.clear()
-            now = now_ms()
+            now = clock.now_ms()
             endpoints, self._freed = self._freed, set()
             scanned = now >= self._scan_at
             if scanned:
@@ -192,12 +191,12 @@ class Deliverer:
             started = await self.dispatch(sorted(endpoints), now) if endpoints else 0
             if scanned:
                 wake = await self.store.next_wake_ms()
-                poll = now_ms() + int(DUE_POLL_S * 1000)
+                poll = clock.now_ms() + int(DUE_POLL_S * 1000)
                 self._scan_at = poll if wake is None else min(poll, wake)
                 if endpoints and not started:
-                    self._scan_at = max(self._scan_at, now_ms() + 50)  # nothing could start: do not spin
+                    self._scan_at = max(self._scan_at, clock.now_ms() + 50)  # nothing could start: do not spin
             if not self._wake.is_set():
-                await _first(stop, self._wake, max(0.0, (self._scan_at - now_ms()) / 1000))
+                await _first(stop, self._wake, max(0.0, (self._scan_at - clock.now_ms()) / 1000))
 
     async def sweep(self) -> int:
         """Dispatch every endpoint with waiting or leased deliveries (also those the schedule lost track of)."""
@@ -233,13 +232,13 @@ class Deliverer:
             return
         delivery, endpoint, body = started.delivery, started.endpoint, started.body
         if endpoint is not None and endpoint.disabled:
-            await self.store.release(delivery, lease, now_ms())  # waits, paused, until the endpoint is enabled
+            await self.store.release(delivery, lease, clock.now_ms())  # waits, paused, until the endpoint is enabled
             return
         if endpoint is None or body is None:
             why = "the endpoint was deleted" if endpoint is None else "the event is no longer stored"
             attempt = Attempt(n=delivery.attempts + 1, at=clock.now(), status=None, latency_ms=0.0, error=why)
             await self.store.finish(
-                delivery, lease, attempt, Outcome.FAILED, now=now_ms(), disable_after_ms=self.disable_after_ms
+                delivery, lease, attempt, Outcome.FAILED, now=clock.now_ms(), disable_after_ms=self.disable_after_ms
             )
             self.freed(delivery.endpoint_id)
             return
@@ -258,7 +257,7 @@ class Deliverer:
                 answer = await self._post(delivery, endpoint, body)
             except asyncio.CancelledError:
                 # Stopping: nothing was recorded, so hand the delivery back for another process to take.
-                await asyncio.shield(self.store.release(delivery, lease, now_ms()))
+                await asyncio.shield(self.store.release(delivery, lease, clock.now_ms()))
                 raise
             if answer.status is not None:
                 span.set_attribute("http.response.status_code", answer.status)
@@ -271,7 +270,7 @@ class Deliverer:
         refused = self._refusal(endpoint.url)
         if refused is not None:
             return Answer(status=None, latency_ms=0.0, error=refused)
-        stamp = now_ms()
+        stamp = clock.now_ms()
         headers = signed_headers(endpoint.signing_secrets(stamp), delivery.event_id, stamp // 1000, body)
         traceparent = tracing.current_traceparent()
         if traceparent is not None:
@@ -281,7 +280,7 @@ class Deliverer:
         return answer
 
     async def _settle(self, delivery: Delivery, endpoint: Target, lease: str, answer: Answer) -> Verdict:
-        now = now_ms()
+        now = clock.now_ms()
         verdict = judge(answer, delivery, self.schedule, now, self.rng)
         attempt = Attempt(
             n=delivery.attempts + 1,

@@ -5,7 +5,6 @@ match, start what may start now, and trigger the mail and the weekly counts an e
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
@@ -63,19 +62,14 @@ def iso_week(at: datetime) -> str:
 def targets(found: list[Endpoint], received: Received) -> list[Endpoint]:
     """The endpoints an event goes to: enabled, subscribed, and created before the event was published."""
     event = received.event
-    published = endpoints.entry_position(received.entry_id)
     return [
         e
         for e in found
         if not e.disabled
-        and _created_at(e.after_entry) < published
+        and e.existed_at(received.entry_id)
         and e.wants(event.type)
         and not endpoints.reports_on(e.id, event.type, event.data)
     ]
-
-
-# An endpoint's creation point, parsed once: every event of every batch is compared with it.
-_created_at = functools.lru_cache(maxsize=4096)(endpoints.entry_position)
 
 
 def _fan_out_trace(event: CloudEvent, endpoints: int) -> str | None:

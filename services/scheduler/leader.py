@@ -16,7 +16,6 @@ from services.scheduler.firing import Recorded, Run
 from services.scheduler.lease import Lease
 from services.scheduler.ticks import plan
 from shared import clock, keys, scripts
-from shared.clock import from_millis
 from shared.constants import MAX_TICKS_PER_PASS
 from shared.messaging import tracing
 
@@ -208,7 +207,7 @@ class Scheduler:
             if schedule is None:
                 log.warning("schedule.unknown_trigger", schedule=name)
                 continue
-            requested_at = from_millis(requested) if requested else self.clock()
+            requested_at = clock.from_millis(requested) if requested else self.clock()
             run_id = firing.run_id(requested_at, manual=True)
             fired_at = self.clock()
             if await self._record(schedule, "manual", requested_at, requested_at, run=run_id) is Recorded.FIRED:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from shared import clock, keys
-from shared.clock import millis
 from shared.messaging.workqueue import Entry, Priority
 from shared.records import paging
 
@@ -82,7 +81,7 @@ def new_letter(
 
 
 def _store(pipe: Any, letter: DeadLetter, retention_s: int) -> None:
-    stamp = millis(letter.failed_at)
+    stamp = clock.millis(letter.failed_at)
     cutoff = stamp - retention_s * 1000
     pipe.set(keys.dead_letter(letter.id), letter.model_dump_json(), ex=retention_s)
     pipe.zadd(keys.dead_letters(letter.tenant), {letter.id: stamp})

@@ -9,6 +9,7 @@ signature per live secret and receivers can switch over without dropping a reque
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import secrets
 import uuid
@@ -44,6 +45,10 @@ def entry_position(entry_id: str) -> tuple[int, int]:
     """A stream entry id (``ms-seq``) as a comparable pair."""
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+# An endpoint's creation point, parsed once: the fan-out compares every event of every batch with it.
+_created_at = functools.lru_cache(maxsize=4096)(entry_position)
 
 
 def new_secret() -> str:
@@ -122,7 +127,7 @@ class Endpoint(BaseModel):
 
     def existed_at(self, entry_id: str) -> bool:
         """Whether the endpoint existed when the stream entry ``entry_id`` was appended."""
-        return entry_position(entry_id) > entry_position(self.after_entry)
+        return entry_position(entry_id) > _created_at(self.after_entry)
 
     def public(self) -> dict[str, Any]:
         """The JSON the API answers."""

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from shared import clock, keys
-from shared.clock import now_ms
 from shared.errors import Conflict
 from shared.messaging import bus, dispatch, tasks
 from shared.messaging.events import CloudEvent, JobCancelled
@@ -96,7 +95,7 @@ class JobControl:
             letter = await deadletters.get(self.client, job.tenant, job.dead_letter)
             if letter is not None:
                 await deadletters.delete(self.client, letter)
-        entry = Entry(job.id, job.tenant, job.priority, job.task.arguments, now_ms())
+        entry = Entry(job.id, job.tenant, job.priority, job.task.arguments, clock.now_ms())
         await dispatch.asubmit(self.client, self.broker, job.task.queue, entry)
         log.info("job.retried", job_id=job.id, was=job.state.value)
         return await self._reload(job.id)
@@ -139,7 +138,7 @@ class JobControl:
         else:
             await jobs.requeue(self.client, job.id)
         await deadletters.delete(self.client, letter)
-        await dispatch.asubmit(self.client, self.broker, letter.queue, letter.entry(now_ms()))
+        await dispatch.asubmit(self.client, self.broker, letter.queue, letter.entry(clock.now_ms()))
         log.info("dead_letter.replayed", dead_letter=letter.id, job_id=job.id)
         return await self._reload(job.id)
 
@@ -184,7 +183,7 @@ class JobControl:
         out: dict[str, Any] = {}
         for queue, service in QUEUE_SERVICES.items():
             depth = await AsyncWorkQueue(self.client, queue).depth()
-            age = (now_ms() - depth.oldest_enqueued_ms) / 1000 if depth.oldest_enqueued_ms is not None else 0.0
+            age = (clock.now_ms() - depth.oldest_enqueued_ms) / 1000 if depth.oldest_enqueued_ms is not None else 0.0
             out[queue] = {
                 "depth": depth.by_priority,
                 "delayed": await self._delayed(queue),
@@ -209,7 +208,7 @@ class JobControl:
 
     async def _notify_stats(self, dead: int, workers: int) -> dict[str, Any]:
         """The notify queue as webhook deliveries: due now, waiting out a retry delay, attempts under way."""
-        now = now_ms()
+        now = clock.now_ms()
         stats = await queue_stats(self.client, now)
         age = (now - stats.oldest_due_ms) / 1000 if stats.oldest_due_ms is not None else 0.0
         return {

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from shared import clock, keys
-from shared.clock import now_ms
 from shared.constants import JOB_RETENTION_S
 from shared.index.documents import encode_batch
 from shared.messaging import bus, dispatch, tasks
@@ -91,7 +90,7 @@ class Writes:
         await jobs.create(self.client, job)
         try:
             await dispatch.asubmit(
-                self.client, self.broker, queue, Entry(job_id, job.tenant, priority, arguments, now_ms())
+                self.client, self.broker, queue, Entry(job_id, job.tenant, priority, arguments, clock.now_ms())
             )
         except Exception as exc:
             # Nothing will ever run this job: say so rather than leave it queued forever.
