@@ -134,7 +134,11 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, description="Time given to in-flight work on SIGTERM.")
     task_time_limit_s: int = Field(default=15 * 60, description="A task running longer is interrupted (and retried).")
     worker_dead_after_s: float = Field(
-        default=15.0, description="A worker silent this long is dead; its unfinished messages are redelivered."
+        default=15.0,
+        description=(
+            "A worker silent this long is dead: the work it had claimed goes back to the front of its"
+            " priority (its lease, renewed every third of this, ran out), and its messages are redelivered."
+        ),
     )
     collection_lock_ttl_s: float = Field(
         default=c.COLLECTION_LOCK_TTL_S,
@@ -155,7 +159,8 @@ class Settings(BaseSettings):
     )
     priority_starve_after_s: float = Field(default=30.0, description="How long work waits before it is starving.")
     queue_top_up_interval_s: float = Field(
-        default=30.0, description="How often workers restore tokens of entries whose sender died mid-way."
+        default=30.0,
+        description="How often workers restore tokens of entries whose sender died mid-way (or whose worker died).",
     )
 
     # --- events ------------------------------------------------------------------------------

@@ -250,6 +250,16 @@ def wq_claims(queue: str) -> str:
     return _wq(queue, "claims")
 
 
+def wq_leases(queue: str) -> str:
+    """Sorted set token message id -> lease deadline (ms) of each claim; its worker renews it while it works."""
+    return _wq(queue, "leases")
+
+
+def wq_attempts(queue: str) -> str:
+    """Hash entry id -> attempts started (every claim of the entry, a redelivered or reclaimed one too)."""
+    return _wq(queue, "attempts")
+
+
 def wq_age(queue: str, level: int | str) -> str:
     """Sorted set entry id -> enqueue time (ms) of the entries waiting at ``level``."""
     return _wq(queue, "age", str(level))
@@ -293,3 +303,14 @@ def dramatiq_messages(queue: str) -> str:
 def dramatiq_acks(queue: str) -> tuple[str, str]:
     """SCAN patterns of Dramatiq's per-worker sets of fetched, unacknowledged messages: ready, delayed."""
     return f"{DRAMATIQ_NAMESPACE}:__acks__.*.{queue}", f"{DRAMATIQ_NAMESPACE}:__acks__.*.{queue}.DQ"
+
+
+def dramatiq_heartbeats() -> str:
+    """Dramatiq's sorted set worker id -> its last broker command (ms): a worker silent too long is dead."""
+    return f"{DRAMATIQ_NAMESPACE}:__heartbeats__"
+
+
+def dramatiq_ack_owner(ack_key: str | bytes) -> str:
+    """The worker id in the name of one of Dramatiq's acknowledgement sets (``…:__acks__.{worker}.{queue}``)."""
+    name = text(ack_key)
+    return name[len(f"{DRAMATIQ_NAMESPACE}:__acks__.") :].split(".", 1)[0]

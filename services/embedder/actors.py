@@ -45,24 +45,25 @@ def declare(
         tasks.EMBED_QUEUE,
         starve_every=settings.priority_starve_every,
         starve_after_ms=int(settings.priority_starve_after_s * 1000),
+        lease_ms=int(settings.worker_dead_after_s * 1000),
     )
 
     def embed_next(**_: Any) -> None:
         message_id = CurrentMessage.get_current_message().message_id  # type: ignore[union-attr]
-        entry = queue.claim(message_id)
-        if entry is None:
-            return  # a spare token: nothing waits
-        _op, payload = tasks.parse_op(entry.kwargs)
-        assert isinstance(payload, tasks.EmbedBatch)
-        structlog.contextvars.bind_contextvars(tenant=entry.tenant, job_id=entry.id, collection=payload.collection)
-        attributes = {
-            "semaflow.tenant": entry.tenant,
-            "semaflow.job_id": entry.id,
-            "semaflow.batch_id": payload.batch_id,
-        }
-        with tracing.span("embed_batch", parent=entry.traceparent, kind=SpanKind.CONSUMER, attributes=attributes):
-            embed(payload, entry)
-        queue.release(message_id)
+        with queue.holding(message_id) as entry:
+            if entry is None:
+                return  # a spare token: nothing waits
+            _op, payload = tasks.parse_op(entry.kwargs)
+            assert isinstance(payload, tasks.EmbedBatch)
+            structlog.contextvars.bind_contextvars(tenant=entry.tenant, job_id=entry.id, collection=payload.collection)
+            attributes = {
+                "semaflow.tenant": entry.tenant,
+                "semaflow.job_id": entry.id,
+                "semaflow.batch_id": payload.batch_id,
+            }
+            with tracing.span("embed_batch", parent=entry.traceparent, kind=SpanKind.CONSUMER, attributes=attributes):
+                embed(payload, entry)
+            queue.release(message_id)
 
     def embed(payload: tasks.EmbedBatch, entry: Entry) -> None:
         """Embed the entry's batch and queue its indexing (nothing for a cancelled job or a deleted collection)."""
@@ -70,7 +71,7 @@ def declare(
         if collection is None or collection.id != payload.collection_id:
             jobs.finish(client, payload.job_id, jobs.JobState.FAILED, error="collection was deleted")
             return
-        if not jobs.begin(client, payload.job_id, first_stage=True):
+        if not jobs.begin(client, payload.job_id, attempt=entry.attempts):
             return  # cancelled (or ended) meanwhile
         started = time.perf_counter()
         try:

@@ -41,6 +41,7 @@ class Indexer:
             tasks.INDEX_QUEUE,
             starve_every=settings.priority_starve_every,
             starve_after_ms=int(settings.priority_starve_after_s * 1000),
+            lease_ms=int(settings.worker_dead_after_s * 1000),
         )
 
     def _publish(self, event: JobSucceeded, subject: str) -> None:
@@ -64,7 +65,7 @@ class Indexer:
             )
             self._publish(done, job_id)
 
-    def run(self, op: tasks.WorkOp[Any], payload: tasks.TaskPayload) -> None:
+    def run(self, op: tasks.WorkOp[Any], payload: tasks.TaskPayload, attempt: int = 1) -> None:
         """Apply one entry's batch, delete or rollback and publish the next version.
 
         Raises:
@@ -77,8 +78,7 @@ class Indexer:
         if collection is None or collection.id != payload.collection_id:
             jobs.finish(self.client, job_id, jobs.JobState.FAILED, error="collection was deleted")
             return
-        # An ingest's first stage was the embedder's; a delete or a rollback starts here.
-        if not jobs.begin(self.client, job_id, first_stage=not isinstance(payload, tasks.IndexBatch)):
+        if not jobs.begin(self.client, job_id, attempt=attempt):
             return  # cancelled (or ended) meanwhile
         if isinstance(payload, tasks.IndexBatch):
             outcome = self.publisher.add_batch(collection, payload.batch_id, payload.write_seq, job_id)
@@ -95,18 +95,18 @@ class Indexer:
     def index_next(self, **_: Any) -> None:
         """Claim the best waiting entry (or the one this message already holds) and run it."""
         message_id = CurrentMessage.get_current_message().message_id  # type: ignore[union-attr]
-        entry = self.queue.claim(message_id)
-        if entry is None:
-            return  # a spare token: nothing waits
-        op, payload = tasks.parse_op(entry.kwargs)
-        structlog.contextvars.bind_contextvars(tenant=entry.tenant, job_id=entry.id, op=op.name)
-        attributes = {"semaflow.tenant": entry.tenant, "semaflow.job_id": entry.id}
-        with tracing.span(op.name, parent=entry.traceparent, kind=SpanKind.CONSUMER, attributes=attributes):
-            try:
-                self.run(op, payload)
-            except Cancelled as exc:
-                log.info("index.cancelled", job_id=entry.id, reason=str(exc))
-        self.queue.release(message_id)
+        with self.queue.holding(message_id) as entry:
+            if entry is None:
+                return  # a spare token: nothing waits
+            op, payload = tasks.parse_op(entry.kwargs)
+            structlog.contextvars.bind_contextvars(tenant=entry.tenant, job_id=entry.id, op=op.name)
+            attributes = {"semaflow.tenant": entry.tenant, "semaflow.job_id": entry.id}
+            with tracing.span(op.name, parent=entry.traceparent, kind=SpanKind.CONSUMER, attributes=attributes):
+                try:
+                    self.run(op, payload, entry.attempts)
+                except Cancelled as exc:
+                    log.info("index.cancelled", job_id=entry.id, reason=str(exc))
+            self.queue.release(message_id)
 
     def drop_collection(self, **kwargs: Any) -> None:
         """Remove every stored object of a deleted collection."""

@@ -16,6 +16,7 @@ if ARGV[1] == 'running' and redis.call('HEXISTS', KEYS[1], 'started_at') == 0 th
   redis.call('HSET', KEYS[1], 'started_at', redis.call('HGET', KEYS[1], 'updated_at'))
 end
 if ARGV[1] == 'queued' then
+  redis.call('HSET', KEYS[1], 'attempts_base', redis.call('HGET', KEYS[1], 'attempts') or '0')
   redis.call('HDEL', KEYS[1], 'published', 'error', 'started_at', 'dead_letter', 'embedded', 'indexed')
 end
 local ttl = tonumber(redis.call('HGET', KEYS[1], 'retention_s') or '0')

@@ -112,6 +112,7 @@ def _from_hash(raw: Mapping[bytes | str, bytes | str]) -> Job | None:
     if "task" in data:
         data["task"] = json.loads(data["task"])
     data.pop("published", None)
+    data.pop("attempts_base", None)
     return Job.model_validate(data)
 
 
@@ -175,11 +176,12 @@ def state(client: redis.Redis, job_id: str) -> JobState | None:
     return JobState(keys.text(raw)) if raw is not None else None
 
 
-def begin(client: redis.Redis, job_id: str, *, first_stage: bool) -> bool:
-    """Start (or resume, on a redelivery) a stage of a job in one atomic step: it is ``running``, and
-    its first stage counts one more attempt. False: it was cancelled, has ended, or is unknown — run nothing.
+def begin(client: redis.Redis, job_id: str, *, attempt: int) -> bool:
+    """Start (or resume, on a redelivery) a stage of a job in one atomic step: it is ``running``, and its
+    attempts are at least ``attempt`` (the stage's work-queue entry's attempts) more than before its
+    last retry. False: it was cancelled, has ended, or is unknown — run nothing.
     """
-    args = [now().isoformat(), "1" if first_stage else ""]
+    args: list[str | int] = [now().isoformat(), max(1, attempt)]
     return bool(_BEGIN.run(client, [keys.job(job_id)], args) == 1)
 
 

@@ -11,7 +11,7 @@ from shared import keys
 from shared.errors import InvalidInput, PermanentError
 from shared.messaging import bus, tasks
 from shared.messaging.events import CloudEvent, JobFailed
-from shared.messaging.workqueue import WorkQueue
+from shared.messaging.workqueue import DEFAULT_LEASE_MS, WorkQueue
 from shared.records import deadletters, jobs
 
 if TYPE_CHECKING:
@@ -25,11 +25,16 @@ PERMANENT: tuple[type[Exception], ...] = (PermanentError, InvalidInput)
 class WorkOutcomes(dramatiq.Middleware):
     """Settles failed work once Dramatiq's ``Retries`` has decided its fate.
 
-    A work-queue entry (ingest and delete stages):
+    A work-queue entry (ingest and delete stages) is judged by its own attempts (every claim of
+    it counts one, whichever token ran it), not by its token's retries:
 
-    - will be retried: the job keeps running and records the error as its last one;
     - permanent error (invalid data): the job fails, the entry is released;
-    - retries exhausted: the entry becomes a dead letter and the job ``dead``.
+    - more than ``max_retries`` retries: the entry becomes a dead letter and the job ``dead``;
+    - its token will be retried: the job keeps running and records the error as its last one, and
+      the claim's lease is stretched over the back-off (should the token not come back by then,
+      the entry is taken back and run by another);
+    - its token gave up although the entry has attempts left (a token that had resumed another
+      entry's claim): the entry goes back to the front of its level and a new token is sent.
 
     Any other actor's message that belongs to a tenant (a mail) becomes a dead letter once its
     retries are exhausted.
@@ -38,11 +43,26 @@ class WorkOutcomes(dramatiq.Middleware):
     reverse order, and this one needs ``message.failed`` as ``Retries`` left it.
     """
 
-    def __init__(self, client: redis.Redis, *, source: str, stream_maxlen: int, dead_letter_retention_s: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        source: str,
+        stream_maxlen: int,
+        dead_letter_retention_s: int,
+        max_retries: int = 5,
+        min_backoff_ms: int = 500,
+        max_backoff_ms: int = 60_000,
+        lease_ms: int = DEFAULT_LEASE_MS,
+    ) -> None:
         self.client = client
         self.source = source
         self.stream_maxlen = stream_maxlen
         self.retention_s = dead_letter_retention_s
+        self.max_retries = max_retries
+        self.min_backoff_ms = min_backoff_ms
+        self.max_backoff_ms = max_backoff_ms
+        self.lease_ms = lease_ms
 
     def after_process_message(
         self,
@@ -57,29 +77,36 @@ class WorkOutcomes(dramatiq.Middleware):
         if message.queue_name not in tasks.TOKENS:
             self._settle_message(message, exception)
             return
-        queue = WorkQueue(self.client, message.queue_name)
+        queue = WorkQueue(self.client, message.queue_name, lease_ms=self.lease_ms)
         entry = queue.claimed_entry(message.message_id)
         if entry is None:
             log.error("task.failed_without_entry", actor=message.actor_name, error=str(exception))
             return
         error = f"{type(exception).__name__}: {exception}"[:1000]
-        if not message.failed:
-            log.warning("task.retrying", job_id=entry.id, error=error, retries=message.options.get("retries"))
-            if self.client.exists(keys.job(entry.id)):
-                self.client.hset(keys.job(entry.id), "error", error)
-            return
         if isinstance(exception, PERMANENT):
             log.error("task.failed", job_id=entry.id, error=error)
             if jobs.finish(self.client, entry.id, jobs.JobState.FAILED, error=error):
                 self._announce(entry.kwargs, entry.id, error)
-        else:
-            attempts = int(message.options.get("retries", 0))
+        elif entry.attempts > self.max_retries:
             letter = deadletters.record(
-                self.client, queue.name, entry, error=error, attempts=attempts, retention_s=self.retention_s
+                self.client, queue.name, entry, error=error, attempts=entry.attempts, retention_s=self.retention_s
             )
-            log.error("task.dead", job_id=entry.id, dead_letter=letter.id, error=error, attempts=attempts)
+            log.error("task.dead", job_id=entry.id, dead_letter=letter.id, error=error, attempts=entry.attempts)
             if jobs.finish(self.client, entry.id, jobs.JobState.DEAD, error=error, dead_letter=letter.id):
                 self._announce(entry.kwargs, entry.id, error, dead_letter=letter.id)
+        else:
+            log.warning("task.retrying", job_id=entry.id, error=error, attempts=entry.attempts)
+            if self.client.exists(keys.job(entry.id)):
+                self.client.hset(keys.job(entry.id), "error", error)
+            if not message.failed:
+                # Dramatiq's back-off before this retry is at most this (it jitters below it).
+                retried = max(0, int(message.options.get("retries", 1)) - 1)
+                backoff_ms = min(self.min_backoff_ms * 2 ** min(retried, 32), self.max_backoff_ms)
+                queue.renew(message.message_id, for_ms=backoff_ms + self.lease_ms)
+            else:
+                queue.reap(message.message_id)
+                tasks.TOKENS[queue.name].send(broker, tasks.Token())
+            return
         queue.release(message.message_id)
 
     def _settle_message(self, message: dramatiq.MessageProxy, exception: BaseException) -> None:

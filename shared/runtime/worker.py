@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -42,19 +43,32 @@ class WorkerService:
 
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
-    _stop_top_up: threading.Event = field(default_factory=threading.Event)
+    _stop_recovery: threading.Event = field(default_factory=threading.Event)
     _side_workers: list[dramatiq.Worker] = field(default_factory=list)
     _metrics_server: MetricsServer | None = None
 
-    def _top_up_forever(self) -> None:
-        """Restore tokens of entries whose sender died before sending one (see :mod:`shared.messaging.dispatch`)."""
-        queues = sorted(q for q in self.queues if q in tasks.TOKENS)
-        while not self._stop_top_up.wait(self.settings.queue_top_up_interval_s):
-            for queue in queues:
+    def _recover_forever(self) -> None:
+        """Keep every work queue's invariant (see :mod:`shared.messaging.dispatch`), whichever service died.
+
+        Every third of a lease: take back claims whose lease ran out. Then, for a queue where that
+        happened and every ``queue_top_up_interval_s`` for all: send tokens for waiting entries
+        that have none (their sender died, or a dead worker holds them).
+        """
+        lease_ms = int(self.settings.worker_dead_after_s * 1000)
+        last_top_up = float("-inf")
+        while True:
+            due = time.monotonic() - last_top_up >= self.settings.queue_top_up_interval_s
+            if due:
+                last_top_up = time.monotonic()
+            for queue in tasks.TOKENS:
                 try:
-                    dispatch.top_up(self.client, self.broker, queue)
+                    reclaimed = dispatch.recover(self.client, queue, lease_ms=lease_ms)
+                    if due or reclaimed:
+                        dispatch.top_up(self.client, self.broker, queue, dead_after_ms=lease_ms)
                 except Exception as exc:
-                    log.warning("queue.top_up_failed", queue=queue, error=str(exc))
+                    log.warning("queue.recovery_failed", queue=queue, error=str(exc))
+            if self._stop_recovery.wait(lease_ms / 3000):
+                return
 
     def start(self) -> tuple[dramatiq.Worker, Heartbeat]:
         """Start consuming and beating; returns what :meth:`stop` needs."""
@@ -74,7 +88,7 @@ class WorkerService:
         self._metrics_server = serve_metrics(self.settings, self.metrics.registry)
         heartbeat = Heartbeat(self.client, self.name, info=beat_info(self._metrics_server))
         heartbeat.start()
-        threading.Thread(target=self._top_up_forever, name="queue-top-up", daemon=True).start()
+        threading.Thread(target=self._recover_forever, name="queue-recovery", daemon=True).start()
         log.info("worker.started", queues=sorted(self.queues), threads=self.settings.worker_threads)
         return worker, heartbeat
 
@@ -85,7 +99,7 @@ class WorkerService:
 
     def stop_consuming(self, worker: dramatiq.Worker, heartbeat: Heartbeat) -> None:
         """Stop taking messages and let those in flight finish; the broker stays usable for sending."""
-        self._stop_top_up.set()
+        self._stop_recovery.set()
         heartbeat.stop()
         worker.stop(timeout=int(self.settings.shutdown_timeout_s * 1000))
         for side in self._side_workers:
@@ -130,6 +144,10 @@ def new_worker_service(
         source=f"semaflow/{name}",
         stream_maxlen=settings.stream_maxlen,
         dead_letter_retention_s=settings.dead_letter_retention_s,
+        max_retries=settings.max_retries,
+        min_backoff_ms=settings.min_backoff_ms,
+        max_backoff_ms=settings.max_backoff_ms,
+        lease_ms=int(settings.worker_dead_after_s * 1000),
     )
     metrics = WorkerMetrics()
     broker = build_broker(settings, redis_url, extra=[outcomes, ScheduleRuns(client), TaskMetrics(metrics)])

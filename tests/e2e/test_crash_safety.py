@@ -53,6 +53,7 @@ class Services:
                 "SEMAFLOW_LOG_JSON": "true",
                 "SEMAFLOW_WORKER_POLL_MS": "50",
                 "SEMAFLOW_WORKER_DEAD_AFTER_S": "3",
+                "SEMAFLOW_QUEUE_TOP_UP_INTERVAL_S": "2",
                 # An indexer killed mid-publish leaves the collection locked until this runs out (its
                 # replacement's first publish waits for it): far above a publish of these small batches.
                 "SEMAFLOW_COLLECTION_LOCK_TTL_S": "10",
@@ -226,5 +227,59 @@ def test_sigterm_mid_batch_finishes_or_hands_back_the_work(services: Services, r
     done = _wait("every job to succeed", lambda: _all_succeeded(http, job_ids), services=services)
     attempts = sorted(j["attempts"] for j in done)
     assert attempts[:-1] == [1] * (BATCHES - 1)  # only the batch in flight at SIGTERM may have run twice
+    _assert_indexed_exactly_once(client, services)
+    client.close()
+
+
+def _claimed(client: redis.Redis, queue: str) -> set[str]:
+    return {keys.text(e) for e in client.hvals(keys.wq_claims(queue))}
+
+
+def test_the_claim_of_a_killed_worker_is_taken_back_within_its_lease_and_run_once(
+    services: Services, redis_server: RedisServer
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    http = _boot(services, client)
+    job_ids = _ingest(http)
+
+    held = _wait("a batch claimed by the embedder", lambda: _claimed(client, "embed"), services=services)
+    services.procs["embedder"].send_signal(signal.SIGKILL)
+    services.procs["embedder"].wait(10)
+    killed = time.monotonic()
+    # Nothing renews the dead worker's lease: the indexer's recovery takes the claim back (3 s lease,
+    # checked every second), long before Dramatiq's occasional maintenance would.
+    _wait("the claim taken back", lambda: not (_claimed(client, "embed") & held), timeout_s=20, services=services)
+    assert time.monotonic() - killed < 3 + 1 + 3
+    assert "queue.work_reclaimed" in services.log("indexer")
+    assert held <= {keys.text(e) for e in client.lrange(keys.wq_tenant("embed", 2, "acme"), 0, len(held) - 1)}
+
+    services.start("embedder")  # as the supervisor would
+    done = _wait("every job to succeed", lambda: _all_succeeded(http, job_ids), services=services)
+    assert {j["id"]: j["attempts"] for j in done if j["id"] in held} == dict.fromkeys(held, 2)
+    _assert_indexed_exactly_once(client, services)
+    client.close()
+
+
+def test_work_whose_token_message_was_lost_is_reclaimed_and_its_tokens_restored(
+    services: Services, redis_server: RedisServer
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    http = _boot(services, client)
+    job_ids = _ingest(http)
+
+    _wait("a batch claimed by the embedder", lambda: _claimed(client, "embed"), services=services)
+    services.procs["embedder"].send_signal(signal.SIGKILL)
+    services.procs["embedder"].wait(10)
+    # Redis comes back without the embed queue's Dramatiq messages (as after losing its last writes):
+    # the claim's token and the waiting entries' tokens are gone; the entries and the claim remain.
+    doomed = [*keys.dramatiq_queues("embed"), keys.dramatiq_messages("embed")]
+    for pattern in keys.dramatiq_acks("embed"):
+        doomed += client.keys(pattern)
+    client.delete(*doomed)
+    services.start("embedder")
+
+    done = _wait("every job to succeed", lambda: _all_succeeded(http, job_ids), services=services)
+    assert all(j["indexed"] == DOCS_PER_BATCH for j in done)
+    assert client.hlen(keys.wq_claims("embed")) == 0 and client.hlen(keys.wq_entries("embed")) == 0
     _assert_indexed_exactly_once(client, services)
     client.close()

@@ -25,21 +25,24 @@ def _job(job_id: str) -> Job:
     )
 
 
-async def test_a_job_begins_each_stage_counts_attempts_of_its_first_and_finishes_once(
+async def test_a_job_begins_each_stage_counts_attempts_of_its_work_and_finishes_once(
     aio_redis: aioredis.Redis, redis_client: redis.Redis
 ) -> None:
     await jobs.create(aio_redis, _job("job_a"))
 
-    assert jobs.begin(redis_client, "job_a", first_stage=True)
-    assert jobs.begin(redis_client, "job_a", first_stage=True)  # a redelivered first stage: one more attempt
-    assert jobs.begin(redis_client, "job_a", first_stage=False)  # the next stage: no attempt counted
+    assert jobs.begin(redis_client, "job_a", attempt=1)
+    assert jobs.begin(redis_client, "job_a", attempt=2)  # the first stage's work redelivered: one more attempt
+    assert jobs.begin(redis_client, "job_a", attempt=1)  # the next stage's first attempt: no more
     running = jobs.get(redis_client, "job_a")
     assert running is not None and running.state is JobState.RUNNING and running.attempts == 2
+    assert jobs.begin(redis_client, "job_a", attempt=3)  # the next stage's work, redelivered twice
+    running = jobs.get(redis_client, "job_a")
+    assert running is not None and running.attempts == 3
     assert running.started_at is not None
 
     assert jobs.finish(redis_client, "job_a", JobState.SUCCEEDED, indexed=10, index_version="v1")
     assert not jobs.finish(redis_client, "job_a", JobState.FAILED, error="late")  # it ended already
-    assert not jobs.begin(redis_client, "job_a", first_stage=True)  # an ended job runs nothing
+    assert not jobs.begin(redis_client, "job_a", attempt=1)  # an ended job runs nothing
     done = jobs.get(redis_client, "job_a")
     assert done is not None and (done.state, done.indexed, done.index_version, done.error) == (
         JobState.SUCCEEDED,
@@ -53,22 +56,25 @@ async def test_a_cancelled_job_runs_nothing_and_a_requeued_one_starts_afresh(
     aio_redis: aioredis.Redis, redis_client: redis.Redis
 ) -> None:
     await jobs.create(aio_redis, _job("job_b"))
-    assert jobs.begin(redis_client, "job_b", first_stage=True)
+    assert jobs.begin(redis_client, "job_b", attempt=1)
     jobs.progress(redis_client, "job_b", embedded=4)
 
     assert await jobs.acancel(aio_redis, "job_b")
-    assert not jobs.begin(redis_client, "job_b", first_stage=True)
+    assert not jobs.begin(redis_client, "job_b", attempt=1)
     assert not jobs.finish(redis_client, "job_b", JobState.SUCCEEDED)
 
     assert await jobs.requeue(aio_redis, "job_b")
     again = await jobs.aget(aio_redis, "job_b")
     assert again is not None and again.state is JobState.QUEUED and again.embedded == 0 and again.started_at is None
     assert not await jobs.requeue(aio_redis, "job_b")  # only an ended job is requeued
+    assert jobs.begin(redis_client, "job_b", attempt=1)  # the retry's first attempt is the job's second
+    again = await jobs.aget(aio_redis, "job_b")
+    assert again is not None and again.attempts == 2
 
 
 def test_finish_takes_only_an_ending_and_an_unknown_job_neither_begins_nor_finishes(redis_client: redis.Redis) -> None:
     with pytest.raises(ValueError, match="not running"):
         jobs.finish(redis_client, "job_x", JobState.RUNNING)
-    assert not jobs.begin(redis_client, "job_x", first_stage=True)
+    assert not jobs.begin(redis_client, "job_x", attempt=1)
     assert not jobs.finish(redis_client, "job_x", JobState.FAILED, error="boom")
     assert not redis_client.exists(keys.job("job_x"))

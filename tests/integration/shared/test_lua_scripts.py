@@ -169,11 +169,16 @@ def _job_begin(r: redis.Redis, s: LuaScript) -> None:
     assert s.run(r, [job], ["t1", "1"]) == 1
     assert r.hmget(job, "state", "started_at", "updated_at", "attempts") == [b"running", b"t1", b"t1", b"1"]
     assert 0 < r.ttl(job) <= 600
-    assert s.run(r, [job], ["t2", ""]) == 1  # a later stage: still running, no attempt counted, started kept
+    assert s.run(r, [job], ["t2", "1"]) == 1  # a later stage's first attempt: still 1, started kept
     assert r.hmget(job, "state", "started_at", "updated_at", "attempts") == [b"running", b"t1", b"t2", b"1"]
+    assert s.run(r, [job], ["t3", "2"]) == 1  # that stage's work redelivered
+    assert r.hget(job, "attempts") == b"2"
+    r.hset(job, "attempts_base", "2")  # as a retry of the job leaves it
+    assert s.run(r, [job], ["t4", "1"]) == 1
+    assert r.hget(job, "attempts") == b"3"
     r.hset(job, "state", "cancelled")
-    assert s.run(r, [job], ["t3", "1"]) == -1
-    assert r.hmget(job, "state", "attempts") == [b"cancelled", b"1"]
+    assert s.run(r, [job], ["t5", "1"]) == -1
+    assert r.hmget(job, "state", "attempts") == [b"cancelled", b"3"]
     assert s.run(r, [keys.job("nope")], ["t1", "1"]) == 0
 
 
@@ -194,9 +199,19 @@ def _push(r: redis.Redis, entry_id: str, tenant: str = "acme", level: int = 2) -
     return int(scripts.get("workqueue_push").run(r, [keys.wq_entries("q")], args))
 
 
-def _claim(r: redis.Redis, message_id: str) -> list[bytes] | None:
-    keys_ = [keys.wq_entries("q"), keys.wq_claims("q"), keys.wq_claimed("q")]
-    found = scripts.get("workqueue_claim").run(r, keys_, [*_TEMPLATES, message_id, 2000, LEVELS, 10, 30_000])
+_WQ_CLAIM_KEYS: Final = (
+    keys.wq_entries("q"),
+    keys.wq_claims("q"),
+    keys.wq_claimed("q"),
+    keys.wq_leases("q"),
+    keys.wq_attempts("q"),
+)
+
+
+def _claim(r: redis.Redis, message_id: str, now: int = 2000) -> list[bytes] | None:
+    found = scripts.get("workqueue_claim").run(
+        r, _WQ_CLAIM_KEYS, [*_TEMPLATES, message_id, now, LEVELS, 10, 30_000, 15_000]
+    )
     return list(found) if found else None
 
 
@@ -212,17 +227,16 @@ def _workqueue_push(r: redis.Redis, s: LuaScript) -> None:
 
 @case("workqueue_claim")
 def _workqueue_claim(r: redis.Redis, s: LuaScript) -> None:
-    assert (
-        s.run(r, [keys.wq_entries("q"), keys.wq_claims("q"), keys.wq_claimed("q")], [*_TEMPLATES, "m0", 0, 5, 10, 0])
-        is None
-    )
+    assert s.run(r, _WQ_CLAIM_KEYS, [*_TEMPLATES, "m0", 0, 5, 10, 0, 15_000]) is None
     _push(r, "low", level=4)
     _push(r, "high", level=1)
-    keys_ = [keys.wq_entries("q"), keys.wq_claims("q"), keys.wq_claimed("q")]
-    args: list[Arg] = [*_TEMPLATES, "m1", 2000, LEVELS, 10, 30_000]
-    assert s.run(r, keys_, args) == [b"high", _entry("acme", 1).encode()]
-    assert s.run(r, keys_, args) == [b"high", _entry("acme", 1).encode()]  # the same token resumes its entry
+    args: list[Arg] = [*_TEMPLATES, "m1", 2000, LEVELS, 10, 30_000, 15_000]
+    assert s.run(r, _WQ_CLAIM_KEYS, args) == [b"high", _entry("acme", 1).encode(), 1]
+    assert r.zscore(keys.wq_leases("q"), "m1") == 17_000
+    args[4] = 3000  # the same token, redelivered a second later, resumes its entry: one more attempt
+    assert s.run(r, _WQ_CLAIM_KEYS, args) == [b"high", _entry("acme", 1).encode(), 2]
     assert r.hget(keys.wq_claims("q"), "m1") == b"high"
+    assert r.zscore(keys.wq_leases("q"), "m1") == 18_000
 
 
 @case("workqueue_release")
@@ -230,10 +244,11 @@ def _workqueue_release(r: redis.Redis, s: LuaScript) -> None:
     _push(r, "e1")
     assert _claim(r, "m1") is not None
     bucket = keys.wq_done("q", 7)
-    assert s.run(r, [keys.wq_entries("q"), keys.wq_claims("q")], ["m1", bucket, 120]) == 1
-    assert r.hlen(keys.wq_entries("q")) == 0 and r.hlen(keys.wq_claims("q")) == 0
+    keys_ = [keys.wq_entries("q"), keys.wq_claims("q"), keys.wq_leases("q"), keys.wq_attempts("q")]
+    assert s.run(r, keys_, ["m1", bucket, 120]) == 1
+    assert not any(r.exists(k) for k in keys_)
     assert r.get(bucket) == b"1" and 0 < r.ttl(bucket) <= 120
-    assert s.run(r, [keys.wq_entries("q"), keys.wq_claims("q")], ["m1", bucket, 120]) == 0
+    assert s.run(r, keys_, ["m1", bucket, 120]) == 0
 
 
 @case("workqueue_remove")
@@ -243,11 +258,33 @@ def _workqueue_remove(r: redis.Redis, s: LuaScript) -> None:
     assert _claim(r, "m1") is not None  # takes one of the two
     held = r.hget(keys.wq_claims("q"), "m1")
     waiting = "held" if held == b"waiting" else "waiting"
-    assert s.run(r, [keys.wq_entries("q")], [*_TEMPLATES, waiting]) == 1
-    assert s.run(r, [keys.wq_entries("q")], [*_TEMPLATES, keys.text(held or b"")]) == -1
-    assert s.run(r, [keys.wq_entries("q")], [*_TEMPLATES, "unknown"]) == 0
+    keys_ = [keys.wq_entries("q"), keys.wq_attempts("q")]
+    assert s.run(r, keys_, [*_TEMPLATES, waiting]) == 1
+    assert s.run(r, keys_, [*_TEMPLATES, keys.text(held or b"")]) == -1
+    assert s.run(r, keys_, [*_TEMPLATES, "unknown"]) == 0
     assert r.hkeys(keys.wq_entries("q")) == [held]
     assert r.llen(keys.wq_ring("q", 2)) == 0 and r.zcard(keys.wq_age("q", 2)) == 0
+
+
+@case("workqueue_reap")
+def _workqueue_reap(r: redis.Redis, s: LuaScript) -> None:
+    keys_ = [keys.wq_entries("q"), keys.wq_claims("q"), keys.wq_leases("q")]
+    for entry_id, tenant in (("lost", "acme"), ("live", "acme"), ("next", "other"), ("later", "acme")):
+        _push(r, entry_id, tenant=tenant)
+    assert _claim(r, "m-lost", now=2000) is not None  # "lost", leased until 17,000
+    assert _claim(r, "m-live", now=9000) is not None  # "next" (tenants take turns), until 24,000
+    r.hset(keys.wq_claims("q"), "m-gone", "vanished")  # a claim of an entry released meanwhile
+    assert s.run(r, keys_, [*_TEMPLATES, 20_000, ""]) == [b"lost"]
+    assert r.hgetall(keys.wq_claims("q")) == {b"m-live": b"next"}
+    assert r.zrange(keys.wq_leases("q"), 0, -1) == [b"m-live"]
+    # Back at the front of its level, its tenant's turn first, with its original enqueue time.
+    assert r.lrange(keys.wq_ring("q", 2), 0, 0) == [b"acme"]
+    assert r.lrange(keys.wq_tenant("q", 2, "acme"), 0, -1) == [b"lost", b"live", b"later"]
+    assert r.zscore(keys.wq_age("q", 2), "lost") == 1000
+    assert _claim(r, "m-other", now=20_000) == [b"lost", _entry("acme", 2).encode(), 2]
+    # One token's claim, whatever its lease.
+    assert s.run(r, keys_, [*_TEMPLATES, 20_000, "m-live"]) == [b"next"]
+    assert s.run(r, keys_, [*_TEMPLATES, 20_000, "m-live"]) == []
 
 
 @case("schedule_report")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from shared import keys
@@ -139,5 +141,56 @@ def test_top_up_sends_tokens_only_for_entries_that_have_none(settings: Settings,
         assert redis_client.llen(keys.dramatiq_queues(tasks.EMBED_QUEUE)[0]) == 4
         assert dispatch.top_up(redis_client, broker, tasks.EMBED_QUEUE) == 0
         assert dispatch.top_up(redis_client, broker, tasks.EMBED_QUEUE, grace_ms=0) == 1
+    finally:
+        broker.close()
+
+
+def test_a_claim_its_worker_keeps_renewing_stays_and_one_left_unrenewed_goes_back_to_the_front(
+    redis_client: redis.Redis,
+) -> None:
+    queue = WorkQueue(redis_client, "embed", starve_every=0, lease_ms=300)
+    for entry_id in ("first", "second", "third"):
+        queue.push(_entry(entry_id, at=now_ms() - 60_000))
+    orphan = queue.claim("m-dead")  # its worker dies: nobody renews the lease
+    assert orphan is not None and (orphan.id, orphan.attempts) == ("first", 1)
+    with queue.holding("m-live") as live:
+        assert live is not None and live.id == "second"
+        time.sleep(1.0)  # three leases: the keeper renews "second" meanwhile
+        assert queue.reap() == ["first"]
+        assert redis_client.hgetall(keys.wq_claims("embed")) == {b"m-live": b"second"}
+    # Ahead of "third", queued after it; a new token takes it, counting a second attempt.
+    again = queue.claim("m-new")
+    assert again is not None and (again.id, again.attempts) == ("first", 2)
+    assert queue.release("m-live") and queue.release("m-new")
+    assert queue.reap() == []
+    assert redis_client.zcard(keys.wq_leases("embed")) == 0 and redis_client.hlen(keys.wq_attempts("embed")) == 0
+
+
+def test_a_claim_lost_while_its_work_ran_is_not_renewed_back_into_existence(redis_client: redis.Redis) -> None:
+    queue = WorkQueue(redis_client, "embed", lease_ms=60_000)
+    queue.push(_entry("e1"))
+    with queue.holding("m1") as entry:
+        assert entry is not None
+        assert queue.reap("m1") == ["e1"]  # taken back (as after a long Redis outage)
+        assert not queue.renew("m1")
+        assert redis_client.zscore(keys.wq_leases("embed"), "m1") is None
+    assert not queue.release("m1")  # the late finish releases nothing: the entry waits for its next run
+    assert queue.waiting() == 1
+
+
+def test_top_up_does_not_count_tokens_a_dead_worker_holds(settings: Settings, redis_client: redis.Redis) -> None:
+    broker = build_broker(settings, settings.require_redis_url())
+    try:
+        queue = WorkQueue(redis_client, tasks.EMBED_QUEUE)
+        queue.push(_entry("e1", at=now_ms() - 60_000))
+        # A worker fetched the entry's token and died: the token sits in its acknowledgement set
+        # until Dramatiq's maintenance (rare) hands it back.
+        redis_client.sadd(f"{keys.DRAMATIQ_NAMESPACE}:__acks__.w-dead.{tasks.EMBED_QUEUE}", "token-1")
+        redis_client.zadd(keys.dramatiq_heartbeats(), {"w-dead": now_ms() - 60_000})
+        assert dispatch.top_up(redis_client, broker, tasks.EMBED_QUEUE) == 0  # counted as a token that will run
+        assert dispatch.top_up(redis_client, broker, tasks.EMBED_QUEUE, dead_after_ms=15_000) == 1
+        # A live worker's fetched token does count.
+        redis_client.zadd(keys.dramatiq_heartbeats(), {"w-dead": now_ms()})
+        assert dispatch.tokens_without_claim(redis_client, tasks.EMBED_QUEUE, dead_after_ms=15_000) == 2
     finally:
         broker.close()
