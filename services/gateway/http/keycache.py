@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Final
 
 from shared.records.apikeys import ApiKey
@@ -22,9 +23,12 @@ MAX_ENTRIES: Final = 10_000
 class VerifiedKeys:
     """Key hash -> the record Redis last confirmed for it, and when."""
 
-    def __init__(self, ttl_s: float, *, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(
+        self, ttl_s: float, *, max_entries: int = MAX_ENTRIES, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
+        self._clock = clock
         self._entries: OrderedDict[str, tuple[float, ApiKey]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -34,7 +38,7 @@ class VerifiedKeys:
         """Redis just confirmed the key: remember it as of now."""
         if self.ttl_s <= 0:
             return
-        self._entries[key_hash] = (time.monotonic(), record)
+        self._entries[key_hash] = (self._clock(), record)
         self._entries.move_to_end(key_hash)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -49,7 +53,7 @@ class VerifiedKeys:
         if found is None:
             return None
         verified_at, record = found
-        if time.monotonic() - verified_at >= self.ttl_s:
+        if self._clock() - verified_at >= self.ttl_s:
             del self._entries[key_hash]
             return None
         return record

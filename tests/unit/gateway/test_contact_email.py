@@ -38,6 +38,7 @@ def _contact_schema(tmp_path: Path) -> dict[str, Any]:
     document = json.loads(app[OPENAPI].json())
     prop: dict[str, Any] = document["components"]["schemas"]["TenantUpdate"]["properties"]["contact_email"]
     (string,) = [option for option in prop["anyOf"] if option.get("type") == "string"]
+    assert isinstance(string, dict)
     return string
 
 
