@@ -63,6 +63,23 @@ class Settings(BaseSettings):
         default=c.SEARCH_FRESHNESS_WAIT_S,
         description="How long a search waits for a newer published version to load (0: answer from the loaded one).",
     )
+    key_cache_ttl_s: float = Field(
+        default=c.KEY_CACHE_TTL_S,
+        ge=0,
+        description=(
+            "How long the gateway keeps honouring an API key it verified, for searches, while Redis cannot be "
+            "reached (0: never). With Redis up every request checks its key there, so a revoked key stops at "
+            "once; during an outage a key revoked on another replica works here for at most this long."
+        ),
+    )
+    gateway_redis_timeout_s: float = Field(
+        default=c.GATEWAY_REDIS_TIMEOUT_S,
+        gt=0,
+        description=(
+            "How long the gateway waits for Redis to connect or answer one request's command before it "
+            "treats Redis as unavailable (searches then answer from memory, writes 503)."
+        ),
+    )
     idempotency_ttl_s: int = Field(
         default=c.IDEMPOTENCY_TTL_S, description="How long the answer to an Idempotency-Key is replayed."
     )

@@ -15,6 +15,14 @@ MAX_SEARCH_K: Final = 100
 # A search that finds a newer version published than the one loaded waits this long for it, so a
 # job that reports success is searchable at once; a bigger load than that answers from the old one.
 SEARCH_FRESHNESS_WAIT_S: Final = 2.0
+# While Redis cannot be reached, the gateway still answers searches for keys it verified this recently:
+# long enough to ride out a failover, short enough that a key revoked elsewhere soon stops working.
+KEY_CACHE_TTL_S: Final = 60.0
+# A request-path Redis command (connect or reply) that takes longer counts as Redis being unavailable;
+# a healthy Redis answers in milliseconds, and a search must not hang on a dead one.
+GATEWAY_REDIS_TIMEOUT_S: Final = 2.0
+# What a 503 for an unreachable Redis asks the client to wait: a failover or restart takes seconds.
+REDIS_RETRY_AFTER_S: Final = 5
 MAX_ID_LENGTH: Final = 256
 MAX_TEXT_CHARS: Final = 100_000
 

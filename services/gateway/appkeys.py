@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from services.gateway.api.job_control import JobControl
     from services.gateway.api.subscriptions import Subscriptions
     from services.gateway.api.writes import Writes
+    from services.gateway.http.keycache import VerifiedKeys
     from services.gateway.http.ratelimit import Decision, RateLimiter
     from services.gateway.metrics import GatewayMetrics
     from services.gateway.search.cache import SearchCache
@@ -38,6 +39,8 @@ WRITES: Final[web.AppKey[Writes]] = web.AppKey("writes")
 CONTROL: Final[web.AppKey[JobControl]] = web.AppKey("control")
 SEARCH_POOL: Final = web.AppKey("search_pool", ThreadPoolExecutor)
 SUBSCRIPTIONS: Final[web.AppKey[Subscriptions]] = web.AppKey("subscriptions")
+# Keys Redis confirmed lately, honoured from memory while Redis cannot be reached.
+VERIFIED_KEYS: Final[web.AppKey[VerifiedKeys]] = web.AppKey("verified_keys")
 
 METRICS: Final[web.AppKey[GatewayMetrics]] = web.AppKey("metrics")
 SEARCHER: Final[web.AppKey[Searcher]] = web.AppKey("searcher")

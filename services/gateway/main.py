@@ -10,6 +10,8 @@ from typing import TypedDict
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from services.gateway.api.admin import admin_routes
 from services.gateway.api.collections import routes
@@ -35,6 +37,7 @@ from services.gateway.appkeys import (
     SETTINGS,
     STORE,
     SUBSCRIPTIONS,
+    VERIFIED_KEYS,
     WRITES,
 )
 from services.gateway.clustermetrics import cluster_gauges
@@ -43,6 +46,7 @@ from services.gateway.http.context import TrustedProxies, context_middleware, re
 from services.gateway.http.cors import CorsPolicy
 from services.gateway.http.declarations import ENDPOINTS, Endpoints, declared, install
 from services.gateway.http.idempotency import idempotency_middleware
+from services.gateway.http.keycache import VerifiedKeys
 from services.gateway.http.openapi import ApiDescription
 from services.gateway.http.problems import problems_middleware
 from services.gateway.http.ratelimit import RateLimiter
@@ -102,6 +106,7 @@ def build(
     )
     app[SETTINGS] = settings
     app[METRICS] = GatewayMetrics()
+    app[VERIFIED_KEYS] = VerifiedKeys(settings.key_cache_ttl_s)
     app[ENDPOINTS] = install(app.router, *ROUTE_TABLES)
     app[OPENAPI] = ApiDescription(declared(app[ENDPOINTS]), title="semaflow", version=API_VERSION)
     app.on_response_prepare.append(response_decorator(cors, TrustedProxies.parse(settings.trusted_proxies)))
@@ -112,12 +117,13 @@ def build(
     app[MODEL] = QueryModel(loader, timeout_s=settings.query_model_timeout_s)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        # Blocking XREADs wait up to 2 s; the socket timeout must outlast them.
-        client = aioredis.Redis.from_url(
+        client = request_client(redis_url, settings.gateway_redis_timeout_s)
+        # Blocking XREADs wait up to 2 s; this client's socket timeout must outlast them.
+        stream_client = aioredis.Redis.from_url(
             redis_url, health_check_interval=30, socket_timeout=15, socket_connect_timeout=5
         )
         broker = build_broker(settings, redis_url)
-        registry = IndexRegistry(client, app[STORE])
+        registry = IndexRegistry(client, app[STORE], stream_client=stream_client)
         app[REDIS] = client
         app[BROKER] = broker
         app[REGISTRY] = registry
@@ -171,12 +177,28 @@ def build(
         await app[MODEL].close()
         app[SEARCH_POOL].shutdown(wait=True)
         broker.close()
+        await stream_client.aclose()
         await client.aclose()
 
     app.cleanup_ctx.append(resources)
     app.cleanup_ctx.append(cluster_gauges)
     install_maintenance(app)  # after ``resources``: its gauges read through the app's Redis client
     return app
+
+
+def request_client(redis_url: str, timeout_s: float) -> aioredis.Redis:
+    """The Redis client of requests: a dead or hung Redis fails a command within about twice ``timeout_s``.
+
+    One immediate retry (a connection Redis closed while idle is replaced at once), no backoff between
+    attempts: a request that cannot reach Redis answers from memory or with 503 rather than waiting.
+    """
+    return aioredis.Redis.from_url(
+        redis_url,
+        health_check_interval=30,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 1),
+    )
 
 
 async def _start_model_after(registry: IndexRegistry, model: QueryModel) -> None:

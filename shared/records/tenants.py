@@ -13,16 +13,20 @@ if TYPE_CHECKING:
     import redis
     import redis.asyncio as aioredis
 
-# Deliberately loose (RFC 5321 allows far more than any pattern checks well): one @, no spaces, a
-# dot in the domain. Whether the address works is the mail server's answer.
-EMAIL_PATTERN: Final = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
+# Deliberately loose (RFC 5321 allows far more than any pattern checks well): one @, no spaces or
+# control characters, a dot in the domain. Whether the address works is the mail server's answer.
+# The characters are listed rather than written ``\s``: the OpenAPI document's ECMA-262 regex, the
+# API's pydantic (Rust) regex and Python's ``re`` each read ``\s`` as a different set.
+_ADDRESS_CHAR: Final = r"[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+EMAIL_PATTERN: Final = rf"^{_ADDRESS_CHAR}{{1,64}}@{_ADDRESS_CHAR}+\.{_ADDRESS_CHAR}+$"
 MAX_EMAIL_LENGTH: Final = 254
 _EMAIL: Final = re.compile(EMAIL_PATTERN)
 
 
 def valid_email(address: str) -> bool:
     """Whether ``address`` looks like a mail address."""
-    return len(address) <= MAX_EMAIL_LENGTH and _EMAIL.match(address) is not None
+    # fullmatch: Python's ``$`` would also match before a final newline, which the API's regex does not.
+    return len(address) <= MAX_EMAIL_LENGTH and _EMAIL.fullmatch(address) is not None
 
 
 class TenantProfile(BaseModel):

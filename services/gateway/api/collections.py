@@ -174,8 +174,12 @@ async def delete_document(request: web.Request) -> web.Response:
     responses={200: SearchResponse},
 )
 async def search(request: web.Request) -> web.Response:
-    """Top-k documents for a query text or vector, from the index version live right now."""
-    record, latest = await collection_of(request)
+    """Top-k documents for a query text or vector, from the index version live right now.
+
+    While Redis cannot be reached, a collection this gateway has loaded is still searched (the version
+    it holds), for a key it verified within ``SEMAFLOW_KEY_CACHE_TTL_S``.
+    """
+    record, latest = await collection_of(request, loaded_if_down=True)
     body = await read_body(request, SearchRequest)
     directives = {d.strip() for d in request.headers.get("Cache-Control", "").lower().split(",")}
     answer, level = await request.app[SEARCHER].search(

@@ -50,18 +50,30 @@ async def healthz(request: web.Request) -> web.Response:
 
 @ops_routes.get("/readyz", role=None, limit=None, scope=Scope.PUBLIC, responses={200: Readiness, 503: Readiness})
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: Redis answers and the latest indexes are loaded."""
+    """Ready: the latest indexes are loaded and Redis answers.
+
+    ``degraded`` (still 200, so load balancers keep sending searches): the indexes are loaded but Redis
+    cannot be reached (searches answer, writes 503) or the object store failed to load a newer version
+    (the loaded one answers). 503 while the indexes are still loading, or Redis is down before they are.
+    """
     checks: dict[str, str] = {}
     try:
         await asyncio.wait_for(request.app[REDIS].ping(), 2)
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"unavailable: {type(exc).__name__}"
-    checks["index"] = "ok" if request.app[REGISTRY].loaded.is_set() else "loading"
+    registry = request.app[REGISTRY]
+    checks["index"] = "ok" if registry.loaded.is_set() else "loading"
+    checks["object_store"] = "ok" if registry.store_error is None else f"unavailable: {registry.store_error}"
     checks["query_model"] = "ok" if request.app[MODEL].ready else "loading"
-    ready = checks["redis"] == "ok" and checks["index"] == "ok"
-    body = Readiness(status="ready" if ready else "not ready", checks=checks, pid=os.getpid())
-    return model_response(body, 200 if ready else 503)
+    if checks["index"] != "ok":
+        status = "not ready"
+    elif checks["redis"] != "ok" or checks["object_store"] != "ok":
+        status = "degraded"
+    else:
+        status = "ready"
+    body = Readiness(status=status, checks=checks, pid=os.getpid())
+    return model_response(body, 503 if status == "not ready" else 200)
 
 
 @ops_routes.get("/metrics", role=None, limit=None, scope=Scope.PUBLIC, responses={200: None}, media_type="text/plain")

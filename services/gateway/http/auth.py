@@ -7,12 +7,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from opentelemetry import trace
 
-from services.gateway.appkeys import PRINCIPAL, REDIS
+from services.gateway.appkeys import PRINCIPAL, REDIS, REGISTRY, VERIFIED_KEYS
 from services.gateway.http.declarations import endpoint_of
-from services.gateway.http.problems import problem
+from services.gateway.http.problems import REDIS_DOWN, problem
 from shared.errors import NotFound
 from shared.records import apikeys, catalog
+from shared.records.apikeys import ApiKey
 from shared.records.catalog import Collection
+
+log = structlog.get_logger(__name__)
 
 
 def tenant_of(request: web.Request) -> str:
@@ -20,14 +23,25 @@ def tenant_of(request: web.Request) -> str:
     return request[PRINCIPAL].tenant
 
 
-async def collection_of(request: web.Request) -> tuple[Collection, str | None]:
+async def collection_of(request: web.Request, *, loaded_if_down: bool = False) -> tuple[Collection, str | None]:
     """The tenant's collection named in the path, and the version its LATEST names (one round trip).
+
+    With ``loaded_if_down`` (reads), a Redis that cannot be reached is answered from the collection's
+    loaded index instead: its record as last read, and the version loaded as the latest.
 
     Raises:
         NotFound: the tenant has no such collection.
+        redis.exceptions.ConnectionError: Redis cannot be reached (and nothing is loaded to fall back on).
     """
     name = request.match_info["name"]
-    record, latest = await catalog.get_with_latest(request.app[REDIS], tenant_of(request), name)
+    try:
+        record, latest = await catalog.get_with_latest(request.app[REDIS], tenant_of(request), name)
+    except REDIS_DOWN:
+        loaded = request.app[REGISTRY].last_known(tenant_of(request), name) if loaded_if_down else None
+        if loaded is None:
+            raise
+        log.info("collection.from_loaded_index", collection=name)
+        return loaded
     if record is None:
         raise NotFound(f"collection {name!r} does not exist")
     return record, latest
@@ -44,7 +58,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     record = None
     if scheme.lower() == "bearer" and token.strip():
-        record = await apikeys.lookup(request.app[REDIS], token.strip())
+        record = await _verified(request.app, token.strip())
     if record is None:
         response = problem(401, "A valid API key is required: send 'Authorization: Bearer KEY'.")
         response.headers["WWW-Authenticate"] = 'Bearer realm="semaflow"'
@@ -59,3 +73,26 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             403, f"This route needs a key with the {endpoint.role.value} role; this key is a {record.role.value}."
         )
     return await handler(request)
+
+
+async def _verified(app: web.Application, key: str) -> ApiKey | None:
+    """The key's record from Redis; while Redis cannot be reached, from the keys it confirmed lately.
+
+    Raises:
+        redis.exceptions.ConnectionError: Redis cannot be reached and the key was not confirmed lately
+            (the request answers 503: whether the key is valid cannot be told now).
+    """
+    key_hash = apikeys.hash_key(key)
+    verified = app[VERIFIED_KEYS]
+    try:
+        record = await apikeys.lookup(app[REDIS], key)
+    except REDIS_DOWN:
+        remembered = verified.recall(key_hash)
+        if remembered is None:
+            raise
+        return remembered
+    if record is None:
+        verified.refused(key_hash)
+    else:
+        verified.confirmed(key_hash, record)
+    return record

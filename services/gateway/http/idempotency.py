@@ -25,9 +25,11 @@ from aiohttp.typedefs import Handler
 
 from services.gateway.appkeys import PRINCIPAL, REDIS, SETTINGS
 from services.gateway.http.bodies import read_bytes
-from services.gateway.http.problems import error_response, problem
+from services.gateway.http.declarations import endpoint_of
+from services.gateway.http.problems import REDIS_DOWN, error_response, problem
 from shared import keys, scripts
 from shared.constants import IDEMPOTENCY_LOCK_TTL_S
+from shared.records.apikeys import Role
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -139,7 +141,14 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
     client = request.app[REDIS]
     request_print = fingerprint(request.method, request.raw_path, await read_bytes(request))
     token = secrets.token_hex(16)
-    found = await claim(client, tenant, key, request_print, token, lock_ttl_s=IDEMPOTENCY_LOCK_TTL_S)
+    try:
+        found = await claim(client, tenant, key, request_print, token, lock_ttl_s=IDEMPOTENCY_LOCK_TTL_S)
+    except REDIS_DOWN:
+        endpoint = endpoint_of(request)
+        if endpoint is None or endpoint.role is not Role.READER:
+            raise
+        # A reader's POST (a search) changes nothing: answered again rather than refused while Redis is away.
+        return await handler(request)
     if found is None:
         return await _run_claimed(request, handler, tenant, key, token)
     if found.fingerprint != request_print:

@@ -147,7 +147,7 @@ def _operation(
     for status in sorted(_problem_statuses(ep) - set(ep.responses)):
         responses[str(status)] = {
             "description": HTTPStatus(status).phrase,
-            "headers": _headers(*headers, "Retry-After") if status == 429 else headers,
+            "headers": _headers(*headers, "Retry-After") if status in (429, 503) else headers,
             "content": {PROBLEM_JSON: {"schema": problem_ref}},
         }
     op["responses"] = responses

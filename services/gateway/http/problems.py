@@ -13,6 +13,7 @@ from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
 from services.gateway.appkeys import SETTINGS
+from shared.constants import REDIS_RETRY_AFTER_S
 from shared.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, SemaflowError, TransientError
 
 log = structlog.get_logger(__name__)
@@ -27,17 +28,24 @@ _STATUS: Final[list[tuple[type[BaseException], int]]] = [
     (InvalidInput, 422),
     (ModelUnavailable, 503),
     (TransientError, 503),
-    (redis.exceptions.ConnectionError, 503),
-    (redis.exceptions.TimeoutError, 503),
 ]
+# Redis could not be reached (refused, reset, timed out): the request needed it, so it cannot be answered now.
+REDIS_DOWN: Final = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
-def problem(status: int, detail: str, *, errors: list[dict[str, Any]] | None = None, **extra: Any) -> web.Response:
-    """A problem+json response."""
-    phrase = HTTPStatus(status).phrase
+def problem(
+    status: int,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    title: str | None = None,
+    **extra: Any,
+) -> web.Response:
+    """A problem+json response; its type is named for its ``title`` (the status's phrase unless given)."""
+    title = title or HTTPStatus(status).phrase
     body: dict[str, Any] = {
-        "type": TYPE_BASE + phrase.lower().replace(" ", "-").replace("'", ""),
-        "title": phrase,
+        "type": TYPE_BASE + title.lower().replace(" ", "-").replace("'", ""),
+        "title": title,
         "status": status,
         "detail": detail,
         **extra,
@@ -45,6 +53,17 @@ def problem(status: int, detail: str, *, errors: list[dict[str, Any]] | None = N
     if errors:
         body["errors"] = errors
     return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_JSON)
+
+
+def redis_unavailable() -> web.Response:
+    """503 for a request that needs Redis while Redis cannot be reached, with the seconds to wait in ``Retry-After``."""
+    response = problem(
+        503,
+        "Redis, where the gateway keeps keys, collections and jobs, cannot be reached; retry shortly.",
+        title="Redis unavailable",
+    )
+    response.headers["Retry-After"] = str(REDIS_RETRY_AFTER_S)
+    return response
 
 
 def validation_problem(exc: ValidationError, *, root: str = "body") -> web.Response:
@@ -69,6 +88,9 @@ def error_response(request: web.Request, exc: Exception) -> web.Response | None:
         return _http_problem(request, exc)
     if isinstance(exc, ValidationError):
         return validation_problem(exc)
+    if isinstance(exc, REDIS_DOWN):
+        log.warning("request.redis_unavailable", path=request.path, error=str(exc), kind=type(exc).__name__)
+        return redis_unavailable()
     for cls, status in _STATUS:
         if isinstance(exc, cls):
             if status >= 500:

@@ -19,6 +19,7 @@ import structlog
 from opentelemetry.trace import SpanKind
 
 from shared import keys
+from shared.errors import StorageUnavailable
 from shared.index import manifests, segments
 from shared.index.layout import CollectionRef
 from shared.messaging import bus, tracing
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from shared.index.manifests import Manifest
     from shared.index.segments import LoadedSegment
     from shared.index.storage import ObjectStore
+    from shared.records.catalog import Collection
 
 log = structlog.get_logger(__name__)
 LOAD_THREADS = 4  # segment files fetched at once when a version brings several new ones
@@ -156,10 +158,17 @@ class Snapshot:
 class IndexRegistry:
     """Holds the current snapshot of every collection this gateway has loaded."""
 
-    def __init__(self, client: aioredis.Redis, store: ObjectStore) -> None:
+    def __init__(
+        self, client: aioredis.Redis, store: ObjectStore, *, stream_client: aioredis.Redis | None = None
+    ) -> None:
         self.client = client
+        # Blocking stream reads wait longer than a request's Redis timeout: they may use a client of their own.
+        self.stream_client = stream_client or client
         self.store = store
         self._snapshots: dict[tuple[str, str], Snapshot] = {}
+        self._records: dict[tuple[str, str], Collection] = {}
+        # The object store's last failure to load a version (None once a load works again).
+        self.store_error: str | None = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._drop_listeners: list[Callable[[str, str], None]] = []
         self._swap_listeners: list[Callable[[Snapshot], None]] = []
@@ -179,6 +188,14 @@ class IndexRegistry:
         """The collection's current snapshot, if loaded."""
         return self._snapshots.get((tenant, name))
 
+    def last_known(self, tenant: str, name: str) -> tuple[Collection, str | None] | None:
+        """The collection's record as last read from Redis and the version loaded for it (None if not loaded)."""
+        snapshot = self._snapshots.get((tenant, name))
+        record = self._records.get((tenant, name))
+        if snapshot is None or record is None or snapshot.ref != record.ref:
+            return None
+        return record, snapshot.version
+
     async def refresh(self, tenant: str, name: str) -> Snapshot | None:
         """Load the version LATEST points at, if newer than ours, and swap it in."""
         key = (tenant, name)
@@ -187,6 +204,7 @@ class IndexRegistry:
             if record is None:
                 self.drop(tenant, name)
                 return None
+            self._records[key] = record
             ref = record.ref
             raw = await self.client.get(keys.latest(tenant, name))
             version = keys.text(raw) if raw else None
@@ -197,7 +215,7 @@ class IndexRegistry:
                 snapshot = Snapshot(ref, None)
             else:
                 reusable = current if current is not None and current.ref == ref else None
-                snapshot = await asyncio.to_thread(self._load, ref, version, reusable)
+                snapshot = await self._load_noting_store(ref, version, reusable)
             self._snapshots[key] = snapshot
             log.info("index.swapped", collection=name, tenant=tenant, version=version, documents=snapshot.documents)
             for listener in self._swap_listeners:
@@ -234,9 +252,29 @@ class IndexRegistry:
             del self._catching_up[key]
         if not task.cancelled() and (exc := task.exception()) is not None:
             self._catch_up_failed[key] = time.monotonic()
+            if isinstance(exc, StorageUnavailable):
+                return  # noted once by the load
             log.warning("index.catch_up_failed", collection=key[1], tenant=key[0], error=repr(exc))
         else:
             self._catch_up_failed.pop(key, None)
+
+    async def _load_noting_store(self, ref: CollectionRef, version: str, current: Snapshot | None) -> Snapshot:
+        """Load a version; an unreachable object store is noted (logged once per outage) and raised.
+
+        The loaded version keeps answering meanwhile; the follower's reconciliation and later
+        searches try again.
+        """
+        try:
+            snapshot = await asyncio.to_thread(self._load, ref, version, current)
+        except StorageUnavailable as exc:
+            if self.store_error is None:
+                log.warning("index.store_unavailable", collection=ref.name, tenant=ref.tenant, error=str(exc))
+            self.store_error = str(exc)
+            raise
+        if self.store_error is not None:
+            log.info("index.store_available", collection=ref.name, tenant=ref.tenant)
+            self.store_error = None
+        return snapshot
 
     def _load(self, ref: CollectionRef, version: str, current: Snapshot | None) -> Snapshot:
         """Read the manifest, fetch only segments the current snapshot lacks, and merge."""
@@ -254,6 +292,7 @@ class IndexRegistry:
 
     def drop(self, tenant: str, name: str) -> None:
         """Forget a deleted collection."""
+        self._records.pop((tenant, name), None)
         if self._snapshots.pop((tenant, name), None) is not None:
             log.info("index.dropped", collection=name, tenant=tenant)
         for listener in self._drop_listeners:
@@ -266,6 +305,8 @@ class IndexRegistry:
             for record in await catalog.alist_all(self.client, tenant):
                 try:
                     await self.refresh(tenant, record.name)
+                except StorageUnavailable:
+                    pass  # noted once by the load; the loaded version keeps answering until the next round
                 except Exception:
                     log.exception("index.load_failed", collection=record.name, tenant=tenant)
 
@@ -281,6 +322,8 @@ class IndexRegistry:
                     await self.refresh(payload.tenant, payload.collection)
             elif isinstance(payload, CollectionDeleted):
                 self.drop(payload.tenant, payload.collection)
+        except StorageUnavailable:
+            pass  # noted once by the load; reconciliation loads the version once the store is back
         except Exception:
             log.exception("index.event_failed", event_id=event.id, type=event.type)
 
@@ -290,12 +333,12 @@ class IndexRegistry:
         Reads the stream position before the initial load so no event between them is missed, and
         reconciles every ``reconcile_s`` seconds in case an event was trimmed away while we were down.
         """
-        position = await bus.last_entry_id(self.client)
+        position = await bus.last_entry_id(self.stream_client)
         await self.load_all()
         self.loaded.set()
         loop = asyncio.get_running_loop()
         next_reconcile = loop.time() + reconcile_s
-        async for event in bus.tail(self.client, position, block_ms=int(min(reconcile_s, 2) * 1000)):
+        async for event in bus.tail(self.stream_client, position, block_ms=int(min(reconcile_s, 2) * 1000)):
             if stop.is_set():
                 return
             if event is not None:
