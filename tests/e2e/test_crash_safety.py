@@ -272,7 +272,7 @@ def test_work_whose_token_message_was_lost_is_reclaimed_and_its_tokens_restored(
     services.procs["embedder"].wait(10)
     # Redis comes back without the embed queue's Dramatiq messages (as after losing its last writes):
     # the claim's token and the waiting entries' tokens are gone; the entries and the claim remain.
-    doomed = [*keys.dramatiq_queues("embed"), keys.dramatiq_messages("embed")]
+    doomed: list[str | bytes] = [*keys.dramatiq_queues("embed"), keys.dramatiq_messages("embed")]
     for pattern in keys.dramatiq_acks("embed"):
         doomed += client.keys(pattern)
     client.delete(*doomed)
