@@ -16,6 +16,7 @@ from shared.messaging import dispatch, tasks
 from shared.runtime.broker import build_broker
 from shared.runtime.heartbeat import Heartbeat
 from shared.runtime.metrics import MetricsServer, WorkerMetrics, beat_info, serve_metrics
+from shared.runtime.outage import quiet_dramatiq_consumers, redis_outage
 from shared.runtime.outcomes import WorkOutcomes
 from shared.runtime.schedule_runs import ScheduleRuns
 from shared.runtime.task_telemetry import TaskMetrics
@@ -54,10 +55,12 @@ class WorkerService:
                 try:
                     dispatch.top_up(self.client, self.broker, queue)
                 except Exception as exc:
-                    log.warning("queue.top_up_failed", queue=queue, error=str(exc))
+                    if not redis_outage.failed(exc, loop="queue_top_up"):
+                        log.warning("queue.top_up_failed", queue=queue, error=str(exc))
 
     def start(self) -> tuple[dramatiq.Worker, Heartbeat]:
         """Start consuming and beating; returns what :meth:`stop` needs."""
+        quiet_dramatiq_consumers(self.queues)
         worker = dramatiq.Worker(
             self.broker,
             queues=self.queues - set(self.dedicated),
