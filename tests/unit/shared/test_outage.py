@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
+from typing import Any
 
 import dramatiq.errors
 import pytest
@@ -20,7 +22,7 @@ class Clock:
         return self.now
 
 
-def _events(logs: list[dict[str, object]]) -> list[object]:
+def _events(logs: list[MutableMapping[str, Any]]) -> list[Any]:
     return [e["event"] for e in logs]
 
 
@@ -53,7 +55,8 @@ def test_the_next_outage_is_logged_at_once() -> None:
         clock.now += 1
         outage.recovered()
         clock.now += 1
-        outage.failed(dramatiq.errors.BrokerConnectionError("Connection closed by server."))
+        closed = dramatiq.errors.BrokerConnectionError("Connection closed by server.")  # type: ignore[no-untyped-call]
+        outage.failed(closed)
     assert _events(logs) == ["redis.unavailable", "redis.recovered", "redis.unavailable"]
     assert logs[2]["down_s"] == 0.0
 
@@ -78,7 +81,7 @@ def test_a_dramatiq_consumers_connection_errors_go_to_the_outage_and_its_other_l
     caplog.set_level(logging.INFO)
     with structlog.testing.capture_logs() as logs:
         for _ in range(3):  # Dramatiq's own wording (dramatiq/worker.py)
-            error = dramatiq.errors.BrokerConnectionError("Error 111 connecting to 127.0.0.1:6379.")
+            error = dramatiq.errors.BrokerConnectionError("Error 111 connecting to 127.0.0.1:6379.")  # type: ignore[no-untyped-call]
             consumer.critical("Consumer encountered a connection error: %s", error)
             consumer.info("Restarting consumer in %0.2f seconds.", 3.0)
         consumer.critical("Consumer encountered an unexpected error.")
