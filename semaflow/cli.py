@@ -18,7 +18,7 @@ import redis
 import structlog
 
 from semaflow import admin
-from semaflow.redis_server import RedisServer
+from semaflow.redis_server import RedisServer, port_free
 from semaflow.supervisor import Supervisor
 from shared import keys
 from shared.config import Settings
@@ -51,9 +51,12 @@ def dev_key(client: redis.Redis, data_dir: Path) -> str:
 
 def _ready(client: redis.Redis, sup: Supervisor, url: str) -> bool:
     host = socket.gethostname()
-    for child in sup.children:
-        if child.name in WORKERS and not client.exists(keys.heartbeat(child.name, f"{host}:{child.pid}")):
-            return False
+    try:
+        for child in sup.children:
+            if child.name in WORKERS and not client.exists(keys.heartbeat(child.name, f"{host}:{child.pid}")):
+                return False
+    except redis.ConnectionError:  # the embedded Redis is restarting
+        return False
     gateway = next(c for c in sup.children if c.name == "gateway")
     try:
         with urllib.request.urlopen(url + "/readyz", timeout=1) as resp:
@@ -70,7 +73,10 @@ def metrics_endpoints(client: redis.Redis, sup: Supervisor) -> dict[str, str]:
     for child in sup.children:
         if child.name not in WORKERS:
             continue
-        raw = client.get(keys.heartbeat(child.name, f"{host}:{child.pid}"))
+        try:
+            raw = client.get(keys.heartbeat(child.name, f"{host}:{child.pid}"))
+        except redis.ConnectionError:  # the embedded Redis is restarting
+            continue
         try:
             address = json.loads(raw).get("metrics") if raw else None
         except ValueError:
@@ -80,24 +86,17 @@ def metrics_endpoints(client: redis.Redis, sup: Supervisor) -> dict[str, str]:
     return found
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def up(args: argparse.Namespace) -> int:
-    """Start Redis (unless one is configured), the five services, and supervise them until signalled."""
+    """Start Redis (unless one is configured), then the five services; supervise them all until signalled.
+
+    The embedded Redis is restarted like a service when it exits, and stopped after every service has.
+    """
     overrides = {
         k: v for k, v in {"host": args.host, "port": args.port, "data_dir": args.data_dir}.items() if v is not None
     }
     settings = Settings(**overrides)
     configure_logging("semaflow", level=settings.log_level, json=settings.log_json)
-    if not _port_free(settings.host, settings.port):
+    if not port_free(settings.host, settings.port):
         log.error("gateway.port_in_use", host=settings.host, port=settings.port)
         print(
             f"semaflow: {settings.host}:{settings.port} is already in use (choose another with --port)", file=sys.stderr
@@ -145,6 +144,8 @@ def up(args: argparse.Namespace) -> int:
     code = 0
     try:
         while not stopping.wait(0.25):
+            if redis_server is not None:
+                redis_server.poll()
             sup.poll()
             if not announced:
                 if _ready(client, sup, base_url):
@@ -162,6 +163,7 @@ def up(args: argparse.Namespace) -> int:
         url_file.unlink(missing_ok=True)
         if redis_server is not None:
             redis_server.stop()
+            log.info("redis.stopped", restarts=redis_server.restarts)
     return code
 
 

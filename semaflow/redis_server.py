@@ -3,6 +3,9 @@
 It requires a password, generated on first start and kept in the directory (``password``, 0600); the
 server reads it from a config file (0600) rather than its command line, so ``ps`` never shows it. The
 directory is 0700 and the server runs with umask 077, so its AOF and log are its owner's alone.
+
+:meth:`RedisServer.poll` restarts a server that exited (``kill -9``, a crash) on the same port, with the same
+directory, config and password: it reloads its AOF and clients reconnect with the URL they had.
 """
 
 from __future__ import annotations
@@ -14,14 +17,20 @@ import socket
 import subprocess
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 import redis
+import structlog
+
+from semaflow.supervisor import next_backoff
+
+log = structlog.get_logger(__name__)
 
 PASSWORD_FILE: Final = "password"
 CONFIG_FILE: Final = "redis.conf"
+LOG_FILE: Final = "redis.log"
 
 
 def find_redis_server() -> str:
@@ -49,6 +58,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on ``host:port`` (a socket in TIME_WAIT does not count, as for a server)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def mask_url(url: str) -> str:
@@ -90,6 +110,49 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _launch(directory: Path, port: int, password: str) -> subprocess.Popen[bytes]:
+    """Write the config (0600) and start ``redis-server`` on it; returns at once."""
+    config = directory / CONFIG_FILE
+    _write_private(
+        config,
+        "\n".join(
+            [
+                f"port {port}",
+                "bind 127.0.0.1",
+                f"dir {_quoted(str(directory.resolve()))}",
+                "appendonly yes",
+                "appendfsync everysec",
+                'save ""',
+                f"logfile {LOG_FILE}",
+                "daemonize no",
+                f"requirepass {_quoted(password)}",
+                "",
+            ]
+        ),
+    )
+    return subprocess.Popen(
+        [find_redis_server(), str(config.resolve())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        umask=0o077,
+        # Its own session: Ctrl-C in a terminal signals the foreground process group, and Redis must
+        # outlive the services it serves; `semaflow up` stops it last.
+        start_new_session=True,
+    )
+
+
+def _last_log_line(directory: Path) -> str:
+    """The last line of the server's log (why it stopped, often), or ``""``."""
+    try:
+        with (directory / LOG_FILE).open("rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
+            lines = fh.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
 @dataclass
 class RedisServer:
     """A running private Redis with AOF persistence (``appendfsync everysec``)."""
@@ -98,6 +161,10 @@ class RedisServer:
     port: int
     directory: Path
     password: str
+    started_at: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    backoff_s: float = 0.0
+    restart_at: float | None = None
 
     @property
     def url(self) -> str:
@@ -120,56 +187,78 @@ class RedisServer:
         os.chmod(directory, 0o700)
         password = server_password(directory)
         port = port or free_port()
-        config = directory / CONFIG_FILE
-        _write_private(
-            config,
-            "\n".join(
-                [
-                    f"port {port}",
-                    "bind 127.0.0.1",
-                    f"dir {_quoted(str(directory.resolve()))}",
-                    "appendonly yes",
-                    "appendfsync everysec",
-                    'save ""',
-                    "logfile redis.log",
-                    "daemonize no",
-                    f"requirepass {_quoted(password)}",
-                    "",
-                ]
-            ),
-        )
-        process = subprocess.Popen(
-            [find_redis_server(), str(config.resolve())],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            umask=0o077,
-            # Its own session: Ctrl-C in a terminal signals the foreground process group, and Redis must
-            # outlive the services it serves; `semaflow up` stops it last.
-            start_new_session=True,
-        )
-        server = cls(process, port, directory, password)
-        client = redis.Redis(port=port, password=password, socket_connect_timeout=0.5)
+        server = cls(_launch(directory, port, password), port, directory, password)
+        server._wait_ready(timeout_s)
+        return server
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        process, port = self.process, self.port
+        client = redis.Redis(port=port, password=self.password, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s
         try:
             while True:
                 if process.poll() is not None:
                     err = process.stderr.read().decode() if process.stderr else ""
-                    log = directory / "redis.log"
+                    logfile = self.directory / LOG_FILE
                     raise RuntimeError(
-                        f"redis-server exited: {err or (log.read_text()[-2000:] if log.exists() else '')}"
+                        f"redis-server exited: {err or (logfile.read_text()[-2000:] if logfile.exists() else '')}"
                     )
                 try:
                     if client.ping():
-                        return server
+                        return
                 except redis.ConnectionError:
                     pass
                 if time.monotonic() > deadline:
-                    server.stop()
+                    self.stop()
                     raise RuntimeError(f"redis-server did not answer on port {port} within {timeout_s} s")
                 time.sleep(0.02)
         finally:
             client.close()
+
+    def poll(self) -> None:
+        """Restart the server if it exited, with the supervisor's back-off for crash loops; call periodically.
+
+        It comes back on the same port with the same directory, config and password, so it reloads its AOF
+        and clients reconnect with the URL they have. While something else holds the port, it says so and
+        keeps trying.
+        """
+        code = self.process.poll()
+        if code is None:
+            return
+        now = time.monotonic()
+        if self.restart_at is None:
+            self.backoff_s = next_backoff(now - self.started_at, self.backoff_s)
+            self.restart_at = now + self.backoff_s
+            log.error(
+                "redis.exited",
+                pid=self.process.pid,
+                exit_code=code,
+                restart_in_s=self.backoff_s,
+                last_log_line=_last_log_line(self.directory),
+            )
+        if now < self.restart_at:
+            return
+        if not port_free("127.0.0.1", self.port):
+            self.backoff_s = next_backoff(0.0, self.backoff_s)
+            self.restart_at = now + self.backoff_s
+            log.error(
+                "redis.port_in_use",
+                port=self.port,
+                restart_in_s=self.backoff_s,
+                detail=f"another process listens on 127.0.0.1:{self.port}, the port the services' Redis URL names; "
+                "the embedded Redis starts again there once it is free",
+            )
+            return
+        self._close_stderr()
+        self.process = _launch(self.directory, self.port, self.password)
+        self.started_at = now
+        self.restart_at = None
+        self.restarts += 1
+        log.warning("redis.restarted", pid=self.process.pid, port=self.port, restarts=self.restarts)
+
+    def _close_stderr(self) -> None:
+        if self.process.stderr is not None:
+            self.process.stderr.close()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM (Redis flushes its AOF and exits), then SIGKILL if it hangs."""
@@ -180,5 +269,4 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process.stderr is not None:
-            self.process.stderr.close()
+        self._close_stderr()

@@ -18,6 +18,14 @@ STABLE_AFTER_S = 60.0
 MAX_BACKOFF_S = 30.0
 
 
+def next_backoff(ran_s: float, previous_s: float) -> float:
+    """Seconds to wait before restarting a process that exited after running ``ran_s`` seconds.
+
+    At once after a stable run; then 1 s, doubling with every quick exit in a row, up to ``MAX_BACKOFF_S``.
+    """
+    return 0.0 if ran_s >= STABLE_AFTER_S else min(MAX_BACKOFF_S, max(1.0, previous_s * 2))
+
+
 @dataclass
 class Child:
     """One supervised service process."""
@@ -73,7 +81,7 @@ class Supervisor:
                 continue
             if child.restart_at is None:
                 ran = now - child.started_at
-                child.backoff_s = 0.0 if ran >= STABLE_AFTER_S else min(MAX_BACKOFF_S, max(1.0, child.backoff_s * 2))
+                child.backoff_s = next_backoff(ran, child.backoff_s)
                 child.restart_at = now + child.backoff_s
                 log.error(
                     "service.crashed", service=child.name, pid=child.pid, exit_code=code, restart_in_s=child.backoff_s

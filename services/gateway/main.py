@@ -65,6 +65,7 @@ from shared.messaging import tasks
 from shared.records.ratelimits import Quotas
 from shared.runtime import telemetry
 from shared.runtime.broker import build_broker
+from shared.runtime.outage import redis_outage
 
 log = structlog.get_logger(__name__)
 NAME = "gateway"
@@ -210,11 +211,15 @@ async def _follow_forever(registry: IndexRegistry, stop: asyncio.Event, reconcil
     """Keep following index events, restarting after a Redis outage."""
     while not stop.is_set():
         try:
+            if redis_outage.down:
+                await registry.client.ping()
+                redis_outage.recovered()
             await registry.follow(stop, reconcile_s=reconcile_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("index.follow_failed", error=str(exc))
+            if not redis_outage.failed(exc, loop="index_follow"):
+                log.warning("index.follow_failed", error=str(exc))
             await asyncio.sleep(1)
 
 

@@ -21,6 +21,7 @@ from shared.messaging import tasks
 from shared.messaging.bus import GroupConsumer
 from shared.runtime import telemetry
 from shared.runtime.heartbeat import instance_id
+from shared.runtime.outage import redis_outage
 from shared.runtime.service import pause, run_until_signalled
 from shared.runtime.worker import WorkerService, new_worker_service
 
@@ -92,7 +93,8 @@ async def _forever(name: str, body: Callable[[asyncio.Event], Awaitable[None]], 
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("notifier.loop_failed", loop=name, error=str(exc))
+            if not redis_outage.failed(exc, loop=name):
+                log.warning("notifier.loop_failed", loop=name, error=str(exc))
             await pause(stop, 1.0)
 
 

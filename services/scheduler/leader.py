@@ -18,6 +18,7 @@ from services.scheduler.ticks import plan
 from shared import clock, keys, scripts
 from shared.constants import MAX_TICKS_PER_PASS
 from shared.messaging import tracing
+from shared.runtime.outage import redis_outage
 
 if TYPE_CHECKING:
     import dramatiq
@@ -93,7 +94,10 @@ class Scheduler:
                 except NotLeader:
                     self._step_down("fencing token refused")
                 except Exception as exc:  # Redis or the broker unavailable: keep trying
-                    log.warning("scheduler.pass_failed", error=str(exc), kind=type(exc).__name__)
+                    if not redis_outage.failed(exc, loop="scheduler"):
+                        log.warning("scheduler.pass_failed", error=str(exc), kind=type(exc).__name__)
+                else:
+                    redis_outage.recovered()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=max(0.01, wait_s))
         finally:
@@ -143,7 +147,8 @@ class Scheduler:
                     log.warning("scheduler.lease_lost", owner=self.lease.owner)
                     return
             except Exception as exc:
-                log.warning("scheduler.renew_failed", error=str(exc))
+                if not redis_outage.failed(exc, loop="scheduler_lease"):
+                    log.warning("scheduler.renew_failed", error=str(exc))
 
     async def step(self) -> float:
         """One leader pass: manual triggers, then due ticks; returns how long to wait before the next."""

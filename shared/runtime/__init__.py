@@ -8,6 +8,7 @@ __all__ = [
     "task_telemetry",
     # processes
     "heartbeat",
+    "outage",
     "service",
     "worker",
     # observability

@@ -11,6 +11,7 @@ import structlog
 
 from shared import keys
 from shared.constants import HEARTBEAT_TTL_S
+from shared.runtime.outage import redis_outage
 
 if TYPE_CHECKING:
     import redis
@@ -44,7 +45,10 @@ class Heartbeat:
             try:
                 self.client.set(self.key, self.info, ex=self.ttl_s)
             except Exception as exc:  # keep beating through a Redis blip
-                log.warning("heartbeat.failed", error=str(exc))
+                if not redis_outage.failed(exc, loop="heartbeat"):
+                    log.warning("heartbeat.failed", error=str(exc))
+            else:
+                redis_outage.recovered()
 
     def stop(self) -> None:
         """Stop beating and remove the key, so the process is seen as gone at once."""

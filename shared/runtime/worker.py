@@ -17,6 +17,7 @@ from shared.messaging import dispatch, tasks
 from shared.runtime.broker import build_broker
 from shared.runtime.heartbeat import Heartbeat
 from shared.runtime.metrics import MetricsServer, WorkerMetrics, beat_info, serve_metrics
+from shared.runtime.outage import quiet_dramatiq_consumers, redis_outage
 from shared.runtime.outcomes import WorkOutcomes
 from shared.runtime.schedule_runs import ScheduleRuns
 from shared.runtime.task_telemetry import TaskMetrics
@@ -66,12 +67,14 @@ class WorkerService:
                     if due or reclaimed:
                         dispatch.top_up(self.client, self.broker, queue, dead_after_ms=lease_ms)
                 except Exception as exc:
-                    log.warning("queue.recovery_failed", queue=queue, error=str(exc))
+                    if not redis_outage.failed(exc, loop="queue_recovery"):
+                        log.warning("queue.recovery_failed", queue=queue, error=str(exc))
             if self._stop_recovery.wait(lease_ms / 3000):
                 return
 
     def start(self) -> tuple[dramatiq.Worker, Heartbeat]:
         """Start consuming and beating; returns what :meth:`stop` needs."""
+        quiet_dramatiq_consumers(self.queues)
         worker = dramatiq.Worker(
             self.broker,
             queues=self.queues - set(self.dedicated),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import stat
 import subprocess
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import structlog.testing
 
 from semaflow.redis_server import CONFIG_FILE, PASSWORD_FILE, RedisServer, mask_url
 
@@ -109,3 +112,100 @@ def test_a_logged_url_has_its_password_masked(server: RedisServer) -> None:
 def test_redis_runs_in_a_session_of_its_own(server: RedisServer) -> None:
     # A terminal's Ctrl-C signals its foreground process group; Redis is not in it, so it outlives the services.
     assert os.getsid(server.process.pid) == server.process.pid != os.getsid(0)
+
+
+# --- restarts after an exit (what `semaflow up` does every quarter second) ------------------------------
+
+
+def _aof_holds(directory: Path, key: bytes, timeout_s: float = 5.0) -> None:
+    """Wait until ``key`` is in the AOF on disk (``appendfsync everysec``: within about a second)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(key in p.read_bytes() for p in (directory / "appendonlydir").glob("*.incr.aof")):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{key!r} never reached the AOF")
+
+
+def _kill_9(server: RedisServer) -> None:
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(5)
+
+
+def _poll_until_restarted(server: RedisServer, timeout_s: float = 10.0) -> None:
+    old = server.process.pid
+    deadline = time.monotonic() + timeout_s
+    while server.process.pid == old:
+        assert time.monotonic() < deadline, "never restarted"
+        server.poll()
+        time.sleep(0.02)
+
+
+def _answers(server: RedisServer, timeout_s: float = 10.0) -> redis.Redis:
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.ping()
+            return client
+        except redis.ConnectionError:  # not listening yet, or still loading its AOF
+            assert time.monotonic() < deadline, "the restarted server never answered"
+            time.sleep(0.05)
+
+
+def test_a_killed_server_comes_back_on_its_port_with_its_password_and_data(server: RedisServer) -> None:
+    url, pid = server.url, server.process.pid
+    client = redis.Redis.from_url(url)
+    client.set("before-the-kill", "kept")
+    client.close()
+    _aof_holds(server.directory, b"before-the-kill")
+
+    _kill_9(server)
+    _poll_until_restarted(server)
+
+    assert server.url == url and server.process.pid != pid and server.restarts == 1
+    client = _answers(server)
+    try:
+        assert client.get("before-the-kill") == b"kept"
+        assert client.info("server")["process_id"] == server.process.pid
+    finally:
+        client.close()
+    assert os.getsid(server.process.pid) == server.process.pid  # still a session of its own
+
+
+def test_a_crash_loop_backs_off_like_a_service(server: RedisServer) -> None:
+    waits = []
+    for _ in range(3):
+        _kill_9(server)
+        server.poll()  # notices the exit
+        assert server.restart_at is not None
+        waits.append(server.backoff_s)
+        pid = server.process.pid
+        server.poll()
+        assert server.process.pid == pid, "restarted before its back-off ran out"
+        _poll_until_restarted(server)
+        _answers(server).close()
+    # It never ran a minute: 1 s, then doubling (the supervisor's policy).
+    assert waits == [1.0, 2.0, 4.0]
+
+
+def test_a_taken_port_is_reported_and_retried_until_free(server: RedisServer) -> None:
+    _kill_9(server)
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", server.port))
+    squatter.listen()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            deadline = time.monotonic() + 5
+            while not any(e["event"] == "redis.port_in_use" for e in logs):
+                assert time.monotonic() < deadline, logs
+                server.poll()
+                time.sleep(0.05)
+        taken = next(e for e in logs if e["event"] == "redis.port_in_use")
+        assert taken["port"] == server.port and taken["log_level"] == "error" and taken["restart_in_s"] == 2.0
+        assert server.process.poll() is not None  # nothing started on a taken port
+    finally:
+        squatter.close()
+    _poll_until_restarted(server)
+    _answers(server).close()
