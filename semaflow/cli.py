@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 import structlog
 
-from semaflow import admin
+from semaflow import admin, doctor
 from semaflow.redis_server import RedisServer, port_free
 from semaflow.supervisor import Supervisor
 from shared import keys
@@ -177,7 +177,10 @@ def main(argv: list[str] | None = None) -> None:
     p_up.add_argument("--data-dir", type=Path, default=None, help="data directory (default ./.semaflow)")
     p_up.add_argument("--ready-timeout", type=float, default=600.0, help="give up if not ready after this many seconds")
     admin.add_commands(sub)
+    doctor.add_command(sub)
     args = parser.parse_args(argv)
     if args.command == "up":
         sys.exit(up(args))
+    if args.command == "doctor":
+        sys.exit(doctor.main(args))
     sys.exit(admin.run(args))

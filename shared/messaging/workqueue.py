@@ -243,6 +243,20 @@ class WorkQueue:
         keys_ = (keys.wq_entries(self.name), keys.wq_attempts(self.name))
         return int(_REMOVE.run(self.client, keys_, [*_templates(self.name), entry_id]))
 
+    def restore(self, entry_id: str) -> bool:
+        """Queue again, in one step, a stored entry that is neither waiting nor claimed (it would never
+        run: only a partial write leaves one); False if it was not stored.
+        """
+        raw = self.client.hget(keys.wq_entries(self.name), entry_id)
+        if raw is None:
+            return False
+        entry = Entry.decode(entry_id, raw)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(keys.wq_entries(self.name), entry_id)
+            _PUSH.run(pipe, [keys.wq_entries(self.name)], _push_args(self.name, entry))
+            pipe.execute()
+        return True
+
     def claimed_entry(self, message_id: str) -> Entry | None:
         """The entry a token holds (with its attempts), without claiming anything new."""
         entry_id = self.client.hget(keys.wq_claims(self.name), message_id)
