@@ -150,6 +150,14 @@ class Settings(BaseSettings):
     max_backoff_ms: int = Field(default=60_000, description="Longest retry back-off.")
     shutdown_timeout_s: float = Field(default=30.0, description="Time given to in-flight work on SIGTERM.")
     task_time_limit_s: int = Field(default=15 * 60, description="A task running longer is interrupted (and retried).")
+    outage_patience_s: float = Field(
+        default=3600.0,
+        description=(
+            "Work failing only because Redis or the object store cannot be reached is retried (at up to the"
+            " longest back-off) for this long after it was queued, however many attempts that takes, before"
+            " it becomes a dead letter."
+        ),
+    )
     worker_dead_after_s: float = Field(
         default=15.0,
         description=(

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dramatiq
+import redis
 import structlog
 
 from shared import keys
-from shared.errors import InvalidInput, PermanentError
+from shared.clock import now_ms
+from shared.errors import InvalidInput, PermanentError, StorageUnavailable
 from shared.messaging import bus, tasks
 from shared.messaging.events import CloudEvent, JobFailed
-from shared.messaging.workqueue import DEFAULT_LEASE_MS, WorkQueue
+from shared.messaging.workqueue import DEFAULT_LEASE_MS, Entry, WorkQueue
 from shared.records import deadletters, jobs
-
-if TYPE_CHECKING:
-    import redis
 
 log = structlog.get_logger(__name__)
 
@@ -29,7 +28,9 @@ class WorkOutcomes(dramatiq.Middleware):
     it counts one, whichever token ran it), not by its token's retries:
 
     - permanent error (invalid data): the job fails, the entry is released;
-    - more than ``max_retries`` retries: the entry becomes a dead letter and the job ``dead``;
+    - more than ``max_retries`` retries: the entry becomes a dead letter and the job ``dead`` —
+      unless the failure is an outage (Redis or the object store unreachable) and the entry was
+      queued less than ``outage_patience_ms`` ago: an outage says nothing about the work itself;
     - its token will be retried: the job keeps running and records the error as its last one, and
       the claim's lease is stretched over the back-off (should the token not come back by then,
       the entry is taken back and run by another);
@@ -54,6 +55,7 @@ class WorkOutcomes(dramatiq.Middleware):
         min_backoff_ms: int = 500,
         max_backoff_ms: int = 60_000,
         lease_ms: int = DEFAULT_LEASE_MS,
+        outage_patience_ms: int = 3_600_000,
     ) -> None:
         self.client = client
         self.source = source
@@ -63,6 +65,7 @@ class WorkOutcomes(dramatiq.Middleware):
         self.min_backoff_ms = min_backoff_ms
         self.max_backoff_ms = max_backoff_ms
         self.lease_ms = lease_ms
+        self.outage_patience_ms = outage_patience_ms
 
     def after_process_message(
         self,
@@ -87,7 +90,7 @@ class WorkOutcomes(dramatiq.Middleware):
             log.error("task.failed", job_id=entry.id, error=error)
             if jobs.finish(self.client, entry.id, jobs.JobState.FAILED, error=error):
                 self._announce(entry.kwargs, entry.id, error)
-        elif entry.attempts > self.max_retries:
+        elif entry.attempts > self.max_retries and not self._patient(entry, exception):
             letter = deadletters.record(
                 self.client, queue.name, entry, error=error, attempts=entry.attempts, retention_s=self.retention_s
             )
@@ -104,10 +107,16 @@ class WorkOutcomes(dramatiq.Middleware):
                 backoff_ms = min(self.min_backoff_ms * 2 ** min(retried, 32), self.max_backoff_ms)
                 queue.renew(message.message_id, for_ms=backoff_ms + self.lease_ms)
             else:
+                # Its token is spent; the entry waits at the front, and a token comes after the longest back-off.
                 queue.reap(message.message_id)
-                tasks.TOKENS[queue.name].send(broker, tasks.Token())
+                tasks.TOKENS[queue.name].send(broker, tasks.Token(), delay_ms=self.max_backoff_ms)
             return
         queue.release(message.message_id)
+
+    def _patient(self, entry: Entry, exception: BaseException) -> bool:
+        """Whether ``exception`` is an outage of a dependency the entry may still wait out."""
+        outage = isinstance(exception, StorageUnavailable | redis.ConnectionError | redis.TimeoutError)
+        return outage and now_ms() - entry.enqueued_ms < self.outage_patience_ms
 
     def _settle_message(self, message: dramatiq.MessageProxy, exception: BaseException) -> None:
         """A plain actor's message (mail, maintenance) failed: a tenant's work that ran out of retries is kept."""

@@ -151,6 +151,7 @@ def new_worker_service(
         min_backoff_ms=settings.min_backoff_ms,
         max_backoff_ms=settings.max_backoff_ms,
         lease_ms=int(settings.worker_dead_after_s * 1000),
+        outage_patience_ms=int(settings.outage_patience_s * 1000),
     )
     metrics = WorkerMetrics()
     broker = build_broker(settings, redis_url, extra=[outcomes, ScheduleRuns(client), TaskMetrics(metrics)])

@@ -283,3 +283,27 @@ def test_work_whose_token_message_was_lost_is_reclaimed_and_its_tokens_restored(
     assert client.hlen(keys.wq_claims("embed")) == 0 and client.hlen(keys.wq_entries("embed")) == 0
     _assert_indexed_exactly_once(client, services)
     client.close()
+
+
+def test_a_job_whose_worker_died_can_be_cancelled_and_retried_and_then_runs_once(
+    services: Services, redis_server: RedisServer
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    http = _boot(services, client)
+    job_ids = _ingest(http)
+
+    held = _wait("a batch claimed by the embedder", lambda: _claimed(client, "embed"), services=services)
+    services.procs["embedder"].send_signal(signal.SIGKILL)
+    services.procs["embedder"].wait(10)
+    lost = sorted(held)[0]
+    status, job = http.call("POST", f"/v1/jobs/{lost}/cancel")
+    assert (status, job["state"]) == (200, "cancelled"), job
+    status, job = http.call("POST", f"/v1/jobs/{lost}/retry")
+    assert (status, job["state"]) == (202, "queued"), job
+
+    services.start("embedder")
+    done = _wait("every job to succeed", lambda: _all_succeeded(http, job_ids), services=services)
+    assert all(j["indexed"] == DOCS_PER_BATCH for j in done)
+    assert client.hlen(keys.wq_claims("embed")) == 0 and client.hlen(keys.wq_claims("index")) == 0
+    _assert_indexed_exactly_once(client, services)
+    client.close()

@@ -138,6 +138,45 @@ async def test_exhausted_retries_leave_a_dead_letter_that_replays(
     assert await _documents(api) == 2
 
 
+async def test_work_waits_out_an_object_store_outage_past_its_retries_and_then_succeeds(
+    api: Api, settings: Settings, store: LocalStore, encoder: Encoder
+) -> None:
+    await _collection(api)
+    accepted = await _ingest(api, ["d1", "d2"])
+    path = store.root / _batch_key(store, accepted["batch_id"])
+    saved = path.read_bytes()
+    path.unlink()
+    path.symlink_to(path)  # reading it fails with an OS error: the store is "unreachable"
+
+    with running_workers(settings, store, encoder):
+        for _ in range(100):  # until it has failed well past its retries
+            job = await _job(api, accepted["job_id"])
+            if job["attempts"] > settings.max_retries + 2:
+                break
+            await asyncio.sleep(0.1)
+        assert job["state"] == "running" and "StorageUnavailable" in job["error"], job
+        assert job["dead_letter"] is None
+        path.unlink()
+        path.write_bytes(saved)  # the store is back
+        job = await _wait(api, accepted["job_id"])
+    assert job["state"] == "succeeded", job
+    assert await _documents(api) == 2
+
+
+async def test_an_outage_longer_than_the_patience_leaves_a_dead_letter(
+    api: Api, settings: Settings, store: LocalStore, encoder: Encoder
+) -> None:
+    await _collection(api)
+    accepted = await _ingest(api, ["d1"])
+    path = store.root / _batch_key(store, accepted["batch_id"])
+    path.unlink()
+    path.symlink_to(path)
+    impatient = settings.model_copy(update={"outage_patience_s": 0.0})
+    with running_workers(impatient, store, encoder):
+        job = await _wait(api, accepted["job_id"])
+    assert job["state"] == "dead" and job["attempts"] == settings.max_retries + 1, job
+
+
 async def test_a_permanent_error_fails_the_job_without_retries(
     api: Api, settings: Settings, store: LocalStore, encoder: Encoder
 ) -> None:
