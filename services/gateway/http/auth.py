@@ -40,7 +40,7 @@ async def collection_of(request: web.Request, *, loaded_if_down: bool = False) -
         loaded = request.app[REGISTRY].last_known(tenant_of(request), name) if loaded_if_down else None
         if loaded is None:
             raise
-        log.info("collection.from_loaded_index", collection=name)
+        log.debug("collection.from_loaded_index", collection=name)
         return loaded
     if record is None:
         raise NotFound(f"collection {name!r} does not exist")
