@@ -310,12 +310,13 @@ class Settings(BaseSettings):
         ge=0,
         le=65535,
         description=(
-            "Worker processes serve /metrics and /healthz here (0: any free port; unset: not served, "
-            "but `semaflow up` gives each worker a free port)."
+            "Worker processes serve /metrics and /healthz here, and the gateway every series of its own "
+            "(its public /metrics leaves out those labelled by tenant or collection); 0: any free port; "
+            "unset: not served, but `semaflow up` gives each process a free port."
         ),
     )
     metrics_host: str = Field(
-        default="127.0.0.1", description="Address the worker metrics server binds (0.0.0.0 in containers)."
+        default="127.0.0.1", description="Address the metrics server binds (0.0.0.0 in containers)."
     )
     otel_traces_exporter: str | None = Field(
         default=None,

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from services.gateway.search.pipeline import Searcher
     from services.gateway.search.querymodel import QueryModel
     from services.gateway.search.snapshots import IndexRegistry
+    from shared.runtime.metrics import MetricsServer
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 REDIS: Final = web.AppKey("redis", aioredis.Redis)
@@ -43,6 +44,8 @@ SUBSCRIPTIONS: Final[web.AppKey[Subscriptions]] = web.AppKey("subscriptions")
 VERIFIED_KEYS: Final[web.AppKey[VerifiedKeys]] = web.AppKey("verified_keys")
 
 METRICS: Final[web.AppKey[GatewayMetrics]] = web.AppKey("metrics")
+# Absent unless SEMAFLOW_METRICS_PORT is set: the internal server of every series.
+METRICS_SERVER: Final[web.AppKey[MetricsServer]] = web.AppKey("metrics_server")
 SEARCHER: Final[web.AppKey[Searcher]] = web.AppKey("searcher")
 # Absent when the search cache, or rate limiting, is switched off.
 CACHE: Final[web.AppKey[SearchCache]] = web.AppKey("cache")

@@ -41,6 +41,7 @@ from services.gateway.appkeys import (
     WRITES,
 )
 from services.gateway.clustermetrics import cluster_gauges
+from services.gateway.http import parse_errors
 from services.gateway.http.auth import auth_middleware
 from services.gateway.http.context import TrustedProxies, context_middleware, response_decorator
 from services.gateway.http.cors import CorsPolicy
@@ -52,9 +53,10 @@ from services.gateway.http.problems import problems_middleware
 from services.gateway.http.ratelimit import RateLimiter
 from services.gateway.http.spans import tracing_middleware
 from services.gateway.http.throttle import rate_limit_middleware
-from services.gateway.metrics import GatewayMetrics
+from services.gateway.metrics import GatewayMetrics, internal_metrics
 from services.gateway.search.cache import SearchCache
 from services.gateway.search.engine import search_pool
+from services.gateway.search.follower import follow_forever
 from services.gateway.search.pipeline import Searcher
 from services.gateway.search.querymodel import QueryModel
 from services.gateway.search.snapshots import IndexRegistry
@@ -65,7 +67,6 @@ from shared.messaging import tasks
 from shared.records.ratelimits import Quotas
 from shared.runtime import telemetry
 from shared.runtime.broker import build_broker
-from shared.runtime.outage import redis_outage
 
 log = structlog.get_logger(__name__)
 NAME = "gateway"
@@ -90,6 +91,7 @@ def build(
     """The gateway app; Redis, broker, index follower and model are started by its cleanup context."""
     redis_url = settings.require_redis_url()
     cors = CorsPolicy.parse(settings.cors_origins)
+    parse_errors.install()  # aiohttp's own replies to unparsable requests say Server: semaflow too
     app = web.Application(
         # Outermost first: the request's trace span, request id and logs, errors as problems, CORS
         # preflights before the key check, then the key and its role, its rate limit, and
@@ -164,7 +166,7 @@ def build(
         registry.on_swap(lambda _snapshot: app[METRICS].index_swaps.inc())
         stop = asyncio.Event()
         follower = asyncio.create_task(
-            _follow_forever(registry, stop, settings.index_reconcile_interval_s), name="index-follower"
+            follow_forever(registry, stop, settings.index_reconcile_interval_s), name="index-follower"
         )
         # The model loads once the indexes are in (readiness waits for those, not for the model),
         # so the two never compete for the CPU at start; a query arriving earlier starts it itself.
@@ -183,6 +185,7 @@ def build(
 
     app.cleanup_ctx.append(resources)
     app.cleanup_ctx.append(cluster_gauges)
+    app.cleanup_ctx.append(internal_metrics)
     install_maintenance(app)  # after ``resources``: its gauges read through the app's Redis client
     return app
 
@@ -205,22 +208,6 @@ def request_client(redis_url: str, timeout_s: float) -> aioredis.Redis:
 async def _start_model_after(registry: IndexRegistry, model: QueryModel) -> None:
     await registry.loaded.wait()
     model.start()
-
-
-async def _follow_forever(registry: IndexRegistry, stop: asyncio.Event, reconcile_s: float) -> None:
-    """Keep following index events, restarting after a Redis outage."""
-    while not stop.is_set():
-        try:
-            if redis_outage.down:
-                await registry.client.ping()
-                redis_outage.recovered()
-            await registry.follow(stop, reconcile_s=reconcile_s)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if not redis_outage.failed(exc, loop="index_follow"):
-                log.warning("index.follow_failed", error=str(exc))
-            await asyncio.sleep(1)
 
 
 class ServerOptions(TypedDict):

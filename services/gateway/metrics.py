@@ -1,14 +1,18 @@
 """The gateway's Prometheus metrics, made when an app is built, in a registry of that app's own.
 
 A registry per app (not prometheus-client's global one) lets several apps live in one process,
-as the tests build them, without their metrics colliding; ``/metrics`` exposes this registry.
+as the tests build them, without their metrics colliding. The whole registry is served on the internal
+metrics port (``SEMAFLOW_METRICS_PORT``), and on the public ``/metrics`` to an admin key; without a key,
+``/metrics`` leaves out every series labelled with a tenant or collection (:data:`PRIVATE_LABELS`), so
+that it does not tell who the tenants are or what their collections are called.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any, Final
 
+from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -20,6 +24,13 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
+
+from services.gateway.appkeys import METRICS, METRICS_SERVER, SETTINGS
+from shared.runtime.metrics import serve_metrics
+
+# Labels whose values name a tenant's own things; only operators see series that carry them.
+PRIVATE_LABELS: Final = frozenset({"tenant", "collection"})
 
 
 class GatewayMetrics:
@@ -77,9 +88,27 @@ class GatewayMetrics:
         )
         self.cluster = ClusterGauges(self.registry)
 
-    def exposition(self) -> bytes:
-        """The registry in Prometheus' text format."""
-        return generate_latest(self.registry)
+    def exposition(self, *, private: bool) -> bytes:
+        """The registry in Prometheus' text format; without ``private``, no series labelled by tenant or collection."""
+        return generate_latest(self.registry if private else _Public(self.registry))
+
+
+class _Public:
+    """A view of a registry without the series that carry a :data:`PRIVATE_LABELS` label.
+
+    Families left without a series are left out whole (even their ``# HELP``), so the public exposition
+    does not even tell whether any collection exists.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            public = Metric(family.name, family.documentation, family.type, family.unit)
+            public.samples = [s for s in family.samples if PRIVATE_LABELS.isdisjoint(s.labels)]
+            if public.samples:
+                yield public
 
 
 class ClusterGauges:
@@ -112,3 +141,14 @@ class ClusterGauges:
             self.dead_letters.labels(queue=queue).set(stats["dead"])
         for service, count in workers.items():
             self.workers.labels(service=service).set(count)
+
+
+async def internal_metrics(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: serve the whole registry on ``SEMAFLOW_METRICS_PORT`` (unset: not served) while the app runs."""
+    server = serve_metrics(app[SETTINGS], app[METRICS].registry)
+    if server is None:
+        yield
+        return
+    app[METRICS_SERVER] = server
+    yield
+    server.stop()

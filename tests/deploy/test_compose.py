@@ -161,6 +161,12 @@ def test_prometheus_and_grafana_get_the_observability_files(model: dict[str, Any
     assert mounts[provider["options"]["path"]] == ROOT / "observability" / "grafana" / "dashboards"
 
 
+def test_the_internal_metrics_port_is_not_published(model: dict[str, Any]) -> None:
+    # the gateway's series there name tenants and collections; only Prometheus, inside the stack, reads them
+    for name in SEMAFLOW:
+        assert 9100 not in [p["target"] for p in model["services"][name].get("ports", [])], name
+
+
 def test_prometheus_scrapes_compose_services_by_name(model: dict[str, Any]) -> None:
     config = yaml.safe_load((ROOT / "observability" / "prometheus.yml").read_text())
     for job in config["scrape_configs"]:

@@ -94,10 +94,18 @@ def probe(container: dict[str, Any], kind: str) -> tuple[str, int | str]:
 
 def test_the_gateway_is_ready_on_readyz_and_alive_on_healthz() -> None:
     (container,) = by_kind("Deployment")["gateway-blue"]["spec"]["template"]["spec"]["containers"]
-    assert container["ports"] == [{"name": "http", "containerPort": 8080}]
+    assert container["ports"] == [{"name": "http", "containerPort": 8080}, {"name": "metrics", "containerPort": 9100}]
     assert probe(container, "readinessProbe") == ("/readyz", "http")
     assert probe(container, "livenessProbe") == ("/healthz", "http")
     assert container["image"].startswith("semaflow/gateway:")
+
+
+def test_the_gateway_is_scraped_on_its_internal_metrics_port() -> None:
+    # the public /metrics on 8080 leaves out the series labelled by tenant or collection
+    template = by_kind("Deployment")["gateway-blue"]["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == ("9100", "/metrics")
+    assert by_kind("ConfigMap")["semaflow-config"]["data"]["SEMAFLOW_METRICS_HOST"] == "0.0.0.0"
 
 
 @pytest.mark.parametrize("name", WORKERS)

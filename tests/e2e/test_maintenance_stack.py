@@ -63,7 +63,7 @@ async def test_triggered_compaction_statistics_and_rollback_work_across_the_proc
         assert info["stats"]["version"] == after["index_version"] and info["stats"]["memory_bytes"] > 60 * 384 * 4
         deadline = time.monotonic() + 60
         line = 'semaflow_index_vectors{collection="kept",tenant="dev"} 60.0'
-        while line not in (exposition := await (await session.get(f"{stack.url}/metrics")).text()):
+        while line not in (exposition := await (await session.get(f"{stack.url}/metrics", headers=stack.auth)).text()):
             assert time.monotonic() < deadline, exposition[-2000:]
             await asyncio.sleep(0.2)
 

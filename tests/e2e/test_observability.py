@@ -217,8 +217,8 @@ async def test_a_schedule_firing_carries_its_trace_to_the_task_in_the_message_op
     assert task.attributes["messaging.destination.name"] == "maintenance"
 
 
-def _scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as resp:
+def _scrape(url: str, headers: dict[str, str] | None = None) -> str:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as resp:
         text: str = resp.read().decode()
         return text
 
@@ -237,7 +237,7 @@ def _value(exposition: str, sample: str) -> float:
 async def test_every_metric_the_alerts_and_dashboards_use_is_exported(observed: Observed) -> None:
     # Given the processes' metrics endpoints (each worker says in its heartbeat where it serves them)
     client = observed.redis()
-    expositions: dict[str, str] = {"gateway": _scrape(observed.stack.url + "/metrics")}
+    expositions: dict[str, str] = {"gateway": _scrape(observed.stack.url + "/metrics", observed.stack.auth)}
     for key in client.scan_iter(match="semaflow:hb:*"):
         service = key.decode().split(":")[2]
         address = json.loads(client.get(key) or b"{}").get("metrics")
@@ -269,7 +269,7 @@ async def test_every_metric_the_alerts_and_dashboards_use_is_exported(observed: 
         if _value(gateway, 'semaflow_workers{service="embedder"}') == 1:
             break
         await asyncio.sleep(0.2)
-        gateway = _scrape(observed.stack.url + "/metrics")
+        gateway = _scrape(observed.stack.url + "/metrics", observed.stack.auth)
     assert _value(gateway, 'semaflow_workers{service="embedder"}') == 1
     assert _value(gateway, 'semaflow_workers{service="scheduler"}') == 1
     assert _value(gateway, "semaflow_faiss_search_seconds_count") >= 1

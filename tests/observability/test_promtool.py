@@ -53,7 +53,8 @@ def test_every_service_is_scraped_under_its_contract_job_name_with_replicas_foun
         (sd,) = jobs[name]["dns_sd_configs"]
         assert sd["type"] == "A"
         assert sd["names"] == [name.removeprefix("semaflow-")]
-        assert sd["port"] == (8080 if name == "semaflow-gateway" else 9100)
+        # every process on its internal metrics port: the gateway's public /metrics names no tenant
+        assert sd["port"] == 9100
         assert jobs[name].get("metrics_path", "/metrics") == "/metrics"
     assert config["rule_files"] == ["alerts.yml"]
 

@@ -11,10 +11,13 @@ from typing import Final
 from aiohttp import web
 
 from services.gateway.appkeys import METRICS, MODEL, REDIS, REGISTRY
+from services.gateway.http.auth import bearer_key, unauthorized
 from services.gateway.http.declarations import Endpoints, Scope
 from services.gateway.http.openapi import ApiDescription
+from services.gateway.http.problems import problem
 from services.gateway.http.responses import model_response
 from services.gateway.schemas import Health, Readiness
+from shared.records.apikeys import Role
 
 ops_routes = Endpoints("operations")
 OPENAPI: Final = web.AppKey("openapi", ApiDescription)
@@ -78,9 +81,22 @@ async def readyz(request: web.Request) -> web.Response:
 
 @ops_routes.get("/metrics", role=None, limit=None, scope=Scope.PUBLIC, responses={200: None}, media_type="text/plain")
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus exposition of this gateway's metrics."""
+    """Prometheus exposition of this gateway's metrics.
+
+    Without a key, the series labelled by tenant or collection are left out; an admin key gets every
+    series (as does the internal metrics port). Any other key answers 401 (not valid) or 403 (not admin),
+    so a scraper with a wrong credential finds out rather than silently losing series.
+    """
     registry = request.app[METRICS]
-    return web.Response(body=registry.exposition(), headers={"Content-Type": registry.content_type})
+    private = False
+    if "Authorization" in request.headers:
+        record = await bearer_key(request)
+        if record is None:
+            return unauthorized()
+        if not record.role.allows(Role.ADMIN):
+            return problem(403, f"Every series needs an admin key; this key is a {record.role.value}.")
+        private = True
+    return web.Response(body=registry.exposition(private=private), headers={"Content-Type": registry.content_type})
 
 
 @ops_routes.get("/openapi.json", role=None, limit=None, scope=Scope.PUBLIC, responses={200: None}, in_schema=False)

@@ -55,14 +55,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     if endpoint is None and not request.path.startswith("/v1/"):
         return await handler(request)
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    record = None
-    if scheme.lower() == "bearer" and token.strip():
-        record = await _verified(request.app, token.strip())
+    record = await bearer_key(request)
     if record is None:
-        response = problem(401, "A valid API key is required: send 'Authorization: Bearer KEY'.")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="semaflow"'
-        return response
+        return unauthorized()
     request[PRINCIPAL] = record
     # Every log line and the trace of this request name the tenant (never the key itself).
     structlog.contextvars.bind_contextvars(tenant=record.tenant)
@@ -73,6 +68,25 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             403, f"This route needs a key with the {endpoint.role.value} role; this key is a {record.role.value}."
         )
     return await handler(request)
+
+
+async def bearer_key(request: web.Request) -> ApiKey | None:
+    """The key ``Authorization: Bearer KEY`` names, verified; None without one, or for one that is not valid.
+
+    Raises:
+        redis.exceptions.ConnectionError: Redis cannot be reached and the key was not confirmed lately.
+    """
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return await _verified(request.app, token.strip())
+
+
+def unauthorized() -> web.Response:
+    """The 401 problem of a request without a valid key."""
+    response = problem(401, "A valid API key is required: send 'Authorization: Bearer KEY'.")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="semaflow"'
+    return response
 
 
 async def _verified(app: web.Application, key: str) -> ApiKey | None:

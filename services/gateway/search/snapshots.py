@@ -327,15 +327,20 @@ class IndexRegistry:
         except Exception:
             log.exception("index.event_failed", event_id=event.id, type=event.type)
 
-    async def follow(self, stop: asyncio.Event, *, reconcile_s: float) -> None:
+    async def follow(
+        self, stop: asyncio.Event, *, reconcile_s: float, on_following: Callable[[], None] | None = None
+    ) -> None:
         """Apply ``index.published`` / ``collection.deleted`` events as they come, forever.
 
         Reads the stream position before the initial load so no event between them is missed, and
         reconciles every ``reconcile_s`` seconds in case an event was trimmed away while we were down.
+        ``on_following`` is called once that load is done (Redis answered), before the first event.
         """
         position = await bus.last_entry_id(self.stream_client)
         await self.load_all()
         self.loaded.set()
+        if on_following is not None:
+            on_following()
         loop = asyncio.get_running_loop()
         next_reconcile = loop.time() + reconcile_s
         async for event in bus.tail(self.stream_client, position, block_ms=int(min(reconcile_s, 2) * 1000)):

@@ -159,7 +159,7 @@ async def test_statistics_show_in_the_collection_and_as_gauges(
     assert info["stats"]["vectors"] == 0 and info["stats"]["segments"] == 0 and info["stats"]["memory_bytes"] == 0
 
     async def shown() -> str | None:
-        exposition = await (await client.get("/metrics")).text()
+        exposition = await (await client.get("/metrics", headers=auth)).text()
         return exposition if 'semaflow_index_vectors{collection="docs",tenant="acme"} 0.0' in exposition else None
 
     exposition = await eventually(shown, timeout_s=5)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import structlog.testing
 from pytest_aiohttp import AiohttpClient
 
 from semaflow.redis_server import RedisServer
@@ -190,3 +191,38 @@ async def test_a_key_is_honoured_from_memory_only_for_the_configured_time(
     await asyncio.sleep(max(0.0, ttl_s - (time.monotonic() - verified_at)) + 0.1)
     status, body = await _search(client, writer)
     assert status == 503, body
+
+
+async def test_the_index_follower_backs_off_through_an_outage_and_logs_its_start_and_end_once(
+    aiohttp_client: AiohttpClient, outage_redis: RestartableRedis, tmp_path: Path, store: LocalStore, encoder: Encoder
+) -> None:
+    # Given a gateway whose index follower is following (its indexes are loaded)
+    settings = _outage_settings(outage_redis.url, tmp_path)
+    client = await aiohttp_client(build_gateway(settings, store=store, encoder_loader=lambda: encoder))
+
+    async def ready() -> bool:
+        return bool((await (await client.get("/readyz")).json())["status"] == "ready")
+
+    await eventually(ready, timeout_s=10)
+    with structlog.testing.capture_logs() as logs:
+        # When Redis stays away for several of its tries
+        await asyncio.to_thread(outage_redis.stop)
+
+        def tries() -> list[MutableMapping[str, Any]]:
+            return [e for e in logs if e["event"] in ("index.follow_failed", "index.follow_retry_failed")]
+
+        await eventually(lambda: len(tries()) >= 3, timeout_s=20)
+        # ...and comes back
+        await asyncio.to_thread(outage_redis.start)
+        await eventually(lambda: [e for e in logs if e["event"] == "index.follow_recovered"] or None, timeout_s=40)
+
+    # Then the outage was a warning once, each later try waited twice as long as the one before,
+    # and its end is logged once, with the tries that failed
+    failed = [e for e in logs if e["event"] == "index.follow_failed"]
+    assert len(failed) == 1 and failed[0]["log_level"] == "warning"
+    waits = [e["retry_in_s"] for e in tries()]
+    assert waits[:3] == [1.0, 2.0, 4.0]
+    assert all(e["log_level"] == "debug" for e in tries()[1:])
+    (recovered,) = [e for e in logs if e["event"] == "index.follow_recovered"]
+    assert recovered["log_level"] == "info" and recovered["failed_tries"] == len(tries())
+    assert (await (await client.get("/readyz")).json())["status"] == "ready"
