@@ -8,7 +8,8 @@
 #                                     deletes the new track and leaves the live one as it was (exit 1).
 #   deploy/blue-green.sh rollback     switch the live Service back to the other track (kept by deploy).
 #   deploy/blue-green.sh status       which track is live, and the gateway Deployments.
-#   deploy/blue-green.sh render TRACK IMAGE   print the gateway Deployment for a track (no cluster needed).
+#   deploy/blue-green.sh render TRACK IMAGE   print a track's gateway Deployment, HorizontalPodAutoscaler
+#                                     and PodDisruptionBudget (no cluster needed).
 #
 # Environment:
 #   SEMAFLOW_SMOKE_API_KEY   a writer (or admin) key for the smoke test (required by deploy)
@@ -96,11 +97,12 @@ smoke() {
   return "$status"
 }
 
-# Remove a track that failed, leaving the live one alone, and fail.
+# Remove a track that failed (its Deployment, autoscaler and disruption budget), leaving the live
+# one alone, and fail.
 abandon() {
   local track=$1 live=$2 why=$3
   log "$why: deleting gateway-$track; $live stays live"
-  kc delete deployment "gateway-$track" --ignore-not-found >/dev/null
+  kc delete deployment,horizontalpodautoscaler,poddisruptionbudget "gateway-$track" --ignore-not-found >/dev/null
   exit 1
 }
 

@@ -1,8 +1,8 @@
 """A recording stand-in for ``kubectl``, for testing deploy/blue-green.sh where no cluster can run.
 
 It is NOT a Kubernetes emulation: it knows just the commands the script sends, keeps the little
-state they touch (the live Service's track selector, which gateway Deployments exist, which
-rollouts fail) in a JSON file, and appends every call to a JSON-lines log so a test can check the
+state they touch (the live Service's track selector, which gateway Deployments exist and the
+other objects applied with them, which rollouts fail) in a JSON file, and appends every call to a JSON-lines log so a test can check the
 order of events. ``port-forward service/NAME LOCAL:REMOTE`` relays 127.0.0.1:LOCAL to the
 address the state gives for NAME (a real server: the smoke test makes real requests through it).
 
@@ -68,9 +68,21 @@ def _apply(state: dict[str, Any], call: dict[str, Any]) -> None:
     documents = [d for d in yaml.safe_load_all(sys.stdin.read()) if d]
     call["applied"] = documents
     for doc in documents:
-        name = doc["metadata"]["name"]
-        state["deployments"][name] = doc["spec"]["template"]["spec"]["containers"][0]["image"]
-        print(f"deployment.apps/{name} configured")
+        kind, name = doc["kind"].lower(), doc["metadata"]["name"]
+        if kind == "deployment":
+            state["deployments"][name] = doc["spec"]["template"]["spec"]["containers"][0]["image"]
+        else:
+            state.setdefault("others", {}).setdefault(kind, []).append(name)
+        print(f"{kind}/{name} configured")
+
+
+def _delete(state: dict[str, Any], kinds: str, name: str) -> None:
+    """``delete KIND[,KIND...] NAME``: what the stand-in keeps of those kinds under that name goes."""
+    for kind in kinds.split(","):
+        if kind == "deployment":
+            state["deployments"].pop(name, None)
+        elif name in state.get("others", {}).get(kind, []):
+            state["others"][kind].remove(name)
 
 
 def _rollout_status(state: dict[str, Any], name: str) -> int:
@@ -98,8 +110,8 @@ def _answer(args: list[str], state: dict[str, Any], call: dict[str, Any]) -> int
         return _rollout_status(state, args[2].removeprefix("deployment/"))
     elif args[:3] == ["patch", "service", "gateway"]:
         state["selector"] = json.loads(args[args.index("-p") + 1])["spec"]["selector"]["track"]
-    elif args[:2] == ["delete", "deployment"]:
-        state["deployments"].pop(args[2], None)
+    elif args[:1] == ["delete"] and args[1].split(",")[0] == "deployment":
+        _delete(state, args[1], args[2])
     else:
         print(f"kubectl stand-in: unknown command {args}", file=sys.stderr)
         return 2

@@ -14,9 +14,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.deploy.cluster import ROOT, SCRIPT, StandInCluster
 from tests.tools import PIP_DEV, require
+
+# What a failed track leaves behind and the script deletes: all that `render` makes of it.
+TRACK_KINDS = "deployment,horizontalpodautoscaler,poddisruptionbudget"
 
 
 class _NotReady(BaseHTTPRequestHandler):
@@ -62,12 +66,29 @@ def test_render_replaces_only_the_name_track_and_image() -> None:
     blue = (ROOT / "deploy" / "k8s" / "30-gateway.yaml").read_text().splitlines()
     green = result.stdout.splitlines()
     changed = [(b.strip(), g.strip()) for b, g in zip(blue, green, strict=True) if b != g]
-    assert changed == [
+    deployment = [
         ("name: gateway-blue", "name: gateway-green"),
         ("track: blue", "track: green"),
         ("track: blue", "track: green"),
         ("track: blue", "track: green"),
         ("image: semaflow/gateway:0.1.0", "image: registry.invalid/semaflow/gateway:1.2.3"),
+    ]
+    autoscaler = [
+        ("name: gateway-blue", "name: gateway-green"),
+        ("track: blue", "track: green"),
+        ("name: gateway-blue", "name: gateway-green"),  # the Deployment it scales
+    ]
+    budget = [
+        ("name: gateway-blue", "name: gateway-green"),
+        ("track: blue", "track: green"),
+        ("track: blue", "track: green"),  # the pods it covers
+    ]
+    assert changed == deployment + autoscaler + budget
+    kinds = [(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(result.stdout)]
+    assert kinds == [
+        ("Deployment", "gateway-green"),
+        ("HorizontalPodAutoscaler", "gateway-green"),
+        ("PodDisruptionBudget", "gateway-green"),
     ]
 
 
@@ -88,14 +109,18 @@ def test_a_failed_smoke_test_deletes_the_new_track_and_leaves_the_live_one(
         "apply -f",
         "rollout status",
         "port-forward service/gateway-green",
-        "delete deployment",
+        f"delete {TRACK_KINDS}",
     ]
-    (applied,) = cluster.calls()[1]["applied"]
+    applied, autoscaler, budget = cluster.calls()[1]["applied"]
     assert applied["metadata"]["name"] == "gateway-green"
     assert applied["spec"]["template"]["spec"]["containers"][0]["image"] == "semaflow/gateway:1.2.3"
+    assert autoscaler["spec"]["scaleTargetRef"]["name"] == "gateway-green"
+    assert budget["spec"]["selector"]["matchLabels"]["track"] == "green"
     assert all(call["namespace"] == "semaflow" for call in cluster.calls())
     assert cluster.state()["selector"] == "blue"
     assert cluster.state()["deployments"] == {"gateway-blue": "semaflow/gateway:0.1.0"}
+    # with green's autoscaler and disruption budget
+    assert cluster.state()["others"] == {"horizontalpodautoscaler": [], "poddisruptionbudget": []}
     # and the port-forward ended with the script: its local port takes no connection any more
     local_port = int(cluster.calls()[3]["args"][2].split(":")[0])
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", local_port), timeout=5):
@@ -114,7 +139,7 @@ def test_a_failed_rollout_deletes_the_new_track_without_a_smoke_test(tmp_path: P
     # Then blue is deleted without a smoke test, and green stays live and untouched
     assert result.returncode == 1, result.stdout + result.stderr
     assert "rollout failed: deleting gateway-blue; green stays live" in result.stderr
-    assert cluster.verbs() == ["get service", "apply -f", "rollout status", "delete deployment"]
+    assert cluster.verbs() == ["get service", "apply -f", "rollout status", f"delete {TRACK_KINDS}"]
     assert cluster.state()["selector"] == "green"
     assert cluster.state()["deployments"] == {"gateway-green": "semaflow/gateway:1.1.0"}
 
