@@ -2,9 +2,10 @@
 
 It is NOT a Kubernetes emulation: it knows just the commands the script sends, keeps the little
 state they touch (the live Service's track selector, which gateway Deployments exist and the
-other objects applied with them, which rollouts fail) in a JSON file, and appends every call to a JSON-lines log so a test can check the
-order of events. ``port-forward service/NAME LOCAL:REMOTE`` relays 127.0.0.1:LOCAL to the
-address the state gives for NAME (a real server: the smoke test makes real requests through it).
+other objects applied with them, which rollouts fail) in a JSON file, and appends every call to
+a JSON-lines log so a test can check the order of events. ``port-forward service/NAME
+LOCAL:REMOTE`` relays 127.0.0.1:LOCAL to the address the state gives for NAME (a real server: the
+smoke test makes real requests through it).
 
 Environment: KUBECTL_STANDIN_STATE (the state file), KUBECTL_STANDIN_LOG (the call log).
 """
