@@ -30,3 +30,18 @@ PROMTOOL = (
     "apt-get install -y --no-install-recommends prometheus)"
 )
 PIP_DEV = "it is a dev dependency: run `bash scripts/bootstrap.sh` (or `pip install -e '.[dev]'`)"
+AMTOOL = (
+    "run `make test-tools` (it installs Debian's prometheus-alertmanager package: "
+    "apt-get install -y --no-install-recommends prometheus-alertmanager)"
+)
+
+
+def optional(name: str, install: str) -> str:
+    """The path of tool ``name`` like :func:`require`, but skips the test, naming how to install it, if missing."""
+    candidate = VENV_BIN / name
+    if candidate.is_file():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed; {install}")
+    return found

@@ -90,7 +90,7 @@ def test_docker_compose_rejects_a_dependency_on_an_undefined_service(tmp_path: P
 
 def test_the_infrastructure_is_all_there(model: dict[str, Any]) -> None:
     services = model["services"]
-    assert set(services) == {*SEMAFLOW, "redis", "s3", "s3-init", "jaeger", "prometheus", "grafana"}
+    assert set(services) == {*SEMAFLOW, "redis", "s3", "s3-init", "jaeger", "prometheus", "alertmanager", "grafana"}
     assert services["redis"]["image"].startswith("redis:7")
     assert services["redis"]["command"] == ["redis-server", "--appendonly", "yes", "--appendfsync", "everysec"]
     assert any(v["target"] == "/data" and v["type"] == "volume" for v in services["redis"]["volumes"])
@@ -159,6 +159,25 @@ def test_prometheus_and_grafana_get_the_observability_files(model: dict[str, Any
         (ROOT / "observability" / "grafana" / "provisioning" / "dashboards" / "semaflow.yml").read_text()
     )["providers"][0]
     assert mounts[provider["options"]["path"]] == ROOT / "observability" / "grafana" / "dashboards"
+
+
+def test_alertmanager_gets_its_configuration_and_prometheus_finds_it(model: dict[str, Any]) -> None:
+    services = model["services"]
+    alertmanager = services["alertmanager"]
+    repository, _, tag = alertmanager["image"].rpartition(":")
+    assert repository == "prom/alertmanager" and tag.startswith("v")  # pinned
+    mounts = {v["target"]: Path(v["source"]) for v in alertmanager["volumes"] if v["type"] == "bind"}
+    config_path = next(arg.split("=", 1)[1] for arg in alertmanager["command"] if arg.startswith("--config.file="))
+    assert mounts[config_path] == ROOT / "observability" / "alertmanager.yml"
+    assert any(v["type"] == "volume" and v["target"] == "/alertmanager" for v in alertmanager["volumes"])
+    assert "--storage.path=/alertmanager" in alertmanager["command"]
+    # prometheus.yml names it by its service name, on the port it listens on
+    config = yaml.safe_load((ROOT / "observability" / "prometheus.yml").read_text())
+    (target,) = [t for m in config["alerting"]["alertmanagers"] for s in m["static_configs"] for t in s["targets"]]
+    host, _, port = target.partition(":")
+    assert host == "alertmanager"
+    assert int(port) in [p["target"] for p in alertmanager["ports"]]
+    assert "/-/ready" in " ".join(alertmanager["healthcheck"]["test"])
 
 
 def test_the_internal_metrics_port_is_not_published(model: dict[str, Any]) -> None:
