@@ -171,12 +171,13 @@ def test_the_threshold_sizes_the_embedders_to_the_work(embedder_scaling: dict[st
     # KEDA (through the HPA) asks for ceil(outstanding / threshold) embedders, within the range.
     spec = embedder_scaling["spec"]
     threshold = float(spec["triggers"][0]["metadata"]["threshold"])
+    low, high = int(spec["minReplicaCount"]), int(spec["maxReplicaCount"])
 
     def wanted(outstanding: int) -> int:
-        return min(spec["maxReplicaCount"], max(spec["minReplicaCount"], math.ceil(outstanding / threshold)))
+        return min(high, max(low, math.ceil(outstanding / threshold)))
 
     assert wanted(0) == 2
-    assert wanted(int(threshold * 4)) == 4
+    assert wanted(40) == 8  # the example in docs/operations/deploy.md
     assert wanted(10_000) == 10
 
 
