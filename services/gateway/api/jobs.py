@@ -66,7 +66,6 @@ def _page(items: list[dict[str, Any]], name: str, cursor: str | None) -> web.Res
     limit=Category.SINGLE,
     query=JobListQuery,
     responses={200: JobPage},
-    links={200: links_to("get_job", job_id="$response.body#/jobs/0/id")},
 )
 async def list_jobs(request: web.Request) -> web.Response:
     """The tenant's jobs, newest first, optionally by state and collection; cursor pagination."""
@@ -138,14 +137,6 @@ async def retry_jobs(request: web.Request) -> web.Response:
     limit=Category.SINGLE,
     query=DeadLetterListQuery,
     responses={200: DeadLetterPage},
-    links={
-        200: links_to(
-            "get_dead_letter",
-            "replay_dead_letter",
-            "delete_dead_letter",
-            letter_id="$response.body#/dead_letters/0/id",
-        )
-    },
 )
 async def list_dead_letters(request: web.Request) -> web.Response:
     """The tenant's dead letters, newest first; cursor pagination."""

@@ -93,13 +93,7 @@ async def create_webhook(request: web.Request) -> web.Response:
     return withhold_on_replay(response, "secret")
 
 
-@webhook_routes.get(
-    "/v1/webhooks",
-    role=Role.READER,
-    limit=Category.SINGLE,
-    responses={200: WebhookList},
-    links={200: links_to("get_webhook", endpoint_id="$response.body#/webhooks/0/id")},
-)
+@webhook_routes.get("/v1/webhooks", role=Role.READER, limit=Category.SINGLE, responses={200: WebhookList})
 async def list_webhooks(request: web.Request) -> web.Response:
     """The tenant's endpoints (without secrets)."""
     found = await endpoints.list_for(request.app[REDIS], tenant_of(request))
@@ -172,7 +166,6 @@ async def test_webhook(request: web.Request) -> web.Response:
     limit=Category.SINGLE,
     query=DeliveryListQuery,
     responses={200: DeliveryPage},
-    links={200: links_to("get_delivery", "retry_delivery", delivery_id="$response.body#/deliveries/0/id")},
 )
 async def list_deliveries(request: web.Request) -> web.Response:
     """The endpoint's deliveries, newest first, each with its attempts; cursor pagination."""
