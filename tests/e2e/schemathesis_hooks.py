@@ -26,12 +26,12 @@ from schemathesis import Case, HookContext
 
 OWN_KEY_ID = os.environ["SEMAFLOW_CONTRACT_KEY_ID"]
 NO_SUCH_KEY = "key_0000000000000000"
-IDEMPOTENCY_KEY = "idempotency-key"
+IDEMPOTENCY_KEY = "Idempotency-Key"
 _KEY_MAX = 255  # the longest Idempotency-Key the API takes
 
 
 @schemathesis.hook
-def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> None:
+def before_call(context: HookContext, case: Case[Any], kwargs: dict[str, Any]) -> None:
     """Keep the run's own key, and make a valid request's Idempotency-Key unique to it."""
     params = case.path_parameters or {}
     if case.method.upper() == "DELETE" and params.get("key_id") == OWN_KEY_ID:
@@ -39,8 +39,6 @@ def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> Non
     meta = case.meta
     if meta is not None and meta.generation.mode.is_negative:
         return
-    headers = case.headers or {}
-    for name, value in headers.items():
-        if name.lower() == IDEMPOTENCY_KEY and isinstance(value, str) and value:
-            case.headers = {**headers, name: f"{value[: _KEY_MAX - 33]}-{uuid.uuid4().hex}"}
-            return
+    value = case.headers.get(IDEMPOTENCY_KEY) if case.headers is not None else None
+    if case.headers is not None and isinstance(value, str) and value:
+        case.headers[IDEMPOTENCY_KEY] = f"{value[: _KEY_MAX - 33]}-{uuid.uuid4().hex}"
