@@ -32,6 +32,10 @@ def _exactly_one_of(*fields: str) -> dict[str, Any]:
 CURSOR_PATTERN = r"^[0-9]+:.+$"
 
 
+# JSON Schema of a text that is not blank: it holds a character ``str.strip`` keeps (what _not_blank checks).
+NOT_BLANK_PATTERN = r"[^\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
 def _not_blank(value: str | None) -> str | None:
     if value is not None and not value.strip():
         raise ValueError("must not be empty or only whitespace")
@@ -40,6 +44,10 @@ def _not_blank(value: str | None) -> str | None:
 
 class IngestDocument(Document):
     """A document as an ingest takes it: a text, when given, is not blank (it would match every query)."""
+
+    text: str | None = Field(
+        default=None, max_length=c.MAX_TEXT_CHARS, json_schema_extra={"pattern": NOT_BLANK_PATTERN}
+    )
 
     @field_validator("text")
     @classmethod
@@ -78,7 +86,9 @@ class SearchRequest(_Body):
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_exactly_one_of("query", "vector"))
 
-    query: str | None = Field(default=None, min_length=1, max_length=c.MAX_TEXT_CHARS)
+    query: str | None = Field(
+        default=None, min_length=1, max_length=c.MAX_TEXT_CHARS, json_schema_extra={"pattern": NOT_BLANK_PATTERN}
+    )
     vector: Vector | None = Field(default=None, min_length=c.EMBEDDING_DIM, max_length=c.EMBEDDING_DIM)
     k: int = Field(default=10, ge=1, le=c.MAX_SEARCH_K, strict=True)
     filter: dict[str, JsonScalar] = Field(default_factory=dict)

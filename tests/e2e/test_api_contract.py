@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -38,6 +39,16 @@ ROOMY = {
 # Examples per operation and phase: enough to reach every status path, a couple of minutes in all.
 MAX_EXAMPLES = 25
 SEED = 20261123
+# The stateful phase follows the document's links (and those schemathesis infers) from call to call:
+# scenarios of up to 10 calls, with valid data only, so that a chain gets past its first step.
+STATEFUL = """
+[phases.stateful]
+max-steps = 10
+
+[phases.stateful.generation]
+max-examples = 200
+mode = "positive"
+"""
 
 
 @dataclass
@@ -120,21 +131,31 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(running
     stack = running.stack
     # A collection whose name the generator tries first, so documents and searches get past the 404.
     assert _request(stack, "PUT", "/v1/collections/0", stack.api_key)[0] == 201
+    _, _, listed = _request(stack, "GET", "/v1/keys", stack.api_key)
+    (own,) = [k["id"] for k in listed["keys"] if k["name"] == "development key"]
+    hooks = {
+        "SCHEMATHESIS_HOOKS": str(Path(__file__).with_name("schemathesis_hooks.py")),
+        "SEMAFLOW_CONTRACT_KEY_ID": own,
+    }
     st = Path(sys.executable).parent / "st"
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(STATEFUL)
     command = [
         str(st),
+        "--config-file",
+        str(config),
         "run",
         f"{stack.url}/openapi.json",
         "--header",
         f"Authorization: Bearer {stack.api_key}",
         "--checks",
         "all",
-        # A valid request may still be refused for the state it meets (an id that does not exist, an
-        # Idempotency-Key used before): acceptance of valid input is what the other tests check.
+        # A valid request may still be refused for the state it meets (an id that does not exist, a job
+        # that already finished): acceptance of valid input is what the other tests check.
         "--exclude-checks",
         "positive_data_acceptance",
         "--phases",
-        "examples,coverage,fuzzing",
+        "examples,coverage,fuzzing,stateful",
         "--max-examples",
         str(MAX_EXAMPLES),
         "--seed",
@@ -149,7 +170,8 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(running
         "2",
         "--no-color",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    env = {**os.environ, **hooks}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
     out = result.stdout
     start = min(
         (i for i in (out.find("= ERRORS ="), out.find("= FAILURES =")) if i >= 0), default=max(0, len(out) - 30_000)
@@ -158,3 +180,4 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(running
     assert result.returncode == 0, report
     cases = re.search(r"(\d+) generated, (\d+) passed", report)
     assert cases and int(cases.group(2)) > 0, report
+    print(out[-3_000:])  # the summary, shown with -s

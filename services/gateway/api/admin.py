@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from services.gateway.appkeys import PRINCIPAL, REDIS, SETTINGS
 from services.gateway.http.bodies import read_body
-from services.gateway.http.declarations import Endpoints, Scope
+from services.gateway.http.declarations import Endpoints, Scope, links_to
 from services.gateway.http.idempotency import withhold_on_replay
 from services.gateway.http.problems import validation_problem
 from services.gateway.http.responses import model_response
@@ -33,6 +33,7 @@ admin_routes = Endpoints("operators")
     scope=Scope.CLUSTER,
     body=KeyCreateRequest,
     responses={201: KeyCreated},
+    links={201: links_to("get_key", "revoke_key", key_id="$response.body#/id")},
 )
 async def create_key(request: web.Request) -> web.Response:
     """Create an API key for a tenant; the key is in this answer and nowhere else, ever.

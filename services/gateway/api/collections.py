@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Final
 
 import structlog
 from aiohttp import web
@@ -11,7 +12,7 @@ from aiohttp import web
 from services.gateway.appkeys import CACHE, REDIS, REGISTRY, SEARCHER, SETTINGS, STORE, WRITES
 from services.gateway.http.auth import collection_of, tenant_of
 from services.gateway.http.bodies import read_body
-from services.gateway.http.declarations import Endpoints
+from services.gateway.http.declarations import Endpoints, links_to
 from services.gateway.http.problems import problem
 from services.gateway.http.responses import json_bytes_response, model_response
 from services.gateway.schemas import (
@@ -39,6 +40,17 @@ __all__ = ["routes"]
 log = structlog.get_logger(__name__)
 routes = Endpoints("collections")
 _NAME = re.compile(COLLECTION_NAME_PATTERN)
+# What a client does next with a collection it created or confirmed (and with a job it queued).
+_COLLECTION_LINKS: Final = links_to(
+    "get_collection",
+    "delete_collection",
+    "ingest",
+    "delete_document",
+    "search",
+    "rollback_collection",
+    name="$response.body#/name",
+)
+_JOB_LINKS: Final = links_to("get_job", "cancel_job", "retry_job", job_id="$response.body#/job_id")
 
 
 async def _infos(request: web.Request, records: list[catalog.Collection]) -> list[CollectionInfo]:
@@ -80,6 +92,7 @@ async def _info(
     role=Role.WRITER,
     limit=Category.SINGLE,
     responses={200: CollectionInfo, 201: CollectionInfo},
+    links={201: _COLLECTION_LINKS, 200: _COLLECTION_LINKS},
 )
 async def put_collection(request: web.Request) -> web.Response:
     """Create a collection (201), or confirm it exists (200)."""
@@ -137,6 +150,7 @@ async def delete_collection(request: web.Request) -> web.Response:
     limit=Category.BULK,
     body=IngestRequest,
     responses={202: IngestAccepted},
+    links={202: _JOB_LINKS},
 )
 async def ingest(request: web.Request) -> web.Response:
     """Accept up to 1,000 documents; 202 once they are stored durably."""
@@ -158,6 +172,7 @@ async def ingest(request: web.Request) -> web.Response:
     role=Role.WRITER,
     limit=Category.SINGLE,
     responses={202: IngestAccepted},
+    links={202: _JOB_LINKS},
 )
 async def delete_document(request: web.Request) -> web.Response:
     """Queue a document's deletion; it leaves results at the next publish."""

@@ -11,7 +11,7 @@ from services.gateway.api.webhook_schemas import Replayed
 from services.gateway.appkeys import CONTROL, REDIS
 from services.gateway.http.auth import tenant_of
 from services.gateway.http.bodies import read_body
-from services.gateway.http.declarations import Endpoints, Scope
+from services.gateway.http.declarations import Endpoints, Scope, links_to
 from services.gateway.http.problems import validation_problem
 from services.gateway.http.responses import model_response
 from services.gateway.schemas import (
@@ -60,7 +60,13 @@ def _page(items: list[dict[str, Any]], name: str, cursor: str | None) -> web.Res
     return web.json_response({name: items, "next_cursor": cursor})
 
 
-@control_routes.get("/v1/jobs", role=Role.READER, limit=Category.SINGLE, query=JobListQuery, responses={200: JobPage})
+@control_routes.get(
+    "/v1/jobs",
+    role=Role.READER,
+    limit=Category.SINGLE,
+    query=JobListQuery,
+    responses={200: JobPage},
+)
 async def list_jobs(request: web.Request) -> web.Response:
     """The tenant's jobs, newest first, optionally by state and collection; cursor pagination."""
     try:
@@ -78,13 +84,25 @@ async def get_job(request: web.Request) -> web.Response:
     return web.json_response((await _job(request)).public())
 
 
-@control_routes.post("/v1/jobs/{job_id}/cancel", role=Role.WRITER, limit=Category.SINGLE, responses={200: Job})
+@control_routes.post(
+    "/v1/jobs/{job_id}/cancel",
+    role=Role.WRITER,
+    limit=Category.SINGLE,
+    responses={200: Job},
+    links={200: links_to("get_job", "retry_job", job_id="$response.body#/id")},
+)
 async def cancel_job(request: web.Request) -> web.Response:
     """Cancel a queued or running job (409 once it finished)."""
     return web.json_response((await request.app[CONTROL].cancel(await _job(request))).public())
 
 
-@control_routes.post("/v1/jobs/{job_id}/retry", role=Role.WRITER, limit=Category.SINGLE, responses={202: Job})
+@control_routes.post(
+    "/v1/jobs/{job_id}/retry",
+    role=Role.WRITER,
+    limit=Category.SINGLE,
+    responses={202: Job},
+    links={202: links_to("get_job", "cancel_job", job_id="$response.body#/id")},
+)
 async def retry_job(request: web.Request) -> web.Response:
     """Queue a failed, cancelled or dead job again (409 otherwise)."""
     return web.json_response((await request.app[CONTROL].retry(await _job(request))).public(), status=202)

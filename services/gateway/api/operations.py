@@ -15,7 +15,7 @@ from aiohttp import web
 from services.gateway.appkeys import METRICS, REDIS, SETTINGS, STORE, WRITES
 from services.gateway.http.auth import collection_of
 from services.gateway.http.bodies import read_body
-from services.gateway.http.declarations import Endpoints, Scope
+from services.gateway.http.declarations import Endpoints, Scope, links_to
 from services.gateway.http.responses import model_response
 from services.gateway.schemas import RollbackAccepted, RollbackRequest, ScheduleList, TriggerAccepted
 from services.gateway.search.indexmetrics import exported
@@ -46,7 +46,16 @@ async def _view(request: web.Request, schedule: Schedule) -> web.Response:
 
 
 @maintenance_routes.get(
-    "/v1/schedules", role=Role.ADMIN, limit=Category.SINGLE, scope=Scope.CLUSTER, responses={200: ScheduleList}
+    "/v1/schedules",
+    role=Role.ADMIN,
+    limit=Category.SINGLE,
+    scope=Scope.CLUSTER,
+    responses={200: ScheduleList},
+    links={
+        200: links_to(
+            "trigger_schedule", "pause_schedule", "resume_schedule", schedule="$response.body#/schedules/0/name"
+        )
+    },
 )
 async def list_schedules(request: web.Request) -> web.Response:
     """Every schedule: cron, time zone, next run, last run and its outcome, paused."""
@@ -133,6 +142,7 @@ async def _rollback_target(request: web.Request, record: catalog.Collection, ver
     limit=Category.SINGLE,
     body=RollbackRequest,
     responses={202: RollbackAccepted},
+    links={202: links_to("get_job", "cancel_job", "retry_job", job_id="$response.body#/job_id")},
 )
 async def rollback_collection(request: web.Request) -> web.Response:
     """Publish an earlier version's content as the collection's next version (202 with its job)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -22,7 +22,7 @@ from services.gateway.api.webhook_schemas import (
 from services.gateway.appkeys import REDIS, SETTINGS, SUBSCRIPTIONS
 from services.gateway.http.auth import tenant_of
 from services.gateway.http.bodies import read_body
-from services.gateway.http.declarations import Endpoints
+from services.gateway.http.declarations import Endpoints, links_to
 from services.gateway.http.idempotency import withhold_on_replay
 from services.gateway.http.problems import problem, validation_problem
 from services.gateway.http.responses import model_response
@@ -36,6 +36,18 @@ from shared.webhooks import endpoints
 from shared.webhooks.endpoints import Endpoint
 
 webhook_routes = Endpoints("webhooks")
+# What a client does next with an endpoint it created, and with a delivery.
+_WEBHOOK_LINKS: Final = links_to(
+    "get_webhook",
+    "update_webhook",
+    "delete_webhook",
+    "rotate_secret",
+    "test_webhook",
+    "list_deliveries",
+    "replay_webhook",
+    endpoint_id="$response.body#/id",
+)
+_DELIVERY_LINKS: Final = links_to("get_delivery", "retry_delivery", delivery_id="$response.body#/id")
 
 
 def _refused(exc: InvalidInput) -> web.Response:
@@ -55,7 +67,12 @@ def _with_secret(endpoint: Endpoint, secret: str) -> dict[str, Any]:
 
 
 @webhook_routes.post(
-    "/v1/webhooks", role=Role.WRITER, limit=Category.SINGLE, body=WebhookCreate, responses={201: WebhookWithSecret}
+    "/v1/webhooks",
+    role=Role.WRITER,
+    limit=Category.SINGLE,
+    body=WebhookCreate,
+    responses={201: WebhookWithSecret},
+    links={201: _WEBHOOK_LINKS},
 )
 async def create_webhook(request: web.Request) -> web.Response:
     """Subscribe a URL to event types; the answer carries its signing secret, shown this once.
@@ -131,7 +148,11 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 
 @webhook_routes.post(
-    "/v1/webhooks/{endpoint_id}/test", role=Role.WRITER, limit=Category.SINGLE, responses={202: WebhookDelivery}
+    "/v1/webhooks/{endpoint_id}/test",
+    role=Role.WRITER,
+    limit=Category.SINGLE,
+    responses={202: WebhookDelivery},
+    links={202: _DELIVERY_LINKS},
 )
 async def test_webhook(request: web.Request) -> web.Response:
     """Send a ``webhook.test`` event to this endpoint; answers with its delivery."""

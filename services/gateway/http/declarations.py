@@ -9,7 +9,7 @@ document all read these declarations, so they cannot disagree.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Required, TypedDict, TypeVar, Unpack
@@ -24,6 +24,34 @@ from shared.records.ratelimits import Category
 H = TypeVar("H", bound=Handler)
 JSON: Final = "application/json"
 _PARAM: Final = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
+# The OpenAPI runtime expressions a link's parameter may take: a part of the request or of the answer.
+_EXPRESSION: Final = re.compile(
+    r"\$(?:url|method|statusCode"
+    r"|request\.(?:path|query|header)\.(?P<request_name>[A-Za-z0-9_.~-]+)"
+    r"|(?:request|response)\.body(?:#(?P<pointer>(?:/[^/]*)*))?"
+    r"|response\.header\.[A-Za-z0-9!#$%&'*+.^_`|~-]+)"
+)
+
+
+@dataclass(frozen=True)
+class Link:
+    """An OpenAPI link: the operation an answer leads to, and where each of its parameters comes from.
+
+    ``parameters`` maps a path parameter of the target to a runtime expression such as
+    ``$response.body#/job_id`` or ``$request.path.name``.
+    """
+
+    operation_id: str
+    parameters: Mapping[str, str]
+
+
+# Per success status, links by name: ``{202: {"get_job": Link("get_job", {"job_id": "$response.body#/job_id"})}}``.
+Links = Mapping[int, Mapping[str, Link]]
+
+
+def links_to(*operation_ids: str, **parameters: str) -> dict[str, Link]:
+    """Links to each of ``operation_ids``, named after it, all passing the same ``parameters``."""
+    return {op: Link(op, parameters) for op in operation_ids}
 
 
 class Scope(StrEnum):
@@ -50,6 +78,7 @@ class Endpoint:
     responses: Mapping[int, type[BaseModel] | None] = field(default_factory=dict)
     media_type: str = JSON
     in_schema: bool = True
+    links: Links = field(default_factory=dict)
 
     @property
     def summary(self) -> str:
@@ -78,6 +107,7 @@ class RouteOptions(TypedDict, total=False):
     query: type[BaseModel] | None
     media_type: str
     in_schema: bool
+    links: Links
 
 
 class Endpoints:
@@ -100,17 +130,25 @@ class Endpoints:
         query: type[BaseModel] | None = None,
         media_type: str = JSON,
         in_schema: bool = True,
+        links: Links | None = None,
     ) -> Callable[[H], H]:
         """Declare ``handler`` as the route ``method path``.
 
         ``role`` None means no key is needed (only with ``Scope.PUBLIC``); ``limit`` None means the
         route draws on no rate limit; ``responses`` maps each success status to its body model
-        (None: no body, or not JSON).
+        (None: no body, or not JSON); ``links`` names, per success status, the operations its answer
+        leads to (checked here against this route, and against their targets by :func:`check_links`).
+
+        Raises:
+            ValueError: the declaration contradicts itself.
         """
         if (role is None) != (scope is Scope.PUBLIC):
             raise ValueError(f"{method} {path}: public routes, and only they, need no role")
         if scope is Scope.CLUSTER and role is not Role.ADMIN:
             raise ValueError(f"{method} {path}: cluster-wide routes are for admin keys only")
+        own_links = {status: dict(named) for status, named in (links or {}).items()}
+        for status, named in own_links.items():
+            _check_own_links(f"{method} {path}", status, named, responses, _PARAM.findall(path))
 
         def register(handler: H) -> H:
             self._endpoints.append(
@@ -127,6 +165,7 @@ class Endpoints:
                     responses=dict(responses),
                     media_type=media_type,
                     in_schema=in_schema,
+                    links=own_links,
                 )
             )
             return handler
@@ -155,6 +194,60 @@ class Endpoints:
 
     def __iter__(self) -> Iterator[Endpoint]:
         return iter(self._endpoints)
+
+
+def _check_own_links(
+    route: str,
+    status: int,
+    named: Mapping[str, Link],
+    responses: Mapping[int, type[BaseModel] | None],
+    path_params: list[str],
+) -> None:
+    """Check that a route's links read only what its request and its ``status`` answer hold."""
+    if status not in responses:
+        raise ValueError(f"{route}: links on {status}, which is not one of its answers")
+    model = responses[status]
+    for name, link in named.items():
+        if not link.parameters:
+            raise ValueError(f"{route}: link {name!r} passes no parameter")
+        for param, expression in link.parameters.items():
+            match = _EXPRESSION.fullmatch(expression)
+            where = f"{route}: link {name!r} parameter {param!r}"
+            if match is None:
+                raise ValueError(f"{where}: {expression!r} is not a runtime expression")
+            if expression.startswith("$request.path.") and match["request_name"] not in path_params:
+                raise ValueError(f"{where}: the route has no path parameter {match['request_name']!r}")
+            if expression.startswith("$response.body"):
+                field_name = (match["pointer"] or "/").split("/")[1]
+                if model is None or field_name not in model.model_fields:
+                    raise ValueError(f"{where}: the {status} answer has no field {field_name!r}")
+
+
+def check_links(endpoints: Iterable[Endpoint]) -> None:
+    """Check that every link leads to a declared operation and passes only path parameters it has.
+
+    Raises:
+        ValueError: a link names an operation that is not declared (or not in the API description),
+            or a parameter its path does not have.
+    """
+    shown = [ep for ep in endpoints if ep.in_schema]
+    by_id = {ep.operation_id: ep for ep in shown}
+    if len(by_id) != len(shown):
+        raise ValueError("two routes have the same operation id")
+    for ep in shown:
+        for named in ep.links.values():
+            for name, link in named.items():
+                target = by_id.get(link.operation_id)
+                if target is None:
+                    raise ValueError(
+                        f"{ep.method} {ep.path}: link {name!r} leads to no operation {link.operation_id!r}"
+                    )
+                unknown = set(link.parameters) - set(target.path_params)
+                if unknown:
+                    raise ValueError(
+                        f"{ep.method} {ep.path}: link {name!r} passes {sorted(unknown)}, "
+                        f"which {target.method} {target.path} does not take"
+                    )
 
 
 EndpointTable = dict[web.AbstractRoute, Endpoint]

@@ -11,7 +11,7 @@ from typing import Any, Final, cast
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from services.gateway.http.declarations import JSON, Endpoint
+from services.gateway.http.declarations import JSON, Endpoint, check_links
 from services.gateway.http.problems import PROBLEM_JSON
 from services.gateway.schemas import Problem
 from shared.constants import COLLECTION_NAME_PATTERN, TENANT_NAME_PATTERN
@@ -96,6 +96,24 @@ def _query_parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _success(
+    ep: Endpoint, status: int, refs: dict[tuple[type[BaseModel], JsonSchemaMode], Any], headers: dict[str, Any]
+) -> dict[str, Any]:
+    """A success answer's Response object, with its links: where a client can go next with what it got."""
+    model = ep.responses[status]
+    entry: dict[str, Any] = {"description": HTTPStatus(status).phrase, "headers": headers}
+    if model is not None:
+        entry["content"] = {ep.media_type: {"schema": refs[(model, "serialization")]}}
+    elif status != 204:
+        entry["content"] = {ep.media_type: {"schema": {"type": "string"}}}
+    if ep.links.get(status):
+        entry["links"] = {
+            name: {"operationId": link.operation_id, "parameters": dict(link.parameters)}
+            for name, link in ep.links[status].items()
+        }
+    return entry
+
+
 def _operation(
     ep: Endpoint, refs: dict[tuple[type[BaseModel], JsonSchemaMode], Any], inline: dict[type[BaseModel], Any]
 ) -> dict[str, Any]:
@@ -134,15 +152,8 @@ def _operation(
         op["parameters"] = parameters
     if ep.body is not None:
         op["requestBody"] = {"required": True, "content": {JSON: {"schema": refs[(ep.body, "validation")]}}}
-    responses: dict[str, Any] = {}
     headers = _headers("X-Request-ID", "RateLimit-Policy", "RateLimit") if ep.limit else _headers("X-Request-ID")
-    for status, model in sorted(ep.responses.items()):
-        entry: dict[str, Any] = {"description": HTTPStatus(status).phrase, "headers": headers}
-        if model is not None:
-            entry["content"] = {ep.media_type: {"schema": refs[(model, "serialization")]}}
-        elif status != 204:
-            entry["content"] = {ep.media_type: {"schema": {"type": "string"}}}
-        responses[str(status)] = entry
+    responses = {str(status): _success(ep, status, refs, headers) for status in sorted(ep.responses)}
     problem_ref = refs[(Problem, "serialization")]
     for status in sorted(_problem_statuses(ep) - set(ep.responses)):
         responses[str(status)] = {
@@ -155,8 +166,13 @@ def _operation(
 
 
 def document(endpoints: Iterable[Endpoint], *, title: str, version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document describing ``endpoints``."""
+    """The OpenAPI 3.1 document describing ``endpoints``.
+
+    Raises:
+        ValueError: a link of one of them leads nowhere (see :func:`check_links`).
+    """
     shown = [ep for ep in endpoints if ep.in_schema]
+    check_links(shown)
     pairs = _models(shown)
     found, defs = models_json_schema(pairs, ref_template=REF)
     refs = cast(dict[tuple[type[BaseModel], JsonSchemaMode], Any], found)
@@ -194,7 +210,13 @@ class ApiDescription:
     """The document of an app's declared routes, generated on first request and kept."""
 
     def __init__(self, endpoints: Iterable[Endpoint], *, title: str, version: str) -> None:
+        """Keep the routes to describe.
+
+        Raises:
+            ValueError: a link of one of them leads nowhere, so the app fails at build, not on a request.
+        """
         self.endpoints = list(endpoints)
+        check_links(self.endpoints)
         self.title = title
         self.version = version
         self._json: bytes | None = None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from services.gateway.http.bodies import json_depth
+from services.gateway.schemas import NOT_BLANK_PATTERN
 
 
 @pytest.mark.parametrize(
@@ -22,3 +25,10 @@ from services.gateway.http.bodies import json_depth
 )
 def test_depth(raw: bytes, depth: int) -> None:
     assert json_depth(raw) == depth
+
+
+def test_the_not_blank_pattern_of_the_schema_is_what_the_check_accepts() -> None:
+    pattern = re.compile(NOT_BLANK_PATTERN)
+    for point in range(0x3100):  # every whitespace character lies below U+3100
+        char = chr(point)
+        assert (pattern.search(char) is None) == (not char.strip()), hex(point)

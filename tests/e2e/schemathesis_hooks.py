@@ -1,0 +1,44 @@
+"""Schemathesis hooks of the contract run (loaded through ``SCHEMATHESIS_HOOKS``).
+
+Two things would stop the run from reaching the API's logic, so they are changed before a request
+is sent:
+
+- The run authenticates with the stack's development key, an admin key, and an admin key may revoke
+  any key, itself included. Schemathesis reuses the ids it has seen in answers (``GET /v1/keys`` lists
+  that key's), so left alone it revokes its own key and every later request answers 401. That one
+  revocation is sent for a key that does not exist instead; any other key is revoked as asked.
+- Schemathesis draws ``Idempotency-Key`` values from a small pool ("0", " "...), so most POSTs would
+  reuse a key sent with another request and answer 422, and a repeated request would be answered
+  with the stored answer of an earlier one (a key created, and revoked, long before). Both are
+  documented and tested in ``tests/integration/gateway/test_idempotency.py``; here they would stop
+  chains of calls at their first POST. A valid request's key is made unique to that call (an
+  invalid request's is left alone: changing it would make schemathesis take the request as valid).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import schemathesis
+from schemathesis import Case, HookContext
+
+OWN_KEY_ID = os.environ["SEMAFLOW_CONTRACT_KEY_ID"]
+NO_SUCH_KEY = "key_0000000000000000"
+IDEMPOTENCY_KEY = "Idempotency-Key"
+_KEY_MAX = 255  # the longest Idempotency-Key the API takes
+
+
+@schemathesis.hook
+def before_call(context: HookContext, case: Case[Any], kwargs: dict[str, Any]) -> None:
+    """Keep the run's own key, and make a valid request's Idempotency-Key unique to it."""
+    params = case.path_parameters or {}
+    if case.method.upper() == "DELETE" and params.get("key_id") == OWN_KEY_ID:
+        case.path_parameters = {**params, "key_id": NO_SUCH_KEY}
+    meta = case.meta
+    if meta is not None and meta.generation.mode.is_negative:
+        return
+    value = case.headers.get(IDEMPOTENCY_KEY) if case.headers is not None else None
+    if case.headers is not None and isinstance(value, str) and value:
+        case.headers[IDEMPOTENCY_KEY] = f"{value[: _KEY_MAX - 33]}-{uuid.uuid4().hex}"
