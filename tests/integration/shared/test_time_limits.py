@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from dramatiq.middleware import TimeLimit
 
 from services.indexer import actors as indexer_actors
+from services.indexer.main import build as build_indexer
 from services.indexer.publishing import Outcome, Publisher
 from shared import clock, keys
 from shared.config import Settings
@@ -27,6 +28,7 @@ from shared.records import jobs
 from shared.records.catalog import Collection
 from shared.records.deadletters import DeadLetter
 from shared.records.jobs import Job, JobKind, JobState
+from shared.runtime import time_limits
 from shared.runtime.broker import build_broker
 from shared.runtime.worker import WorkerService, new_worker_service
 from tests.integration.indexer.staging import make_collection
@@ -91,6 +93,30 @@ def test_starting_a_worker_service_boots_its_middleware_once(
     assert clock_thread.is_alive()  # TimeLimit's clock runs: limits are enforced
     service.boot()
     assert recorder.boots == 1  # booted once, however often asked
+
+
+def test_compaction_and_cleanup_run_under_limits_of_their_own_and_other_indexer_actors_under_the_default(
+    settings: Settings, store: LocalStore
+) -> None:
+    tuned = settings.model_copy(
+        update={"task_time_limit_s": 60, "compaction_time_limit_s": 5400, "cleanup_time_limit_s": 1800}
+    )
+    service = build_indexer(tuned, store=store)
+    try:
+        limits = {
+            name: time_limits.limit_ms(service.broker, dramatiq.MessageProxy(service.broker.get_actor(name).message()))
+            for name in service.broker.get_declared_actors()
+        }
+    finally:
+        service.close()
+
+    assert limits == {
+        "compact_collections": 5_400_000,
+        "cleanup_store": 1_800_000,
+        "refresh_stats": 60_000,
+        "index_next": 60_000,
+        "drop_collection": 60_000,
+    }
 
 
 class SlowRun(tasks.MaintenanceRun):
