@@ -149,7 +149,16 @@ class Settings(BaseSettings):
     min_backoff_ms: int = Field(default=500, description="Shortest retry back-off.")
     max_backoff_ms: int = Field(default=60_000, description="Longest retry back-off.")
     shutdown_timeout_s: float = Field(default=30.0, description="Time given to in-flight work on SIGTERM.")
-    task_time_limit_s: int = Field(default=15 * 60, description="A task running longer is interrupted (and retried).")
+    task_time_limit_s: int = Field(
+        default=c.TASK_TIME_LIMIT_S,
+        gt=0,
+        description=(
+            "One run of a task (embedding or indexing a batch, a delete, statistics, mail, a digest) taking longer"
+            " is interrupted: a failed attempt, retried after a back-off (a job records 'time limit of N s"
+            " exceeded'). Compaction and cleanup have limits of their own. Code inside a single call into a native"
+            " library (a FAISS build) is interrupted only once that call returns."
+        ),
+    )
     outage_patience_s: float = Field(
         default=3600.0,
         description=(
@@ -220,6 +229,19 @@ class Settings(BaseSettings):
     )
     hnsw_ef_search: int = Field(
         default=c.HNSW_EF_SEARCH, description="HNSW search beam (stored in the segment at compaction)."
+    )
+    compaction_time_limit_s: int = Field(
+        default=c.COMPACTION_TIME_LIMIT_S,
+        gt=0,
+        description=(
+            "One compaction run (every collection in its scope, or a full rebuild) taking longer is interrupted and"
+            " retried, like any task over its time limit; collections it already compacted stay compacted."
+        ),
+    )
+    cleanup_time_limit_s: int = Field(
+        default=c.CLEANUP_TIME_LIMIT_S,
+        gt=0,
+        description="One retention cleanup run taking longer is interrupted and retried, like any task over its limit.",
     )
     cleanup_retention_s: int = Field(
         default=c.CLEANUP_RETENTION_S, description="Cleanup deletes only objects older than this."

@@ -123,6 +123,18 @@ HNSW_M: Final = 32
 HNSW_EF_CONSTRUCTION: Final = 200
 HNSW_EF_SEARCH: Final = 256
 
+# One run of a task may take this long before Dramatiq interrupts it (a failed attempt, retried):
+# embedding or indexing one batch takes seconds, so a run this long is stuck, not busy.
+TASK_TIME_LIMIT_S: Final = 15 * 60
+
+# Compaction walks every collection and may build HNSW graphs over hundreds of thousands of vectors
+# (a full rebuild: over every vector of a collection), which takes tens of minutes on a few cores.
+COMPACTION_TIME_LIMIT_S: Final = 2 * 3600
+
+# Cleanup lists and deletes objects of every collection: on S3, one request per 1,000 objects listed
+# or deleted, so a large store takes minutes, and a slow one longer.
+CLEANUP_TIME_LIMIT_S: Final = 3600
+
 # Cleanup keeps stored objects a week (the job-record retention, so any job a client can still see
 # or retry finds its batch) and the last 10 published manifests for rollback.
 CLEANUP_RETENTION_S: Final = 7 * 24 * 3600

@@ -97,6 +97,14 @@ def declare(
 ) -> None:
     """Declare the maintenance actors on ``broker``."""
     maintenance = Maintenance(client, store, publisher, settings)
-    tasks.COMPACT_COLLECTIONS.declare(broker, maintenance.compact_collections, throws=(PermanentError,))
-    tasks.CLEANUP_STORE.declare(broker, maintenance.cleanup_store, throws=(PermanentError,))
+    # Compaction and cleanup walk every collection: each gets a limit of its own, sized for that.
+    tasks.COMPACT_COLLECTIONS.declare(
+        broker,
+        maintenance.compact_collections,
+        throws=(PermanentError,),
+        time_limit_s=settings.compaction_time_limit_s,
+    )
+    tasks.CLEANUP_STORE.declare(
+        broker, maintenance.cleanup_store, throws=(PermanentError,), time_limit_s=settings.cleanup_time_limit_s
+    )
     tasks.REFRESH_STATS.declare(broker, maintenance.refresh_stats, throws=(PermanentError,))

@@ -59,9 +59,23 @@ class TaskSpec(Generic[P]):
         """Validate the keyword arguments a worker received."""
         return self.payload.model_validate(kwargs)
 
-    def declare(self, broker: Broker, fn: Callable[..., object], *, throws: tuple[type[Exception], ...] = ()) -> None:
-        """Register ``fn`` as this task's actor on ``broker`` (done by the one service that owns it)."""
-        dramatiq.actor(actor_name=self.actor_name, queue_name=self.queue_name, broker=broker, throws=throws)(fn)
+    def declare(
+        self,
+        broker: Broker,
+        fn: Callable[..., object],
+        *,
+        throws: tuple[type[Exception], ...] = (),
+        time_limit_s: float | None = None,
+    ) -> None:
+        """Register ``fn`` as this task's actor on ``broker`` (done by the one service that owns it).
+
+        ``time_limit_s``: how long one run may take before it is interrupted (and retried); None: the
+        broker's default (``task_time_limit_s``).
+        """
+        options: dict[str, Any] = {"throws": throws}
+        if time_limit_s is not None:
+            options["time_limit"] = int(time_limit_s * 1000)
+        dramatiq.actor(actor_name=self.actor_name, queue_name=self.queue_name, broker=broker, **options)(fn)
 
 
 class EmbedBatch(TaskPayload):

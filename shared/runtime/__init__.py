@@ -6,6 +6,7 @@ __all__ = [
     "outcomes",
     "schedule_runs",
     "task_telemetry",
+    "time_limits",
     # processes
     "heartbeat",
     "outage",

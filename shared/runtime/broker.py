@@ -30,10 +30,14 @@ def build_broker(settings: Settings, redis_url: str, *, extra: list[Middleware] 
 
     ``extra`` middleware goes before ``Retries``: Dramatiq runs ``after_*`` hooks in reverse
     order, so theirs see the outcome ``Retries`` decided (``message.failed``).
+
+    ``TimeLimit`` comes last, so its clock starts once every other ``before_*`` hook has run and
+    stops before any ``after_*`` hook runs: a limit interrupts the actor, never the middleware that
+    settles its outcome. It enforces nothing until the process emits ``process_boot`` (see
+    :meth:`shared.runtime.worker.WorkerService.start`).
     """
     middleware: list[Middleware] = [
         AgeLimit(),
-        TimeLimit(time_limit=settings.task_time_limit_s * 1000),
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
@@ -45,6 +49,7 @@ def build_broker(settings: Settings, redis_url: str, *, extra: list[Middleware] 
             min_backoff=settings.min_backoff_ms,
             max_backoff=settings.max_backoff_ms,
         ),
+        TimeLimit(time_limit=settings.task_time_limit_s * 1000),
     ]
     client = redis.Redis.from_url(redis_url, health_check_interval=30)
     # A worker that stops beating for ``heartbeat_timeout`` is dead: its unacknowledged messages go

@@ -15,6 +15,7 @@ from shared.messaging import bus, tasks
 from shared.messaging.events import CloudEvent, JobFailed
 from shared.messaging.workqueue import DEFAULT_LEASE_MS, Entry, WorkQueue
 from shared.records import deadletters, jobs
+from shared.runtime import time_limits
 
 log = structlog.get_logger(__name__)
 
@@ -78,14 +79,14 @@ class WorkOutcomes(dramatiq.Middleware):
         if exception is None:
             return
         if message.queue_name not in tasks.TOKENS:
-            self._settle_message(message, exception)
+            self._settle_message(broker, message, exception)
             return
         queue = WorkQueue(self.client, message.queue_name, lease_ms=self.lease_ms)
         entry = queue.claimed_entry(message.message_id)
         if entry is None:
             log.error("task.failed_without_entry", actor=message.actor_name, error=str(exception))
             return
-        error = f"{type(exception).__name__}: {exception}"[:1000]
+        error = time_limits.describe(broker, message, exception)[:1000]
         if isinstance(exception, PERMANENT):
             log.error("task.failed", job_id=entry.id, error=error)
             if jobs.finish(self.client, entry.id, jobs.JobState.FAILED, error=error):
@@ -118,9 +119,12 @@ class WorkOutcomes(dramatiq.Middleware):
         outage = isinstance(exception, StorageUnavailable | redis.ConnectionError | redis.TimeoutError)
         return outage and now_ms() - entry.enqueued_ms < self.outage_patience_ms
 
-    def _settle_message(self, message: dramatiq.MessageProxy, exception: BaseException) -> None:
+    def _settle_message(
+        self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, exception: BaseException
+    ) -> None:
         """A plain actor's message (mail, maintenance) failed: a tenant's work that ran out of retries is kept."""
-        log.error("task.failed", actor=message.actor_name, error=str(exception), failed=message.failed)
+        error = time_limits.describe(broker, message, exception)[:1000]
+        log.error("task.failed", actor=message.actor_name, error=error, failed=message.failed)
         tenant = message.kwargs.get("tenant")
         if not message.failed or isinstance(exception, PERMANENT) or not isinstance(tenant, str):
             return
@@ -128,7 +132,7 @@ class WorkOutcomes(dramatiq.Middleware):
             tenant,
             message.queue_name,
             message.actor_name,
-            error=f"{type(exception).__name__}: {exception}"[:1000],
+            error=error,
             attempts=int(message.options.get("retries", 0)),
             arguments=dict(message.kwargs),
         )

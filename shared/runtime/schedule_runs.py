@@ -9,6 +9,7 @@ import structlog
 
 from shared.records import schedule_state
 from shared.records.schedule_state import Outcome
+from shared.runtime import time_limits
 
 if TYPE_CHECKING:
     import redis
@@ -22,10 +23,6 @@ def _run_of(message: dramatiq.MessageProxy) -> tuple[str, str] | None:
     if isinstance(schedule, str) and schedule and isinstance(run_id, str) and run_id:
         return schedule, run_id
     return None
-
-
-def _describe(exception: BaseException) -> str:
-    return f"{type(exception).__name__}: {exception}"
 
 
 class ScheduleRuns(dramatiq.Middleware):
@@ -64,9 +61,11 @@ class ScheduleRuns(dramatiq.Middleware):
         if exception is None:
             self._report(message, Outcome.SUCCEEDED, result if isinstance(result, str) else "")
         elif message.failed:
-            self._report(message, Outcome.FAILED, _describe(exception))
+            self._report(message, Outcome.FAILED, time_limits.describe(broker, message, exception))
         else:
-            self._report(message, Outcome.RETRYING, f"{_describe(exception)} (a retry is pending)")
+            self._report(
+                message, Outcome.RETRYING, f"{time_limits.describe(broker, message, exception)} (a retry is pending)"
+            )
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         self._report(message, Outcome.FAILED, "skipped: the message outlived its age limit")

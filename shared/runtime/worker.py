@@ -47,6 +47,7 @@ class WorkerService:
     _stop_recovery: threading.Event = field(default_factory=threading.Event)
     _side_workers: list[dramatiq.Worker] = field(default_factory=list)
     _metrics_server: MetricsServer | None = None
+    _booted: bool = False
 
     def _recover_forever(self) -> None:
         """Keep every work queue's invariant (see :mod:`shared.messaging.dispatch`), whichever service died.
@@ -72,8 +73,21 @@ class WorkerService:
             if self._stop_recovery.wait(lease_ms / 3000):
                 return
 
+    def boot(self) -> None:
+        """Tell the broker's middleware that the process has booted, as Dramatiq's own CLI does before any worker.
+
+        Middleware starts its machinery here: ``TimeLimit`` its timer thread, without which no task
+        time limit is enforced. Done once per service, however often it is called. (Dramatiq's CLI
+        emits no matching event on shutdown: the stop is ``worker_shutdown``, which each worker emits.)
+        """
+        if self._booted:
+            return
+        self._booted = True
+        self.broker.emit_after("process_boot")
+
     def start(self) -> tuple[dramatiq.Worker, Heartbeat]:
-        """Start consuming and beating; returns what :meth:`stop` needs."""
+        """Boot (see :meth:`boot`), then start consuming and beating; returns what :meth:`stop` needs."""
+        self.boot()
         quiet_dramatiq_consumers(self.queues)
         worker = dramatiq.Worker(
             self.broker,
