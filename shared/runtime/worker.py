@@ -45,6 +45,7 @@ class WorkerService:
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
     _stop_recovery: threading.Event = field(default_factory=threading.Event)
+    _recovery: threading.Thread | None = None
     _side_workers: list[dramatiq.Worker] = field(default_factory=list)
     _metrics_server: MetricsServer | None = None
     _booted: bool = False
@@ -105,7 +106,8 @@ class WorkerService:
         self._metrics_server = serve_metrics(self.settings, self.metrics.registry)
         heartbeat = Heartbeat(self.client, self.name, info=beat_info(self._metrics_server))
         heartbeat.start()
-        threading.Thread(target=self._recover_forever, name="queue-recovery", daemon=True).start()
+        self._recovery = threading.Thread(target=self._recover_forever, name="queue-recovery", daemon=True)
+        self._recovery.start()
         log.info("worker.started", queues=sorted(self.queues), threads=self.settings.worker_threads)
         return worker, heartbeat
 
@@ -117,6 +119,8 @@ class WorkerService:
     def stop_consuming(self, worker: dramatiq.Worker, heartbeat: Heartbeat) -> None:
         """Stop taking messages and let those in flight finish; the broker stays usable for sending."""
         self._stop_recovery.set()
+        if self._recovery is not None:
+            self._recovery.join(timeout=10)  # it ends after its current pass: none runs on a closed client
         heartbeat.stop()
         worker.stop(timeout=int(self.settings.shutdown_timeout_s * 1000))
         for side in self._side_workers:
