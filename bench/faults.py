@@ -28,8 +28,8 @@ from common import log, table, verdict
 
 sys.path.insert(0, str(common.REPO))
 
-from tests import faults  # noqa: E402
-from tests.integration.conftest import find_weed  # noqa: E402
+from tests import faults
+from tests.integration.conftest import find_weed
 
 
 def _store(root: Path, batches: int, size: int, outage: float) -> faults.Row:
@@ -76,7 +76,18 @@ def main() -> None:
         rows.append(row)
     print(
         table(
-            ["scenario", "accepted", "indexed", "lost", "duplicates", "recover_s", "done_s", "searches", "failed", "ok"],
+            [
+                "scenario",
+                "accepted",
+                "indexed",
+                "lost",
+                "duplicates",
+                "recover_s",
+                "done_s",
+                "searches",
+                "failed",
+                "ok",
+            ],
             [
                 [
                     r.scenario,

@@ -167,7 +167,7 @@ class Cluster:
     """Service processes sharing one Redis (restartable on its port and data) and one object store."""
 
     root: Path
-    redis: RedisServer
+    server: RedisServer
     weed: Weed | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -185,13 +185,13 @@ class Cluster:
         return self.root / "data"
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis.url, socket_timeout=5, socket_connect_timeout=2)
+        return redis.Redis.from_url(self.server.url, socket_timeout=5, socket_connect_timeout=2)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SEMAFLOW_")}
         env.update(
             {
-                "SEMAFLOW_REDIS_URL": self.redis.url,
+                "SEMAFLOW_REDIS_URL": self.server.url,
                 "SEMAFLOW_DATA_DIR": str(self.data_dir),
                 "SEMAFLOW_PORT": str(self.port),
                 "SEMAFLOW_LOG_JSON": "true",
@@ -225,14 +225,14 @@ class Cluster:
         self.procs[name].wait(10)
 
     def kill_redis(self) -> None:
-        self.redis.process.send_signal(signal.SIGKILL)
-        self.redis.process.wait(10)
-        if self.redis.process.stderr is not None:
-            self.redis.process.stderr.close()
+        self.server.process.send_signal(signal.SIGKILL)
+        self.server.process.wait(10)
+        if self.server.process.stderr is not None:
+            self.server.process.stderr.close()
 
     def start_redis(self) -> None:
         """Start Redis again on its port and data directory, as ``semaflow up`` restarts it."""
-        self.redis = RedisServer.start(self.redis.directory, port=self.redis.port)
+        self.server = RedisServer.start(self.server.directory, port=self.server.port)
 
     def terminate_all(self, timeout_s: float = 60.0) -> dict[str, int]:
         """SIGTERM every service at once and wait; their exit codes."""
@@ -250,7 +250,7 @@ class Cluster:
 
     def close(self) -> None:
         self.terminate_all()
-        self.redis.stop()
+        self.server.stop()
         if self.weed is not None:
             self.weed.stop()
 
@@ -302,9 +302,9 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster(root: Path, *, weed: Weed | None = None, **env: str) -> Iterator[Cluster]:
+def cluster(root: Path, *, weed: Weed | None = None, env: dict[str, str] | None = None) -> Iterator[Cluster]:
     """A cluster on a Redis of its own; every process it started is stopped at the end."""
-    running = Cluster.create(root, weed=weed, **env)
+    running = Cluster.create(root, weed=weed, **(env or {}))
     try:
         yield running
     finally:
@@ -341,7 +341,9 @@ class Http:
 
 
 def documents(batch: int, size: int) -> list[dict[str, Any]]:
-    return [{"id": f"b{batch}-d{i}", "text": f"batch {batch} document {i} on subject {i * 7 % 13}"} for i in range(size)]
+    return [
+        {"id": f"b{batch}-d{i}", "text": f"batch {batch} document {i} on subject {i * 7 % 13}"} for i in range(size)
+    ]
 
 
 @dataclass
@@ -444,7 +446,9 @@ class Progress:
         self.cluster.wait("every job to succeed", lambda: self.poll() or None, timeout_s)
 
     def wait_some(self, count: int = 1) -> None:
-        self.cluster.wait(f"{count} job(s) to succeed", lambda: (self.poll() or True) and len(self.succeeded_at) >= count)
+        self.cluster.wait(
+            f"{count} job(s) to succeed", lambda: (self.poll() or True) and len(self.succeeded_at) >= count
+        )
 
 
 # --- what the store holds at the end -----------------------------------------------------------
@@ -619,7 +623,7 @@ def terminate_stack(root: Path, batches: int = 8, size: int = 48) -> Row:
         progress = Progress(c, ingest)
         progress.wait_some(1)
         codes = c.terminate_all()
-        c.redis.stop()
+        c.server.stop()
         c.start_redis()
         c.procs.clear()
         c.boot("indexer", "embedder")
@@ -792,9 +796,7 @@ def _delivery_tally(http: Http, endpoint: str, receiver: Receiver, job_ids: set[
     received = {str(e["data"]["job_id"]) for _, _, e in receiver.hits if e["type"] == "job.succeeded"}
     ids_in_log = {d["event_id"] for d in log}
     assert receiver.event_ids() <= ids_in_log, "the receiver got an event the delivery log does not know"
-    return Deliveries(
-        job_ids, received, sum(d["state"] == "succeeded" for d in log), len(log), len(receiver.hits)
-    )
+    return Deliveries(job_ids, received, sum(d["state"] == "succeeded" for d in log), len(log), len(receiver.hits))
 
 
 def _webhook_env() -> dict[str, str]:
@@ -815,7 +817,7 @@ def kill_notifier(root: Path, batches: int = 6, size: int = 8) -> Row:
     receiver = Receiver(delay_s=1.0)
     receiver.start()
     try:
-        with cluster(root, **_webhook_env()) as c:
+        with cluster(root, env=_webhook_env()) as c:
             http = c.boot("indexer", "embedder", "notifier")
             endpoint = _subscribe(http, receiver)
             ingest = Ingest(http, batches, size)
@@ -827,9 +829,7 @@ def kill_notifier(root: Path, batches: int = 6, size: int = 8) -> Row:
             c.start("notifier")
             progress.wait_done()
             jobs_ = set(ingest.accepted.values())
-            found = c.wait(
-                "every delivery", lambda: _delivered(http, endpoint, receiver, jobs_), timeout_s=DEADLINE_S
-            )
+            found = c.wait("every delivery", lambda: _delivered(http, endpoint, receiver, jobs_), timeout_s=DEADLINE_S)
             last = max(t for t, _, _ in receiver.hits)
             row = Row("kill -9 notifier", done_s=last - killed)
             after = [t for t, _, _ in receiver.hits if t > killed]
@@ -844,7 +844,7 @@ def receiver_outage(root: Path, batches: int = 6, size: int = 8, down_s: float =
     """The webhook receiver away for ``down_s`` while events happen; retried deliveries all arrive after."""
     receiver = Receiver()
     try:
-        with cluster(root, **_webhook_env()) as c:
+        with cluster(root, env=_webhook_env()) as c:
             http = c.boot("indexer", "embedder", "notifier")
             endpoint = _subscribe(http, receiver)  # nothing listens yet: the first attempts are refused
             ingest = Ingest(http, batches, size)
@@ -871,10 +871,16 @@ def kill_scheduler_leader(root: Path, batches: int = 4, size: int = 24) -> Row:
     from shared.messaging.events import ScheduleFired
     from tests.streams import events_of
 
-    schedules: dict[str, Any] = {**NO_SCHEDULES, "tick": {"cron": "* * * * * *", "action": "event", "missed": "run_once"}}
-    env = {"SEMAFLOW_SCHEDULES": json.dumps(schedules), "SEMAFLOW_SCHEDULER_LEASE_TTL_S": "3",
-           "SEMAFLOW_SCHEDULER_POLL_S": "0.2"}  # fmt: skip
-    with cluster(root, **env) as c:
+    schedules: dict[str, Any] = {
+        **NO_SCHEDULES,
+        "tick": {"cron": "* * * * * *", "action": "event", "missed": "run_once"},
+    }
+    env = {
+        "SEMAFLOW_SCHEDULES": json.dumps(schedules),
+        "SEMAFLOW_SCHEDULER_LEASE_TTL_S": "3",
+        "SEMAFLOW_SCHEDULER_POLL_S": "0.2",
+    }
+    with cluster(root, env=env) as c:
         http = c.boot("indexer", "embedder")
         for n in range(2):
             c.start(f"scheduler-{n}", "scheduler")
