@@ -72,7 +72,7 @@ def main() -> None:
             except AssertionError as exc:
                 failures.append(f"{name}: {str(exc)[:2000]}")
                 row = faults.Row(name, notes={"error": str(exc)[:200]})
-        log(f"scenario {name} took {time.monotonic() - started:.0f} s")
+        log(f"scenario {name} took {time.monotonic() - started:.0f} s: {row}")
         rows.append(row)
     print(
         table(

@@ -102,7 +102,7 @@ def test_kill_9_of_the_notifier_mid_delivery_still_delivers_everything(tmp_path:
     row = faults.kill_notifier(tmp_path)
     _exactly_once(row)
     found: faults.Deliveries = row.notes["deliveries"]
-    assert not found.missing and found.log_succeeded == found.log_total == len(found.expected), found
+    assert found.consistent and found.hits >= len(found.expected), found
 
 
 def test_a_webhook_receiver_that_was_down_gets_every_delivery_once_it_returns(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_a_webhook_receiver_that_was_down_gets_every_delivery_once_it_returns(tm
     _exactly_once(row)
     assert row.notes["failed_before"] > 0  # attempts were made (and failed) while it was away
     found: faults.Deliveries = row.notes["deliveries"]
-    assert not found.missing and found.log_succeeded == found.log_total == len(found.expected), found
+    assert found.consistent and found.hits >= len(found.expected), found
 
 
 def test_kill_9_of_the_scheduler_leader_hands_over_and_schedules_keep_firing(tmp_path: Path) -> None:
