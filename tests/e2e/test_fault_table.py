@@ -52,15 +52,6 @@ def test_kill_9_of_the_gateway_mid_ingest_loses_and_doubles_no_document(gateway_
     assert gateway_killed.notes["unanswered"] > 0  # the client did retry requests that got no answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "a request whose gateway died after it made the job but before it stored the Idempotency-Key answer "
-        "runs again when the client retries after the key's 60 s claim lock: a second job for the same batch "
-        "(its documents are re-indexed, so each is still live once)"
-    ),
-)
 def test_a_request_retried_with_its_idempotency_key_after_a_gateway_kill_makes_one_job(
     gateway_killed: faults.Row,
 ) -> None:
