@@ -68,6 +68,10 @@ class Failed(AssertionError):
     """A scenario could not reach its end state in time (the message carries the services' logs)."""
 
 
+class JobEnded(AssertionError):
+    """A job of the scenario ended without success (failed or dead)."""
+
+
 # --- the processes ------------------------------------------------------------------------------
 
 
@@ -290,14 +294,16 @@ class Cluster:
     def http(self) -> Http:
         return Http(f"http://127.0.0.1:{self.port}", {"Authorization": f"Bearer {self.key}"})
 
-    def wait(self, what: str, check: Callable[[], T | None], timeout_s: float = DEADLINE_S) -> T:
+    def wait(
+        self, what: str, check: Callable[[], T | None], timeout_s: float = DEADLINE_S, interval_s: float = 0.1
+    ) -> T:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with contextlib.suppress(redis.RedisError, OSError):
                 found = check()
                 if found:
                     return found
-            time.sleep(0.1)
+            time.sleep(interval_s)
         raise Failed(f"timed out waiting for {what}\n{self.logs()}")
 
 
@@ -417,23 +423,48 @@ def job_states(client: redis.Redis, job_ids: list[str]) -> list[jobs.Job | None]
 
 @dataclass
 class Progress:
-    """Watches the jobs of an ingest: when each first succeeded, so recovery after a fault can be timed."""
+    """Watches the jobs of an ingest from a thread of its own (every 0.1 s, Redis outages included): when
+    each first succeeded, so recovery after a fault can be timed.
+    """
 
     cluster: Cluster
     ingest: Ingest
     succeeded_at: dict[str, float] = field(default_factory=dict)
+    error: AssertionError | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.poll():
+                    return
+            except (redis.RedisError, OSError):
+                pass  # Redis away: watched again once it is back
+            except AssertionError as exc:
+                self.error = exc
+                return
+            self._stop.wait(0.1)
 
     def poll(self) -> bool:
         """Record new successes; True once every batch is accepted and every job succeeded."""
+        if self.error is not None:
+            raise self.error
         ids = list(self.ingest.accepted.values())
         with self.cluster.client() as client:
             for job_id, job in zip(ids, job_states(client, ids), strict=True):
                 if job is None:
                     continue
-                assert job.state not in (jobs.JobState.FAILED, jobs.JobState.DEAD), job
+                if job.state in (jobs.JobState.FAILED, jobs.JobState.DEAD):
+                    raise JobEnded(f"job {job_id} is {job.state.value}: {job.error}")
                 if job.state is jobs.JobState.SUCCEEDED:
                     self.succeeded_at.setdefault(job_id, time.monotonic())
         return len(self.ingest.accepted) == self.ingest.batches and len(self.succeeded_at) == len(ids)
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def first_after(self, moment: float) -> float | None:
         after = [t for t in self.succeeded_at.values() if t > moment]
@@ -443,7 +474,10 @@ class Progress:
         return max(self.succeeded_at.values()) - moment
 
     def wait_done(self, timeout_s: float = DEADLINE_S) -> None:
-        self.cluster.wait("every job to succeed", lambda: self.poll() or None, timeout_s)
+        try:
+            self.cluster.wait("every job to succeed", lambda: self.poll() or None, timeout_s)
+        finally:
+            self.stop()
 
     def wait_some(self, count: int = 1) -> None:
         self.cluster.wait(
@@ -533,8 +567,17 @@ def finish_ingest(cluster: Cluster, ingest: Ingest, thread: threading.Thread, pr
 # --- the scenarios -------------------------------------------------------------------------------
 
 
+def claimed(client: redis.Redis, queue: str) -> set[str]:
+    """The job ids whose work on ``queue`` a worker holds now."""
+    return {keys.text(e) for e in client.hvals(keys.wq_claims(queue))}
+
+
 def kill_worker(root: Path, service: str, batches: int = 6, size: int = 48) -> Row:
-    """kill -9 of the embedder or the indexer while it works; restarted as the supervisor would."""
+    """kill -9 of the embedder or the indexer while it holds work; restarted as the supervisor would.
+
+    ``recover_s`` runs from the kill to the success of the last job whose work the killed worker held.
+    """
+    queue = {"embedder": "embed", "indexer": "index"}[service]
     with cluster(root) as c:
         http = c.boot("indexer", "embedder")
         ingest = Ingest(http, batches, size)
@@ -542,21 +585,27 @@ def kill_worker(root: Path, service: str, batches: int = 6, size: int = 48) -> R
         progress = Progress(c, ingest)
         ids = list(ingest.accepted.values())
 
-        def working() -> bool:
-            with c.client() as client:
-                found = job_states(client, ids)
-            if service == "embedder":
-                return any(j is not None and j.state is jobs.JobState.RUNNING for j in found)
-            return any(j is not None and j.embedded and j.state is not jobs.JobState.SUCCEEDED for j in found)
+        with c.client() as client:
+            looked = [0]
 
-        c.wait(f"the {service} at work", working)
-        progress.poll()
+            def holding() -> set[str]:
+                looked[0] += 1
+                if looked[0] % 100 == 0 and progress.poll():
+                    raise Failed(f"every job succeeded before the {service} was seen holding work")
+                return claimed(client, queue)
+
+            # Watched closely: the indexer holds a small batch for a fraction of a second.
+            held = c.wait(f"the {service} holding work", holding, interval_s=0.002)
         c.kill(service)
         killed = time.monotonic()
         c.start(service)
         progress.wait_done()
-        row = Row(f"kill -9 {service}", recover_s=progress.first_after(killed), done_s=progress.done_after(killed))
-        row.notes["attempts"] = sorted(j.attempts for j in job_states(c.client(), ids) if j is not None)
+        row = Row(f"kill -9 {service}", done_s=progress.done_after(killed))
+        row.recover_s = max(progress.succeeded_at[j] for j in held) - killed
+        with c.client() as client:
+            found = {j: job for j in ids if (job := jobs.get(client, j)) is not None}
+        row.notes["held_attempts"] = sorted(found[j].attempts for j in held)
+        row.notes["attempts"] = sorted(job.attempts for job in found.values())
         row.notes["queues"] = settle(c)
         return row.counts(tally(c, ingest.expected()))
 
@@ -635,10 +684,17 @@ def terminate_stack(root: Path, batches: int = 8, size: int = 48) -> Row:
         return row.counts(tally(c, ingest.expected()))
 
 
-def store_outage(root: Path, weed: Weed, batches: int = 8, size: int = 24, down_s: float = OUTAGE_S) -> Row:
+def store_outage(
+    root: Path,
+    weed: Weed,
+    batches: int = 8,
+    size: int = 24,
+    down_s: float = OUTAGE_S,
+    env: dict[str, str] | None = None,
+) -> Row:
     """The object store (SeaweedFS) stopped for ``down_s`` during ingest, then started on its ports and data."""
     weed.start()
-    with cluster(root, weed=weed) as c:
+    with cluster(root, weed=weed, env=env) as c:
         http = c.boot("indexer", "embedder")
         ingest = Ingest(http, batches, size, pause_s=0.2)
         thread = ingest.in_background()

