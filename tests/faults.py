@@ -36,7 +36,9 @@ from shared import keys
 from shared.config import Settings
 from shared.index import manifests
 from shared.index.storage import open_store
+from shared.messaging.events import ScheduleFired
 from shared.records import apikeys, catalog, jobs
+from tests.streams import events_of
 
 T = TypeVar("T")
 
@@ -369,6 +371,7 @@ class Ingest:
     statuses: dict[int, int] = field(default_factory=dict)
     pause_s: float = 0.0
     deadline_s: float = DEADLINE_S
+    error: BaseException | None = None  # what stopped the client's thread, if anything
 
     def send(self, batch: int) -> None:
         deadline = time.monotonic() + self.deadline_s
@@ -410,8 +413,6 @@ class Ingest:
             self.run()
         except BaseException as exc:  # reported by the scenario that joins the thread
             self.error = exc
-
-    error: BaseException | None = None
 
     def expected(self) -> set[str]:
         return {f"b{b}-d{i}" for b in self.accepted for i in range(self.size)}
@@ -931,9 +932,6 @@ def receiver_outage(root: Path, batches: int = 6, size: int = 8, down_s: float =
 
 def kill_scheduler_leader(root: Path, batches: int = 4, size: int = 24) -> Row:
     """Two schedulers firing a per-second schedule during ingest; kill -9 of the leader."""
-    from shared.messaging.events import ScheduleFired
-    from tests.streams import events_of
-
     schedules: dict[str, Any] = {
         **NO_SCHEDULES,
         "tick": {"cron": "* * * * * *", "action": "event", "missed": "run_once"},
