@@ -55,3 +55,6 @@ LIMITER: Final[web.AppKey[RateLimiter]] = web.AppKey("limiter")
 PRINCIPAL: Final = web.RequestKey("principal", ApiKey)
 REQUEST_ID: Final = web.RequestKey("request_id", str)
 RATE_LIMIT: Final[web.RequestKey[Decision]] = web.RequestKey("rate_limit")
+# A digest of the tenant, the Idempotency-Key and the request's fingerprint, when it carries a key: what
+# an ingest derives its job id from, so a request run again (its first run died unanswered) finds its job.
+IDEMPOTENT_REQUEST: Final = web.RequestKey("idempotent_request", str)

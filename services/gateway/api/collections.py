@@ -9,7 +9,7 @@ from typing import Final
 import structlog
 from aiohttp import web
 
-from services.gateway.appkeys import CACHE, REDIS, REGISTRY, SEARCHER, SETTINGS, STORE, WRITES
+from services.gateway.appkeys import CACHE, IDEMPOTENT_REQUEST, REDIS, REGISTRY, SEARCHER, SETTINGS, STORE, WRITES
 from services.gateway.http.auth import collection_of, tenant_of
 from services.gateway.http.bodies import read_body
 from services.gateway.http.declarations import Endpoints, links_to
@@ -163,7 +163,9 @@ async def ingest(request: web.Request) -> web.Response:
             f"At most {limit} documents per request; got {len(body.documents)}.",
             errors=[{"pointer": "/documents", "detail": f"at most {limit} items", "type": "too_long"}],
         )
-    job = await request.app[WRITES].ingest(record, body.documents, body.priority)
+    job = await request.app[WRITES].ingest(
+        record, body.documents, body.priority, request_digest=request.get(IDEMPOTENT_REQUEST)
+    )
     return model_response(IngestAccepted(job_id=job.id, batch_id=job.batch_id), 202)
 
 

@@ -54,10 +54,26 @@ class Writes:
         self.stream_maxlen = stream_maxlen
         self.job_retention_s = job_retention_s
 
-    async def _reserve(self, collection: Collection) -> tuple[str, int]:
-        """A new job id and the write's place in the collection's order (its write sequence)."""
+    async def _reserve(self, collection: Collection, job_id: str | None = None) -> tuple[str, int]:
+        """A job id (new unless given) and the write's place in the collection's order (its write sequence)."""
         seq = int(await self.client.incr(keys.write_seq(collection.tenant, collection.name)))
-        return jobs.new_job_id(), seq
+        return job_id or jobs.new_job_id(), seq
+
+    async def _resume(self, job: Job) -> Job:
+        """The job an earlier run of the same request made: queued again if that run died before queueing it.
+
+        Pushing an entry already waiting or in flight changes nothing, and a job past ``queued`` has
+        been claimed, so this never runs the work twice.
+        """
+        if job.state is JobState.QUEUED and job.task is not None:
+            await dispatch.asubmit(
+                self.client,
+                self.broker,
+                job.task.queue,
+                Entry(job.id, job.tenant, job.priority, job.task.arguments, clock.now_ms()),
+            )
+        log.info("batch.accepted_again", job_id=job.id, batch_id=job.batch_id, state=job.state.value)
+        return job
 
     async def _submit(
         self,
@@ -99,15 +115,28 @@ class Writes:
         return job
 
     async def ingest(
-        self, collection: Collection, documents: Sequence[Document], priority: Priority = Priority.NORMAL
+        self,
+        collection: Collection,
+        documents: Sequence[Document],
+        priority: Priority = Priority.NORMAL,
+        *,
+        request_digest: str | None = None,
     ) -> Job:
         """Store the batch, then queue its embedding; returns the queued job.
 
-        The batch is on durable storage before this returns, so a 202 never loses documents.
+        The batch is on durable storage before this returns, so a 202 never loses documents. With
+        ``request_digest`` (a request with an Idempotency-Key) the job id derives from it: a run of
+        the same request whose earlier run died before it was answered returns that run's job.
         """
+        job_id = None
+        if request_digest is not None:
+            job_id = "job_" + request_digest[:32]
+            earlier = await jobs.aget(self.client, job_id)
+            if earlier is not None:
+                return await self._resume(earlier)
         batch_id = new_batch_id()
         await asyncio.to_thread(self.store.put, collection.ref.batch_key(batch_id), encode_batch(documents))
-        job_id, seq = await self._reserve(collection)
+        job_id, seq = await self._reserve(collection, job_id)
         payload = tasks.EmbedBatch(
             tenant=collection.tenant,
             collection=collection.name,

@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from services.gateway.appkeys import PRINCIPAL, REDIS, SETTINGS
+from services.gateway.appkeys import IDEMPOTENT_REQUEST, PRINCIPAL, REDIS, SETTINGS
 from services.gateway.http.bodies import read_bytes
 from services.gateway.http.declarations import endpoint_of
 from services.gateway.http.problems import REDIS_DOWN, error_response, problem
@@ -150,6 +150,7 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
         # A reader's POST (a search) changes nothing: answered again rather than refused while Redis is away.
         return await handler(request)
     if found is None:
+        request[IDEMPOTENT_REQUEST] = hashlib.sha256(f"{tenant}\n{key}\n{request_print}".encode()).hexdigest()
         return await _run_claimed(request, handler, tenant, key, token)
     if found.fingerprint != request_print:
         return problem(

@@ -80,6 +80,25 @@ async def test_a_repeated_ingest_is_accepted_once_and_replayed(
     assert _jobs(redis_client) == 1 and _batches(store) == 1
 
 
+async def test_a_request_run_again_after_its_first_run_died_unanswered_returns_the_first_job(
+    api: Api, coll: str, redis_client: redis.Redis, store: LocalStore
+) -> None:
+    # Given an ingest that made its job, whose gateway then died before storing the answer: the key's
+    # claim ran out, so the key is free again (its record is gone) while the job and batch remain
+    first = await _post(api, DOCUMENTS, BATCH, "died-unanswered")
+    assert first.status == 202, await first.text()
+    job_id = (await first.json())["job_id"]
+    redis_client.delete(keys.idempotency("acme", "died-unanswered"))
+
+    # When the client retries with the same key, then it gets the first job, and nothing is made twice
+    again = await _post(api, DOCUMENTS, BATCH, "died-unanswered")
+    assert again.status == 202, await again.text()
+    assert idempotency.REPLAYED_HEADER not in again.headers  # run again, not replayed
+    assert (await again.json())["job_id"] == job_id
+    assert _jobs(redis_client) == 1 and _batches(store) == 1
+    assert redis_client.hlen(keys.wq_entries("embed")) == 1  # its entry queued once
+
+
 async def test_the_same_key_on_a_different_request_is_422(api: Api, coll: str, redis_client: redis.Redis) -> None:
     assert (await _post(api, DOCUMENTS, BATCH, "reused")).status == 202
 
