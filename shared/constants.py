@@ -54,8 +54,8 @@ JOB_RETENTION_S: Final = 7 * 24 * 3600
 IDEMPOTENCY_TTL_S: Final = 24 * 3600
 
 # A claimed key whose request has not finished frees itself after this long, so a gateway that died
-# mid-request does not block the key for a day; it must exceed the slowest write (a 10 MB batch to S3).
-IDEMPOTENCY_LOCK_TTL_S: Final = 60
+# mid-request does not block the key for long; the request renews it every third of this while it runs.
+IDEMPOTENCY_LOCK_TTL_S: Final = 10
 
 # Dead letters wait a month for someone to look at them (Dramatiq's own drop theirs after a week).
 DEAD_LETTER_RETENTION_S: Final = 30 * 24 * 3600

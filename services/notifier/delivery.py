@@ -44,8 +44,8 @@ HONOURS_RETRY_AFTER: Final = frozenset({429, 503})
 # retry asked for over the API) start within about a quarter of a second.
 DUE_POLL_S: Final = 0.25
 # A lease covers the attempt itself (up to the request timeout) and recording it, with room for a
-# busy event loop.
-_LEASE_MARGIN_S: Final = 60.0
+# busy event loop; a killed notifier's attempts are made again once it runs out.
+_LEASE_MARGIN_S: Final = 15.0
 
 
 @dataclass(frozen=True)

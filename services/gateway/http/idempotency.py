@@ -11,6 +11,7 @@ replay says so in the ``Idempotent-Secret-Withheld`` header.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -53,6 +54,7 @@ _SECRET_FIELDS: Final = web.ResponseKey("idempotency_secret_fields", tuple)
 _CLAIM: Final = scripts.get("idempotency_claim")
 _COMPLETE: Final = scripts.get("idempotency_complete")
 _RELEASE: Final = scripts.get("idempotency_release")
+_RENEW: Final = scripts.get("idempotency_renew")
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,26 @@ async def complete(client: aioredis.Redis, tenant: str, key: str, token: str, an
         [token, ttl_s, answer.status, json.dumps(answer.headers), answer.body],
     )
     return bool(stored == 1)
+
+
+async def renew(client: aioredis.Redis, tenant: str, key: str, token: str, *, ttl_s: int) -> bool:
+    """Extend the claim ``token`` holds by ``ttl_s`` from now; False if it no longer holds it."""
+    return bool(await _RENEW.arun(client, [keys.idempotency(tenant, key)], [token, ttl_s]) == 1)
+
+
+async def _keep_claimed(client: aioredis.Redis, tenant: str, key: str, token: str) -> None:
+    """Renew a claim every third of its TTL while its request runs (cancelled when it ends).
+
+    The claim is short, so a request whose gateway died frees its key within that TTL; a request
+    that runs longer keeps it for as long as it runs.
+    """
+    while True:
+        await asyncio.sleep(IDEMPOTENCY_LOCK_TTL_S / 3)
+        try:
+            if not await renew(client, tenant, key, token, ttl_s=IDEMPOTENCY_LOCK_TTL_S):
+                return
+        except redis.exceptions.RedisError as exc:
+            log.warning("idempotency.renew_failed", tenant=tenant, error=str(exc))
 
 
 async def release(client: aioredis.Redis, tenant: str, key: str, token: str) -> bool:
@@ -165,6 +187,7 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
 async def _run_claimed(request: web.Request, handler: Handler, tenant: str, key: str, token: str) -> web.StreamResponse:
     """Run the handler for a claimed key; store its answer, or free the key when there is none to keep."""
     client = request.app[REDIS]
+    keeper = asyncio.create_task(_keep_claimed(client, tenant, key, token), name="idempotency-claim")
     try:
         response = await handler(request)
     except Exception as exc:
@@ -177,6 +200,8 @@ async def _run_claimed(request: web.Request, handler: Handler, tenant: str, key:
     except BaseException:
         await _release_quietly(client, tenant, key, token)
         raise
+    finally:
+        keeper.cancel()
     answer = _answer(response)
     if answer is None:
         await _release_quietly(client, tenant, key, token)

@@ -239,6 +239,20 @@ async def test_only_the_claims_holder_stores_or_releases(aclient: aioredis.Redis
     assert 0 < await aclient.ttl(keys.idempotency("acme", "k")) <= 60
 
 
+async def test_a_running_request_keeps_its_short_claim_and_a_dead_one_frees_the_key_within_it(
+    aclient: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(idempotency, "IDEMPOTENCY_LOCK_TTL_S", 1)
+    assert await idempotency.claim(aclient, "acme", "k", "print", "mine", lock_ttl_s=1) is None
+    keeper = asyncio.create_task(idempotency._keep_claimed(aclient, "acme", "k", "mine"))
+    await asyncio.sleep(2.5)  # well past the claim's TTL: the running request renewed it
+    assert await aclient.exists(keys.idempotency("acme", "k"))
+    keeper.cancel()  # the gateway dies: nothing renews it any more
+    await asyncio.sleep(1.5)
+    assert not await aclient.exists(keys.idempotency("acme", "k"))
+    assert await idempotency.claim(aclient, "acme", "k", "print", "retry", lock_ttl_s=1) is None
+
+
 async def test_a_quoted_key_is_the_same_key_as_its_bare_form(api: Api) -> None:
     await api.client.put("/v1/collections/docs", headers=api.auth)
     body = {"documents": [{"id": "q", "text": "quoted"}]}

@@ -482,6 +482,19 @@ def _idempotency_release(r: redis.Redis, s: LuaScript) -> None:
     assert not r.exists(key)
 
 
+@case("idempotency_renew")
+def _idempotency_renew(r: redis.Redis, s: LuaScript) -> None:
+    key = keys.idempotency("acme", "k")
+    r.hset(key, mapping={"fingerprint": "fp", "token": "token"})
+    r.expire(key, 5)
+    assert s.run(r, [key], ["other", 60]) == 0
+    assert 0 < r.ttl(key) <= 5
+    assert s.run(r, [key], ["token", 60]) == 1
+    assert 5 < r.ttl(key) <= 60
+    r.hdel(key, "token")  # its answer was stored: the claim is over
+    assert s.run(r, [key], ["token", 60]) == 0
+
+
 @case("index_advance")
 def _index_advance(r: redis.Redis, s: LuaScript) -> None:
     latest, docmap, job = keys.latest("acme", "c"), keys.docmap("acme", "c"), keys.job("j1")
