@@ -16,7 +16,7 @@ collection's size). Vectors are synthetic (``--data``, see :func:`synthetic`).
 ``--kinds`` builds each approximate kind (HNSW, IVF-Flat) over the same vectors, each in a fresh
 process (its peak memory is that process's own high-water mark during the build), checks its recall
 as the indexer does (:func:`shared.index.approximate.calibrate`), and measures recall@10 and latency on
-held-out queries with the parameter chosen; on ``random`` unit vectors and ``topics`` clusters.
+held-out queries with the parameter chosen; on ``random`` unit vectors, ``topics`` and ``noisy`` clusters.
 
 ``--tiers`` publishes the batches one by one and runs the tier rule after each (as the indexer's
 queued compaction does), printing the segment count as the collection grows and the merges' cost.
@@ -213,11 +213,12 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, default=50_000)
     parser.add_argument("--segments", type=int, default=200)
     parser.add_argument("--data", choices=["topics", "noisy", "random"], default="topics", help="see vectors_for()")
-    parser.add_argument("--kinds", action="store_true", help="compare HNSW and IVF (random and topics vectors)")
+    parser.add_argument("--kinds", action="store_true", help="compare HNSW and IVF (on --kinds-data)")
+    parser.add_argument("--kinds-data", nargs="+", default=["random", "topics", "noisy"], help="data sets for --kinds")
     parser.add_argument("--tiers", action="store_true", help="publish batches with the tier rule after each")
     args = parser.parse_args()
     if args.kinds:
-        compare_kinds(args.vectors, ["random", "topics"])
+        compare_kinds(args.vectors, args.kinds_data)
         return
     if args.tiers:
         tiers(args.vectors, args.segments, args.data)

@@ -214,6 +214,13 @@ class Settings(BaseSettings):
     scheduler_poll_s: float = Field(
         default=c.SCHEDULER_POLL_S, description="How often followers try the lease and the leader reads triggers."
     )
+    compaction_on_publish: bool = Field(
+        default=True,
+        description=(
+            "Queue a collection's compaction as soon as a publish fills a tier; off, only the compaction schedule"
+            " (or a manual run) merges segments."
+        ),
+    )
     compaction_tier_base_vectors: int = Field(
         default=c.COMPACTION_TIER_BASE_VECTORS,
         gt=0,

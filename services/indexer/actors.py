@@ -9,7 +9,7 @@ import structlog
 from dramatiq.middleware import CurrentMessage
 from opentelemetry.trace import SpanKind
 
-from services.indexer.compaction import Policy, choose
+from services.indexer.compaction import Policy, tier_full
 from services.indexer.publishing import SOURCE, announce
 from shared import clock, keys
 from shared.errors import Cancelled, PermanentError
@@ -39,6 +39,7 @@ class Indexer:
         self.publisher = publisher
         self.maxlen = settings.stream_maxlen
         self.policy = Policy.from_settings(settings)
+        self.compact_on_publish = settings.compaction_on_publish
         self.queued_ttl_s = settings.compaction_time_limit_s
         self.queue = WorkQueue(
             client,
@@ -53,7 +54,7 @@ class Indexer:
 
     def _queue_compaction(self, collection: Collection, manifest: Manifest) -> None:
         """Queue the collection's compaction when the tier rule has merging to do (once until it runs)."""
-        if choose(manifest, self.policy) is None:
+        if not self.compact_on_publish or not tier_full(manifest, self.policy):
             return
         flag = keys.compaction_queued(collection.tenant, collection.name)
         # The flag expires, so a queued message lost to a crash cannot block compaction for ever.

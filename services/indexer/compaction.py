@@ -109,6 +109,15 @@ def _full_tier(segs: tuple[SegmentRef, ...], policy: Policy) -> list[SegmentRef]
     return []
 
 
+def tier_full(manifest: Manifest, policy: Policy) -> bool:
+    """Whether a tier of ``manifest`` holds ``merge_factor`` segments (what a publish queues a merge for).
+
+    Tombstone-heavy segments alone do not count: they are rewritten by the compaction schedule (or
+    along with a merge), not after every delete.
+    """
+    return bool(_full_tier(manifest.segments, policy))
+
+
 def choose(manifest: Manifest, policy: Policy, *, full: bool = False) -> Choice | None:
     """What to compact in ``manifest`` (None: nothing worth it).
 
@@ -233,7 +242,7 @@ class Compactor:
         metadata: list[dict[str, Any]] = []
         entries: dict[str, tuple[str, int] | None] = {}
         for seg in choice.segments:
-            loaded = segments.load(self.store, ref, seg)
+            loaded = segments.load(self.store, ref, seg, ivf_vectors=True)
             gone = set(seg.deleted)
             rows = [r for r, doc in enumerate(loaded.ids) if doc not in gone]
             found = self.publisher.entries(ref, [loaded.ids[r] for r in rows])

@@ -131,7 +131,8 @@ class LoadedSegment:
     """A segment in memory: its vectors (one row per document) and its rows' ids and metadata.
 
     ``vectors`` may be a view into memory owned by another object (a merged FAISS index);
-    ``owner`` keeps that object alive as long as the view is.
+    ``owner`` keeps that object alive as long as the view is. An IVF segment's are empty unless
+    loaded with ``ivf_vectors`` (see :func:`load`).
     """
 
     id: str
@@ -187,8 +188,12 @@ def read_ids(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> lis
     return [r["id"] for r in _rows(segment, _fetch(store, ref, segment, DOCS_FILE))]
 
 
-def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> LoadedSegment:
+def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, *, ivf_vectors: bool = False) -> LoadedSegment:
     """Fetch, verify and open a segment.
+
+    An IVF segment keeps its rows in its inverted lists, not in one array: its ``vectors`` are an
+    empty ``(0, dim)`` array unless ``ivf_vectors`` asks for a copy (what a merge reads), so a
+    gateway holds its vectors once.
 
     Raises:
         CorruptObject: a file's SHA-256 differs from the manifest's, or it fails to parse.
@@ -214,8 +219,9 @@ def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> LoadedS
     elif segment.kind == "ivf":
         if not isinstance(index, faiss.IndexIVFFlat):
             raise CorruptObject(f"segment {segment.id} is not the IVF index its manifest says")
-        index.make_direct_map()  # rows by id: what reconstruction (and so exact rescans) read
-    if not index.ntotal:
+        if ivf_vectors:
+            index.make_direct_map()  # rows by id: what reconstruction reads
+    if not index.ntotal or (segment.kind == "ivf" and not ivf_vectors):
         vectors = np.zeros((0, index.d), dtype=np.float32)
     elif isinstance(index, faiss.IndexFlat):  # a view of the index's own rows: no copy
         vectors = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)

@@ -15,6 +15,7 @@ from services.indexer.compaction import Compactor, Policy
 from services.indexer.publishing import Publisher
 from shared import keys
 from shared.config import Settings
+from shared.index.approximate import ApproximateKind
 from shared.index.storage import LocalStore
 from shared.records.catalog import Collection
 from tests.integration.indexer.staging import live_ids, load_live, make_collection, stage, top_ids, unit_vectors
@@ -125,22 +126,22 @@ def test_writes_that_land_while_compacting_are_kept(redis_client: redis.Redis, t
     assert redis_client.hget(docmap, "d7") == f"{result.segment}:1".encode()
 
 
-def test_above_the_threshold_compaction_builds_hnsw_with_recall_at_10_of_at_least_095(
-    redis_client: redis.Redis, store: LocalStore, collection: Collection
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_above_the_threshold_compaction_builds_an_approximate_segment_with_recall_at_10_of_at_least_095(
+    redis_client: redis.Redis, store: LocalStore, collection: Collection, kind: ApproximateKind
 ) -> None:
     # Given 4,000 vectors in 40 batch segments, 40 of them deleted, and a threshold forced down to 2,000,
     publisher = Publisher(redis_client, store)
     vectors = _write_batches(publisher, store, collection, batches=40, size=100, extra=200)
     publisher.delete(collection, tuple(f"d{i}" for i in range(0, 4000, 100)), write_seq=1000)
-    policy = dataclasses.replace(
-        Policy.from_settings(Settings(approximate_threshold=2_000)), merge_factor=40
-    )  # default HNSW parameters
+    settings = Settings(approximate_threshold=2_000, approximate_kind=kind)  # default HNSW parameters
+    policy = dataclasses.replace(Policy.from_settings(settings), merge_factor=40)
 
     # When compaction runs,
     result = Compactor(store, publisher, policy).compact(collection)
 
-    # Then one HNSW segment holds the live rows, checked at build: its recall and efSearch are in the manifest,
-    assert result is not None and result.kind == "hnsw" and result.vectors == 3960
+    # Then one approximate segment holds the live rows, checked at build: its recall and parameter are in the manifest,
+    assert result is not None and result.kind == kind and result.vectors == 3960
     assert result.recall is not None and result.recall >= 0.95 and result.search_param is not None
     manifest = publisher.current(collection.ref)
     assert manifest is not None and manifest.segments[0].search_param == result.search_param

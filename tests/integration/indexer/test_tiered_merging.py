@@ -6,7 +6,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -22,6 +22,7 @@ from shared.index.storage import LocalStore
 from shared.messaging import dispatch, tasks
 from shared.messaging.workqueue import Entry, Priority
 from shared.records import jobs
+from shared.records.catalog import Collection
 from shared.records.jobs import Job, JobKind, JobState
 from shared.runtime.broker import build_broker
 from tests.integration.indexer.staging import live_ids, load_live, make_collection, stage, top_ids, unit_vectors
@@ -55,13 +56,42 @@ def _succeeded(client: redis.Redis, job_id: str) -> bool:
     return found is not None and found.state is JobState.SUCCEEDED
 
 
+def _index_batch(
+    settings: Settings,
+    client: redis.Redis,
+    broker: Any,
+    collection: Collection,
+    b: int,
+    vectors: Any,
+    store: LocalStore,
+) -> None:
+    """Send batch ``b`` through the index queue as the embedder does, and wait for its job to succeed."""
+    ids = [f"d{b * SIZE + i}" for i in range(SIZE)]
+    stage(store, collection, f"b{b:02d}", ids, vectors)
+    stamp = clock.now()
+    job = Job(id=f"job{b:02d}", tenant="acme", collection="docs", kind=JobKind.INGEST, state=JobState.QUEUED,
+              documents=SIZE, created_at=stamp, updated_at=stamp)  # fmt: skip
+    _create_job(settings.require_redis_url(), job)
+    payload = tasks.IndexBatch(tenant="acme", collection="docs", collection_id=collection.id,
+                               batch_id=f"b{b:02d}", job_id=job.id, write_seq=b + 1)  # fmt: skip
+    entry = Entry(job.id, "acme", Priority.NORMAL, tasks.INDEX_BATCH.kwargs(payload), clock.now_ms())
+    dispatch.submit(client, broker, tasks.INDEX_QUEUE, entry)
+    _wait(functools.partial(_succeeded, client, job.id))
+
+
 def test_segments_merge_by_tiers_as_batches_arrive(
     settings: Settings, store: LocalStore, redis_client: redis.Redis
 ) -> None:
     # Given an indexer whose tiers are 10 x 3^t vectors, merging 3 segments of a tier, and whose merges of 90
     # vectors or more are HNSW segments that must show recall@10 >= 0.95,
     tiered = settings.model_copy(
-        update={"compaction_tier_base_vectors": 10, "compaction_merge_factor": 3, "approximate_threshold": 90}
+        # HNSW: an IVF index of a few hundred vectors has too few to train its lists on.
+        update={
+            "compaction_tier_base_vectors": 10,
+            "compaction_merge_factor": 3,
+            "approximate_threshold": 90,
+            "approximate_kind": "hnsw",
+        }
     )
     policy = Policy.from_settings(tiered)
     service = build_indexer(tiered, store=store)
@@ -74,17 +104,7 @@ def test_segments_merge_by_tiers_as_batches_arrive(
     try:
         # When 27 batches of 10 documents are indexed one after another (nobody asks for a compaction),
         for b in range(BATCHES):
-            ids = [f"d{b * SIZE + i}" for i in range(SIZE)]
-            stage(store, collection, f"b{b:02d}", ids, vectors[b * SIZE : (b + 1) * SIZE])
-            stamp = clock.now()
-            job = Job(id=f"job{b:02d}", tenant="acme", collection="docs", kind=JobKind.INGEST, state=JobState.QUEUED,
-                      documents=SIZE, created_at=stamp, updated_at=stamp)  # fmt: skip
-            _create_job(tiered.require_redis_url(), job)
-            payload = tasks.IndexBatch(tenant="acme", collection="docs", collection_id=collection.id,
-                                       batch_id=f"b{b:02d}", job_id=job.id, write_seq=b + 1)  # fmt: skip
-            entry = Entry(job.id, "acme", Priority.NORMAL, tasks.INDEX_BATCH.kwargs(payload), clock.now_ms())
-            dispatch.submit(redis_client, broker, tasks.INDEX_QUEUE, entry)
-            _wait(functools.partial(_succeeded, redis_client, job.id))
+            _index_batch(tiered, redis_client, broker, collection, b, vectors[b * SIZE : (b + 1) * SIZE], store)
             manifest = publisher.current(collection.ref)
             assert manifest is not None
             most = max(most, len(manifest.segments))
@@ -114,3 +134,24 @@ def test_segments_merge_by_tiers_as_batches_arrive(
     snapshot = load_live(publisher, store, collection)
     assert live_ids(snapshot) == {f"d{i}" for i in range(BATCHES * SIZE)}
     assert top_ids(snapshot, vectors[123], 1) == ["d123"]
+
+
+def test_with_merging_on_publish_off_a_full_tier_waits_for_the_schedule(
+    settings: Settings, store: LocalStore, redis_client: redis.Redis
+) -> None:
+    off = settings.model_copy(update={"compaction_merge_factor": 3, "compaction_on_publish": False})
+    service = build_indexer(off, store=store)
+    worker, heartbeat = service.start()
+    broker = build_broker(off, off.require_redis_url())
+    collection = make_collection(redis_client)
+    vectors = unit_vectors(3 * SIZE, seed=6)
+    try:
+        for b in range(3):
+            _index_batch(off, redis_client, broker, collection, b, vectors[b * SIZE : (b + 1) * SIZE], store)
+    finally:
+        broker.close()
+        service.stop(worker, heartbeat)
+    manifest = Publisher(redis_client, store).current(collection.ref)
+    assert manifest is not None and len(manifest.segments) == 3  # a full tier, left for the schedule
+    assert choose(manifest, Policy.from_settings(off)) is not None
+    assert not redis_client.exists(keys.compaction_queued("acme", "docs"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from services.indexer.compaction import Policy, choose
+from services.indexer.compaction import Policy, choose, tier_full
 from shared.index.approximate import HnswParams, RecallTarget
 from shared.index.manifests import Manifest, SegmentKind, SegmentRef
 
@@ -40,6 +40,7 @@ def test_a_tier_holding_merge_factor_segments_is_merged_into_the_next() -> None:
     choice = choose(_manifest(_seg("big", 20_000), *segs), POLICY)
     assert choice is not None and choice.kind == "flat"
     assert sorted(s.id for s in choice.segments) == [f"b{i}" for i in range(10)]  # tier 1 is left alone
+    assert tier_full(_manifest(*segs), POLICY) and not tier_full(_manifest(*segs[:9]), POLICY)
     assert POLICY.tier(sum(s.live for s in choice.segments)) == 1
 
 
@@ -68,8 +69,10 @@ def test_segments_at_the_maximum_size_are_never_merged() -> None:
 
 
 def test_a_lone_segment_with_tombstones_is_rewritten_and_a_rebuild_takes_everything() -> None:
-    choice = choose(_manifest(_seg("a", 500, deleted=10), _seg("b", 500, deleted=200)), POLICY)
+    holey = _manifest(_seg("a", 500, deleted=10), _seg("b", 500, deleted=200))
+    choice = choose(holey, POLICY)
     assert choice is not None and [s.id for s in choice.segments] == ["b"]
+    assert not tier_full(holey, POLICY)  # a publish queues merges of full tiers only
     assert choose(_manifest(_seg("a", 500)), POLICY) is None
     rebuild = choose(_manifest(_seg("g", 60_000, kind="hnsw"), _seg("big", 5_000)), POLICY, full=True)
     assert rebuild is not None and rebuild.kind == "hnsw" and len(rebuild.segments) == 2
