@@ -159,3 +159,26 @@ def test_when_the_index_comes_back_short_the_segment_is_scanned_exactly(tmp_path
     hits = search_snapshot(snapshot, v[1], 100, {"sparse": True})
     assert len(hits) == 100 and all(h.metadata["sparse"] for h in hits)
     assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
+
+
+@KINDS
+def test_an_approximate_segment_is_searched_with_the_parameter_of_its_manifest_entry(
+    tmp_path: Path, kind: SegmentKind
+) -> None:
+    import faiss
+
+    snapshot, v = _approximate_snapshot(tmp_path, kind)
+    big = snapshot.approximate[0].segment
+    index: Any = faiss.downcast_index(big.owner)  # type: ignore[arg-type]
+    queries = normalize(v[:40] + np.random.default_rng(5).normal(scale=0.05, size=(40, 384)))
+    names = [f"h{i}" for i in range(3000)] + [f"s{i}" for i in range(10)]
+    exact = [{names[r] for r in np.argsort(-(v @ q))[:10]} for q in queries]
+
+    def recall() -> float:
+        found = [{h.id for h in search_snapshot(snapshot, q, 10)} for q in queries]
+        return sum(len(f & e) for f, e in zip(found, exact, strict=True)) / 400
+
+    # The chosen parameter (low: random vectors, a low minimum) misses neighbours; the largest finds them all.
+    low = recall()
+    big.search_param = int(index.nlist) if kind == "ivf" else 3000
+    assert low < 1.0 and recall() == 1.0
