@@ -214,21 +214,67 @@ class Settings(BaseSettings):
     scheduler_poll_s: float = Field(
         default=c.SCHEDULER_POLL_S, description="How often followers try the lease and the leader reads triggers."
     )
-    compaction_small_segment_vectors: int = Field(
-        default=c.COMPACTION_SMALL_SEGMENT_VECTORS, description="Flat segments smaller than this are merged."
+    compaction_on_publish: bool = Field(
+        default=True,
+        description=(
+            "Queue a collection's compaction as soon as a publish fills a tier; off, only the compaction schedule"
+            " (or a manual run) merges segments."
+        ),
+    )
+    compaction_tier_base_vectors: int = Field(
+        default=c.COMPACTION_TIER_BASE_VECTORS,
+        gt=0,
+        description=(
+            "Size of the smallest tier: segments below `base x merge factor` live vectors are tier 0, tier t holds"
+            " segments of `base x factor^t` up to `base x factor^(t+1)`."
+        ),
+    )
+    compaction_merge_factor: int = Field(
+        default=c.COMPACTION_MERGE_FACTOR,
+        ge=2,
+        description=(
+            "A tier holding this many segments is merged into one segment of the next tier, right after the publish"
+            " that filled it; a collection keeps fewer than this many segments per tier."
+        ),
+    )
+    compaction_max_segment_vectors: int = Field(
+        default=c.COMPACTION_MAX_SEGMENT_VECTORS,
+        gt=0,
+        description=(
+            "Segments of this many live vectors or more are not merged further (only rewritten without their"
+            " tombstones): it bounds the time and memory of one merge."
+        ),
     )
     compaction_deleted_ratio: float = Field(
         default=c.COMPACTION_DELETED_RATIO, description="A segment with this share of tombstones is rewritten."
     )
     approximate_threshold: int = Field(
-        default=c.APPROXIMATE_THRESHOLD, description="Compacted segments of at least this many vectors are HNSW."
+        default=c.APPROXIMATE_THRESHOLD,
+        description="Merged segments of at least this many vectors are approximate (`approximate_kind`).",
+    )
+    approximate_kind: Literal["hnsw", "ivf"] = Field(
+        default=c.APPROXIMATE_KIND,
+        description="The approximate index of large segments: `hnsw` (a graph) or `ivf` (inverted lists, IVF-Flat).",
+    )
+    min_recall: float = Field(
+        default=c.MIN_RECALL,
+        gt=0,
+        le=1,
+        description=(
+            "Recall@10 every approximate segment must show against exact search at build (200 queries drawn from"
+            " the segment); its search parameter is raised until it does, else the segment is built exact (flat)."
+        ),
     )
     hnsw_m: int = Field(default=c.HNSW_M, description="HNSW links per node (stored in the segment).")
     hnsw_ef_construction: int = Field(
         default=c.HNSW_EF_CONSTRUCTION, description="HNSW build beam (stored in the segment)."
     )
     hnsw_ef_search: int = Field(
-        default=c.HNSW_EF_SEARCH, description="HNSW search beam (stored in the segment at compaction)."
+        default=c.HNSW_EF_SEARCH,
+        description=(
+            "Largest HNSW search beam (efSearch) tried when checking a segment's recall; the smallest that reaches"
+            " `min_recall` is stored in the manifest and used by searches."
+        ),
     )
     compaction_time_limit_s: int = Field(
         default=c.COMPACTION_TIME_LIMIT_S,

@@ -105,23 +105,39 @@ SCHEDULER_POLL_S: Final = 0.5
 # per-second schedule after a long stall); older ones are handled as missed.
 MAX_TICKS_PER_PASS: Final = 100
 
-# Flat segments below this many vectors are merged by compaction (a batch makes one segment of at
-# most 1,000 documents; searching one merged segment is cheaper than many small ones).
-COMPACTION_SMALL_SEGMENT_VECTORS: Final = 10_000
+# Segments merge by size tiers (an LSM tree's size-ratio merging): tier t holds segments of
+# 1,000 x 10^t up to 1,000 x 10^(t+1) live vectors (a batch makes one segment of at most 1,000
+# documents, so batches start in tier 0), and ten segments of one tier merge into one of the next.
+# A collection keeps at most nine segments per tier (~40 at a billion vectors), each vector is
+# rewritten once per tier it climbs, and a merge reads ten segments of one tier, never the whole.
+COMPACTION_TIER_BASE_VECTORS: Final = 1_000
+COMPACTION_MERGE_FACTOR: Final = 10
+# Segments this large are not merged further: one merge of 2,000,000 x 384 floats holds ~3 GB of
+# vectors plus its index, which bounds a merge's memory and time.
+COMPACTION_MAX_SEGMENT_VECTORS: Final = 2_000_000
 
 # A segment whose tombstoned share reaches this is rewritten without them.
 COMPACTION_DELETED_RATIO: Final = 0.2
 
-# Above this many live vectors a compacted segment is an HNSW graph instead of a flat scan: an exact
+# Above this many live vectors a merged segment is approximate instead of a flat scan: an exact
 # scan of 50,000 x 384 floats costs ~5 ms per query on one core, beyond that approximate search pays.
 APPROXIMATE_THRESHOLD: Final = 50_000
 
-# HNSW parameters: M=32 links per node, efConstruction=200. efSearch is stored in the index and is
-# what a search uses (at least k): 256 keeps recall@10 >= 0.95 even on noisy clustered vectors
-# (128 gave 0.95 at 4,000 vectors and 0.85 at 20,000 in bench/compaction.py) for ~1 ms a query.
+# Which approximate index large segments get, chosen by bench/compaction.py --kinds (docs/benchmarks.md):
+# at 100,000 clustered vectors IVF-Flat built 2.4-9x faster than HNSW (M=32, efConstruction 200) at the
+# same checked recall (>= 0.95) and the same query time; on random vectors neither reached 0.95.
+APPROXIMATE_KIND: Final = "ivf"
+
+# Every approximate segment must reach this recall@10 against exact search over its own vectors
+# (checked at build), else it is built exact.
+MIN_RECALL: Final = 0.95
+
+# HNSW parameters: M=32 links per node, efConstruction=200. efSearch is chosen per segment at build
+# (the smallest of 16, 32, ... reaching MIN_RECALL) up to this cap; random-like vectors need more
+# than any cap that keeps the graph faster than a scan, and are built flat.
 HNSW_M: Final = 32
 HNSW_EF_CONSTRUCTION: Final = 200
-HNSW_EF_SEARCH: Final = 256
+HNSW_EF_SEARCH: Final = 512
 
 # One run of a task may take this long before Dramatiq interrupts it (a failed attempt, retried):
 # embedding or indexing one batch takes seconds, so a run this long is stuck, not busy.

@@ -119,6 +119,11 @@ def schedule(name: str) -> str:
     return f"{PREFIX}:schedule:{name}"
 
 
+def compaction_queued(tenant: str, collection: str) -> str:
+    """Set while a compaction of the collection is queued, so publishes queue at most one."""
+    return f"{PREFIX}:t:{tenant}:c:{collection}:compaction-queued"
+
+
 def collection_stats(tenant: str, collection: str) -> str:
     """JSON of a collection's index statistics, written by the statistics actor."""
     return f"{PREFIX}:t:{tenant}:c:{collection}:stats"

@@ -131,6 +131,10 @@ class IndexStatsInfo(_Body):
     vectors: int
     segments: int
     approximate_segments: int
+    min_recall: float | None = Field(
+        default=None,
+        description="Lowest recall@10 against exact search measured when its approximate segments were built.",
+    )
     memory_bytes: int
     index_age_seconds: float | None
     version: str | None

@@ -9,8 +9,9 @@ import structlog
 from dramatiq.middleware import CurrentMessage
 from opentelemetry.trace import SpanKind
 
+from services.indexer.compaction import Policy, tier_full
 from services.indexer.publishing import SOURCE, announce
-from shared import clock
+from shared import clock, keys
 from shared.errors import Cancelled, PermanentError
 from shared.messaging import bus, tasks, tracing
 from shared.messaging.events import CloudEvent, JobSucceeded
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     from services.indexer.publishing import Outcome, Publisher
     from shared.config import Settings
+    from shared.index.manifests import Manifest
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +38,9 @@ class Indexer:
         self.client = client
         self.publisher = publisher
         self.maxlen = settings.stream_maxlen
+        self.policy = Policy.from_settings(settings)
+        self.compact_on_publish = settings.compaction_on_publish
+        self.queued_ttl_s = settings.compaction_time_limit_s
         self.queue = WorkQueue(
             client,
             tasks.INDEX_QUEUE,
@@ -47,9 +52,21 @@ class Indexer:
     def _publish(self, event: JobSucceeded, subject: str) -> None:
         bus.publish(self.client, CloudEvent.wrap(event, source=SOURCE, subject=subject), maxlen=self.maxlen)
 
+    def _queue_compaction(self, collection: Collection, manifest: Manifest) -> None:
+        """Queue the collection's compaction when the tier rule has merging to do (once until it runs)."""
+        if not self.compact_on_publish or not tier_full(manifest, self.policy):
+            return
+        flag = keys.compaction_queued(collection.tenant, collection.name)
+        # The flag expires, so a queued message lost to a crash cannot block compaction for ever.
+        if self.client.set(flag, manifest.version, nx=True, ex=self.queued_ttl_s):
+            payload = tasks.CompactCollections(tenant=collection.tenant, collection=collection.name)
+            tasks.COMPACT_COLLECTIONS.send(self.broker, payload)
+            log.info("compaction.queued", collection=collection.name, version=manifest.version)
+
     def _finish(self, collection: Collection, job_id: str, outcome: Outcome, documents: int) -> None:
         if outcome.published and outcome.manifest is not None:
             m = outcome.manifest
+            self._queue_compaction(collection, m)
             announce(
                 self.client,
                 collection.tenant,

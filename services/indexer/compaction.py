@@ -1,16 +1,26 @@
-"""Compaction: merge a collection's small segments into one, drop tombstoned rows, go approximate when large.
+"""Compaction: merge a collection's segments by size tiers as they arrive, drop tombstoned rows.
 
-The merged segment is built without the collection lock (it can take a minute for an HNSW graph),
-then published through the normal path under the lock: a new manifest whose parent is the version
-live at that moment, LATEST and the document map moved by the same compare-and-set as a write.
-Writes that landed meanwhile are kept: a document whose document-map entry changed since the merge
-began (replaced, deleted, rolled back) is tombstoned in the merged segment, so its newer version
-stays the live one; every other merged document's entry moves to the merged segment, so later
-deletes and replacements tombstone the right segment.
+Segments fall into tiers by live vectors: tier ``t`` holds segments of ``base * factor**t`` up to
+``base * factor**(t+1)`` vectors (everything below ``base`` is tier 0). When a tier holds
+``merge_factor`` segments they are merged into one, which lands in the next tier, so a collection of
+``n`` vectors keeps fewer than ``merge_factor`` segments per tier: O(log n) segments, and every
+vector is rewritten O(log n) times. A merge reads and builds only its own segments (memory bounded by
+the merged segment's size); segments of ``max_segment`` vectors or more are not merged further. A
+merged segment of ``approximate_threshold`` vectors or more is approximate (HNSW or IVF), checked
+for recall at build (:mod:`shared.index.approximate`).
+
+The merged segment is built without the collection lock, then published through the normal path
+under the lock: a new manifest whose parent is the version live at that moment, LATEST and the
+document map moved by the same compare-and-set as a write. Writes that landed meanwhile are kept: a
+document whose document-map entry changed since the merge began (replaced, deleted, rolled back) is
+tombstoned in the merged segment, so its newer version stays the live one; every other merged
+document's entry moves to the merged segment, so later deletes and replacements tombstone the right
+segment.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +32,7 @@ import structlog
 from shared import clock
 from shared.errors import StaleIndex
 from shared.index import segments
-from shared.index.segments import HnswParams
+from shared.index.approximate import ApproximateKind, HnswParams, RecallTarget
 
 if TYPE_CHECKING:
     from services.indexer.publishing import Publisher
@@ -36,22 +46,46 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class Policy:
-    """When to compact and what to build."""
+    """When to merge and what to build."""
 
-    small_vectors: int  # flat segments below this are merged
+    tier_base: int  # segments below this many live vectors are tier 0
+    merge_factor: int  # a tier holding this many segments is merged into one (and tiers grow by it)
+    max_segment: int  # segments of this many live vectors or more are not merged (only rewritten)
     deleted_ratio: float  # a segment with this share of tombstones is rewritten
-    approximate_threshold: int  # a merged segment of this many vectors or more is HNSW
+    approximate_threshold: int  # a merged segment of this many vectors or more is approximate
+    approximate_kind: ApproximateKind
     hnsw: HnswParams
+    target: RecallTarget
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
         """The policy the settings describe."""
         return cls(
-            small_vectors=settings.compaction_small_segment_vectors,
+            tier_base=settings.compaction_tier_base_vectors,
+            merge_factor=settings.compaction_merge_factor,
+            max_segment=settings.compaction_max_segment_vectors,
             deleted_ratio=settings.compaction_deleted_ratio,
             approximate_threshold=settings.approximate_threshold,
+            approximate_kind=settings.approximate_kind,
             hnsw=HnswParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search),
+            target=RecallTarget(min_recall=settings.min_recall),
         )
+
+    def tier(self, vectors: int) -> int:
+        """The tier of a segment of ``vectors`` live vectors."""
+        if vectors < self.tier_base * self.merge_factor:
+            return 0
+        tier = int(math.log(vectors / self.tier_base, self.merge_factor))
+        # Float logs of exact powers can land just below the integer: settle it with integer arithmetic.
+        while self.tier_base * self.merge_factor ** (tier + 1) <= vectors:
+            tier += 1
+        while tier and self.tier_base * self.merge_factor**tier > vectors:
+            tier -= 1
+        return tier
+
+    def kind_for(self, vectors: int) -> SegmentKind:
+        """What a merged segment of ``vectors`` live vectors is built as."""
+        return self.approximate_kind if vectors >= self.approximate_threshold else "flat"
 
 
 @dataclass(frozen=True)
@@ -62,26 +96,46 @@ class Choice:
     kind: SegmentKind
 
 
+def _full_tier(segs: tuple[SegmentRef, ...], policy: Policy) -> list[SegmentRef]:
+    """The ``merge_factor`` smallest segments of the lowest tier holding that many (none: empty)."""
+    tiers: dict[int, list[SegmentRef]] = {}
+    for seg in segs:
+        if seg.live < policy.max_segment:
+            tiers.setdefault(policy.tier(seg.live), []).append(seg)
+    for tier in sorted(tiers):
+        members = tiers[tier]
+        if len(members) >= policy.merge_factor:
+            return sorted(members, key=lambda s: (s.live, s.id))[: policy.merge_factor]
+    return []
+
+
+def tier_full(manifest: Manifest, policy: Policy) -> bool:
+    """Whether a tier of ``manifest`` holds ``merge_factor`` segments (what a publish queues a merge for).
+
+    Tombstone-heavy segments alone do not count: they are rewritten by the compaction schedule (or
+    along with a merge), not after every delete.
+    """
+    return bool(_full_tier(manifest.segments, policy))
+
+
 def choose(manifest: Manifest, policy: Policy, *, full: bool = False) -> Choice | None:
     """What to compact in ``manifest`` (None: nothing worth it).
 
     - ``full``: every segment, into one (a rebuild);
-    - otherwise small flat segments and segments heavy with tombstones; once the flat segments hold
-      ``approximate_threshold`` live vectors together, all of them, into one HNSW segment.
+    - otherwise the lowest tier holding ``merge_factor`` segments (its smallest ones), else the
+      smallest segment heavy with tombstones, rewritten alone.
     """
     segs = manifest.segments
-    dirty = [s for s in segs if s.vectors and len(s.deleted) / s.vectors >= policy.deleted_ratio]
-    flats = [s for s in segs if s.kind == "flat"]
     if full:
         picked = list(segs)
-    elif sum(s.live for s in flats) >= policy.approximate_threshold:
-        picked = flats + [s for s in dirty if s.kind != "flat"]
     else:
-        picked = [s for s in segs if (s.kind == "flat" and s.vectors < policy.small_vectors) or s in dirty]
+        picked = _full_tier(segs, policy)
+        if not picked:
+            dirty = [s for s in segs if s.vectors and len(s.deleted) / s.vectors >= policy.deleted_ratio]
+            picked = sorted(dirty, key=lambda s: (s.live, s.id))[:1]
     if not picked:
         return None
-    live = sum(s.live for s in picked)
-    kind: SegmentKind = "hnsw" if live >= policy.approximate_threshold else "flat"
+    kind = policy.kind_for(sum(s.live for s in picked))
     if len(picked) == 1 and not picked[0].deleted and picked[0].kind == kind:
         return None  # already what compaction would build
     return Choice(tuple(picked), kind)
@@ -91,6 +145,7 @@ def choose(manifest: Manifest, policy: Policy, *, full: bool = False) -> Choice 
 class Result:
     """What one compaction of one collection did."""
 
+    tenant: str
     collection: str
     version: str
     merged: int  # segments merged
@@ -101,6 +156,8 @@ class Result:
     documents: int  # live documents of the new version
     segments: int  # segments of the new version
     seconds: float
+    search_param: int | None = None  # approximate segments: the efSearch / nprobe chosen at build
+    recall: float | None = None  # approximate segments: recall@10 measured with it
 
 
 def new_segment_id() -> str:
@@ -132,7 +189,10 @@ class Compactor:
         if not ids:
             return None
         seg_id = new_segment_id()
-        segment, files = segments.build(seg_id, vectors, ids, metadata, kind=choice.kind, hnsw=self.policy.hnsw)
+        segment, files = segments.build(
+            seg_id, vectors, ids, metadata, kind=choice.kind, hnsw=self.policy.hnsw, target=self.policy.target
+        )
+        del vectors  # the merge's largest buffer: gone before publishing
         segments.upload(self.store, ref, segment, files)
         merged = {s.id for s in choice.segments}
         with self.publisher.locked(ref):
@@ -151,39 +211,54 @@ class Compactor:
             outcome = self.publisher.replace_segments(ref, current, kept, updates)
         assert outcome.version is not None and outcome.manifest is not None
         result = Result(
+            tenant=ref.tenant,
             collection=ref.name,
             version=outcome.version,
             merged=len(choice.segments),
             segment=seg_id,
-            kind=choice.kind,
+            kind=segment.kind,
             vectors=len(ids),
             dropped=sum(s.vectors for s in choice.segments) - len(ids),
             documents=outcome.manifest.documents,
             segments=len(outcome.manifest.segments),
             seconds=round(time.perf_counter() - started, 3),
+            search_param=segment.search_param,
+            recall=segment.recall,
         )
-        log.info("index.compacted", tenant=ref.tenant, **result.__dict__)
+        log.info("index.compacted", **result.__dict__)
         return result
 
     def _live_rows(
         self, collection: Collection, choice: Choice
     ) -> tuple[list[str], np.ndarray[Any, Any], list[dict[str, Any]], dict[str, tuple[str, int] | None]]:
-        """The merged segments' live rows whose document map entry points at them, and those entries."""
+        """The merged segments' live rows whose document map entry points at them, and those entries.
+
+        One segment is loaded at a time and only its kept rows are copied out, so the peak is the
+        merged rows once plus one source segment.
+        """
         ref = collection.ref
         ids: list[str] = []
         parts: list[np.ndarray[Any, Any]] = []
         metadata: list[dict[str, Any]] = []
-        sources: list[str] = []
+        entries: dict[str, tuple[str, int] | None] = {}
         for seg in choice.segments:
-            loaded = segments.load(self.store, ref, seg)
+            loaded = segments.load(self.store, ref, seg, ivf_vectors=True)
             gone = set(seg.deleted)
             rows = [r for r, doc in enumerate(loaded.ids) if doc not in gone]
-            parts.append(np.asarray(loaded.vectors[rows], dtype=np.float32))
-            ids += [loaded.ids[r] for r in rows]
-            metadata += [loaded.metadata[r] for r in rows]
-            sources += [seg.id] * len(rows)
-        entries = self.publisher.entries(ref, ids)
-        keep = [i for i, doc in enumerate(ids) if (e := entries[doc]) is not None and e[0] == sources[i]]
-        vectors = np.concatenate(parts)[keep] if parts else np.zeros((0, 0), dtype=np.float32)
-        kept_ids = [ids[i] for i in keep]
-        return kept_ids, vectors, [metadata[i] for i in keep], {d: entries[d] for d in kept_ids}
+            found = self.publisher.entries(ref, [loaded.ids[r] for r in rows])
+            rows = [r for r in rows if (e := found[loaded.ids[r]]) is not None and e[0] == seg.id]
+            parts.append(np.array(loaded.vectors[rows], dtype=np.float32))
+            for r in rows:
+                doc = loaded.ids[r]
+                ids.append(doc)
+                metadata.append(loaded.metadata[r])
+                entries[doc] = found[doc]
+            del loaded
+        dim = next((p.shape[1] for p in parts), 0)
+        vectors = np.empty((len(ids), dim), dtype=np.float32)
+        at = 0
+        while parts:  # each part is freed once copied: no second full copy
+            part = parts.pop(0)
+            vectors[at : at + len(part)] = part
+            at += len(part)
+        return ids, vectors, metadata, entries

@@ -6,7 +6,8 @@ a summary, which :class:`shared.runtime.schedule_runs.ScheduleRuns` records for 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
@@ -14,6 +15,7 @@ from services.indexer import stats
 from services.indexer.cleanup import Cleaner
 from services.indexer.compaction import Compactor, Policy, Result
 from services.indexer.publishing import announce
+from shared import keys
 from shared.errors import PermanentError, StaleIndex
 from shared.messaging import tasks
 from shared.records import catalog
@@ -27,6 +29,10 @@ if TYPE_CHECKING:
     from shared.index.storage import ObjectStore
 
 log = structlog.get_logger(__name__)
+
+# Merges of one collection in one run: a publish fills at most one tier, and each merge can fill the
+# next, so a run needs about as many merges as there are tiers; the cap stops a run that never ends.
+MAX_MERGES_PER_RUN: Final = 64
 
 
 class Maintenance:
@@ -54,8 +60,12 @@ class Maintenance:
             for collection in catalog.list_all(self.client, tenant):
                 if payload.collection and collection.name != payload.collection:
                     continue
+                # The collection's compaction is running now: a publish from here on may queue the next one.
+                self.client.delete(keys.compaction_queued(tenant, collection.name))
                 try:
-                    result = self.compactor.compact(collection, full=payload.full)
+                    for result in self._merges(collection, full=payload.full):
+                        results.append(result)
+                        self._announce(tenant, collection.name, result)
                 except StaleIndex as exc:  # a rollback raced it: the next run picks it up
                     log.warning("compaction.skipped", collection=collection.name, reason=str(exc))
                     continue
@@ -63,17 +73,24 @@ class Maintenance:
                     log.exception("compaction.failed", tenant=tenant, collection=collection.name)
                     failed.append(f"{tenant}/{collection.name}: {type(exc).__name__}: {exc}")
                     continue
-                if result is not None:
-                    results.append(result)
-                    self._announce(tenant, collection.name, result)
         summary = (
-            f"compacted {len(results)} collections: {sum(r.merged for r in results)} segments merged, "
+            f"compacted {len({(r.tenant, r.collection) for r in results})} collections in {len(results)} merges: "
+            f"{sum(r.merged for r in results)} segments merged, "
             f"{sum(r.dropped for r in results)} tombstoned rows dropped, "
             f"{sum(1 for r in results if r.kind != 'flat')} approximate segments built"
         )
         if failed:
             raise PermanentError(f"{summary}; failed: {'; '.join(failed)}"[:2000])
         return summary
+
+    def _merges(self, collection: catalog.Collection, *, full: bool) -> Iterator[Result]:
+        """Merge until the tier rule is satisfied (one rebuild when ``full``): a merge can fill the next tier."""
+        for _ in range(MAX_MERGES_PER_RUN):
+            result = self.compactor.compact(collection, full=full)
+            if result is None:
+                return
+            yield result
+            full = False
 
     def _announce(self, tenant: str, collection: str, result: Result) -> None:
         announce(self.client, tenant, collection, result.version, result.documents, result.segments, maxlen=self.maxlen)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from shared import constants as c
 from shared.errors import CorruptObject, ObjectNotFound, PreconditionFailed
@@ -22,14 +22,21 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-SegmentKind = Literal["flat", "hnsw"]
+SegmentKind = Literal["flat", "hnsw", "ivf"]
+
+# Fields added after manifests were first written: left out of the JSON while unset, so a manifest
+# written before them serializes (and hashes to its version) exactly as it did.
+_OPTIONAL: Final = ("search_param", "recall")
 
 
 class SegmentRef(BaseModel):
     """One immutable segment and the documents of it that are deleted (or replaced) since.
 
-    ``kind``: ``flat`` is an exact scan (every batch's segment); ``hnsw`` an approximate graph index
-    that compaction builds above a size threshold, searched on its own by the gateway.
+    ``kind``: ``flat`` is an exact scan (every batch's segment); ``hnsw`` (a graph) and ``ivf``
+    (inverted lists) are approximate indexes that compaction builds for large tiers, each searched on
+    its own by the gateway with ``search_param`` (``efSearch`` or ``nprobe``), the smallest value
+    whose ``recall`` (recall@10 against exact search over the segment, measured at build) reached the
+    required minimum.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -39,6 +46,16 @@ class SegmentRef(BaseModel):
     vectors: int
     files: dict[str, str]  # file name -> SHA-256
     deleted: tuple[str, ...] = ()
+    search_param: int | None = None  # approximate segments: efSearch (hnsw) or nprobe (ivf)
+    recall: float | None = None  # approximate segments: recall@10 measured with search_param
+
+    @model_serializer(mode="wrap")
+    def _without_unset_optionals(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        data: dict[str, object] = handler(self)
+        for name in _OPTIONAL:
+            if data.get(name, 0) is None:
+                del data[name]
+        return data
 
     @property
     def live(self) -> int:

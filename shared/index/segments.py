@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
+import structlog
 
 from shared.errors import CorruptObject
+from shared.index import approximate
+from shared.index.approximate import Calibration, HnswParams, RecallTarget
 from shared.index.documents import metadata_line
 from shared.index.manifests import SegmentKind, SegmentRef, sha256
 
@@ -22,33 +25,48 @@ if TYPE_CHECKING:
 INDEX_FILE: Final = "index.faiss"
 DOCS_FILE: Final = "docs.jsonl.gz"
 
+log = structlog.get_logger(__name__)
 
-@dataclass(frozen=True)
-class HnswParams:
-    """How an HNSW segment is built: links per node, build beam, and the search beam stored with it."""
-
-    m: int
-    ef_construction: int
-    ef_search: int
+__all__ = ["DOCS_FILE", "INDEX_FILE", "HnswParams", "LoadedSegment", "RecallTarget", "build", "load", "upload"]
 
 
-def _index(vectors: np.ndarray[Any, Any], kind: SegmentKind, hnsw: HnswParams | None) -> faiss.Index:
+def _flat(vectors: np.ndarray[Any, Any]) -> faiss.Index:
     import faiss
 
-    dim = vectors.shape[1]
-    index: faiss.Index
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    else:
-        if hnsw is None:
-            raise ValueError("an HNSW segment needs HnswParams")
-        graph = faiss.IndexHNSWFlat(dim, hnsw.m, faiss.METRIC_INNER_PRODUCT)
-        graph.hnsw.efConstruction = hnsw.ef_construction
-        graph.hnsw.efSearch = hnsw.ef_search  # serialized with the index: what searches use (at least k)
-        index = graph
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    for start in range(0, len(vectors), approximate.ADD_CHUNK):
+        index.add(np.ascontiguousarray(vectors[start : start + approximate.ADD_CHUNK], dtype=np.float32))
     return index
+
+
+def _approximate(
+    segment_id: str, vectors: np.ndarray[Any, Any], kind: SegmentKind, hnsw: HnswParams, target: RecallTarget
+) -> tuple[faiss.Index, SegmentKind, Calibration | None, np.ndarray[Any, Any] | None]:
+    """An approximate index whose recall was measured (and its rows' order), or a flat one when none reached it."""
+    assert kind != "flat"
+    checked = approximate.build_checked(kind, vectors, hnsw, target)
+    chosen = checked.chosen
+    log.info(
+        "segment.checked",
+        segment=segment_id,
+        kind=kind,
+        vectors=len(vectors),
+        tries=[(t.search_param, t.recall) for t in checked.tries],
+        chosen=chosen.search_param if chosen else None,
+        min_recall=target.min_recall,
+    )
+    if chosen is None:
+        best = max((t.recall for t in checked.tries), default=None)
+        log.warning("segment.recall_short", segment=segment_id, kind=kind, best=best, min_recall=target.min_recall)
+        del checked
+        return _flat(vectors), "flat", None, None
+    # Stored in the index too, so a reader that ignores the manifest's value still searches with it.
+    index: Any = checked.index
+    if kind == "hnsw":
+        index.hnsw.efSearch = chosen.search_param
+    else:
+        index.nprobe = chosen.search_param
+    return index, kind, chosen, checked.order
 
 
 def build(
@@ -59,20 +77,46 @@ def build(
     *,
     kind: SegmentKind = "flat",
     hnsw: HnswParams | None = None,
+    target: RecallTarget | None = None,
 ) -> tuple[SegmentRef, dict[str, bytes]]:
-    """Build an inner-product segment (exact ``flat`` or approximate ``hnsw``); returns its manifest entry, files."""
+    """Build an inner-product segment; returns its manifest entry and files.
+
+    ``flat`` is exact; ``hnsw`` and ``ivf`` are approximate: the index is checked against exact
+    search over the segment's own vectors (:func:`shared.index.approximate.build_checked`) and stored
+    with the search parameter that reaches ``target`` -- or built flat when none does. (An approximate
+    segment's rows may come in another order than ``ids``: the sidecar follows the index.)
+    """
     import faiss
 
     if len(ids) != len(vectors) or len(ids) != len(metadata):
         raise ValueError("ids, vectors and metadata differ in length")
-    index = _index(vectors, kind, hnsw)
+    calibration: Calibration | None = None
+    index: faiss.Index
+    if kind == "flat" or not len(vectors):
+        index, kind = _flat(vectors) if len(vectors) else faiss.IndexFlatIP(vectors.shape[1]), "flat"
+    else:
+        if hnsw is None:
+            raise ValueError("an approximate segment needs HnswParams")
+        index, kind, calibration, order = _approximate(segment_id, vectors, kind, hnsw, target or RecallTarget())
+        if order is not None:
+            ids, metadata = [ids[r] for r in order], [metadata[r] for r in order]
+    serialized = faiss.serialize_index(index)
+    del index
     files = {
-        INDEX_FILE: faiss.serialize_index(index).tobytes(),
+        INDEX_FILE: serialized.tobytes(),
         DOCS_FILE: gzip.compress(
             b"\n".join(metadata_line(i, m) for i, m in zip(ids, metadata, strict=True)), 1, mtime=0
         ),
     }
-    ref = SegmentRef(id=segment_id, kind=kind, vectors=len(ids), files={n: sha256(b) for n, b in files.items()})
+    del serialized
+    ref = SegmentRef(
+        id=segment_id,
+        kind=kind,
+        vectors=len(ids),
+        files={n: sha256(b) for n, b in files.items()},
+        search_param=calibration.search_param if calibration else None,
+        recall=calibration.recall if calibration else None,
+    )
     return ref, files
 
 
@@ -87,7 +131,8 @@ class LoadedSegment:
     """A segment in memory: its vectors (one row per document) and its rows' ids and metadata.
 
     ``vectors`` may be a view into memory owned by another object (a merged FAISS index);
-    ``owner`` keeps that object alive as long as the view is.
+    ``owner`` keeps that object alive as long as the view is. An IVF segment's are empty unless
+    loaded with ``ivf_vectors`` (see :func:`load`).
     """
 
     id: str
@@ -98,6 +143,7 @@ class LoadedSegment:
     rows: dict[str, int] = field(default_factory=dict)  # document id -> row
     kind: SegmentKind = "flat"
     nbytes: int = 0  # size of the serialized index: what it holds in memory, near enough
+    search_param: int | None = None  # approximate segments: the efSearch / nprobe its manifest entry chose
 
     def __post_init__(self) -> None:
         if not self.rows:
@@ -105,7 +151,9 @@ class LoadedSegment:
 
     def rebased(self, vectors: np.ndarray[Any, np.dtype[np.float32]], owner: object) -> LoadedSegment:
         """The same segment with its vectors moved to ``vectors`` (owned by ``owner``)."""
-        return LoadedSegment(self.id, vectors, self.ids, self.metadata, owner, self.rows, self.kind, self.nbytes)
+        return LoadedSegment(
+            self.id, vectors, self.ids, self.metadata, owner, self.rows, self.kind, self.nbytes, self.search_param
+        )
 
     @property
     def approximate(self) -> bool:
@@ -140,8 +188,12 @@ def read_ids(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> lis
     return [r["id"] for r in _rows(segment, _fetch(store, ref, segment, DOCS_FILE))]
 
 
-def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> LoadedSegment:
+def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, *, ivf_vectors: bool = False) -> LoadedSegment:
     """Fetch, verify and open a segment.
+
+    An IVF segment keeps its rows in its inverted lists, not in one array: its ``vectors`` are an
+    empty ``(0, dim)`` array unless ``ivf_vectors`` asks for a copy (what a merge reads), so a
+    gateway holds its vectors once.
 
     Raises:
         CorruptObject: a file's SHA-256 differs from the manifest's, or it fails to parse.
@@ -164,7 +216,12 @@ def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> LoadedS
         if not isinstance(index, faiss.IndexHNSWFlat):
             raise CorruptObject(f"segment {segment.id} is not the HNSW index its manifest says")
         index = faiss.downcast_index(index.storage)  # the graph's own flat rows
-    if not index.ntotal:
+    elif segment.kind == "ivf":
+        if not isinstance(index, faiss.IndexIVFFlat):
+            raise CorruptObject(f"segment {segment.id} is not the IVF index its manifest says")
+        if ivf_vectors:
+            index.make_direct_map()  # rows by id: what reconstruction reads
+    if not index.ntotal or (segment.kind == "ivf" and not ivf_vectors):
         vectors = np.zeros((0, index.d), dtype=np.float32)
     elif isinstance(index, faiss.IndexFlat):  # a view of the index's own rows: no copy
         vectors = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
@@ -172,4 +229,13 @@ def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> LoadedS
         vectors = index.reconstruct_n(0, index.ntotal)
     ids = [r["id"] for r in rows]
     metadata = [r["metadata"] for r in rows]
-    return LoadedSegment(segment.id, vectors, ids, metadata, owner, kind=segment.kind, nbytes=len(blobs[INDEX_FILE]))
+    return LoadedSegment(
+        segment.id,
+        vectors,
+        ids,
+        metadata,
+        owner,
+        kind=segment.kind,
+        nbytes=len(blobs[INDEX_FILE]),
+        search_param=segment.search_param,
+    )

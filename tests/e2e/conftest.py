@@ -67,6 +67,9 @@ def start_stack(data_dir: Path, *, extra_env: dict[str, str] | None = None) -> S
             "SEMAFLOW_WORKER_POLL_MS": "50",
             # No hourly compaction in the middle of a test that counts segments or versions.
             "SEMAFLOW_SCHEDULES": '{"compaction": {"enabled": false}}',
+            "SEMAFLOW_COMPACTION_ON_PUBLISH": "false",
+            # A tier of three segments is full: what a test runs by hand merges the few batches it wrote.
+            "SEMAFLOW_COMPACTION_MERGE_FACTOR": "3",
             "SEMAFLOW_RATE_LIMIT_ENABLED": "false",
             **(extra_env or {}),
         }

@@ -12,8 +12,8 @@ import numpy as np
 if TYPE_CHECKING:
     from services.gateway.search.snapshots import LiveSegment, Snapshot
 
-# Below this share of allowed rows (a selective filter, many tombstones), an HNSW segment is scanned
-# exactly: the graph would mostly walk excluded rows and come back short of k anyway.
+# Below this share of allowed rows (a selective filter, many tombstones), an approximate segment is
+# scanned exactly: the index would mostly visit excluded rows and come back short of k anyway.
 EXACT_BELOW_SHARE = 0.02
 
 
@@ -106,11 +106,13 @@ def _search_flat(snapshot: Snapshot, q: np.ndarray[Any, Any], k: int, filters: d
 def _search_approximate(
     live: LiveSegment, q: np.ndarray[Any, Any], k: int, filters: dict[str, Any] | None
 ) -> list[Hit]:
-    """Search one HNSW segment, tombstones and filters excluded, without coming back short of k.
+    """Search one approximate (HNSW or IVF) segment, tombstones and filters excluded, without coming back short of k.
 
-    The graph skips excluded rows (FAISS ``IDSelector``) but explores only ``efSearch`` candidates,
-    so when most rows are excluded it can find fewer than ``k`` allowed ones: then, or when the
-    allowed rows are too few for the graph to pay, the segment's own flat rows are scanned exactly.
+    The index is searched with the parameter its manifest entry chose at build (``efSearch`` or
+    ``nprobe``, the smallest that reached the required recall). It skips excluded rows (FAISS
+    ``IDSelector``) but explores only so many candidates, so when most rows are excluded it can find
+    fewer than ``k`` allowed ones: then, or when the allowed rows are too few for the index to pay,
+    the segment is scanned exactly (a graph's own flat rows; every list of an IVF one).
     """
     import faiss
 
@@ -119,22 +121,33 @@ def _search_approximate(
     kk = min(k, allowed)
     if kk == 0:
         return []
-    owner: Any = live.segment.owner
-    graph: Any = faiss.downcast_index(owner)  # IndexHNSWFlat (its stubs lack .hnsw)
-    total = int(graph.ntotal)
+    seg = live.segment
+    owner: Any = seg.owner
+    index: Any = faiss.downcast_index(owner)  # IndexHNSWFlat or IndexIVFFlat (their stubs lack fields)
+    total = int(index.ntotal)
     bitmap = None if allowed == total else np.packbits(mask, bitorder="little")
     selector = faiss.IDSelectorBitmap(total, faiss.swig_ptr(bitmap)) if bitmap is not None else None
+    ivf = seg.kind == "ivf"
     rows = np.zeros((1, 0), dtype=np.int64)
     if allowed >= total * EXACT_BELOW_SHARE:
-        params = faiss.SearchParametersHNSW(efSearch=max(int(graph.hnsw.efSearch), kk))  # type: ignore[attr-defined]
+        if ivf:
+            params = faiss.SearchParametersIVF(nprobe=seg.search_param or int(index.nprobe))  # type: ignore[call-arg]
+        else:
+            ef = max(seg.search_param or int(index.hnsw.efSearch), kk)
+            params = faiss.SearchParametersHNSW(efSearch=ef)  # type: ignore[attr-defined]
         if selector is not None:
             params.sel = selector
-        scores, rows = graph.search(q, kk, params=params)
+        scores, rows = index.search(q, kk, params=params)
     if int((rows >= 0).sum()) < kk:
-        storage = faiss.downcast_index(graph.storage)
-        exact = faiss.SearchParameters(sel=selector) if selector is not None else None  # type: ignore[call-arg]
-        scores, rows = storage.search(q, kk, params=exact)
-    seg = live.segment
+        if ivf:  # probing every list of an IVF-Flat index is an exact scan
+            exact = faiss.SearchParametersIVF(nprobe=int(index.nlist))  # type: ignore[call-arg]
+            if selector is not None:
+                exact.sel = selector
+            scores, rows = index.search(q, kk, params=exact)
+        else:
+            storage = faiss.downcast_index(index.storage)
+            flat = faiss.SearchParameters(sel=selector) if selector is not None else None  # type: ignore[call-arg]
+            scores, rows = storage.search(q, kk, params=flat)
     return [
         Hit(seg.ids[row], score, seg.metadata[row])
         for score, row in zip(scores[0].tolist(), rows[0].tolist(), strict=True)

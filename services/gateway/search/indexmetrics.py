@@ -36,6 +36,10 @@ _GAUGES: tuple[tuple[str, str], ...] = (
     ("semaflow_index_segments", "Segments of the collection's live index."),
     ("semaflow_index_memory_bytes", "Bytes the collection's live index occupies (its index files)."),
     ("semaflow_index_age_seconds", "Seconds since the collection's live version was published."),
+    (
+        "semaflow_index_min_recall",
+        "Lowest recall@10 against exact search measured at build among the collection's approximate segments.",
+    ),
 )
 
 
@@ -47,6 +51,7 @@ def stats_info(stats: IndexStats | None, now: datetime | None = None) -> IndexSt
         vectors=stats.vectors,
         segments=stats.segments,
         approximate_segments=stats.approximate_segments,
+        min_recall=stats.min_recall,
         memory_bytes=stats.memory_bytes,
         index_age_seconds=stats.age_seconds(now or clock.now()),
         version=stats.version,
@@ -75,6 +80,8 @@ class IndexStatsCollector(Collector):
             families["semaflow_index_memory_bytes"].add_metric(labels, stats.memory_bytes)
             if (age := stats.age_seconds(now)) is not None:
                 families["semaflow_index_age_seconds"].add_metric(labels, age)
+            if stats.min_recall is not None:  # only collections with approximate segments have one
+                families["semaflow_index_min_recall"].add_metric(labels, stats.min_recall)
         yield from families.values()
 
     async def refresh(self, client: aioredis.Redis) -> None:

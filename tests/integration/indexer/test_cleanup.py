@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,15 +12,15 @@ from services.indexer.cleanup import Cleaner
 from services.indexer.compaction import Compactor, Policy
 from services.indexer.publishing import Publisher
 from shared import keys
+from shared.config import Settings
 from shared.errors import Cancelled
 from shared.index import manifests
-from shared.index.segments import HnswParams
 from shared.index.storage import LocalStore
 from shared.records import jobs
 from shared.records.catalog import Collection
 from tests.integration.indexer.staging import live_ids, load_live, make_collection, stage, top_ids, unit_vectors
 
-POLICY = Policy(small_vectors=10_000, deleted_ratio=0.2, approximate_threshold=50_000, hnsw=HnswParams(16, 40, 32))
+POLICY = dataclasses.replace(Policy.from_settings(Settings()), merge_factor=6)
 LATER = datetime.now(UTC) + timedelta(days=8)  # every object written by the test is then 8 days old
 
 

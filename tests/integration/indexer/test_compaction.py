@@ -4,6 +4,7 @@ writes landing meanwhile, and the recall of an approximate (HNSW) compaction aga
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -14,12 +15,15 @@ from services.indexer.compaction import Compactor, Policy
 from services.indexer.publishing import Publisher
 from shared import keys
 from shared.config import Settings
-from shared.index.segments import HnswParams
+from shared.index.approximate import ApproximateKind
 from shared.index.storage import LocalStore
 from shared.records.catalog import Collection
 from tests.integration.indexer.staging import live_ids, load_live, make_collection, stage, top_ids, unit_vectors
 
-SMALL = Policy(small_vectors=10_000, deleted_ratio=0.2, approximate_threshold=50_000, hnsw=HnswParams(32, 200, 128))
+
+def tiered(merge_factor: int = 10, **overrides: Any) -> Policy:
+    """The default policy with ``merge_factor`` (and other fields) overridden."""
+    return dataclasses.replace(Policy.from_settings(Settings()), merge_factor=merge_factor, **overrides)
 
 
 @pytest.fixture
@@ -27,8 +31,11 @@ def collection(redis_client: redis.Redis) -> Collection:
     return make_collection(redis_client)
 
 
-def _write_batches(publisher: Publisher, store: LocalStore, collection: Collection, batches: int, size: int) -> Any:
-    vectors = unit_vectors(batches * size, seed=1, clusters=20)
+def _write_batches(
+    publisher: Publisher, store: LocalStore, collection: Collection, batches: int, size: int, extra: int = 0
+) -> Any:
+    """Write ``batches`` batches; returns their vectors plus ``extra`` more of the same distribution (queries)."""
+    vectors = unit_vectors(batches * size + extra, seed=1, clusters=20)
     for b in range(batches):
         ids = [f"d{b * size + i}" for i in range(size)]
         stage(store, collection, f"b{b:03d}", ids, vectors[b * size : (b + 1) * size])
@@ -46,7 +53,7 @@ def test_small_segments_merge_into_one_without_their_tombstones(
     queries = unit_vectors(5, seed=9)
     expected = [top_ids(before, q, 10) for q in queries]
 
-    result = Compactor(store, publisher, SMALL).compact(collection)
+    result = Compactor(store, publisher, tiered(merge_factor=12)).compact(collection)
 
     assert result is not None and (result.merged, result.kind, result.vectors, result.dropped) == (12, "flat", 597, 3)
     manifest = publisher.current(collection.ref)
@@ -70,7 +77,7 @@ def test_nothing_to_do_leaves_the_version_alone(
     publisher = Publisher(redis_client, store)
     _write_batches(publisher, store, collection, batches=1, size=20)
     version = redis_client.get(keys.latest("acme", "docs"))
-    assert Compactor(store, publisher, SMALL).compact(collection) is None
+    assert Compactor(store, publisher, tiered()).compact(collection) is None
     assert redis_client.get(keys.latest("acme", "docs")) == version
 
 
@@ -102,7 +109,7 @@ def test_writes_that_land_while_compacting_are_kept(redis_client: redis.Redis, t
         publisher.delete(collection, ("d60",), write_seq=51)
 
     store.on_merged_upload = concurrent_writes
-    result = Compactor(store, publisher, SMALL).compact(collection)
+    result = Compactor(store, publisher, tiered(merge_factor=4)).compact(collection)
 
     assert result is not None
     manifest = publisher.current(collection.ref)
@@ -119,24 +126,30 @@ def test_writes_that_land_while_compacting_are_kept(redis_client: redis.Redis, t
     assert redis_client.hget(docmap, "d7") == f"{result.segment}:1".encode()
 
 
-def test_above_the_threshold_compaction_builds_hnsw_with_recall_at_10_of_at_least_095(
-    redis_client: redis.Redis, store: LocalStore, collection: Collection
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_above_the_threshold_compaction_builds_an_approximate_segment_with_recall_at_10_of_at_least_095(
+    redis_client: redis.Redis, store: LocalStore, collection: Collection, kind: ApproximateKind
 ) -> None:
     # Given 4,000 vectors in 40 batch segments, 40 of them deleted, and a threshold forced down to 2,000,
     publisher = Publisher(redis_client, store)
-    vectors = _write_batches(publisher, store, collection, batches=40, size=100)
+    vectors = _write_batches(publisher, store, collection, batches=40, size=100, extra=200)
     publisher.delete(collection, tuple(f"d{i}" for i in range(0, 4000, 100)), write_seq=1000)
-    policy = Policy.from_settings(Settings(approximate_threshold=2_000))  # default HNSW parameters
+    settings = Settings(approximate_threshold=2_000, approximate_kind=kind)  # default HNSW parameters
+    policy = dataclasses.replace(Policy.from_settings(settings), merge_factor=40)
 
     # When compaction runs,
     result = Compactor(store, publisher, policy).compact(collection)
 
-    # Then one HNSW segment holds the live rows, and its top 10 agree with exact search on 95 % or more.
-    assert result is not None and result.kind == "hnsw" and result.vectors == 3960
+    # Then one approximate segment holds the live rows, checked at build: its recall and parameter are in the manifest,
+    assert result is not None and result.kind == kind and result.vectors == 3960
+    assert result.recall is not None and result.recall >= 0.95 and result.search_param is not None
+    manifest = publisher.current(collection.ref)
+    assert manifest is not None and manifest.segments[0].search_param == result.search_param
+    # and its top 10 agree with exact search on 95 % or more for held-out queries of the same distribution.
     snapshot = load_live(publisher, store, collection)
     assert len(snapshot.approximate) == 1 and not snapshot.flat
     live = np.array([i for i in range(4000) if i % 100], dtype=np.int64)
-    queries = unit_vectors(200, seed=77, clusters=20)
+    queries = vectors[4000:]
     exact = np.argsort(-(queries @ vectors[live].T), axis=1)[:, :10]
     found = 0
     for q, truth in zip(queries, exact, strict=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -26,14 +26,6 @@ from tests.integration.indexer.staging import load_live, make_collection, stage,
 from tests.streams import events_of
 
 T = TypeVar("T")
-
-
-@pytest.fixture
-def indexer(settings: Settings, store: LocalStore) -> Iterator[None]:
-    service = build_indexer(settings, store=store)
-    worker, heartbeat = service.start()
-    yield
-    service.stop(worker, heartbeat)
 
 
 def _wait(check: Callable[[], T | None], timeout_s: float = 60) -> T:
@@ -59,8 +51,12 @@ def _finished_run(client: redis.Redis, schedule: Schedule) -> schedule_state.Las
 
 
 def test_compaction_and_statistics_run_from_the_queue_and_report_success(
-    indexer: None, settings: Settings, store: LocalStore, redis_client: redis.Redis
+    settings: Settings, store: LocalStore, redis_client: redis.Redis
 ) -> None:
+    # A tier of three segments is full: the scheduled run merges them.
+    settings = settings.model_copy(update={"compaction_merge_factor": 3})
+    service = build_indexer(settings, store=store)
+    worker, heartbeat = service.start()
     collection = make_collection(redis_client)
     publisher = Publisher(redis_client, store)
     vectors = unit_vectors(30, seed=1)
@@ -90,6 +86,7 @@ def test_compaction_and_statistics_run_from_the_queue_and_report_success(
     age = parsed.age_seconds(datetime.now(UTC))
     assert parsed.index_created_at is not None and age is not None and 0 <= age < 60
     broker.close()
+    service.stop(worker, heartbeat)
 
 
 def test_cleanup_runs_from_the_queue_reports_what_it_removed_and_keeps_the_live_index(

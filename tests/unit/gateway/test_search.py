@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from services.gateway.search.engine import search_pool, search_snapshot
 from services.gateway.search.snapshots import Snapshot
 from shared.index.documents import normalize
 from shared.index.layout import CollectionRef
+from shared.index.manifests import SegmentKind
 from shared.index.segments import LoadedSegment
+from shared.index.storage import LocalStore
 
 
 def _segment(seg_id: str, vectors: np.ndarray[Any, Any], ids: list[str], meta: list[dict[str, Any]]) -> LoadedSegment:
@@ -84,28 +88,38 @@ def test_search_pool_threads_use_the_configured_faiss_threads() -> None:
         pool.shutdown()
 
 
-def _hnsw_snapshot(n: int = 3000, deleted: tuple[str, ...] = ()) -> tuple[Snapshot, np.ndarray[Any, Any]]:
-    """A snapshot of one HNSW segment (as compaction builds it) plus one small flat segment."""
-    import faiss
+def _approximate_snapshot(
+    root: Path, kind: SegmentKind = "hnsw", n: int = 3000, deleted: tuple[str, ...] = ()
+) -> tuple[Snapshot, np.ndarray[Any, Any]]:
+    """A snapshot of one approximate segment (built and loaded as compaction and a gateway do) plus a small flat one.
 
-    from shared.index.segments import HnswParams, build
+    The vectors are random, where a graph or IVF index reaches only modest recall: the minimum is set
+    low so the segment stays approximate (a real minimum would have it built flat).
+    """
+    from shared.index import segments
+    from shared.index.segments import HnswParams, RecallTarget, build
 
     rng = np.random.default_rng(11)
     v = normalize(rng.normal(size=(n + 10, 384)))
     ids = [f"h{i}" for i in range(n)]
     meta = [{"even": i % 2 == 0} for i in range(n)]
-    _ref, files = build("big", v[:n], ids, meta, kind="hnsw", hnsw=HnswParams(16, 64, 64))
-    owner = faiss.deserialize_index(np.frombuffer(files["index.faiss"], dtype=np.uint8))
-    graph: Any = faiss.downcast_index(owner)
-    storage: Any = faiss.downcast_index(graph.storage)
-    rows = faiss.rev_swig_ptr(storage.get_xb(), n * 384).reshape(n, 384)
-    big = LoadedSegment("big", rows, ids, meta, owner, kind="hnsw", nbytes=len(files["index.faiss"]))
+    target = RecallTarget(min_recall=0.3)
+    ref, files = build("big", v[:n], ids, meta, kind=kind, hnsw=HnswParams(16, 64, 64), target=target)
+    assert ref.kind == kind and ref.search_param is not None
+    store, where = LocalStore(root), CollectionRef("t", "c", "x")
+    segments.upload(store, where, ref, files)
+    big = segments.load(store, where, ref)
+    assert big.search_param == ref.search_param
     small = _segment("small", v[n:], [f"s{i}" for i in range(10)], [{"even": True}] * 10)
-    return Snapshot.build(CollectionRef("t", "c", "x"), "v2", [(big, deleted), (small, ())]), v
+    return Snapshot.build(where, "v2", [(big, deleted), (small, ())]), v
 
 
-def test_hnsw_and_flat_segments_are_searched_and_merged() -> None:
-    snapshot, v = _hnsw_snapshot()
+KINDS = pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+
+
+@KINDS
+def test_approximate_and_flat_segments_are_searched_and_merged(tmp_path: Path, kind: SegmentKind) -> None:
+    snapshot, v = _approximate_snapshot(tmp_path, kind)
     assert [s.segment.id for s in snapshot.flat] == ["small"]
     assert [s.segment.id for s in snapshot.approximate] == ["big"]
     q = normalize((v[5] + v[3002]).reshape(1, -1))[0]
@@ -115,16 +129,20 @@ def test_hnsw_and_flat_segments_are_searched_and_merged() -> None:
     assert snapshot.memory_bytes > 3000 * 384 * 4
 
 
-def test_tombstoned_rows_of_an_hnsw_segment_never_return_and_k_is_kept() -> None:
+@KINDS
+def test_tombstoned_rows_of_an_approximate_segment_never_return_and_k_is_kept(
+    tmp_path: Path, kind: SegmentKind
+) -> None:
     deleted = tuple(f"h{i}" for i in range(0, 3000, 3))
-    snapshot, v = _hnsw_snapshot(deleted=deleted)
+    snapshot, v = _approximate_snapshot(tmp_path, kind, deleted=deleted)
     hits = search_snapshot(snapshot, v[3], 50)
     assert len(hits) == 50
     assert not {h.id for h in hits} & set(deleted)
 
 
-def test_a_selective_filter_on_an_hnsw_segment_still_returns_k_hits() -> None:
-    snapshot, v = _hnsw_snapshot()
+@KINDS
+def test_a_selective_filter_on_an_approximate_segment_still_returns_k_hits(tmp_path: Path, kind: SegmentKind) -> None:
+    snapshot, v = _approximate_snapshot(tmp_path, kind)
     # Only 20 rows of 3,010 allowed: far too few for the graph walk to find them, so it scans exactly.
     for i in range(20):
         snapshot.approximate[0].segment.metadata[i * 100]["rare"] = True
@@ -132,11 +150,35 @@ def test_a_selective_filter_on_an_hnsw_segment_still_returns_k_hits() -> None:
     assert len(hits) == 10 and all(h.metadata.get("rare") for h in hits)
 
 
-def test_when_the_graph_walk_comes_back_short_the_segment_is_scanned_exactly() -> None:
-    snapshot, v = _hnsw_snapshot()
+@KINDS
+def test_when_the_index_comes_back_short_the_segment_is_scanned_exactly(tmp_path: Path, kind: SegmentKind) -> None:
+    snapshot, v = _approximate_snapshot(tmp_path, kind)
     # 5 % of the rows allowed, k=100: more than a 64-wide beam finds among excluded neighbours.
     for row, meta in enumerate(snapshot.approximate[0].segment.metadata):
         meta["sparse"] = row % 20 == 0
     hits = search_snapshot(snapshot, v[1], 100, {"sparse": True})
     assert len(hits) == 100 and all(h.metadata["sparse"] for h in hits)
     assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
+
+
+@KINDS
+def test_an_approximate_segment_is_searched_with_the_parameter_of_its_manifest_entry(
+    tmp_path: Path, kind: SegmentKind
+) -> None:
+    import faiss
+
+    snapshot, v = _approximate_snapshot(tmp_path, kind)
+    big = snapshot.approximate[0].segment
+    index: Any = faiss.downcast_index(big.owner)  # type: ignore[arg-type]
+    queries = normalize(v[:40] + np.random.default_rng(5).normal(scale=0.05, size=(40, 384)))
+    names = [f"h{i}" for i in range(3000)] + [f"s{i}" for i in range(10)]
+    exact = [{names[r] for r in np.argsort(-(v @ q))[:10]} for q in queries]
+
+    def recall() -> float:
+        found = [{h.id for h in search_snapshot(snapshot, q, 10)} for q in queries]
+        return sum(len(f & e) for f, e in zip(found, exact, strict=True)) / 400
+
+    # The chosen parameter (low: random vectors, a low minimum) misses neighbours; the largest finds them all.
+    low = recall()
+    big.search_param = int(index.nlist) if kind == "ivf" else 3000
+    assert low < 1.0 and recall() == 1.0

@@ -59,3 +59,34 @@ def test_tampered_manifest_is_rejected(store: LocalStore) -> None:
     store.put(key, store.get(key).replace(b'"vectors": 3', b'"vectors": 4'))
     with pytest.raises(CorruptObject):
         manifests.read(store, REF, m.version)
+
+
+# Written before segments recorded a search parameter and a measured recall (the version is its content's).
+OLD_MANIFEST = b"""{"tenant": "acme", "collection": "docs", "collection_id": "c0ffee", "sequence": 7,
+ "parent": "0000000006-0123456789abcdef", "created_at": "2026-01-01T00:00:00Z", "dim": 384,
+ "metric": "inner_product", "segments": [
+  {"id": "c0000000000001-abcd1234", "kind": "hnsw", "vectors": 3,
+   "files": {"index.faiss": "abababababababababababababababababababababababababababababababab",
+             "docs.jsonl.gz": "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd"},
+   "deleted": ["d2"]},
+  {"id": "b1", "kind": "flat", "vectors": 2,
+   "files": {"index.faiss": "efefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefef"}, "deleted": []}],
+ "version": "0000000007-e8f830a8a701ac34"}"""
+
+
+def test_a_manifest_written_before_search_parameters_loads_with_its_version(store: LocalStore) -> None:
+    version = "0000000007-e8f830a8a701ac34"
+    store.put(REF.manifest_key(version), OLD_MANIFEST)
+    loaded = manifests.read(store, REF, version)  # verifies the version against the content
+    assert [(s.kind, s.search_param, s.recall) for s in loaded.segments] == [("hnsw", None, None), ("flat", None, None)]
+    assert "search_param" not in loaded.model_dump_json() and loaded.sealed().version == version
+
+
+def test_a_segments_search_parameter_and_recall_are_part_of_the_version(store: LocalStore) -> None:
+    plain = _manifest()
+    seg = plain.segments[0].model_copy(update={"kind": "hnsw", "search_param": 64, "recall": 0.97})
+    checked = plain.model_copy(update={"segments": (seg,)}).sealed()
+    assert checked.version != plain.version
+    manifests.write(store, REF, checked)
+    again = manifests.read(store, REF, checked.version)
+    assert (again.segments[0].search_param, again.segments[0].recall) == (64, 0.97)

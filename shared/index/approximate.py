@@ -1,0 +1,192 @@
+"""Approximate segment indexes (HNSW graphs, IVF lists), built in chunks and checked for recall.
+
+An approximate index is never trusted on its parameters alone: :func:`build_checked` draws queries
+from the segment's own vectors (held out of the index while it is checked), finds their exact top-k
+by inner product over the segment, and raises the search parameter (HNSW ``efSearch``, IVF
+``nprobe``) step by step until recall@k reaches the asked minimum. The parameter found and the
+recall measured are stored in the manifest and the gateway searches the segment with that
+parameter; when no step up to the cap reaches the minimum the segment is built exact (flat) instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import faiss
+
+ApproximateKind = Literal["hnsw", "ivf"]
+
+# Vectors added to an index per call: FAISS copies each chunk into the index, so the peak beyond the
+# index itself is one chunk (~30 MB at 384 dimensions), not a second copy of the segment.
+ADD_CHUNK: Final = 20_000
+
+# Exact ground truth is computed against this many segment rows at a time (200 queries x 50,000
+# rows of scores: 40 MB), so checking a segment of millions of vectors needs no n x n matrix.
+TRUTH_CHUNK: Final = 50_000
+
+# IVF: lists per segment ~ 4 sqrt(n) (the FAISS guideline), trained on up to 64 vectors per list,
+# and probing more than a quarter of the lists is rejected: such a segment is scanned nearly whole,
+# so an exact (flat) one costs about the same and is always right.
+IVF_LISTS_PER_SQRT: Final = 4
+IVF_TRAIN_PER_LIST: Final = 64
+IVF_MAX_PROBE_SHARE: Final = 0.25
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    """How an HNSW segment is built: links per node, build beam, and the largest search beam tried."""
+
+    m: int
+    ef_construction: int
+    ef_search: int  # the cap of the calibration ladder (and the beam of an unchecked graph)
+
+
+@dataclass(frozen=True)
+class RecallTarget:
+    """What every approximate segment must show before it is published."""
+
+    min_recall: float = 0.95  # recall@k against exact search, on queries drawn from the segment
+    queries: int = 200
+    k: int = 10
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The search parameter chosen for an approximate index and the recall measured with it."""
+
+    search_param: int
+    recall: float
+
+
+def ivf_lists(n: int) -> int:
+    """How many IVF lists a segment of ``n`` vectors gets."""
+    return max(1, round(IVF_LISTS_PER_SQRT * math.sqrt(n)))
+
+
+def ladder(kind: ApproximateKind, index: faiss.Index, hnsw: HnswParams) -> list[int]:
+    """The search parameters tried, smallest first: doubling up to the cap."""
+    if kind == "hnsw":
+        cap, value = max(hnsw.ef_search, 16), 16
+    else:
+        cap, value = max(1, int(_ivf(index).nlist * IVF_MAX_PROBE_SHARE)), 1
+    steps = []
+    while value < cap:
+        steps.append(value)
+        value *= 2
+    return [*steps, cap]
+
+
+def _ivf(index: faiss.Index) -> Any:
+    import faiss
+
+    return faiss.extract_index_ivf(index)
+
+
+def _empty(kind: ApproximateKind, dim: int, n: int, hnsw: HnswParams) -> Any:
+    import faiss
+
+    if kind == "hnsw":
+        graph = faiss.IndexHNSWFlat(dim, hnsw.m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = hnsw.ef_construction
+        return graph
+    return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, ivf_lists(n), faiss.METRIC_INNER_PRODUCT)
+
+
+def _add(index: Any, vectors: np.ndarray[Any, Any], rows: np.ndarray[Any, Any]) -> None:
+    """Add ``vectors[rows]`` in chunks: the peak beyond the index is one chunk."""
+    for start in range(0, len(rows), ADD_CHUNK):
+        index.add(np.ascontiguousarray(vectors[rows[start : start + ADD_CHUNK]], dtype=np.float32))
+
+
+def search_params(kind: ApproximateKind, value: int) -> Any:
+    """FAISS search parameters for ``kind`` with its parameter set to ``value``."""
+    import faiss
+
+    if kind == "hnsw":
+        return faiss.SearchParametersHNSW(efSearch=value)  # type: ignore[attr-defined]
+    return faiss.SearchParametersIVF(nprobe=value)  # type: ignore[call-arg]
+
+
+def exact_top(
+    vectors: np.ndarray[Any, Any], queries: np.ndarray[Any, Any], k: int, rows: np.ndarray[Any, Any] | None = None
+) -> np.ndarray[Any, Any]:
+    """Each query's exact top ``k`` by inner product over ``vectors[rows]`` (all rows: None), scanned in chunks.
+
+    Returns positions in ``rows`` (row numbers when ``rows`` is None).
+    """
+    rows = np.arange(len(vectors)) if rows is None else rows
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_pos = np.zeros((len(queries), 0), dtype=np.int64)
+    for start in range(0, len(rows), TRUTH_CHUNK):
+        scores = queries @ np.asarray(vectors[rows[start : start + TRUTH_CHUNK]], dtype=np.float32).T
+        pos = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
+        scores, pos = np.hstack([best_scores, scores]), np.hstack([best_pos, pos])
+        keep = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        best_scores, best_pos = np.take_along_axis(scores, keep, 1), np.take_along_axis(pos, keep, 1)
+    return best_pos
+
+
+def recall_at(found: np.ndarray[Any, Any], truth: np.ndarray[Any, Any]) -> float:
+    """Share of the true top-k rows found, over all queries."""
+    hits = sum(len(set(f[f >= 0].tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
+    return hits / truth.size if truth.size else 1.0
+
+
+@dataclass(frozen=True)
+class Checked:
+    """An approximate index built and checked: its rows' order, the parameter chosen, every try."""
+
+    index: faiss.Index
+    order: np.ndarray[Any, Any]  # row i of the index is ``vectors[order[i]]``
+    chosen: Calibration | None  # None: no parameter up to the cap reached the target
+    tries: list[Calibration]
+
+
+def build_checked(
+    kind: ApproximateKind,
+    vectors: np.ndarray[Any, Any],
+    hnsw: HnswParams,
+    target: RecallTarget,
+    *,
+    seed: int = 0,
+) -> Checked:
+    """Build an approximate index over ``vectors`` and find the smallest search parameter reaching ``target``.
+
+    ``target.queries`` rows drawn at random from the segment are held out while the rest is indexed:
+    they are the queries, their exact top-k over the indexed rows the ground truth, so the check
+    measures the index on unseen queries of the segment's own distribution (a query that is itself
+    a row of the index finds its way there too easily: recall 0.99 where unseen queries get 0.95).
+    The search parameter is doubled from its smallest value up to the cap until recall@k reaches
+    the minimum; then the held-out rows are added, last (see ``order``).
+    """
+    n, dim = vectors.shape
+    rng = np.random.default_rng(seed)
+    held = np.sort(rng.choice(n, size=min(target.queries, n // 2), replace=False))
+    rest = np.setdiff1d(np.arange(n), held, assume_unique=True)
+    index = _empty(kind, dim, n, hnsw)
+    if kind == "ivf":
+        sample = np.sort(rng.choice(rest, size=min(len(rest), index.nlist * IVF_TRAIN_PER_LIST), replace=False))
+        index.cp.seed = seed
+        index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+    _add(index, vectors, rest)
+    k = min(target.k, len(rest))
+    tries: list[Calibration] = []
+    chosen = None
+    if len(held) and k:
+        queries = np.ascontiguousarray(vectors[held], dtype=np.float32)
+        truth = exact_top(vectors, queries, k, rest)
+        for value in ladder(kind, index, hnsw):
+            beam = max(value, k) if kind == "hnsw" else value
+            _, found = index.search(queries, k, params=search_params(kind, beam))
+            tries.append(Calibration(value, round(recall_at(found, truth), 4)))
+            if tries[-1].recall >= target.min_recall:
+                chosen = tries[-1]
+                break
+    _add(index, vectors, held)
+    built: faiss.Index = index
+    return Checked(built, np.concatenate([rest, held]), chosen, tries)
