@@ -161,7 +161,8 @@ class RollbackCollection(TaskPayload):
 
 
 class CompactCollections(MaintenanceRun):
-    """Merge small segments, drop tombstoned rows, build approximate segments above the threshold.
+    """Merge full size tiers of segments (and rewrite tombstone-heavy ones); a merged segment above the
+    approximate threshold is approximate, its recall checked at build.
 
     ``tenant``/``collection`` narrow it to one tenant or one collection (None: all); ``full``
     merges every segment of a collection into one (a rebuild).
