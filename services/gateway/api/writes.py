@@ -54,6 +54,9 @@ class Writes:
         self.stream_maxlen = stream_maxlen
         self.job_retention_s = job_retention_s
 
+    def _store_batch(self, key: str, documents: Sequence[Document]) -> None:
+        self.store.put(key, encode_batch(documents))
+
     async def _reserve(self, collection: Collection) -> tuple[str, int]:
         """A new job id and the write's place in the collection's order (its write sequence)."""
         seq = int(await self.client.incr(keys.write_seq(collection.tenant, collection.name)))
@@ -106,7 +109,8 @@ class Writes:
         The batch is on durable storage before this returns, so a 202 never loses documents.
         """
         batch_id = new_batch_id()
-        await asyncio.to_thread(self.store.put, collection.ref.batch_key(batch_id), encode_batch(documents))
+        # Encoding a large batch takes tens of milliseconds: in the thread that stores it, off the event loop.
+        await asyncio.to_thread(self._store_batch, collection.ref.batch_key(batch_id), documents)
         job_id, seq = await self._reserve(collection)
         payload = tasks.EmbedBatch(
             tenant=collection.tenant,

@@ -94,9 +94,7 @@ def _lone_surrogate(value: object, pointer: str = "") -> str | None:
 # float, so such a body is parsed by the standard library, which keeps it exact. Digits become "1", the
 # characters a fraction or an exponent follows become ".", everything else " ": a run of 19 ones after
 # a space is an integer's (or a string's) run of digits, never a fraction's or an exponent's.
-_DIGIT_RUNS: Final = bytes(
-    0x31 if chr(b).isdigit() and b < 0x80 else 0x2E if b in b".eE" else 0x20 for b in range(256)
-)
+_DIGIT_RUNS: Final = bytes(0x31 if chr(b).isdigit() and b < 0x80 else 0x2E if b in b".eE" else 0x20 for b in range(256))
 _LONG_INTEGER: Final = b" " + b"1" * 19
 
 
