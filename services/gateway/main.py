@@ -117,7 +117,12 @@ def build(
     loader = encoder_loader or (
         lambda: Encoder.load(settings.model_path, device=settings.device, batch_size=settings.embed_batch_size)
     )
-    app[MODEL] = QueryModel(loader, timeout_s=settings.query_model_timeout_s)
+    app[MODEL] = QueryModel(
+        loader,
+        timeout_s=settings.query_model_timeout_s,
+        max_batch=settings.query_batch_max,
+        batch_wait_s=settings.query_batch_wait_ms / 1000,
+    )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         client = request_client(redis_url, settings.gateway_redis_timeout_s)
