@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypedDict
 
 import redis.asyncio as aioredis
@@ -24,6 +25,7 @@ from services.gateway.api.subscriptions import Subscriptions
 from services.gateway.api.webhooks import webhook_routes
 from services.gateway.api.writes import Writes
 from services.gateway.appkeys import (
+    BODY_POOL,
     BROKER,
     CACHE,
     CONTROL,
@@ -135,8 +137,14 @@ def build(
         app[REDIS] = client
         app[BROKER] = broker
         app[REGISTRY] = registry
+        app[BODY_POOL] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-bodies")
         app[WRITES] = Writes(
-            client, app[STORE], broker, stream_maxlen=settings.stream_maxlen, job_retention_s=settings.job_retention_s
+            client,
+            app[STORE],
+            broker,
+            stream_maxlen=settings.stream_maxlen,
+            job_retention_s=settings.job_retention_s,
+            encode_pool=app[BODY_POOL],
         )
         subscriptions = Subscriptions(client, settings)
         app[SUBSCRIPTIONS] = subscriptions
@@ -184,6 +192,7 @@ def build(
                 await task
         await app[MODEL].close()
         app[SEARCH_POOL].shutdown(wait=True)
+        app[BODY_POOL].shutdown(wait=True)
         broker.close()
         await stream_client.aclose()
         await client.aclose()

@@ -19,6 +19,7 @@ from shared.records.jobs import Job, JobKind, JobState, Task
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from concurrent.futures import Executor
 
     import dramatiq
     import redis.asyncio as aioredis
@@ -47,15 +48,15 @@ class Writes:
         *,
         stream_maxlen: int,
         job_retention_s: int = JOB_RETENTION_S,
+        encode_pool: Executor | None = None,
     ) -> None:
         self.client = client
+        # Where a batch is encoded (CPU-bound, off the event loop); None: asyncio's default executor.
+        self.encode_pool = encode_pool
         self.store = store
         self.broker = broker
         self.stream_maxlen = stream_maxlen
         self.job_retention_s = job_retention_s
-
-    def _store_batch(self, key: str, documents: Sequence[Document]) -> None:
-        self.store.put(key, encode_batch(documents))
 
     async def _reserve(self, collection: Collection) -> tuple[str, int]:
         """A new job id and the write's place in the collection's order (its write sequence)."""
@@ -109,8 +110,9 @@ class Writes:
         The batch is on durable storage before this returns, so a 202 never loses documents.
         """
         batch_id = new_batch_id()
-        # Encoding a large batch takes tens of milliseconds: in the thread that stores it, off the event loop.
-        await asyncio.to_thread(self._store_batch, collection.ref.batch_key(batch_id), documents)
+        # Encoding a large batch takes tens of milliseconds: off the event loop, then stored by another thread.
+        encoded = await asyncio.get_running_loop().run_in_executor(self.encode_pool, encode_batch, documents)
+        await asyncio.to_thread(self.store.put, collection.ref.batch_key(batch_id), encoded)
         job_id, seq = await self._reserve(collection)
         payload = tasks.EmbedBatch(
             tenant=collection.tenant,

@@ -1,6 +1,6 @@
 """Request bodies: read within a deadline (slow clients), nesting-checked before parsing, validated by pydantic.
 
-A large body is decoded (depth check, strict parse, validation) in a worker thread, so the event loop
+A large body is decoded (depth check, strict parse, validation) in the gateway's body thread, so the event loop
 goes on answering other requests meanwhile; a small one is decoded on the loop, where that is cheaper
 than the hand-off.
 """
@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
-from services.gateway.appkeys import SETTINGS
+from services.gateway.appkeys import BODY_POOL, SETTINGS
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -182,7 +182,7 @@ async def read_json(request: web.Request) -> object:
     raw = await read_bytes(request)
     limit = request.app[SETTINGS].max_json_depth
     if len(raw) >= OFF_LOOP_BYTES:
-        return await asyncio.to_thread(decode_json, raw, limit)
+        return await asyncio.get_running_loop().run_in_executor(request.app.get(BODY_POOL), decode_json, raw, limit)
     return decode_json(raw, limit)
 
 
@@ -196,5 +196,6 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     raw = await read_bytes(request)
     limit = request.app[SETTINGS].max_json_depth
     if len(raw) >= OFF_LOOP_BYTES:
-        return await asyncio.to_thread(decode_body, raw, model, limit)
+        pool = request.app.get(BODY_POOL)  # None (before the app's resources start): asyncio's default executor
+        return await asyncio.get_running_loop().run_in_executor(pool, decode_body, raw, model, limit)
     return decode_body(raw, model, limit)
