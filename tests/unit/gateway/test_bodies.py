@@ -22,10 +22,19 @@ from services.gateway.schemas import NOT_BLANK_PATTERN
         (b'["\\"[[[", ["\\\\"]]', 2),
         (b"[" * 40 + b"]" * 40, 40),
         (b"[[[", 3),  # not JSON, but as deep as it gets
+        (b'[["unterminated [[[', 2),  # an unterminated string runs to the end
+        (b'[["ends in a backslash \\', 2),
+        (b'["' + b"A" * 100_000 + b'", []]', 2),
     ],
 )
 def test_depth(raw: bytes, depth: int) -> None:
     assert json_depth(raw) == depth
+
+
+def test_depth_scans_a_body_of_escaped_quotes_once() -> None:
+    # Every quote here starts a string that runs to the end: a scan that retried from each quote
+    # would take hours over these 400 kB (and block whatever thread runs it).
+    assert json_depth(b'"' + b'\\"' * 200_000 + b"[[") == 0
 
 
 def test_the_not_blank_pattern_of_the_schema_is_what_the_check_accepts() -> None:
