@@ -142,3 +142,14 @@ async def test_a_large_body_with_invalid_fields_is_a_422(api: Api, coll: str) ->
     resp = await api.client.post(f"{coll}/documents", data=_large('"not an object"'), headers=api.auth)
     body = await _problem(resp, 422)
     assert [e["pointer"] for e in body["errors"]] == [f"/documents/{OFF_LOOP_BYTES // 100}/metadata"]
+
+
+async def test_the_openapi_document_describes_vector_b64(api: Api) -> None:
+    spec = await (await api.client.get("/openapi.json")).json()
+    document = spec["components"]["schemas"]["IngestDocument"]
+    field = document["properties"]["vector_b64"]
+    string = next(option for option in field["anyOf"] if option.get("type") == "string")
+    assert string["contentEncoding"] == "base64"
+    assert string["minLength"] == string["maxLength"] == len(_b64(np.ones(DIM)))
+    assert "little-endian float32" in field["description"]
+    assert {"required": ["vector_b64"], "not": {"properties": {"vector_b64": {"type": "null"}}}} in document["anyOf"]
