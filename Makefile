@@ -69,6 +69,7 @@ docs: install
 bench: install
 	$(PY) bench/ingest.py
 	$(PY) bench/search.py
+	$(PY) bench/ingest_loop.py
 	$(PY) bench/startup.py
 	$(PY) bench/priority.py
 	$(PY) bench/compaction.py

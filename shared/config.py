@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     query_model_timeout_s: float = Field(
         default=120.0, description="How long a text search waits for the query model to load (then 503)."
     )
+    query_batch_max: int = Field(
+        default=32, description="Most query texts the gateway embeds in one model call (concurrent searches)."
+    )
+    query_batch_wait_ms: float = Field(
+        default=2.0,
+        description="How long a query text waits for others to share its model call (0: only those already queued).",
+    )
     index_reconcile_interval_s: float = Field(
         default=30.0, description="How often the gateway re-checks every collection's LATEST."
     )

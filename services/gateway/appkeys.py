@@ -39,6 +39,9 @@ MODEL: Final[web.AppKey[QueryModel]] = web.AppKey("model")
 WRITES: Final[web.AppKey[Writes]] = web.AppKey("writes")
 CONTROL: Final[web.AppKey[JobControl]] = web.AppKey("control")
 SEARCH_POOL: Final = web.AppKey("search_pool", ThreadPoolExecutor)
+# The one thread that decodes large request bodies and encodes ingest batches. That work holds the GIL,
+# so more threads would add no throughput, only more threads for the event loop to wait behind.
+BODY_POOL: Final = web.AppKey("body_pool", ThreadPoolExecutor)
 SUBSCRIPTIONS: Final[web.AppKey[Subscriptions]] = web.AppKey("subscriptions")
 # Keys Redis confirmed lately, honoured from memory while Redis cannot be reached.
 VERIFIED_KEYS: Final[web.AppKey[VerifiedKeys]] = web.AppKey("verified_keys")

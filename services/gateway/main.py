@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypedDict
 
 import redis.asyncio as aioredis
@@ -24,6 +25,7 @@ from services.gateway.api.subscriptions import Subscriptions
 from services.gateway.api.webhooks import webhook_routes
 from services.gateway.api.writes import Writes
 from services.gateway.appkeys import (
+    BODY_POOL,
     BROKER,
     CACHE,
     CONTROL,
@@ -117,7 +119,12 @@ def build(
     loader = encoder_loader or (
         lambda: Encoder.load(settings.model_path, device=settings.device, batch_size=settings.embed_batch_size)
     )
-    app[MODEL] = QueryModel(loader, timeout_s=settings.query_model_timeout_s)
+    app[MODEL] = QueryModel(
+        loader,
+        timeout_s=settings.query_model_timeout_s,
+        max_batch=settings.query_batch_max,
+        batch_wait_s=settings.query_batch_wait_ms / 1000,
+    )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         client = request_client(redis_url, settings.gateway_redis_timeout_s)
@@ -130,8 +137,14 @@ def build(
         app[REDIS] = client
         app[BROKER] = broker
         app[REGISTRY] = registry
+        app[BODY_POOL] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-bodies")
         app[WRITES] = Writes(
-            client, app[STORE], broker, stream_maxlen=settings.stream_maxlen, job_retention_s=settings.job_retention_s
+            client,
+            app[STORE],
+            broker,
+            stream_maxlen=settings.stream_maxlen,
+            job_retention_s=settings.job_retention_s,
+            encode_pool=app[BODY_POOL],
         )
         subscriptions = Subscriptions(client, settings)
         app[SUBSCRIPTIONS] = subscriptions
@@ -179,6 +192,7 @@ def build(
                 await task
         await app[MODEL].close()
         app[SEARCH_POOL].shutdown(wait=True)
+        app[BODY_POOL].shutdown(wait=True)
         broker.close()
         await stream_client.aclose()
         await client.aclose()

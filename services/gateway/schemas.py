@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from shared import constants as c
 from shared.index.documents import Document, Vector, check_vector, needs_one_of
@@ -42,17 +46,103 @@ def _not_blank(value: str | None) -> str | None:
     return value
 
 
+# A vector as little-endian float32 bytes in base64 (numpy: ``base64.b64encode(v.astype("<f4").tobytes())``).
+VECTOR_B64_CHARS = 4 * ((c.EMBEDDING_DIM * 4 + 2) // 3)  # base64 of EMBEDDING_DIM 4-byte floats, with padding
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+
+
+def decode_vector_b64(value: object) -> object:
+    """A ``vector_b64`` string as the list of floats it encodes (None stays None).
+
+    Raises:
+        ValueError: not a base64 string, or not of ``EMBEDDING_DIM`` float32 values.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a base64 string")
+    if not _BASE64.match(value):
+        raise ValueError("must be base64 (A-Z, a-z, 0-9, '+', '/', '=' padding)")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"must be base64: {exc}") from exc
+    if len(raw) != c.EMBEDDING_DIM * 4:
+        raise ValueError(
+            f"must encode {c.EMBEDDING_DIM} float32 values ({c.EMBEDDING_DIM * 4} bytes); got {len(raw)} bytes"
+        )
+    floats: list[float] = np.frombuffer(raw, dtype="<f4").tolist()
+    return floats
+
+
 class IngestDocument(Document):
-    """A document as an ingest takes it: a text, when given, is not blank (it would match every query)."""
+    """A document as an ingest takes it: a text, when given, is not blank (it would match every query); its vector
+    as a JSON array (``vector``) or as base64 float32 bytes (``vector_b64``), not both."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={
+            **needs_one_of("text", "vector", "vector_b64"),
+            # Not both (a null one is as good as absent).
+            "not": {
+                "required": ["vector", "vector_b64"],
+                "properties": {"vector": {"type": "array"}, "vector_b64": {"type": "string"}},
+            },
+        },
+    )
 
     text: str | None = Field(
         default=None, max_length=c.MAX_TEXT_CHARS, json_schema_extra={"pattern": NOT_BLANK_PATTERN}
     )
+    vector_b64: Annotated[
+        Vector | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {
+                        "type": "string",
+                        "contentEncoding": "base64",
+                        "minLength": VECTOR_B64_CHARS,
+                        "maxLength": VECTOR_B64_CHARS,
+                        "pattern": _BASE64.pattern,
+                    },
+                    {"type": "null"},
+                ],
+                "description": (
+                    f"The vector as {c.EMBEDDING_DIM} little-endian float32 values, base64-encoded "
+                    "(numpy: base64.b64encode(v.astype('<f4').tobytes())); instead of 'vector'."
+                ),
+            }
+        ),
+    ] = Field(default=None, exclude=True)
 
     @field_validator("text")
     @classmethod
     def _text_not_blank(cls, value: str | None) -> str | None:
         return _not_blank(value)
+
+    @field_validator("vector_b64", mode="before")
+    @classmethod
+    def _decode_vector_b64(cls, value: object) -> object:
+        return decode_vector_b64(value)
+
+    @field_validator("vector_b64")
+    @classmethod
+    def _usable_vector_b64(cls, value: list[float] | None) -> list[float] | None:
+        return check_vector(value)
+
+    @model_validator(mode="after")
+    def _one_vector(self) -> IngestDocument:
+        if self.vector is not None and self.vector_b64 is not None:
+            raise ValueError("give 'vector' or 'vector_b64', not both")
+        return self
+
+    def as_document(self) -> IngestDocument:
+        """The document with a ``vector_b64`` moved to ``vector``, as it is stored."""
+        if self.vector_b64 is None:
+            return self
+        return self.model_copy(update={"vector": self.vector_b64, "vector_b64": None})
 
 
 class IngestRequest(_Body):
@@ -66,12 +156,12 @@ class IngestRequest(_Body):
     def _unique_and_embeddable(cls, docs: list[IngestDocument]) -> list[IngestDocument]:
         seen: set[str] = set()
         for i, doc in enumerate(docs):
-            if doc.text is None and doc.vector is None:
-                raise ValueError(f"document {i} ({doc.id!r}) needs 'text' or 'vector'")
+            if doc.text is None and doc.vector is None and doc.vector_b64 is None:
+                raise ValueError(f"document {i} ({doc.id!r}) needs 'text', 'vector' or 'vector_b64'")
             if doc.id in seen:
                 raise ValueError(f"document id {doc.id!r} appears more than once")
             seen.add(doc.id)
-        return docs
+        return [doc.as_document() for doc in docs]
 
 
 class IngestAccepted(_Body):

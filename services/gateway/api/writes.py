@@ -19,6 +19,7 @@ from shared.records.jobs import Job, JobKind, JobState, Task
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from concurrent.futures import Executor
 
     import dramatiq
     import redis.asyncio as aioredis
@@ -47,8 +48,11 @@ class Writes:
         *,
         stream_maxlen: int,
         job_retention_s: int = JOB_RETENTION_S,
+        encode_pool: Executor | None = None,
     ) -> None:
         self.client = client
+        # Where a batch is encoded (CPU-bound, off the event loop); None: asyncio's default executor.
+        self.encode_pool = encode_pool
         self.store = store
         self.broker = broker
         self.stream_maxlen = stream_maxlen
@@ -135,7 +139,9 @@ class Writes:
             if earlier is not None:
                 return await self._resume(earlier)
         batch_id = new_batch_id()
-        await asyncio.to_thread(self.store.put, collection.ref.batch_key(batch_id), encode_batch(documents))
+        # Encoding a large batch takes tens of milliseconds: off the event loop, then stored by another thread.
+        encoded = await asyncio.get_running_loop().run_in_executor(self.encode_pool, encode_batch, documents)
+        await asyncio.to_thread(self.store.put, collection.ref.batch_key(batch_id), encoded)
         job_id, seq = await self._reserve(collection, job_id)
         payload = tasks.EmbedBatch(
             tenant=collection.tenant,
