@@ -152,6 +152,9 @@ RATE_LIMIT_SINGLE_PER_MINUTE: Final = 30
 RATE_LIMIT_SEARCH_PER_MINUTE: Final = 120
 RATE_LIMIT_SEARCH_PER_HOUR: Final = 2_000
 RATE_LIMIT_SEARCH_PER_DAY: Final = 10_000
+# Reads (job and dead-letter status, queues): sized so a client polling every second never spends them.
+RATE_LIMIT_READ_PER_MINUTE: Final = 600
+RATE_LIMIT_READ_PER_HOUR: Final = 20_000
 
 # JSON bodies nest a few levels (documents -> metadata); anything deeper is abuse, and Python's
 # parser would recurse on it.

@@ -63,7 +63,7 @@ def _page(items: list[dict[str, Any]], name: str, cursor: str | None) -> web.Res
 @control_routes.get(
     "/v1/jobs",
     role=Role.READER,
-    limit=Category.SINGLE,
+    limit=Category.READ,
     query=JobListQuery,
     responses={200: JobPage},
 )
@@ -78,7 +78,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     return _page([j.public() for j in found], "jobs", cursor)
 
 
-@control_routes.get("/v1/jobs/{job_id}", role=Role.READER, limit=Category.SINGLE, responses={200: Job})
+@control_routes.get("/v1/jobs/{job_id}", role=Role.READER, limit=Category.READ, responses={200: Job})
 async def get_job(request: web.Request) -> web.Response:
     """A job's state and progress."""
     return web.json_response((await _job(request)).public())
@@ -134,7 +134,7 @@ async def retry_jobs(request: web.Request) -> web.Response:
 @control_routes.get(
     "/v1/dead-letters",
     role=Role.READER,
-    limit=Category.SINGLE,
+    limit=Category.READ,
     query=DeadLetterListQuery,
     responses={200: DeadLetterPage},
 )
@@ -149,9 +149,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     return _page([letter.public() for letter in found], "dead_letters", cursor)
 
 
-@control_routes.get(
-    "/v1/dead-letters/{letter_id}", role=Role.READER, limit=Category.SINGLE, responses={200: DeadLetter}
-)
+@control_routes.get("/v1/dead-letters/{letter_id}", role=Role.READER, limit=Category.READ, responses={200: DeadLetter})
 async def get_dead_letter(request: web.Request) -> web.Response:
     """One dead letter: its error, attempts and the work it carried."""
     return web.json_response((await _letter(request)).public())
@@ -198,7 +196,7 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
             return model_response(Matched(matched=matched))
 
 
-@control_routes.get("/v1/queues", role=Role.ADMIN, limit=Category.SINGLE, scope=Scope.CLUSTER, responses={200: Queues})
+@control_routes.get("/v1/queues", role=Role.ADMIN, limit=Category.READ, scope=Scope.CLUSTER, responses={200: Queues})
 async def queues(request: web.Request) -> web.Response:
     """Per queue: depth by priority, delayed, in flight, dead, oldest age, live workers, throughput."""
     return model_response(Queues.model_validate({"queues": await request.app[CONTROL].queues()}))
