@@ -23,7 +23,7 @@ from semaflow.supervisor import Supervisor
 from shared import keys
 from shared.config import Settings
 from shared.constants import DEV_TENANT
-from shared.records import apikeys
+from shared.records import apikeys, ratelimits
 from shared.runtime.telemetry import configure_logging
 
 log = structlog.get_logger("semaflow")
@@ -46,6 +46,10 @@ def dev_key(client: redis.Redis, data_dir: Path) -> str:
     if not apikeys.indexed(client, key):
         apikeys.store(client, key, DEV_TENANT, apikeys.Role.ADMIN, name="development key")
         log.info("dev_key.registered", tenant=DEV_TENANT)
+    # The development tenant runs without rate limits (a tenant an admin creates keeps the defaults);
+    # quotas set for it with `semaflow limits set dev …` are kept.
+    if ratelimits.unlimited(client, DEV_TENANT):
+        log.info("dev_tenant.unlimited", tenant=DEV_TENANT)
     return key
 
 

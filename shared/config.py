@@ -116,6 +116,14 @@ class Settings(BaseSettings):
     rate_limit_search_per_day: int = Field(
         default=c.RATE_LIMIT_SEARCH_PER_DAY, description="Searches per key per day (0: none)."
     )
+    rate_limit_read_per_minute: int = Field(
+        default=c.RATE_LIMIT_READ_PER_MINUTE,
+        description="Reads of job, dead-letter and queue status per key per minute (0: none).",
+    )
+    rate_limit_read_per_hour: int = Field(
+        default=c.RATE_LIMIT_READ_PER_HOUR,
+        description="Reads of job, dead-letter and queue status per key per hour (0: none).",
+    )
     search_cache_enabled: bool = Field(
         default=True, description="The two-level search cache (L1 in each gateway process, L2 in Redis)."
     )

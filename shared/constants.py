@@ -168,6 +168,12 @@ RATE_LIMIT_SINGLE_PER_MINUTE: Final = 30
 RATE_LIMIT_SEARCH_PER_MINUTE: Final = 120
 RATE_LIMIT_SEARCH_PER_HOUR: Final = 2_000
 RATE_LIMIT_SEARCH_PER_DAY: Final = 10_000
+# The longest a `GET /v1/jobs/{id}?wait=` long-poll waits for its job to change, and how often it looks.
+MAX_JOB_WAIT_S: Final = 60
+JOB_WAIT_POLL_S: Final = 0.25
+# Reads (job and dead-letter status, queues): sized so a client polling every second never spends them.
+RATE_LIMIT_READ_PER_MINUTE: Final = 600
+RATE_LIMIT_READ_PER_HOUR: Final = 20_000
 
 # JSON bodies nest a few levels (documents -> metadata); anything deeper is abuse, and Python's
 # parser would recurse on it.

@@ -81,6 +81,7 @@ def declare(
                 collection.ref,
                 payload.batch_id,
                 should_stop=lambda: jobs.state(client, payload.job_id) is jobs.JobState.CANCELLED,
+                on_progress=lambda done: jobs.progress(client, payload.job_id, embedded=done),
             )
         except Cancelled:
             log.info("batch.cancelled", job_id=payload.job_id, batch_id=payload.batch_id)

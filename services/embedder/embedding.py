@@ -47,10 +47,12 @@ def embed_stored_batch(
     ref: CollectionRef,
     batch_id: str,
     should_stop: Callable[[], bool] = lambda: False,
+    on_progress: Callable[[int], None] = lambda _done: None,
 ) -> int:
     """Embed batch ``batch_id`` and store ``vectors/{batch_id}.npy``; returns the document count.
 
-    Encodes in chunks of a few model batches and asks ``should_stop`` between them.
+    Encodes in chunks of a few model batches, asks ``should_stop`` between them and tells
+    ``on_progress`` how many documents are encoded after each.
     Idempotent: a redelivered message recomputes and overwrites identical vectors.
 
     Raises:
@@ -65,6 +67,7 @@ def embed_stored_batch(
             raise Cancelled(f"batch {batch_id} cancelled after {start} documents")
         part = docs[start : start + chunk]
         parts.append(batch_vectors(encoder, [d.text for d in part], [d.vector for d in part]))
+        on_progress(start + len(part))
     if should_stop():
         raise Cancelled(f"batch {batch_id} cancelled")
     vectors = np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)

@@ -6,6 +6,7 @@ layer of the gateway to another (the HTTP plumbing reads keys whose values the A
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final
 
@@ -53,6 +54,8 @@ SEARCHER: Final[web.AppKey[Searcher]] = web.AppKey("searcher")
 # Absent when the search cache, or rate limiting, is switched off.
 CACHE: Final[web.AppKey[SearchCache]] = web.AppKey("cache")
 LIMITER: Final[web.AppKey[RateLimiter]] = web.AppKey("limiter")
+# Set when the gateway begins to shut down: long-polls answer at once.
+SHUTTING_DOWN: Final = web.AppKey("shutting_down", asyncio.Event)
 
 # Request-scoped: the authenticated key's record, the request's id, and its rate-limit decision.
 PRINCIPAL: Final = web.RequestKey("principal", ApiKey)

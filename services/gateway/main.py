@@ -37,6 +37,7 @@ from services.gateway.appkeys import (
     SEARCH_POOL,
     SEARCHER,
     SETTINGS,
+    SHUTTING_DOWN,
     STORE,
     SUBSCRIPTIONS,
     VERIFIED_KEYS,
@@ -110,6 +111,12 @@ def build(
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings
+    app[SHUTTING_DOWN] = asyncio.Event()
+
+    async def shutting_down(app: web.Application) -> None:
+        app[SHUTTING_DOWN].set()
+
+    app.on_shutdown.append(shutting_down)
     app[METRICS] = GatewayMetrics()
     app[VERIFIED_KEYS] = VerifiedKeys(settings.key_cache_ttl_s)
     app[ENDPOINTS] = install(app.router, *ROUTE_TABLES)

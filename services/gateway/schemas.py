@@ -277,6 +277,20 @@ class JobListQuery(_Body):
     cursor: str | None = Field(default=None, pattern=CURSOR_PATTERN)
 
 
+class JobGetQuery(_Body):
+    """``GET /v1/jobs/{job_id}`` query parameters."""
+
+    wait: float = Field(
+        default=0,
+        ge=0,
+        le=c.MAX_JOB_WAIT_S,
+        description=(
+            "Seconds to wait for the job to change (its state or its progress) before answering; "
+            "the answer comes as soon as it changes, or when the time is up (0: answer at once)."
+        ),
+    )
+
+
 class JobBulkRequest(_Body):
     """``POST /v1/jobs:cancel`` and ``POST /v1/jobs:retry``: which jobs (at least one criterion)."""
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from shared import keys, scripts
 from shared.clock import millis, now
@@ -50,6 +50,8 @@ class JobKind(StrEnum):
 FINISHED: Final = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.DEAD})
 RETRYABLE: Final = frozenset({JobState.FAILED, JobState.CANCELLED, JobState.DEAD})
 ACTIVE: Final = frozenset({JobState.QUEUED, JobState.RUNNING})
+#: The share of an ingest job's progress that embedding counts for; indexing counts for the rest.
+EMBEDDING_SHARE: Final = 0.9
 
 
 class Task(BaseModel):
@@ -86,6 +88,44 @@ class Job(BaseModel):
     task: Task | None = Field(default=None, exclude=True)
     retention_s: int = Field(default=JOB_RETENTION_S, exclude=True)
 
+    @computed_field(  # type: ignore[prop-decorator]
+        description=(
+            "How far the job is, 0 to 1: for an ingest, embedding counts for 0.9 (in proportion to `embedded`) "
+            "and indexing for the rest (`indexed`); other jobs go from 0 to 1 when their effect is published. "
+            "1 once it succeeded."
+        )
+    )
+    @property
+    def progress(self) -> float:
+        if self.state is JobState.SUCCEEDED:
+            return 1.0
+        if self.documents <= 0:
+            return 0.0
+        indexed = min(self.indexed, self.documents) / self.documents
+        if self.kind is not JobKind.INGEST:
+            return round(indexed, 4)
+        embedded = min(self.embedded, self.documents) / self.documents
+        return round(EMBEDDING_SHARE * embedded + (1 - EMBEDDING_SHARE) * indexed, 4)
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description=(
+            "Estimated seconds until the job finishes, from its rate so far (the time since it started over "
+            "its progress); null while that cannot be estimated yet (queued, or no progress made), 0 once "
+            "it finished."
+        )
+    )
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.state in FINISHED:
+            return 0.0
+        done = self.progress
+        if self.state is not JobState.RUNNING or self.started_at is None or done <= 0:
+            return None
+        if done >= 1:
+            return 0.0
+        elapsed = max(0.0, (now() - self.started_at).total_seconds())
+        return round(elapsed * (1 - done) / done, 1)
+
     def public(self) -> dict[str, Any]:
         """The JSON the API answers."""
         return self.model_dump(mode="json")
@@ -97,7 +137,7 @@ def new_job_id() -> str:
 
 
 def _to_hash(job: Job) -> dict[str, str]:
-    data = job.model_dump(mode="json", exclude={"task", "retention_s"})
+    data = job.model_dump(mode="json", exclude={"task", "retention_s", "progress", "eta_seconds"})
     out = {k: str(v) for k, v in data.items() if v is not None}
     out["retention_s"] = str(job.retention_s)
     if job.task is not None:

@@ -2,9 +2,9 @@
 
 Every request of a key falls in one category. Single and bulk operations draw on their own
 per-minute window and on the key's overall hour and day windows; searches draw only on the search
-windows. A quota comes from the settings unless the key's tenant has its own, stored in Redis
-(``semaflow limits set`` or ``PUT /v1/tenants/{tenant}/rate-limits``). A quota of 0 means no limit
-on that window.
+windows, and reads (job and queue status: what a client polls) only on the read windows. A quota
+comes from the settings unless the key's tenant has its own, stored in Redis (``semaflow limits
+set`` or ``PUT /v1/tenants/{tenant}/rate-limits``). A quota of 0 means no limit on that window.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class Category(StrEnum):
     SINGLE = "single"
     BULK = "bulk"
     SEARCH = "search"
+    READ = "read"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ WINDOWS: Final[dict[Category, tuple[Window, ...]]] = {
         Window("search-hour", "search_per_hour", HOUR),
         Window("search-day", "search_per_day", DAY),
     ),
+    Category.READ: (Window("read-minute", "read_per_minute", MINUTE), Window("read-hour", "read_per_hour", HOUR)),
 }
 
 
@@ -71,6 +73,8 @@ class Quotas(BaseModel):
     search_per_minute: int = Field(ge=0, strict=True)
     search_per_hour: int = Field(ge=0, strict=True)
     search_per_day: int = Field(ge=0, strict=True)
+    read_per_minute: int = Field(ge=0, strict=True)
+    read_per_hour: int = Field(ge=0, strict=True)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Quotas:
@@ -83,6 +87,8 @@ class Quotas(BaseModel):
             search_per_minute=settings.rate_limit_search_per_minute,
             search_per_hour=settings.rate_limit_search_per_hour,
             search_per_day=settings.rate_limit_search_per_day,
+            read_per_minute=settings.rate_limit_read_per_minute,
+            read_per_hour=settings.rate_limit_read_per_hour,
         )
 
     def quota(self, field: str) -> int:
@@ -116,6 +122,8 @@ class QuotaOverrides(BaseModel):
     search_per_minute: _Quota = Field(default=None, ge=0, strict=True)
     search_per_hour: _Quota = Field(default=None, ge=0, strict=True)
     search_per_day: _Quota = Field(default=None, ge=0, strict=True)
+    read_per_minute: _Quota = Field(default=None, ge=0, strict=True)
+    read_per_hour: _Quota = Field(default=None, ge=0, strict=True)
 
 
 def _decode(raw: Mapping[bytes | str, bytes | str]) -> dict[str, int]:
@@ -158,6 +166,16 @@ async def aupdate(client: aioredis.Redis, tenant: str, changes: QuotaOverrides) 
     if drop:
         await client.hdel(key, *drop)
     return await aoverrides(client, tenant)
+
+
+def unlimited(client: redis.Redis, tenant: str) -> bool:
+    """Give a tenant no limit on any window (every quota 0), unless it has quotas of its own already;
+    returns whether it did (blocking client)."""
+    key = keys.rate_limit_overrides(tenant)
+    if client.exists(key):
+        return False
+    client.hset(key, mapping=dict.fromkeys(FIELDS, 0))
+    return True
 
 
 def effective(defaults: Quotas, own: dict[str, int]) -> Quotas:

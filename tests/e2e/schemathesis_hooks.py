@@ -13,6 +13,8 @@ is sent:
   documented and tested in ``tests/integration/gateway/test_idempotency.py``; here they would stop
   chains of calls at their first POST. A valid request's key is made unique to that call (an
   invalid request's is left alone: changing it would make schemathesis take the request as valid).
+- ``GET /v1/jobs/{id}?wait=S`` may wait up to 60 s for a job that does not change, as long as the
+  run's request timeout; a valid request's wait is cut to 1 s (still valid, still a long-poll).
 """
 
 from __future__ import annotations
@@ -32,13 +34,16 @@ _KEY_MAX = 255  # the longest Idempotency-Key the API takes
 
 @schemathesis.hook
 def before_call(context: HookContext, case: Case[Any], kwargs: dict[str, Any]) -> None:
-    """Keep the run's own key, and make a valid request's Idempotency-Key unique to it."""
+    """Keep the run's own key, make a valid request's Idempotency-Key unique to it and its long-poll short."""
     params = case.path_parameters or {}
     if case.method.upper() == "DELETE" and params.get("key_id") == OWN_KEY_ID:
         case.path_parameters = {**params, "key_id": NO_SUCH_KEY}
     meta = case.meta
     if meta is not None and meta.generation.mode.is_negative:
         return
+    query = case.query or {}
+    if isinstance(query.get("wait"), int | float) and query["wait"] > 1:
+        case.query = {**query, "wait": 1}
     value = case.headers.get(IDEMPOTENCY_KEY) if case.headers is not None else None
     if case.headers is not None and isinstance(value, str) and value:
         case.headers[IDEMPOTENCY_KEY] = f"{value[: _KEY_MAX - 33]}-{uuid.uuid4().hex}"

@@ -197,7 +197,12 @@ def test_kill_9_of_workers_mid_batch_loses_nothing_and_doubles_nothing(
     services.procs["embedder"].wait(10)
     services.start("embedder")  # as the supervisor would
     # The indexer dies too, once it has work: the first embedded batch may be mid-publish.
-    _wait("an embedded batch", lambda: any(j["embedded"] for j in _jobs(http, job_ids)), services=services)
+    # (``embedded`` advances chunk by chunk: a whole batch's count means its embedding is done.)
+    _wait(
+        "an embedded batch",
+        lambda: any(j["embedded"] == DOCS_PER_BATCH for j in _jobs(http, job_ids)),
+        services=services,
+    )
     services.procs["indexer"].send_signal(signal.SIGKILL)
     services.procs["indexer"].wait(10)
     services.start("indexer")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from services.gateway.api.webhook_schemas import Replayed
-from services.gateway.appkeys import CONTROL, REDIS
+from services.gateway.appkeys import CONTROL, REDIS, SHUTTING_DOWN
 from services.gateway.http.auth import tenant_of
 from services.gateway.http.bodies import read_body
 from services.gateway.http.declarations import Endpoints, Scope, links_to
@@ -19,16 +21,19 @@ from services.gateway.schemas import (
     DeadLetterPage,
     DeadLetterReplayRequest,
     JobBulkRequest,
+    JobGetQuery,
     JobListQuery,
     JobPage,
     Matched,
     Queues,
 )
+from shared import keys
+from shared.constants import JOB_WAIT_POLL_S
 from shared.errors import Conflict, NotFound
 from shared.records import deadletters, jobs
 from shared.records.apikeys import Role
 from shared.records.deadletters import DeadLetter, LetterFilter
-from shared.records.jobs import Job, JobFilter
+from shared.records.jobs import FINISHED, Job, JobFilter
 from shared.records.ratelimits import Category
 
 control_routes = Endpoints("jobs")
@@ -63,7 +68,7 @@ def _page(items: list[dict[str, Any]], name: str, cursor: str | None) -> web.Res
 @control_routes.get(
     "/v1/jobs",
     role=Role.READER,
-    limit=Category.SINGLE,
+    limit=Category.READ,
     query=JobListQuery,
     responses={200: JobPage},
 )
@@ -78,10 +83,38 @@ async def list_jobs(request: web.Request) -> web.Response:
     return _page([j.public() for j in found], "jobs", cursor)
 
 
-@control_routes.get("/v1/jobs/{job_id}", role=Role.READER, limit=Category.SINGLE, responses={200: Job})
+@control_routes.get("/v1/jobs/{job_id}", role=Role.READER, limit=Category.READ, query=JobGetQuery, responses={200: Job})
 async def get_job(request: web.Request) -> web.Response:
-    """A job's state and progress."""
-    return web.json_response((await _job(request)).public())
+    """A job's state and progress; with ``wait``, answers once it changes (state or progress) or the time is up."""
+    try:
+        q = _query(request, JobGetQuery)
+    except ValidationError as exc:
+        return validation_problem(exc, root="query")
+    job = await _job(request)
+    if q.wait > 0 and job.state not in FINISHED:
+        job = await _changed(request, job, q.wait)
+    return web.json_response(job.public())
+
+
+async def _changed(request: web.Request, job: Job, wait_s: float) -> Job:
+    """The job once its state or progress differs from ``job``'s, or as it is after ``wait_s`` (or at shutdown).
+
+    Reads three fields of its record every JOB_WAIT_POLL_S: a waiting client costs Redis a few cheap
+    reads a second and holds no more of its rate limit than its one request.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    stopping = request.app[SHUTTING_DOWN]
+    client = request.app[REDIS]
+    seen = (job.state.value, str(job.embedded), str(job.indexed))
+    while (left := deadline - loop.time()) > 0 and not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), min(JOB_WAIT_POLL_S, left))
+        raw = await client.hmget(keys.job(job.id), ["state", "embedded", "indexed"])
+        state, embedded, indexed = (keys.text(v) if v is not None else None for v in raw)
+        if (state, embedded or "0", indexed or "0") != seen:
+            break
+    return await _job(request)
 
 
 @control_routes.post(
@@ -134,7 +167,7 @@ async def retry_jobs(request: web.Request) -> web.Response:
 @control_routes.get(
     "/v1/dead-letters",
     role=Role.READER,
-    limit=Category.SINGLE,
+    limit=Category.READ,
     query=DeadLetterListQuery,
     responses={200: DeadLetterPage},
 )
@@ -149,9 +182,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     return _page([letter.public() for letter in found], "dead_letters", cursor)
 
 
-@control_routes.get(
-    "/v1/dead-letters/{letter_id}", role=Role.READER, limit=Category.SINGLE, responses={200: DeadLetter}
-)
+@control_routes.get("/v1/dead-letters/{letter_id}", role=Role.READER, limit=Category.READ, responses={200: DeadLetter})
 async def get_dead_letter(request: web.Request) -> web.Response:
     """One dead letter: its error, attempts and the work it carried."""
     return web.json_response((await _letter(request)).public())
@@ -198,7 +229,7 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
             return model_response(Matched(matched=matched))
 
 
-@control_routes.get("/v1/queues", role=Role.ADMIN, limit=Category.SINGLE, scope=Scope.CLUSTER, responses={200: Queues})
+@control_routes.get("/v1/queues", role=Role.ADMIN, limit=Category.READ, scope=Scope.CLUSTER, responses={200: Queues})
 async def queues(request: web.Request) -> web.Response:
     """Per queue: depth by priority, delayed, in flight, dead, oldest age, live workers, throughput."""
     return model_response(Queues.model_validate({"queues": await request.app[CONTROL].queues()}))

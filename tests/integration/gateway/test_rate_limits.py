@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from pytest_aiohttp import AiohttpClient
 
+from semaflow.cli import dev_key
 from services.gateway.main import build as build_gateway
 from shared.config import Settings
+from shared.constants import DEV_TENANT
 from shared.index.embedding import Encoder
 from shared.index.storage import LocalStore
-from shared.records import apikeys
+from shared.records import apikeys, ratelimits
 from shared.records.apikeys import Role
 from tests.integration.gateway.conftest import Client
 
@@ -39,6 +42,8 @@ def make_client(
             "rate_limit_search_per_minute": 0,
             "rate_limit_search_per_hour": 0,
             "rate_limit_search_per_day": 0,
+            "rate_limit_read_per_minute": 0,
+            "rate_limit_read_per_hour": 0,
         }
         fields.update({f"rate_limit_{name}": value for name, value in quotas.items()})
         app = build_gateway(settings.model_copy(update=fields), store=store, encoder_loader=lambda: encoder)
@@ -222,3 +227,45 @@ async def test_fifty_concurrent_clients_against_a_limit_of_100_get_exactly_100_a
     assert len(statuses) == 200
     assert statuses.count(200) == 100
     assert statuses.count(429) == 100
+
+
+async def test_reads_draw_only_on_the_read_budget(make_client: ClientFactory, key: str) -> None:
+    client = await make_client(per_hour=1, read_per_minute=3)
+    for path in ("/v1/jobs", "/v1/queues", "/v1/dead-letters"):
+        resp = await client.get(path, headers=_auth(key))
+        assert resp.status == 200, path
+        assert set(_items(resp.headers["RateLimit-Policy"])) == {"read-minute"}
+    refused = await client.get("/v1/jobs/job_nope", headers=_auth(key))
+    assert refused.status == 429 and "read-minute" in (await refused.json(content_type=None))["detail"]
+    # The write budget was not touched: its one request of the hour is still there.
+    assert (await client.put("/v1/collections/docs", headers=_auth(key))).status == 201
+    assert (await client.put("/v1/collections/more", headers=_auth(key))).status == 429
+
+
+async def test_the_read_budget_outlasts_polling_every_second(default_client: Client, key: str) -> None:
+    resp = await default_client.get("/v1/jobs", headers=_auth(key))
+    policy = _items(resp.headers["RateLimit-Policy"])
+    assert policy == {"read-minute": {"q": 600, "w": 60}, "read-hour": {"q": 20_000, "w": 3600}}
+    assert policy["read-minute"]["q"] >= 60 and policy["read-hour"]["q"] >= 3600
+
+
+async def test_the_development_tenant_is_never_limited_while_another_tenant_is(
+    default_client: Client, key: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    dev = dev_key(redis_client, tmp_path)
+    assert ratelimits.overrides(redis_client, DEV_TENANT) == dict.fromkeys(ratelimits.FIELDS, 0)
+    job_statuses, other_statuses = [], []
+    for _ in range(200):
+        job_statuses.append((await default_client.get("/v1/jobs/job_nope", headers=_auth(dev))).status)
+        resp = await default_client.get("/v1/collections", headers=_auth(dev))
+        assert resp.status == 200 and "RateLimit" not in resp.headers
+    for _ in range(40):
+        other_statuses.append((await default_client.get("/v1/collections", headers=_auth(key))).status)
+    assert set(job_statuses) == {404}
+    assert other_statuses.count(429) == 10  # the default 30 a minute
+
+
+def test_the_development_tenants_own_quotas_are_kept(redis_client: redis.Redis, tmp_path: Path) -> None:
+    ratelimits.update(redis_client, DEV_TENANT, ratelimits.QuotaOverrides(per_hour=5))
+    dev_key(redis_client, tmp_path)
+    assert ratelimits.overrides(redis_client, DEV_TENANT) == {"per_hour": 5}
