@@ -240,16 +240,21 @@ def _claimed(client: redis.Redis, queue: str) -> set[str]:
     return {keys.text(e) for e in client.hvals(keys.wq_claims(queue))}
 
 
+def _kill_embedder_holding_work(services: Services, client: redis.Redis) -> tuple[Http, list[str], set[str]]:
+    """Boot, ingest, and kill -9 the embedder once it holds a claim: the client, the jobs, the claimed ones."""
+    http = _boot(services, client)
+    job_ids = _ingest(http)
+    held: set[str] = _wait("a batch claimed by the embedder", lambda: _claimed(client, "embed"), services=services)
+    services.procs["embedder"].send_signal(signal.SIGKILL)
+    services.procs["embedder"].wait(10)
+    return http, job_ids, held
+
+
 def test_the_claim_of_a_killed_worker_is_taken_back_within_its_lease_and_run_once(
     services: Services, redis_server: RedisServer
 ) -> None:
     client = redis.Redis.from_url(redis_server.url)
-    http = _boot(services, client)
-    job_ids = _ingest(http)
-
-    held = _wait("a batch claimed by the embedder", lambda: _claimed(client, "embed"), services=services)
-    services.procs["embedder"].send_signal(signal.SIGKILL)
-    services.procs["embedder"].wait(10)
+    http, job_ids, held = _kill_embedder_holding_work(services, client)
     killed = time.monotonic()
     # Nothing renews the dead worker's lease: the indexer's recovery takes the claim back (3 s lease,
     # checked every second), long before Dramatiq's occasional maintenance would.
@@ -269,12 +274,7 @@ def test_work_whose_token_message_was_lost_is_reclaimed_and_its_tokens_restored(
     services: Services, redis_server: RedisServer
 ) -> None:
     client = redis.Redis.from_url(redis_server.url)
-    http = _boot(services, client)
-    job_ids = _ingest(http)
-
-    _wait("a batch claimed by the embedder", lambda: _claimed(client, "embed"), services=services)
-    services.procs["embedder"].send_signal(signal.SIGKILL)
-    services.procs["embedder"].wait(10)
+    http, job_ids, _ = _kill_embedder_holding_work(services, client)
     # Redis comes back without the embed queue's Dramatiq messages (as after losing its last writes):
     # the claim's token and the waiting entries' tokens are gone; the entries and the claim remain.
     doomed: list[str | bytes] = [*keys.dramatiq_queues("embed"), keys.dramatiq_messages("embed")]
@@ -294,12 +294,7 @@ def test_a_job_whose_worker_died_can_be_cancelled_and_retried_and_then_runs_once
     services: Services, redis_server: RedisServer
 ) -> None:
     client = redis.Redis.from_url(redis_server.url)
-    http = _boot(services, client)
-    job_ids = _ingest(http)
-
-    held = _wait("a batch claimed by the embedder", lambda: _claimed(client, "embed"), services=services)
-    services.procs["embedder"].send_signal(signal.SIGKILL)
-    services.procs["embedder"].wait(10)
+    http, job_ids, held = _kill_embedder_holding_work(services, client)
     lost = sorted(held)[0]
     status, job = http.call("POST", f"/v1/jobs/{lost}/cancel")
     assert (status, job["state"]) == (200, "cancelled"), job
