@@ -13,9 +13,10 @@ The merged segment is built without the collection lock, then published through 
 under the lock: a new manifest whose parent is the version live at that moment, LATEST and the
 document map moved by the same compare-and-set as a write. Writes that landed meanwhile are kept: a
 document whose document-map entry changed since the merge began (replaced, deleted, rolled back) is
-tombstoned in the merged segment, so its newer version stays the live one; every other merged
-document's entry moves to the merged segment, so later deletes and replacements tombstone the right
-segment.
+tombstoned in the merged segment, so its newer version stays the live one. The document map itself is
+not rewritten (a million entries would hold Redis for seconds): the publish records which segments the
+merged one replaces, and readers of the map follow those moves, so later deletes and replacements
+tombstone the right segment. No Redis command of a merge touches more than a few thousand documents.
 """
 
 from __future__ import annotations
@@ -207,8 +208,7 @@ class Compactor:
             kept = tuple(s for s in current.segments if s.id not in merged)
             if segment.live:
                 kept = (segment, *kept)
-            updates = {d: f"{seg_id}:{entry[1]}" for d in ids if d not in moved and (entry := before[d]) is not None}
-            outcome = self.publisher.replace_segments(ref, current, kept, updates)
+            outcome = self.publisher.replace_segments(ref, current, kept, seg_id, sorted(merged))
         assert outcome.version is not None and outcome.manifest is not None
         result = Result(
             tenant=ref.tenant,
