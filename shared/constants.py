@@ -151,9 +151,11 @@ COMPACTION_TIME_LIMIT_S: Final = 2 * 3600
 # or deleted, so a large store takes minutes, and a slow one longer.
 CLEANUP_TIME_LIMIT_S: Final = 3600
 
-# Cleanup keeps stored objects a week (the job-record retention, so any job a client can still see
-# or retry finds its batch) and the last 10 published manifests for rollback.
-CLEANUP_RETENTION_S: Final = 7 * 24 * 3600
+# Cleanup keeps every stored object a day (any version of the last day can be rolled back to) and
+# the last 10 published manifests whatever their age; batches that a job can still retry are kept
+# as long as that job. It runs hourly, so the segments a merge replaced are reclaimed within about
+# a day instead of piling up under steady ingest.
+CLEANUP_RETENTION_S: Final = 24 * 3600
 CLEANUP_KEEP_MANIFESTS: Final = 10
 
 # The gateway reads the statistics actor's results into its Prometheus gauges this often.
