@@ -119,6 +119,10 @@ COMPACTION_MAX_SEGMENT_VECTORS: Final = 2_000_000
 # A segment whose tombstoned share reaches this is rewritten without them.
 COMPACTION_DELETED_RATIO: Final = 0.2
 
+# Tombstones a manifest may list before its most tombstoned segment is rewritten (about 30 bytes each:
+# a manifest stays under about 300 kB however many documents are deleted).
+COMPACTION_MAX_TOMBSTONES: Final = 10_000
+
 # Above this many live vectors a merged segment is approximate instead of a flat scan: an exact
 # scan of 50,000 x 384 floats costs ~5 ms per query on one core, beyond that approximate search pays.
 APPROXIMATE_THRESHOLD: Final = 50_000
