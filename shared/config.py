@@ -263,6 +263,14 @@ class Settings(BaseSettings):
     compaction_deleted_ratio: float = Field(
         default=c.COMPACTION_DELETED_RATIO, description="A segment with this share of tombstones is rewritten."
     )
+    compaction_max_tombstones: int = Field(
+        default=c.COMPACTION_MAX_TOMBSTONES,
+        gt=0,
+        description=(
+            "A published manifest listing more deleted documents than this queues the rewrite of its most"
+            " tombstoned segment at once: every version repeats its tombstones, so this bounds a manifest's size."
+        ),
+    )
     approximate_threshold: int = Field(
         default=c.APPROXIMATE_THRESHOLD,
         description="Merged segments of at least this many vectors are approximate (`approximate_kind`).",

@@ -119,6 +119,10 @@ COMPACTION_MAX_SEGMENT_VECTORS: Final = 2_000_000
 # A segment whose tombstoned share reaches this is rewritten without them.
 COMPACTION_DELETED_RATIO: Final = 0.2
 
+# Tombstones a manifest may list before its most tombstoned segment is rewritten (about 30 bytes each:
+# a manifest stays under about 300 kB however many documents are deleted).
+COMPACTION_MAX_TOMBSTONES: Final = 10_000
+
 # Above this many live vectors a merged segment is approximate instead of a flat scan: an exact
 # scan of 50,000 x 384 floats costs ~5 ms per query on one core, beyond that approximate search pays.
 APPROXIMATE_THRESHOLD: Final = 50_000
@@ -151,9 +155,11 @@ COMPACTION_TIME_LIMIT_S: Final = 2 * 3600
 # or deleted, so a large store takes minutes, and a slow one longer.
 CLEANUP_TIME_LIMIT_S: Final = 3600
 
-# Cleanup keeps stored objects a week (the job-record retention, so any job a client can still see
-# or retry finds its batch) and the last 10 published manifests for rollback.
-CLEANUP_RETENTION_S: Final = 7 * 24 * 3600
+# Cleanup keeps every stored object a day (any version of the last day can be rolled back to) and
+# the last 10 published manifests whatever their age; batches that a job can still retry are kept
+# as long as that job. It runs hourly, so the segments a merge replaced are reclaimed within about
+# a day instead of piling up under steady ingest.
+CLEANUP_RETENTION_S: Final = 24 * 3600
 CLEANUP_KEEP_MANIFESTS: Final = 10
 
 # The gateway reads the statistics actor's results into its Prometheus gauges this often.

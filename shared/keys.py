@@ -46,6 +46,20 @@ def docmap(tenant: str, collection: str) -> str:
     return f"{PREFIX}:t:{tenant}:c:{collection}:docmap"
 
 
+def docmap_next(tenant: str, collection: str) -> str:
+    """Hash: the document map a rollback writes in chunks before swapping it in whole."""
+    return f"{PREFIX}:t:{tenant}:c:{collection}:docmap:next"
+
+
+def segment_moves(tenant: str, collection: str) -> str:
+    """Hash segment id -> the segment compaction merged it into.
+
+    Document-map entries keep naming the segment a document was written to; a reader follows this
+    hash to the segment holding it now, so a merge never rewrites the entries of what it merged.
+    """
+    return f"{PREFIX}:t:{tenant}:c:{collection}:moves"
+
+
 def write_seq(tenant: str, collection: str) -> str:
     """Counter that orders every accepted write (batch or delete) of a collection."""
     return f"{PREFIX}:t:{tenant}:c:{collection}:seq"

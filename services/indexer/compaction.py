@@ -13,9 +13,10 @@ The merged segment is built without the collection lock, then published through 
 under the lock: a new manifest whose parent is the version live at that moment, LATEST and the
 document map moved by the same compare-and-set as a write. Writes that landed meanwhile are kept: a
 document whose document-map entry changed since the merge began (replaced, deleted, rolled back) is
-tombstoned in the merged segment, so its newer version stays the live one; every other merged
-document's entry moves to the merged segment, so later deletes and replacements tombstone the right
-segment.
+tombstoned in the merged segment, so its newer version stays the live one. The document map itself is
+not rewritten (a million entries would hold Redis for seconds): the publish records which segments the
+merged one replaces, and readers of the map follow those moves, so later deletes and replacements
+tombstone the right segment. No Redis command of a merge touches more than a few thousand documents.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Policy:
     merge_factor: int  # a tier holding this many segments is merged into one (and tiers grow by it)
     max_segment: int  # segments of this many live vectors or more are not merged (only rewritten)
     deleted_ratio: float  # a segment with this share of tombstones is rewritten
+    max_tombstones: int  # a manifest listing more tombstones than this has its most holey segment rewritten
     approximate_threshold: int  # a merged segment of this many vectors or more is approximate
     approximate_kind: ApproximateKind
     hnsw: HnswParams
@@ -65,6 +67,7 @@ class Policy:
             merge_factor=settings.compaction_merge_factor,
             max_segment=settings.compaction_max_segment_vectors,
             deleted_ratio=settings.compaction_deleted_ratio,
+            max_tombstones=settings.compaction_max_tombstones,
             approximate_threshold=settings.approximate_threshold,
             approximate_kind=settings.approximate_kind,
             hnsw=HnswParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search),
@@ -109,27 +112,36 @@ def _full_tier(segs: tuple[SegmentRef, ...], policy: Policy) -> list[SegmentRef]
     return []
 
 
-def tier_full(manifest: Manifest, policy: Policy) -> bool:
-    """Whether a tier of ``manifest`` holds ``merge_factor`` segments (what a publish queues a merge for).
+def _tombstones(manifest: Manifest) -> int:
+    return sum(len(s.deleted) for s in manifest.segments)
 
-    Tombstone-heavy segments alone do not count: they are rewritten by the compaction schedule (or
-    along with a merge), not after every delete.
+
+def tier_full(manifest: Manifest, policy: Policy) -> bool:
+    """Whether a publish of ``manifest`` should queue its compaction right away.
+
+    When a tier holds ``merge_factor`` segments, or when the manifest lists more than ``max_tombstones``
+    deleted documents (every manifest repeats them, so they would make each version as large as the
+    deletes made since the last rewrite). Tombstone-heavy segments below that are rewritten by the
+    compaction schedule (or along with a merge), not after every delete.
     """
-    return bool(_full_tier(manifest.segments, policy))
+    return bool(_full_tier(manifest.segments, policy)) or _tombstones(manifest) > policy.max_tombstones
 
 
 def choose(manifest: Manifest, policy: Policy, *, full: bool = False) -> Choice | None:
     """What to compact in ``manifest`` (None: nothing worth it).
 
     - ``full``: every segment, into one (a rebuild);
-    - otherwise the lowest tier holding ``merge_factor`` segments (its smallest ones), else the
-      smallest segment heavy with tombstones, rewritten alone.
+    - otherwise the lowest tier holding ``merge_factor`` segments (its smallest ones); else, when the
+      manifest lists more than ``max_tombstones`` deleted documents, the segment with the most; else
+      the smallest segment heavy with tombstones, rewritten alone.
     """
     segs = manifest.segments
     if full:
         picked = list(segs)
     else:
         picked = _full_tier(segs, policy)
+        if not picked and _tombstones(manifest) > policy.max_tombstones:
+            picked = [max(segs, key=lambda s: (len(s.deleted), s.id))]
         if not picked:
             dirty = [s for s in segs if s.vectors and len(s.deleted) / s.vectors >= policy.deleted_ratio]
             picked = sorted(dirty, key=lambda s: (s.live, s.id))[:1]
@@ -207,8 +219,7 @@ class Compactor:
             kept = tuple(s for s in current.segments if s.id not in merged)
             if segment.live:
                 kept = (segment, *kept)
-            updates = {d: f"{seg_id}:{entry[1]}" for d in ids if d not in moved and (entry := before[d]) is not None}
-            outcome = self.publisher.replace_segments(ref, current, kept, updates)
+            outcome = self.publisher.replace_segments(ref, current, kept, seg_id, sorted(merged))
         assert outcome.version is not None and outcome.manifest is not None
         result = Result(
             tenant=ref.tenant,

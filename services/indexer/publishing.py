@@ -62,6 +62,11 @@ DELETED = "-"
 # a rollback replaces the document map whole and raises the write floor.
 _ADVANCE: Final = scripts.get("index_advance")
 _REPLACE: Final = scripts.get("index_replace")
+# A compaction's publish: LATEST and the segment moves, never the document map.
+_COMPACT: Final = scripts.get("index_compact")
+# Document-map entries read or written per Redis command: a command on a million entries would hold
+# Redis (every service's queue and events) for seconds.
+DOCMAP_CHUNK: Final = 5000
 
 
 @dataclass(frozen=True)
@@ -231,16 +236,46 @@ class Publisher:
             out.append(holder.model_copy(update={"deleted": tuple(sorted(others))}))
         return tuple(seg for seg in out if seg.live > 0)
 
+    def _moves(self, ref: CollectionRef) -> dict[str, str]:
+        """Segment id -> the segment compaction merged it into (a few entries per merge ever made)."""
+        raw: dict[bytes, bytes] = self.client.hgetall(keys.segment_moves(ref.tenant, ref.name))  # type: ignore[assignment]
+        return {keys.text(k): keys.text(v) for k, v in raw.items()}
+
     def _docmap(self, ref: CollectionRef) -> dict[str, tuple[str, int]]:
-        raw: dict[bytes, bytes] = self.client.hgetall(keys.docmap(ref.tenant, ref.name))  # type: ignore[assignment]
-        return {keys.text(d): entry for d, e in raw.items() if (entry := _parse_entry(e)) is not None}
+        """The whole document map, read in chunks (HSCAN) so no command walks the collection."""
+        moves = self._moves(ref)
+        out: dict[str, tuple[str, int]] = {}
+        for doc, raw in self.client.hscan_iter(keys.docmap(ref.tenant, ref.name), count=DOCMAP_CHUNK):
+            if (entry := _parse_entry(raw)) is not None:
+                out[keys.text(doc)] = _resolve(entry, moves)
+        return out
 
     def entries(self, ref: CollectionRef, ids: list[str]) -> dict[str, tuple[str, int] | None]:
-        """The document map's ``(segment, write_seq)`` of each id (None: never written)."""
+        """The document map's ``(segment, write_seq)`` of each id (None: never written).
+
+        The segment is the one holding the document now (merges followed). Read ``DOCMAP_CHUNK`` ids
+        per command, so a merge of a million documents never blocks Redis for long.
+        """
         if not ids:
             return {}
-        raw = self.client.hmget(keys.docmap(ref.tenant, ref.name), ids)
-        return {i: _parse_entry(r) for i, r in zip(ids, raw, strict=True)}  # type: ignore[arg-type]
+        key = keys.docmap(ref.tenant, ref.name)
+        raw: list[bytes | None] = []
+        for at in range(0, len(ids), DOCMAP_CHUNK):
+            raw.extend(self.client.hmget(key, ids[at : at + DOCMAP_CHUNK]))  # type: ignore[arg-type]
+        parsed = {i: _parse_entry(r) for i, r in zip(ids, raw, strict=True)}
+        moves = self._moves(ref) if any(e is not None and e[0] != DELETED for e in parsed.values()) else {}
+        return {i: None if e is None else _resolve(e, moves) for i, e in parsed.items()}
+
+    def _manifest(self, ref: CollectionRef, base: Manifest | None, segs: tuple[SegmentRef, ...]) -> Manifest:
+        return Manifest(
+            tenant=ref.tenant,
+            collection=ref.name,
+            collection_id=ref.id,
+            sequence=(base.sequence + 1) if base else 1,
+            parent=base.version if base else None,
+            created_at=now(),
+            segments=segs,
+        ).sealed()
 
     def _publish(
         self,
@@ -253,26 +288,25 @@ class Publisher:
         *,
         floor: int | None = None,
     ) -> Outcome:
-        manifest = Manifest(
-            tenant=ref.tenant,
-            collection=ref.name,
-            collection_id=ref.id,
-            sequence=(base.sequence + 1) if base else 1,
-            parent=base.version if base else None,
-            created_at=now(),
-            segments=(*kept, added) if added else kept,
-        ).sealed()
+        manifest = self._manifest(ref, base, (*kept, added) if added else kept)
         manifests.write(self.store, ref, manifest)
-        args: list[Any] = [base.version if base else "", manifest.version]
-        for doc_id, value in updates.items():
-            args += [doc_id, value]
         job_key = keys.job(job_id) if job_id else keys.job("-")
         latest, docmap = keys.latest(ref.tenant, ref.name), keys.docmap(ref.tenant, ref.name)
+        expected = base.version if base else ""
         if floor is None:
+            args: list[Any] = [expected, manifest.version]
+            for doc_id, value in updates.items():
+                args += [doc_id, value]
             moved = _ADVANCE.run(self.client, [latest, docmap, job_key], args)
         else:
+            staged = self._stage_docmap(ref, updates)
             floor_key = keys.write_floor(ref.tenant, ref.name)
-            moved = _REPLACE.run(self.client, [latest, docmap, job_key, floor_key], [*args[:2], floor, *args[2:]])
+            moves = keys.segment_moves(ref.tenant, ref.name)
+            moved = _REPLACE.run(
+                self.client, [latest, docmap, job_key, floor_key, staged, moves], [expected, manifest.version, floor]
+            )
+            if moved != 1:
+                self.client.unlink(staged)
         if moved == -1:
             # The manifest and segment files stay unreferenced; cleanup removes them.
             raise Cancelled(f"job {job_id} was cancelled; {manifest.version} not published")
@@ -283,14 +317,36 @@ class Publisher:
             self.published.inc()
         return Outcome(manifest.version, True, manifest)
 
-    def replace_segments(
-        self, ref: CollectionRef, base: Manifest, kept: tuple[SegmentRef, ...], updates: dict[str, str]
-    ) -> Outcome:
-        """Publish ``kept`` as the version after ``base``, moving ``updates`` in the document map.
+    def _stage_docmap(self, ref: CollectionRef, entries: dict[str, str]) -> str:
+        """Write a whole new document map beside the live one, ``DOCMAP_CHUNK`` entries per command."""
+        staged = keys.docmap_next(ref.tenant, ref.name)
+        self.client.unlink(staged)
+        items = list(entries.items())
+        for at in range(0, len(items), DOCMAP_CHUNK):
+            self.client.hset(staged, mapping=dict(items[at : at + DOCMAP_CHUNK]))
+        return staged
 
-        For compaction; the caller holds :meth:`locked` and has read ``base`` under it.
+    def replace_segments(
+        self, ref: CollectionRef, base: Manifest, kept: tuple[SegmentRef, ...], merged_into: str, merged: list[str]
+    ) -> Outcome:
+        """Publish ``kept`` as the version after ``base``, where segment ``merged_into`` replaces ``merged``.
+
+        For compaction; the caller holds :meth:`locked` and has read ``base`` under it. The document map
+        is left as it is: the segment moves recorded here lead its entries to the merged segment.
         """
-        return self._publish(ref, base, kept, None, updates, "")
+        manifest = self._manifest(ref, base, kept)
+        manifests.write(self.store, ref, manifest)
+        moved = _COMPACT.run(
+            self.client,
+            [keys.latest(ref.tenant, ref.name), keys.segment_moves(ref.tenant, ref.name)],
+            [base.version, manifest.version, merged_into, *merged],
+        )
+        if moved != 1:
+            raise StaleIndex(f"{ref.name}: LATEST moved while publishing {manifest.version}")
+        log.info("index.published", collection=ref.name, version=manifest.version, documents=manifest.documents)
+        if self.published is not None:
+            self.published.inc()
+        return Outcome(manifest.version, True, manifest)
 
     def locked(self, ref: CollectionRef) -> Any:
         """The per-collection lock every change of LATEST and the document map is made under."""
@@ -310,6 +366,16 @@ class Publisher:
             removed += 1
         log.info("collection.dropped", collection=collection.name, objects=removed)
         return removed
+
+
+def _resolve(entry: tuple[str, int], moves: dict[str, str]) -> tuple[str, int]:
+    """``entry`` with its segment followed through ``moves`` to the segment holding the document now."""
+    segment, seq = entry
+    for _ in range(len(moves)):  # a chain is at most as long as the moves (no cycle can make it loop)
+        if (into := moves.get(segment)) is None:
+            break
+        segment = into
+    return segment, seq
 
 
 def _tombstone(base: Manifest | None, doomed: dict[str, str]) -> tuple[SegmentRef, ...]:

@@ -89,9 +89,12 @@ async def delete(client: aioredis.Redis, collection: Collection) -> bool:
     t, n = collection.tenant, collection.name
     async with client.pipeline(transaction=True) as pipe:
         pipe.hdel(keys.collections(t), n)
-        pipe.delete(
+        # UNLINK: a large document map is freed in the background rather than while Redis waits.
+        pipe.unlink(
             keys.latest(t, n),
             keys.docmap(t, n),
+            keys.docmap_next(t, n),
+            keys.segment_moves(t, n),
             keys.write_seq(t, n),
             keys.write_floor(t, n),
             keys.collection_stats(t, n),

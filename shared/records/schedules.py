@@ -98,13 +98,13 @@ class Schedule(BaseModel):
         return Cron(self.cron, ZoneInfo(self.timezone))
 
 
-# The defaults: compaction hourly, cleanup daily at 02:00, statistics every 5 minutes,
+# The defaults: compaction hourly, cleanup hourly at half past, statistics every 5 minutes,
 # webhook retry sweep every minute, the weekly digest on Monday at 08:00. A missed compaction,
 # cleanup or digest still runs once after downtime; missed statistics and sweeps are simply
 # superseded by the next tick, a minute or five later.
 DEFAULTS: Final[tuple[tuple[str, str, Action, MissedRuns], ...]] = (
     ("compaction", "0 * * * *", Action.COMPACT, MissedRuns.RUN_ONCE),
-    ("cleanup", "0 2 * * *", Action.CLEANUP, MissedRuns.RUN_ONCE),
+    ("cleanup", "30 * * * *", Action.CLEANUP, MissedRuns.RUN_ONCE),
     ("stats", "*/5 * * * *", Action.STATS, MissedRuns.SKIP),
     ("delivery-sweep", "* * * * *", Action.SWEEP_DELIVERIES, MissedRuns.SKIP),
     ("digest", "0 8 * * 1", Action.DIGEST, MissedRuns.RUN_ONCE),

@@ -63,12 +63,49 @@ def test_small_segments_merge_into_one_without_their_tombstones(
     after = load_live(publisher, store, collection)
     assert live_ids(after) == live_ids(before)
     assert [top_ids(after, q, 10) for q in queries] == expected
-    # The document map follows the rows (keeping their write order), and deletes tombstone the right segment.
-    assert redis_client.hget(keys.docmap("acme", "docs"), "d10") == f"{result.segment}:1".encode()
+    # The document map is not rewritten by the merge (d10 was written in batch b000); its readers follow
+    # the segment moves to the merged segment (keeping the write order), and deletes tombstone the right one.
+    assert redis_client.hget(keys.docmap("acme", "docs"), "d10") == b"b000:1"
+    assert redis_client.hget(keys.segment_moves("acme", "docs"), "b000") == result.segment.encode()
+    assert publisher.entries(collection.ref, ["d10"]) == {"d10": (result.segment, 1)}
     out = publisher.delete(collection, ("d10",), write_seq=101)
     assert out.manifest is not None and out.manifest.segments[0].deleted == ("d10",)
     assert "d10" not in live_ids(load_live(publisher, store, collection))
     assert vectors.shape == (600, 384)
+
+
+def test_no_redis_command_of_a_merge_or_rollback_touches_more_than_a_chunk_of_documents(
+    redis_client: redis.Redis, store: LocalStore, collection: Collection
+) -> None:
+    # Given 12,000 documents in 4 segments (a document map of 12,000 entries),
+    publisher = Publisher(redis_client, store)
+    _write_batches(publisher, store, collection, batches=4, size=3000)
+    first = publisher.current(collection.ref)
+    assert first is not None
+    # When they are merged and then rolled back, with every command Redis runs in its slow log,
+    redis_client.config_set("slowlog-max-len", 100_000)
+    redis_client.config_set("slowlog-log-slower-than", 0)
+    redis_client.slowlog_reset()
+    try:
+        assert Compactor(store, publisher, tiered(merge_factor=4)).compact(collection) is not None
+        assert publisher.rollback(collection, first.version, write_seq=10).published
+        log = redis_client.slowlog_get(100_000)
+    finally:
+        redis_client.config_set("slowlog-log-slower-than", 10_000)
+
+    # Then no command carried more than a chunk of documents (the slow log keeps 32 arguments and
+    # counts the rest: "... (N more arguments)"), and a script never received the documents at all.
+    def arguments(command: str) -> int:
+        shown, _, more = command.partition(" ... (")
+        return len(shown.split(" ")) + (int(more.split(" ")[0]) if more else 0)
+
+    sizes: dict[str, int] = {}
+    for entry in log:
+        command = keys.text(entry["command"])
+        name = command.split(" ")[0].upper()
+        sizes[name] = max(sizes.get(name, 0), arguments(command))
+    assert sizes.get("HMGET", 0) > 1000  # the documents were read, in chunks
+    assert max(sizes.values()) <= 2 * 5000 + 2, sizes
 
 
 def test_nothing_to_do_leaves_the_version_alone(
@@ -123,7 +160,11 @@ def test_writes_that_land_while_compacting_are_kept(redis_client: redis.Redis, t
     docmap = keys.docmap("acme", "docs")
     assert redis_client.hget(docmap, "d5") == b"late:50"
     assert redis_client.hget(docmap, "d60") == b"-:51"
-    assert redis_client.hget(docmap, "d7") == f"{result.segment}:1".encode()
+    assert publisher.entries(collection.ref, ["d5", "d60", "d7"]) == {
+        "d5": ("late", 50),
+        "d60": ("-", 51),
+        "d7": (result.segment, 1),
+    }
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import redis
 
+from services.indexer.compaction import Compactor, Policy
 from services.indexer.publishing import Publisher
 from shared import keys
+from shared.config import Settings
 from shared.errors import PermanentError
 from shared.index.storage import LocalStore
 from shared.records.catalog import Collection
@@ -86,3 +88,35 @@ def test_rollback_to_an_unknown_version_or_another_collections_fails_permanently
         publisher.rollback(collection, "0000000001-0000000000000000", write_seq=9)
     with pytest.raises(PermanentError):
         publisher.rollback(collection, str(foreign), write_seq=9)
+
+
+def test_rollback_across_a_merge_resolves_every_document_to_the_segment_holding_it(
+    redis_client: redis.Redis, store: LocalStore, collection: Collection
+) -> None:
+    # Given v4 {b, c, d} merged into one segment (the document map still names b1, b2 and b4),
+    publisher = Publisher(redis_client, store)
+    _v1, v2, _v3, _v4 = _versions(publisher, store, collection)
+    merged = Compactor(store, publisher, Policy.from_settings(Settings(compaction_merge_factor=2))).compact(
+        collection, full=True
+    )
+    assert merged is not None
+    assert publisher.entries(collection.ref, ["c"]) == {"c": (merged.segment, 2)}
+
+    # When a newer write replaces c and the collection is rolled back to v2 {a, b, c},
+    stage(store, collection, "b6", ["c"], unit_vectors(1, seed=11))
+    publisher.add_batch(collection, "b6", write_seq=6)
+    out = publisher.rollback(collection, v2, write_seq=5)
+
+    # Then c keeps its newer version, the others come back from the segments of v2, the moves are gone,
+    assert out.published and live_ids(load_live(publisher, store, collection)) == {"a", "b", "c"}
+    assert not redis_client.exists(keys.segment_moves("acme", "docs"))
+    assert publisher.entries(collection.ref, ["a", "b", "c", "d"]) == {
+        "a": ("b1", 5),
+        "b": ("b1", 5),
+        "c": ("b6", 6),
+        "d": ("-", 5),
+    }
+    # and a delete after it tombstones the right segment.
+    after = publisher.delete(collection, ("b",), write_seq=7).manifest
+    assert after is not None and "b" in next(s.deleted for s in after.segments if s.id == "b1")
+    assert live_ids(load_live(publisher, store, collection)) == {"a", "c"}

@@ -512,13 +512,29 @@ def _index_advance(r: redis.Redis, s: LuaScript) -> None:
 @case("index_replace")
 def _index_replace(r: redis.Redis, s: LuaScript) -> None:
     latest, docmap, job = keys.latest("acme", "c"), keys.docmap("acme", "c"), keys.job("j1")
-    floor = keys.write_floor("acme", "c")
+    floor, staged, moves = keys.write_floor("acme", "c"), keys.docmap_next("acme", "c"), keys.segment_moves("acme", "c")
     r.set(latest, "v3")
     r.hset(docmap, mapping={"doc1": "s3:9", "doc9": "s3:8"})
-    assert s.run(r, [latest, docmap, job, floor], ["v1", "v4", "10", "doc1", "s1:1"]) == 0
-    assert s.run(r, [latest, docmap, job, floor], ["v3", "v4", "10", "doc1", "s1:1"]) == 1
+    r.hset(moves, "s2", "s3")
+    r.hset(staged, mapping={"doc1": "s1:1"})
+    keys_ = [latest, docmap, job, floor, staged, moves]
+    assert s.run(r, keys_, ["v1", "v4", "10"]) == 0
+    assert s.run(r, keys_, ["v3", "v4", "10"]) == 1
     assert r.get(latest) == b"v4" and r.get(floor) == b"10"
-    assert r.hgetall(docmap) == {b"doc1": b"s1:1"}
+    assert r.hgetall(docmap) == {b"doc1": b"s1:1"} and not r.exists(staged) and not r.exists(moves)
+    # Nothing staged: the map is emptied.
+    assert s.run(r, keys_, ["v4", "v5", "11"]) == 1
+    assert not r.exists(docmap)
+
+
+@case("index_compact")
+def _index_compact(r: redis.Redis, s: LuaScript) -> None:
+    latest, moves = keys.latest("acme", "c"), keys.segment_moves("acme", "c")
+    r.set(latest, "v1")
+    assert s.run(r, [latest, moves], ["v0", "v2", "m1", "s1", "s2"]) == 0  # LATEST moved
+    assert not r.exists(moves)
+    assert s.run(r, [latest, moves], ["v1", "v2", "m1", "s1", "s2"]) == 1
+    assert r.get(latest) == b"v2" and r.hgetall(moves) == {b"s1": b"m1", b"s2": b"m1"}
 
 
 _LEASE_VALUE = "host:1:abc 7"

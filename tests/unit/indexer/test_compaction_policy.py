@@ -14,6 +14,7 @@ POLICY = Policy(
     merge_factor=10,
     max_segment=2_000_000,
     deleted_ratio=0.2,
+    max_tombstones=10_000,
     approximate_threshold=50_000,
     approximate_kind="hnsw",
     hnsw=HnswParams(16, 40, 32),
@@ -76,6 +77,16 @@ def test_a_lone_segment_with_tombstones_is_rewritten_and_a_rebuild_takes_everyth
     assert choose(_manifest(_seg("a", 500)), POLICY) is None
     rebuild = choose(_manifest(_seg("g", 60_000, kind="hnsw"), _seg("big", 5_000)), POLICY, full=True)
     assert rebuild is not None and rebuild.kind == "hnsw" and len(rebuild.segments) == 2
+
+
+def test_a_manifest_with_too_many_tombstones_queues_the_rewrite_of_its_most_holey_segment() -> None:
+    # 12,000 tombstones, none of the segments 20 % deleted: the tier rule alone would leave them all.
+    segs = [_seg(f"g{i}", 100_000, deleted=4_000 + i, kind="ivf") for i in range(3)]
+    holey = _manifest(*segs)
+    assert tier_full(holey, POLICY)
+    choice = choose(holey, POLICY)
+    assert choice is not None and [s.id for s in choice.segments] == ["g2"]
+    assert not tier_full(_manifest(*segs[:2]), POLICY) and choose(_manifest(*segs[:2]), POLICY) is None
 
 
 def _simulate(batches: int, size: int, policy: Policy) -> tuple[list[int], int]:

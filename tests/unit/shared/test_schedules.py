@@ -18,7 +18,7 @@ def test_defaults_are_the_documented_ones() -> None:
     table = configured({}, "UTC")
     assert {n: (s.cron, s.action, s.missed) for n, s in table.items()} == {
         "compaction": ("0 * * * *", Action.COMPACT, MissedRuns.RUN_ONCE),
-        "cleanup": ("0 2 * * *", Action.CLEANUP, MissedRuns.RUN_ONCE),
+        "cleanup": ("30 * * * *", Action.CLEANUP, MissedRuns.RUN_ONCE),
         "stats": ("*/5 * * * *", Action.STATS, MissedRuns.SKIP),
         "delivery-sweep": ("* * * * *", Action.SWEEP_DELIVERIES, MissedRuns.SKIP),
         "digest": ("0 8 * * 1", Action.DIGEST, MissedRuns.RUN_ONCE),
