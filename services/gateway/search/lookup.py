@@ -48,8 +48,8 @@ def find(snapshot: Snapshot, doc_id: str) -> Located | None:
     return None
 
 
-def _after(live: LiveSegment, after: str | None) -> Iterator[tuple[str, int]]:
-    """A segment's live rows whose ids sort after ``after``, in id order, as ``(id, row)``."""
+def _after(position: int, live: LiveSegment, after: str | None) -> Iterator[tuple[str, int, int]]:
+    """A segment's live rows whose ids sort after ``after``, in id order, as ``(id, position, row)``."""
     seg = live.segment
     order = seg.id_order()
     ids = seg.ids
@@ -57,7 +57,7 @@ def _after(live: LiveSegment, after: str | None) -> Iterator[tuple[str, int]]:
     mask = live.live
     for row in order[start:].tolist():
         if mask[row]:
-            yield ids[row], row
+            yield ids[row], position, row
 
 
 def page(snapshot: Snapshot, after: str | None, limit: int) -> tuple[list[Located], bool]:
@@ -65,7 +65,7 @@ def page(snapshot: Snapshot, after: str | None, limit: int) -> tuple[list[Locate
 
     Blocking (the first page of a new segment sorts its rows): run it in a thread.
     """
-    streams = [((doc_id, i, row) for doc_id, row in _after(live, after)) for i, live in enumerate(snapshot.segments)]
+    streams = [_after(i, live, after) for i, live in enumerate(snapshot.segments)]
     out: list[Located] = []
     for _doc_id, i, row in heapq.merge(*streams):
         if len(out) == limit:
