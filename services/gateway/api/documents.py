@@ -66,4 +66,4 @@ async def list_documents(request: web.Request) -> web.Response:
     except ValidationError as exc:
         return validation_problem(exc, root="query")
     record, latest = await collection_of(request, loaded_if_down=True)
-    return model_response(await request.app[DOCUMENTS].list(record, latest, q.cursor, q.limit))
+    return model_response(await request.app[DOCUMENTS].listing(record, latest, q.cursor, q.limit))

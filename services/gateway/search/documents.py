@@ -86,7 +86,7 @@ class DocumentReader:
             fields["vector"] = located.segment.vector(located.row).tolist()
         return DocumentRecord(**fields)
 
-    async def list(self, record: Collection, latest: str | None, cursor: str | None, limit: int) -> DocumentPage:
+    async def listing(self, record: Collection, latest: str | None, cursor: str | None, limit: int) -> DocumentPage:
         """A page of up to ``limit`` documents in id order, after the one ``cursor`` names.
 
         Raises:

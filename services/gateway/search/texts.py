@@ -102,7 +102,9 @@ class TextCache:
             path = self._path(ref, segment)
             try:
                 opened = TextFile(path)  # fetched earlier, by this process or another on this host
-            except FileNotFoundError:
+            except (FileNotFoundError, CorruptObject) as exc:
+                if isinstance(exc, CorruptObject):  # damaged on this disk since: fetch it again
+                    log.warning("texts.damaged", segment=segment.id, error=str(exc))
                 self._fetch(ref, segment, path)
                 opened = TextFile(path)
             if opened.count != len(segment.ids):
