@@ -29,6 +29,13 @@ class Settings(BaseSettings):
         default=None, description="Redis URL; unset means `semaflow up` starts its own (AOF, appendfsync everysec)."
     )
     store_dir: Path | None = Field(default=None, description="Local object-store directory (default DATA_DIR/objects).")
+    text_cache_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Where the gateway keeps the texts files of the segments whose texts were asked for, fetched from the "
+            "object store on first use and read by offset (default DATA_DIR/text-cache)."
+        ),
+    )
     s3_bucket: str | None = Field(
         default=None, description="Use S3 (any S3 API) with this bucket instead of a directory."
     )
@@ -118,11 +125,11 @@ class Settings(BaseSettings):
     )
     rate_limit_read_per_minute: int = Field(
         default=c.RATE_LIMIT_READ_PER_MINUTE,
-        description="Reads of job, dead-letter and queue status per key per minute (0: none).",
+        description="Reads of documents, jobs, dead letters and queue status per key per minute (0: none).",
     )
     rate_limit_read_per_hour: int = Field(
         default=c.RATE_LIMIT_READ_PER_HOUR,
-        description="Reads of job, dead-letter and queue status per key per hour (0: none).",
+        description="Reads of documents, jobs, dead letters and queue status per key per hour (0: none).",
     )
     search_cache_enabled: bool = Field(
         default=True, description="The two-level search cache (L1 in each gateway process, L2 in Redis)."
@@ -459,3 +466,8 @@ class Settings(BaseSettings):
     def local_store_dir(self) -> Path:
         """The local object-store directory in effect."""
         return self.store_dir if self.store_dir is not None else self.data_dir / "objects"
+
+    @property
+    def local_text_cache_dir(self) -> Path:
+        """The gateway's texts cache directory in effect."""
+        return self.text_cache_dir if self.text_cache_dir is not None else self.data_dir / "text-cache"

@@ -24,6 +24,10 @@ GATEWAY_REDIS_TIMEOUT_S: Final = 2.0
 # What a 503 for an unreachable Redis asks the client to wait: a failover or restart takes seconds.
 REDIS_RETRY_AFTER_S: Final = 5
 MAX_ID_LENGTH: Final = 256
+# Listing a collection's documents: a page as big as one ingest request by default, ten times that at most
+# (each item is an id and its metadata; a page is sliced from sorted rows, so its cost is its length).
+DOCUMENT_PAGE_DEFAULT: Final = 100
+DOCUMENT_PAGE_MAX: Final = 1_000
 MAX_TEXT_CHARS: Final = 100_000
 
 # Collection and document identifiers appear in object keys and URLs, so keep them to a safe alphabet.

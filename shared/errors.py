@@ -19,6 +19,10 @@ class Conflict(SemaflowError):
     """The request conflicts with the resource's current state."""
 
 
+class BadRequest(SemaflowError):
+    """A request the API cannot read although its schema allows it (a page cursor it never handed out)."""
+
+
 class InvalidInput(SemaflowError):
     """Input that can never succeed, however often it is retried."""
 

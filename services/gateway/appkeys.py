@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from services.gateway.http.ratelimit import Decision, RateLimiter
     from services.gateway.metrics import GatewayMetrics
     from services.gateway.search.cache import SearchCache
+    from services.gateway.search.documents import DocumentReader
     from services.gateway.search.pipeline import Searcher
     from services.gateway.search.querymodel import QueryModel
     from services.gateway.search.snapshots import IndexRegistry
@@ -51,6 +52,7 @@ METRICS: Final[web.AppKey[GatewayMetrics]] = web.AppKey("metrics")
 # Absent unless SEMAFLOW_METRICS_PORT is set: the internal server of every series.
 METRICS_SERVER: Final[web.AppKey[MetricsServer]] = web.AppKey("metrics_server")
 SEARCHER: Final[web.AppKey[Searcher]] = web.AppKey("searcher")
+DOCUMENTS: Final[web.AppKey[DocumentReader]] = web.AppKey("documents")
 # Absent when the search cache, or rate limiting, is switched off.
 CACHE: Final[web.AppKey[SearchCache]] = web.AppKey("cache")
 LIMITER: Final[web.AppKey[RateLimiter]] = web.AppKey("limiter")

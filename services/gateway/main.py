@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 
 from services.gateway.api.admin import admin_routes
 from services.gateway.api.collections import routes
+from services.gateway.api.documents import document_routes
 from services.gateway.api.health import OPENAPI, ops_routes
 from services.gateway.api.job_control import JobControl
 from services.gateway.api.jobs import control_routes
@@ -29,6 +30,7 @@ from services.gateway.appkeys import (
     BROKER,
     CACHE,
     CONTROL,
+    DOCUMENTS,
     LIMITER,
     METRICS,
     MODEL,
@@ -58,11 +60,13 @@ from services.gateway.http.spans import tracing_middleware
 from services.gateway.http.throttle import rate_limit_middleware
 from services.gateway.metrics import GatewayMetrics, internal_metrics
 from services.gateway.search.cache import SearchCache
+from services.gateway.search.documents import DocumentReader
 from services.gateway.search.engine import search_pool
 from services.gateway.search.follower import follow_forever
 from services.gateway.search.pipeline import Searcher
 from services.gateway.search.querymodel import QueryModel
 from services.gateway.search.snapshots import IndexRegistry
+from services.gateway.search.texts import TextCache
 from shared.config import Settings
 from shared.index.embedding import Encoder
 from shared.index.storage import ObjectStore, open_store
@@ -77,6 +81,7 @@ API_VERSION = "1"
 # Every declared route of the API; a new routes module adds its table here.
 ROUTE_TABLES: tuple[Endpoints, ...] = (
     routes,
+    document_routes,
     control_routes,
     webhook_routes,
     admin_routes,
@@ -175,14 +180,19 @@ def build(
             )
             app[CACHE] = cache
             registry.on_drop(cache.forget_local)
+        texts = TextCache(app[STORE], settings.local_text_cache_dir)
+        registry.on_swap(texts.retain)
+        registry.on_drop(texts.forget)
         app[SEARCHER] = Searcher(
             registry,
             app[MODEL],
             app[SEARCH_POOL],
             cache,
             app[METRICS],
+            texts=texts,
             freshness_wait_s=settings.search_freshness_wait_s,
         )
+        app[DOCUMENTS] = DocumentReader(registry, texts, freshness_wait_s=settings.search_freshness_wait_s)
         registry.on_swap(lambda _snapshot: app[METRICS].index_swaps.inc())
         stop = asyncio.Event()
         follower = asyncio.create_task(

@@ -6,7 +6,7 @@ import base64
 import binascii
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
@@ -171,6 +171,14 @@ class IngestAccepted(_Body):
     batch_id: str | None = None
 
 
+# What a search result (or a document read) may carry besides its id and score.
+Include = Literal["text", "metadata", "vector"]
+
+
+def _default_include() -> list[Include]:
+    return ["metadata"]
+
+
 class SearchRequest(_Body):
     """``POST /v1/collections/{name}/search``: a query text or a vector, top ``k``, exact-match filter."""
 
@@ -182,6 +190,14 @@ class SearchRequest(_Body):
     vector: Vector | None = Field(default=None, min_length=c.EMBEDDING_DIM, max_length=c.EMBEDDING_DIM)
     k: int = Field(default=10, ge=1, le=c.MAX_SEARCH_K, strict=True)
     filter: dict[str, JsonScalar] = Field(default_factory=dict)
+    include: list[Include] = Field(
+        default_factory=_default_include,
+        max_length=3,
+        description=(
+            "What each result carries besides its id and score: its text (null for a document sent as a vector "
+            "only, or indexed before texts were kept), its metadata, its vector as stored (unit length)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_of_query_or_vector(self) -> SearchRequest:
@@ -201,17 +217,72 @@ class SearchRequest(_Body):
 
 
 class SearchHit(_Body):
-    """One result."""
+    """One result; ``text``, ``metadata`` and ``vector`` are present when the search's ``include`` names them."""
 
     id: str
     score: float
-    metadata: dict[str, Any]
+    text: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    vector: list[float] = Field(default_factory=list)
 
 
 class SearchResponse(_Body):
     """Results, best first, and the index version that answered."""
 
     results: list[SearchHit]
+    index_version: str | None
+
+
+class DocumentRecord(_Body):
+    """A document as the collection's published index holds it (``vector`` only with ``?include=vector``)."""
+
+    id: str
+    text: str | None = Field(
+        description="null for a document sent as a vector only, or indexed before texts were kept in segments."
+    )
+    metadata: dict[str, Any]
+    index_version: str
+    vector: list[float] = Field(
+        default_factory=list, description="The vector as stored: float32, scaled to unit length."
+    )
+
+
+class DocumentGetQuery(_Body):
+    """``GET /v1/collections/{name}/documents/{doc_id}`` query parameters."""
+
+    include: Literal["vector"] | None = Field(default=None, description="vector: add the stored vector.")
+
+
+# A document page cursor: base64url, no padding (it encodes a document id of up to MAX_ID_LENGTH characters).
+DOCUMENT_CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+DOCUMENT_CURSOR_MAX = 4 * (1 + 4 * c.MAX_ID_LENGTH + 2) // 3
+
+
+class DocumentListQuery(_Body):
+    """``GET /v1/collections/{name}/documents`` query parameters."""
+
+    cursor: str | None = Field(
+        default=None,
+        min_length=2,
+        max_length=DOCUMENT_CURSOR_MAX,
+        pattern=DOCUMENT_CURSOR_PATTERN,
+        description="The next_cursor of the previous page (absent: the first page).",
+    )
+    limit: int = Field(default=c.DOCUMENT_PAGE_DEFAULT, ge=1, le=c.DOCUMENT_PAGE_MAX)
+
+
+class DocumentSummary(_Body):
+    """A listed document."""
+
+    id: str
+    metadata: dict[str, Any]
+
+
+class DocumentPage(_Body):
+    """A page of a collection's documents in id order; ``next_cursor`` continues it (null on the last page)."""
+
+    documents: list[DocumentSummary]
+    next_cursor: str | None
     index_version: str | None
 
 

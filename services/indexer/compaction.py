@@ -197,14 +197,21 @@ class Compactor:
         choice = choose(base, self.policy, full=full) if base is not None else None
         if base is None or choice is None:
             return None
-        ids, vectors, metadata, before = self._live_rows(collection, choice)
+        ids, vectors, metadata, texts, before = self._live_rows(collection, choice)
         if not ids:
             return None
         seg_id = new_segment_id()
         segment, files = segments.build(
-            seg_id, vectors, ids, metadata, kind=choice.kind, hnsw=self.policy.hnsw, target=self.policy.target
+            seg_id,
+            vectors,
+            ids,
+            metadata,
+            texts=texts,
+            kind=choice.kind,
+            hnsw=self.policy.hnsw,
+            target=self.policy.target,
         )
-        del vectors  # the merge's largest buffer: gone before publishing
+        del vectors, texts  # the merge's largest buffer: gone before publishing
         segments.upload(self.store, ref, segment, files)
         merged = {s.id for s in choice.segments}
         with self.publisher.locked(ref):
@@ -241,19 +248,25 @@ class Compactor:
 
     def _live_rows(
         self, collection: Collection, choice: Choice
-    ) -> tuple[list[str], np.ndarray[Any, Any], list[dict[str, Any]], dict[str, tuple[str, int] | None]]:
-        """The merged segments' live rows whose document map entry points at them, and those entries.
+    ) -> tuple[
+        list[str], np.ndarray[Any, Any], list[dict[str, Any]], list[str | None], dict[str, tuple[str, int] | None]
+    ]:
+        """The merged segments' live rows (ids, vectors, metadata, texts) whose document map entry points
+        at them, and those entries.
 
         One segment is loaded at a time and only its kept rows are copied out, so the peak is the
-        merged rows once plus one source segment.
+        merged rows once plus one source segment. A segment written before texts were kept gives its
+        rows no text (None), which the merged segment keeps.
         """
         ref = collection.ref
         ids: list[str] = []
         parts: list[np.ndarray[Any, Any]] = []
         metadata: list[dict[str, Any]] = []
+        texts: list[str | None] = []
         entries: dict[str, tuple[str, int] | None] = {}
         for seg in choice.segments:
             loaded = segments.load(self.store, ref, seg, ivf_vectors=True)
+            own_texts = segments.read_texts(self.store, ref, seg)
             gone = set(seg.deleted)
             rows = [r for r, doc in enumerate(loaded.ids) if doc not in gone]
             found = self.publisher.entries(ref, [loaded.ids[r] for r in rows])
@@ -263,8 +276,9 @@ class Compactor:
                 doc = loaded.ids[r]
                 ids.append(doc)
                 metadata.append(loaded.metadata[r])
+                texts.append(own_texts[r])
                 entries[doc] = found[doc]
-            del loaded
+            del loaded, own_texts
         dim = next((p.shape[1] for p in parts), 0)
         vectors = np.empty((len(ids), dim), dtype=np.float32)
         at = 0
@@ -272,4 +286,4 @@ class Compactor:
             part = parts.pop(0)
             vectors[at : at + len(part)] = part
             at += len(part)
-        return ids, vectors, metadata, entries
+        return ids, vectors, metadata, texts, entries

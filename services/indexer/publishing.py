@@ -129,7 +129,13 @@ class Publisher:
                 log.info("batch.superseded", batch_id=batch_id, collection=ref.name)
                 return Outcome(base.version if base else None, False, base)
             kept_ids = [docs[i].id for i in keep]
-            segment, files = segments.build(batch_id, vectors[keep], kept_ids, [docs[i].metadata for i in keep])
+            segment, files = segments.build(
+                batch_id,
+                vectors[keep],
+                kept_ids,
+                [docs[i].metadata for i in keep],
+                texts=[docs[i].text for i in keep],
+            )
             segments.upload(self.store, ref, segment, files)
             replaced = {d: e[0] for d in kept_ids if (e := entries[d]) is not None and e[0] != DELETED}
             updates = {d: f"{segment.id}:{write_seq}" for d in kept_ids}

@@ -1,9 +1,15 @@
-"""Segment files: a FAISS index plus a sidecar of ids and metadata, verified by SHA-256 on load."""
+"""Segment files: a FAISS index, a sidecar of ids and metadata, and the rows' texts; verified by SHA-256.
+
+The texts file (:mod:`shared.index.texts`) is not part of what :func:`load` reads: a gateway fetches it
+into its local cache when a text is first asked for, and reads each text from it by offset. Segments
+written before texts were kept have none (their manifest entry lists no such file).
+"""
 
 from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -15,6 +21,8 @@ from shared.index import approximate
 from shared.index.approximate import Calibration, HnswParams, RecallTarget
 from shared.index.documents import metadata_line
 from shared.index.manifests import SegmentKind, SegmentRef, sha256
+from shared.index.texts import decode as _decode_texts
+from shared.index.texts import encode as _encode_texts
 
 if TYPE_CHECKING:
     import faiss
@@ -24,10 +32,22 @@ if TYPE_CHECKING:
 
 INDEX_FILE: Final = "index.faiss"
 DOCS_FILE: Final = "docs.jsonl.gz"
+TEXTS_FILE: Final = "texts.bin"
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["DOCS_FILE", "INDEX_FILE", "HnswParams", "LoadedSegment", "RecallTarget", "build", "load", "upload"]
+__all__ = [
+    "DOCS_FILE",
+    "INDEX_FILE",
+    "TEXTS_FILE",
+    "HnswParams",
+    "LoadedSegment",
+    "RecallTarget",
+    "build",
+    "load",
+    "read_texts",
+    "upload",
+]
 
 
 def _flat(vectors: np.ndarray[Any, Any]) -> faiss.Index:
@@ -75,6 +95,7 @@ def build(
     ids: list[str],
     metadata: list[dict[str, Any]],
     *,
+    texts: Sequence[str | None] | None = None,
     kind: SegmentKind = "flat",
     hnsw: HnswParams | None = None,
     target: RecallTarget | None = None,
@@ -84,12 +105,13 @@ def build(
     ``flat`` is exact; ``hnsw`` and ``ivf`` are approximate: the index is checked against exact
     search over the segment's own vectors (:func:`shared.index.approximate.build_checked`) and stored
     with the search parameter that reaches ``target`` -- or built flat when none does. (An approximate
-    segment's rows may come in another order than ``ids``: the sidecar follows the index.)
+    segment's rows may come in another order than ``ids``: the sidecar and the texts follow the index.)
+    ``texts`` (one per row, None for a row without) adds a texts file; without it the segment has none.
     """
     import faiss
 
-    if len(ids) != len(vectors) or len(ids) != len(metadata):
-        raise ValueError("ids, vectors and metadata differ in length")
+    if len(ids) != len(vectors) or len(ids) != len(metadata) or (texts is not None and len(texts) != len(ids)):
+        raise ValueError("ids, vectors, metadata and texts differ in length")
     calibration: Calibration | None = None
     index: faiss.Index
     if kind == "flat" or not len(vectors):
@@ -100,6 +122,7 @@ def build(
         index, kind, calibration, order = _approximate(segment_id, vectors, kind, hnsw, target or RecallTarget())
         if order is not None:
             ids, metadata = [ids[r] for r in order], [metadata[r] for r in order]
+            texts = [texts[r] for r in order] if texts is not None else None
     serialized = faiss.serialize_index(index)
     del index
     files = {
@@ -109,6 +132,8 @@ def build(
         ),
     }
     del serialized
+    if texts is not None:
+        files[TEXTS_FILE] = _encode_texts(texts)
     ref = SegmentRef(
         id=segment_id,
         kind=kind,
@@ -132,7 +157,8 @@ class LoadedSegment:
 
     ``vectors`` may be a view into memory owned by another object (a merged FAISS index);
     ``owner`` keeps that object alive as long as the view is. An IVF segment's are empty unless
-    loaded with ``ivf_vectors`` (see :func:`load`).
+    loaded with ``ivf_vectors`` (see :func:`load`); :meth:`vector` reads one row of any kind.
+    ``texts_sha256`` is the SHA-256 of the segment's texts file (None: it has none).
     """
 
     id: str
@@ -144,6 +170,9 @@ class LoadedSegment:
     kind: SegmentKind = "flat"
     nbytes: int = 0  # size of the serialized index: what it holds in memory, near enough
     search_param: int | None = None  # approximate segments: the efSearch / nprobe its manifest entry chose
+    texts_sha256: str | None = None
+    # The rows in document-id order, computed on first use (listing) and shared by rebased copies.
+    _id_order: list[np.ndarray[Any, np.dtype[np.int64]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.rows:
@@ -152,8 +181,34 @@ class LoadedSegment:
     def rebased(self, vectors: np.ndarray[Any, np.dtype[np.float32]], owner: object) -> LoadedSegment:
         """The same segment with its vectors moved to ``vectors`` (owned by ``owner``)."""
         return LoadedSegment(
-            self.id, vectors, self.ids, self.metadata, owner, self.rows, self.kind, self.nbytes, self.search_param
+            self.id,
+            vectors,
+            self.ids,
+            self.metadata,
+            owner,
+            self.rows,
+            self.kind,
+            self.nbytes,
+            self.search_param,
+            self.texts_sha256,
+            self._id_order,
         )
+
+    def vector(self, row: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """Row ``row``'s vector as stored (unit length, float32), whatever the kind of segment."""
+        if len(self.vectors):
+            return np.array(self.vectors[row], dtype=np.float32)
+        import faiss
+
+        index: Any = faiss.downcast_index(self.owner)  # type: ignore[arg-type]  # an IVF index, with a direct map (see ``load``)
+        return np.asarray(index.reconstruct(row), dtype=np.float32)
+
+    def id_order(self) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """Row numbers sorted by document id; computed once (O(n log n)), then shared by rebased copies."""
+        if not self._id_order:
+            ids = self.ids
+            self._id_order.append(np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64))
+        return self._id_order[0]
 
     @property
     def approximate(self) -> bool:
@@ -188,12 +243,28 @@ def read_ids(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> lis
     return [r["id"] for r in _rows(segment, _fetch(store, ref, segment, DOCS_FILE))]
 
 
+def read_texts(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> list[str | None]:
+    """Every row's text, from the verified texts file (all None for a segment written without one).
+
+    Raises:
+        CorruptObject: the file fails its SHA-256 check or does not parse.
+        ObjectNotFound: it is missing.
+    """
+    if TEXTS_FILE not in segment.files:
+        return [None] * segment.vectors
+    found = _decode_texts(_fetch(store, ref, segment, TEXTS_FILE))
+    if len(found) != segment.vectors:
+        raise CorruptObject(f"segment {segment.id} has {segment.vectors} vectors and {len(found)} texts")
+    return found
+
+
 def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, *, ivf_vectors: bool = False) -> LoadedSegment:
     """Fetch, verify and open a segment.
 
     An IVF segment keeps its rows in its inverted lists, not in one array: its ``vectors`` are an
     empty ``(0, dim)`` array unless ``ivf_vectors`` asks for a copy (what a merge reads), so a
-    gateway holds its vectors once.
+    gateway holds its vectors once; it gets a direct map (8 bytes a row) so one row can be read.
+    The texts file is not fetched (see :func:`read_texts` and the gateway's text cache).
 
     Raises:
         CorruptObject: a file's SHA-256 differs from the manifest's, or it fails to parse.
@@ -201,9 +272,9 @@ def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, *, ivf_vec
     """
     import faiss
 
-    blobs = {name: _fetch(store, ref, segment, name) for name in segment.files}
-    if INDEX_FILE not in blobs or DOCS_FILE not in blobs:
+    if INDEX_FILE not in segment.files or DOCS_FILE not in segment.files:
         raise CorruptObject(f"segment {segment.id} lacks {INDEX_FILE} or {DOCS_FILE}")
+    blobs = {name: _fetch(store, ref, segment, name) for name in (INDEX_FILE, DOCS_FILE)}
     rows = _rows(segment, blobs[DOCS_FILE])
     try:
         owner = faiss.deserialize_index(np.frombuffer(blobs[INDEX_FILE], dtype=np.uint8))
@@ -219,8 +290,7 @@ def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, *, ivf_vec
     elif segment.kind == "ivf":
         if not isinstance(index, faiss.IndexIVFFlat):
             raise CorruptObject(f"segment {segment.id} is not the IVF index its manifest says")
-        if ivf_vectors:
-            index.make_direct_map()  # rows by id: what reconstruction reads
+        index.make_direct_map()  # rows by id: what reconstruction reads
     if not index.ntotal or (segment.kind == "ivf" and not ivf_vectors):
         vectors = np.zeros((0, index.d), dtype=np.float32)
     elif isinstance(index, faiss.IndexFlat):  # a view of the index's own rows: no copy
@@ -238,4 +308,5 @@ def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, *, ivf_vec
         kind=segment.kind,
         nbytes=len(blobs[INDEX_FILE]),
         search_param=segment.search_param,
+        texts_sha256=segment.files.get(TEXTS_FILE),
     )

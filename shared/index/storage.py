@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from shared.config import Settings
+
+
+_CHUNK = 1 << 20  # bytes copied at a time by ``download``
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,16 @@ class ObjectStore(Protocol):
 
     def get(self, key: str) -> bytes:
         """Return the object's bytes.
+
+        Raises:
+            ObjectNotFound: no object under ``key``.
+            StorageUnavailable: the store could not be reached.
+        """
+        ...
+
+    def download(self, key: str, path: Path) -> None:
+        """Copy the object into the file ``path`` (created or replaced), streamed: a large object never
+        sits in memory whole.
 
         Raises:
             ObjectNotFound: no object under ``key``.
@@ -144,6 +158,18 @@ class LocalStore:
         except OSError as exc:
             raise StorageUnavailable(f"cannot read {key!r}: {exc}") from exc
 
+    def download(self, key: str, path: Path) -> None:
+        """Copy the file."""
+        try:
+            with self._path(key).open("rb") as src, path.open("wb") as dst:
+                shutil.copyfileobj(src, dst, _CHUNK)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            if not self._path(key).is_file():
+                raise ObjectNotFound(key) from exc
+            raise StorageUnavailable(f"cannot copy {key!r} to {path}: {exc}") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot copy {key!r} to {path}: {exc}") from exc
+
     def exists(self, key: str) -> bool:
         """Whether the file exists."""
         return self._path(key).is_file()
@@ -212,6 +238,19 @@ class S3Store:
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
             try:
                 return body.read()
+            finally:
+                body.close()
+
+    def download(self, key: str, path: Path) -> None:
+        """GetObject, streamed into the file in chunks."""
+        with _translate(key):
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            try:
+                with path.open("wb") as dst:
+                    for chunk in body.iter_chunks(_CHUNK):
+                        dst.write(chunk)
+            except OSError as exc:
+                raise StorageUnavailable(f"cannot write {key!r} to {path}: {exc}") from exc
             finally:
                 body.close()
 

@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -49,6 +50,21 @@ def open_s3(s3_server: S3Server, s3_bucket: str) -> Iterator[Callable[..., S3Sto
 def test_get_returns_exactly_the_bytes_put(store: ObjectStore, data: bytes) -> None:
     store.put("docs/blob.bin", data)
     assert store.get("docs/blob.bin") == data
+
+
+@pytest.mark.parametrize("size", [0, 3 << 20], ids=["empty", "3MiB"])
+def test_download_streams_the_object_into_a_file(store: ObjectStore, tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    store.put("docs/texts.bin", data)
+    target = tmp_path / "copy.bin"
+    target.write_bytes(b"older content")
+    store.download("docs/texts.bin", target)
+    assert target.read_bytes() == data
+
+
+def test_download_of_a_missing_object_is_not_found(store: ObjectStore, tmp_path: Path) -> None:
+    with pytest.raises(ObjectNotFound):
+        store.download("docs/nothing.bin", tmp_path / "copy.bin")
 
 
 def test_put_overwrites_an_existing_object(store: ObjectStore) -> None:

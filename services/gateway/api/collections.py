@@ -45,11 +45,14 @@ _COLLECTION_LINKS: Final = links_to(
     "get_collection",
     "delete_collection",
     "ingest",
+    "list_documents",
     "delete_document",
     "search",
     "rollback_collection",
     name="$response.body#/name",
 )
+# A search result leads to its document (the best one, as an OpenAPI link can name only one).
+_BEST_RESULT: Final = links_to("get_document", name="$request.path.name", doc_id="$response.body#/results/0/id")
 _JOB_LINKS: Final = links_to("get_job", "cancel_job", "retry_job", job_id="$response.body#/job_id")
 
 
@@ -189,9 +192,12 @@ async def delete_document(request: web.Request) -> web.Response:
     limit=Category.SEARCH,
     body=SearchRequest,
     responses={200: SearchResponse},
+    links={200: _BEST_RESULT},
 )
 async def search(request: web.Request) -> web.Response:
     """Top-k documents for a query text or vector, from the index version live right now.
+
+    Each result carries what `include` names: `metadata` (the default), `text`, `vector`.
 
     While Redis cannot be reached, a collection this gateway has loaded is still searched (the version
     it holds), for a key it verified within ``SEMAFLOW_KEY_CACHE_TTL_S``.

@@ -57,7 +57,7 @@ def _problem_statuses(endpoint: Endpoint) -> set[int]:
     if endpoint.path_params:
         statuses |= {404, 422}
     if endpoint.query is not None:
-        statuses.add(422)
+        statuses |= {400, 422}  # 400: a value its schema allows but the route cannot use (a foreign cursor)
     if endpoint.body is not None or endpoint.method in ("POST", "PUT", "PATCH"):
         statuses |= {400, 408, 413, 422}
     if endpoint.method == "POST":

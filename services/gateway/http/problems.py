@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from services.gateway.appkeys import SETTINGS
 from shared.constants import REDIS_RETRY_AFTER_S
-from shared.errors import Conflict, InvalidInput, ModelUnavailable, NotFound, SemaflowError, TransientError
+from shared.errors import BadRequest, Conflict, InvalidInput, ModelUnavailable, NotFound, SemaflowError, TransientError
 
 log = structlog.get_logger(__name__)
 
@@ -23,6 +23,7 @@ TYPE_BASE: Final = "https://semaflow.dev/problems/"
 
 # Domain errors -> status. Anything not listed is a bug and answers 500 (and is logged).
 _STATUS: Final[list[tuple[type[BaseException], int]]] = [
+    (BadRequest, 400),
     (NotFound, 404),
     (Conflict, 409),
     (InvalidInput, 422),

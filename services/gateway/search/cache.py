@@ -2,10 +2,10 @@
 
 An entry is one search answer, stored as the JSON bytes the client got. Its key names the tenant,
 the collection (and its id, so a re-created collection never sees its predecessor's answers), the
-index version that answered, and a digest of the normalised query text or vector, ``k`` and the
-filter: a newly published version is never served a stale answer, it simply misses. Deleting a
-collection drops its entries from L1 on every replica (each follows the event stream) and from L2
-by pattern.
+index version that answered, and a digest of the normalised query text or vector, ``k``, the
+filter and what the results include: a newly published version is never served a stale answer, it
+simply misses. Deleting a collection drops its entries from L1 on every replica (each follows the
+event stream) and from L2 by pattern.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import json
 import time
 import unicodedata
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import redis.exceptions
@@ -62,12 +63,26 @@ def normalise_query(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
+DEFAULT_INCLUDE: Final = ("metadata",)
+
+
 def digest(
-    *, k: int, filters: dict[str, Any], text: str | None = None, vector: np.ndarray[Any, Any] | None = None
+    *,
+    k: int,
+    filters: dict[str, Any],
+    text: str | None = None,
+    vector: np.ndarray[Any, Any] | None = None,
+    include: Sequence[str] = DEFAULT_INCLUDE,
 ) -> str:
-    """SHA-256 of a search's normalised query (text, or the unit vector's float32 bytes), k and filter."""
+    """SHA-256 of a search's normalised query (text, or the unit vector's float32 bytes), k, filter and include.
+
+    The default ``include`` adds nothing, so answers stored before results could include more keep their keys.
+    """
     h = hashlib.sha256()
-    h.update(json.dumps({"k": k, "filter": filters}, sort_keys=True, separators=(",", ":")).encode())
+    fields: dict[str, Any] = {"k": k, "filter": filters}
+    if (shown := sorted(set(include))) != list(DEFAULT_INCLUDE):
+        fields["include"] = shown
+    h.update(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())
     if vector is not None:
         h.update(b"\0v\0" + np.ascontiguousarray(vector, dtype=np.float32).tobytes())
     else:

@@ -11,6 +11,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from services.gateway.search.snapshots import LiveSegment, Snapshot
+    from shared.index.segments import LoadedSegment
 
 # Below this share of allowed rows (a selective filter, many tombstones), an approximate segment is
 # scanned exactly: the index would mostly visit excluded rows and come back short of k anyway.
@@ -19,11 +20,13 @@ EXACT_BELOW_SHARE = 0.02
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """A scored document."""
+    """A scored document, and where it is (what its text and vector are read from)."""
 
     id: str
     score: float
     metadata: dict[str, Any]
+    segment: LoadedSegment | None = None
+    row: int = -1
 
 
 def search_pool(workers: int, faiss_threads: int) -> ThreadPoolExecutor:
@@ -99,7 +102,7 @@ def _search_flat(snapshot: Snapshot, q: np.ndarray[Any, Any], k: int, filters: d
         s_idx = int(np.searchsorted(snapshot.offsets, row, side="right")) - 1
         seg = flat[s_idx].segment
         local = row - int(snapshot.offsets[s_idx])
-        hits.append(Hit(seg.ids[local], score, seg.metadata[local]))
+        hits.append(Hit(seg.ids[local], score, seg.metadata[local], seg, local))
     return hits
 
 
@@ -149,7 +152,7 @@ def _search_approximate(
             flat = faiss.SearchParameters(sel=selector) if selector is not None else None  # type: ignore[call-arg]
             scores, rows = storage.search(q, kk, params=flat)
     return [
-        Hit(seg.ids[row], score, seg.metadata[row])
+        Hit(seg.ids[row], score, seg.metadata[row], seg, row)
         for score, row in zip(scores[0].tolist(), rows[0].tolist(), strict=True)
         if row >= 0
     ]

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from services.gateway.schemas import SearchHit, SearchRequest, SearchResponse
+from services.gateway.schemas import Include, SearchHit, SearchRequest, SearchResponse
 from services.gateway.search.cache import CacheKey, Level, SearchCache, digest
-from services.gateway.search.engine import search_snapshot
+from services.gateway.search.engine import Hit, search_snapshot
 from shared.index.documents import normalize
 from shared.messaging import tracing
 
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
     from services.gateway.metrics import GatewayMetrics
     from services.gateway.search.querymodel import QueryModel
-    from services.gateway.search.snapshots import IndexRegistry
+    from services.gateway.search.snapshots import IndexRegistry, Snapshot
+    from services.gateway.search.texts import TextCache
     from shared.records.catalog import Collection
 
 
@@ -34,9 +35,11 @@ class Searcher:
         cache: SearchCache | None,
         metrics: GatewayMetrics,
         *,
+        texts: TextCache | None = None,
         freshness_wait_s: float = 0.0,
     ) -> None:
         self.registry = registry
+        self.texts = texts  # None: results asked to include text answer null
         self.freshness_wait_s = freshness_wait_s
         self.model = model
         self.pool = pool
@@ -59,11 +62,7 @@ class Searcher:
         ``read_cache`` False (the client sent ``Cache-Control: no-cache``) computes a fresh answer,
         which is then stored as usual; ``store`` False (``no-store``) keeps it out of the cache.
         """
-        snapshot = self.registry.get(record.tenant, record.name)
-        if snapshot is None or snapshot.ref != record.ref:
-            snapshot = await self.registry.refresh(record.tenant, record.name)
-        elif latest is not None and (snapshot.version or "") < latest:
-            snapshot = await self.registry.catch_up(snapshot, self.freshness_wait_s)
+        snapshot = await self.registry.serving(record, latest, self.freshness_wait_s)
         vector: np.ndarray[Any, Any] | None = None
         if request.vector is not None:
             vector = normalize(np.asarray([request.vector], dtype=np.float32))[0]
@@ -77,7 +76,7 @@ class Searcher:
                 record.name,
                 record.id,
                 snapshot.version,
-                digest(k=request.k, filters=request.filter, text=request.query, vector=vector),
+                digest(k=request.k, filters=request.filter, text=request.query, vector=vector, include=request.include),
             )
             if read_cache:
                 with tracing.span("search.cache") as span:
@@ -99,8 +98,30 @@ class Searcher:
                 self.pool, search_snapshot, snapshot, vector, request.k, request.filter or None
             )
             self.metrics.faiss_seconds.observe(time.perf_counter() - started)
-        results = [SearchHit(id=h.id, score=h.score, metadata=h.metadata) for h in hits]
-        body = SearchResponse(results=results, index_version=snapshot.version).model_dump_json().encode()
+        results = await self._results(snapshot, hits, request.include)
+        response = SearchResponse(results=results, index_version=snapshot.version)
+        body = response.model_dump_json(exclude_unset=True).encode()
         if key is not None and self.cache is not None and store:
             await self.cache.put(key, body)
         return body, Level.MISS
+
+    async def _results(self, snapshot: Snapshot, hits: list[Hit], include: list[Include]) -> list[SearchHit]:
+        """The hits as results carrying what ``include`` asks for; texts are read from the segments' texts files
+        (one read per hit, off the event loop)."""
+        texts: list[str | None] = [None] * len(hits)
+        if "text" in include and self.texts is not None and hits:
+            located = [(h.segment, h.row) for h in hits if h.segment is not None]
+            if len(located) == len(hits):
+                with tracing.span("search.texts", attributes={"k": len(hits)}):
+                    texts = await asyncio.to_thread(self.texts.read_many, snapshot.ref, located)
+        results = []
+        for hit, text in zip(hits, texts, strict=True):
+            fields: dict[str, Any] = {"id": hit.id, "score": hit.score}
+            if "text" in include:
+                fields["text"] = text
+            if "metadata" in include:
+                fields["metadata"] = hit.metadata
+            if "vector" in include and hit.segment is not None:
+                fields["vector"] = hit.segment.vector(hit.row).tolist()
+            results.append(SearchHit(**fields))
+        return results

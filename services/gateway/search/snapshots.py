@@ -222,6 +222,20 @@ class IndexRegistry:
                 listener(snapshot)
             return snapshot
 
+    async def serving(self, record: Collection, latest: str | None, wait_s: float) -> Snapshot | None:
+        """The snapshot a read of ``record`` answers from (None: the collection is gone).
+
+        ``latest`` is the version its LATEST pointer named when the request came in: a newer one than
+        is loaded is waited for up to ``wait_s`` (see :meth:`catch_up`), so what a finished job wrote is
+        readable.
+        """
+        snapshot = self.get(record.tenant, record.name)
+        if snapshot is None or snapshot.ref != record.ref:
+            return await self.refresh(record.tenant, record.name)
+        if latest is not None and (snapshot.version or "") < latest:
+            return await self.catch_up(snapshot, wait_s)
+        return snapshot
+
     async def catch_up(self, current: Snapshot, wait_s: float) -> Snapshot:
         """The newest published version, if it loads within ``wait_s``; ``current`` otherwise.
 

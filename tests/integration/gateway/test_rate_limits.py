@@ -269,3 +269,14 @@ def test_the_development_tenants_own_quotas_are_kept(redis_client: redis.Redis, 
     ratelimits.update(redis_client, DEV_TENANT, ratelimits.QuotaOverrides(per_hour=5))
     dev_key(redis_client, tmp_path)
     assert ratelimits.overrides(redis_client, DEV_TENANT) == {"per_hour": 5}
+
+
+async def test_reading_documents_draws_on_the_read_budget(make_client: ClientFactory, key: str) -> None:
+    client = await make_client(per_hour=1, read_per_minute=2)
+    assert (await client.put("/v1/collections/docs", headers=_auth(key))).status == 201  # the hour's one write
+    listed = await client.get("/v1/collections/docs/documents", headers=_auth(key))
+    assert listed.status == 200 and set(_items(listed.headers["RateLimit-Policy"])) == {"read-minute"}
+    one = await client.get("/v1/collections/docs/documents/nope", headers=_auth(key))
+    assert one.status == 404 and set(_items(one.headers["RateLimit-Policy"])) == {"read-minute"}
+    refused = await client.get("/v1/collections/docs/documents", headers=_auth(key))
+    assert refused.status == 429 and "read-minute" in (await refused.json(content_type=None))["detail"]

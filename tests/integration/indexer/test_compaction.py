@@ -15,6 +15,7 @@ from services.indexer.compaction import Compactor, Policy
 from services.indexer.publishing import Publisher
 from shared import keys
 from shared.config import Settings
+from shared.index import segments
 from shared.index.approximate import ApproximateKind
 from shared.index.storage import LocalStore
 from shared.records.catalog import Collection
@@ -199,3 +200,31 @@ def test_above_the_threshold_compaction_builds_an_approximate_segment_with_recal
         found += len(set(hits) & {f"d{live[i]}" for i in truth})
     recall = found / (10 * len(queries))
     assert recall >= 0.95, f"recall@10 = {recall:.3f}"
+
+
+def test_texts_move_into_the_merged_segment_and_a_segment_without_texts_gives_none(
+    redis_client: redis.Redis, store: LocalStore, collection: Collection
+) -> None:
+    # Given three segments, one of them written without a texts file (as before texts were kept),
+    publisher = Publisher(redis_client, store)
+    _write_batches(publisher, store, collection, batches=3, size=20)
+    publisher.delete(collection, ("d5",), write_seq=50)
+    base = publisher.current(collection.ref)
+    assert base is not None
+    old = next(s for s in base.segments if s.id == "b001")
+    stripped = old.model_copy(update={"files": {n: h for n, h in old.files.items() if n != segments.TEXTS_FILE}})
+    with publisher.locked(collection.ref):
+        kept = tuple(stripped if s.id == "b001" else s for s in base.segments)
+        publisher.replace_segments(collection.ref, base, kept, {})
+    # When they are merged,
+    result = Compactor(store, publisher, tiered(merge_factor=3)).compact(collection)
+    # Then each live row keeps its text ("text {id}" as staged), the stripped segment's rows none.
+    assert result is not None and result.merged == 3
+    manifest = publisher.current(collection.ref)
+    assert manifest is not None
+    (merged,) = manifest.segments
+    ids = segments.read_ids(store, collection.ref, merged)
+    texts = dict(zip(ids, segments.read_texts(store, collection.ref, merged), strict=True))
+    assert "d5" not in texts and len(texts) == 59
+    assert all(texts[d] is None for d in (f"d{i}" for i in range(20, 40)))
+    assert all(texts[d] == f"text {d}" for d in texts if not 20 <= int(d[1:]) < 40)
