@@ -182,9 +182,7 @@ async def test_a_segment_written_without_texts_answers_text_null(
             store.put(record.ref.segment_key("legacy", name), store.get(record.ref.segment_key(seg.id, name)))
         files = {n: h for n, h in seg.files.items() if n != segments.TEXTS_FILE}
         legacy = seg.model_copy(update={"id": "legacy", "files": files})
-        entry = publisher.entries(record.ref, ["old"])["old"]
-        assert entry is not None
-        outcome = publisher.replace_segments(record.ref, base, (legacy,), {"old": f"legacy:{entry[1]}"})
+        outcome = publisher.replace_segments(record.ref, base, (legacy,), "legacy", [seg.id])
     # When it is read and searched with its text asked for,
     got = await _get(api, "/v1/collections/docs/documents/old")
     hit = (await _search(api, {"query": "written long ago", "k": 1, "include": ["text", "metadata"]}))["results"][0]

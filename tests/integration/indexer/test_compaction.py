@@ -215,7 +215,7 @@ def test_texts_move_into_the_merged_segment_and_a_segment_without_texts_gives_no
     stripped = old.model_copy(update={"files": {n: h for n, h in old.files.items() if n != segments.TEXTS_FILE}})
     with publisher.locked(collection.ref):
         kept = tuple(stripped if s.id == "b001" else s for s in base.segments)
-        publisher.replace_segments(collection.ref, base, kept, {})
+        publisher.replace_segments(collection.ref, base, kept, "b001", [])
     # When they are merged,
     result = Compactor(store, publisher, tiered(merge_factor=3)).compact(collection)
     # Then each live row keeps its text ("text {id}" as staged), the stripped segment's rows none.
