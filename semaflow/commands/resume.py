@@ -59,7 +59,8 @@ class Progress:
         """
         progress = cls(path, run)
         if path.exists():
-            lines = path.read_text().splitlines()
+            text = path.read_text()
+            lines = text.splitlines()
             head = _line(lines[0]) if lines else None
             if head is not None and head.get("run") == run and head.get("version") == _VERSION:
                 for line in lines[1:]:
@@ -68,6 +69,8 @@ class Progress:
                         progress.accepted[item["batch"]] = Accepted(
                             item["batch"], item["documents"], item["job_id"], item["idempotency_key"]
                         )
+                if not text.endswith("\n"):
+                    progress._write("\n", mode="a")  # the next line starts on a line of its own
                 return progress
         try:
             progress._write(json.dumps({"version": _VERSION, "run": run, **identity}) + "\n", mode="w")
