@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
 from shared.api.schemas import Problem, ProblemField
@@ -20,7 +21,10 @@ class SemaflowError(Exception):
         problem: Problem | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(f"{status} {title}: {detail}" if status else detail)
+        message = f"{status} {title}: {detail}" if status else detail
+        if problem is not None and problem.errors:
+            message += " (" + "; ".join(f"{e.pointer}: {e.detail}" for e in problem.errors) + ")"
+        super().__init__(message)
         self.status = status
         self.title = title
         self.detail = detail
@@ -102,8 +106,6 @@ def from_response(status: int, body: bytes, retry_after: float | None) -> Semafl
 
 
 def _problem(body: bytes) -> Problem | None:
-    import json
-
     try:
         data: Any = json.loads(body)
         return Problem.model_validate(data)

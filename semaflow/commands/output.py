@@ -51,9 +51,6 @@ def guarded(run: Callable[[], int], err: TextIO = sys.stderr) -> int:
         return run()
     except (errors.SemaflowError, UsageError, ConfigurationError) as exc:
         print(f"semaflow: {exc}", file=err)
-        if isinstance(exc, errors.ValidationFailed):
-            for field in exc.errors:
-                print(f"  {field.pointer}: {field.detail}", file=err)
         return exit_code(exc)
     except KeyboardInterrupt:
         print("semaflow: interrupted", file=err)

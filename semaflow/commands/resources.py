@@ -265,7 +265,7 @@ def _webhooks_list(client: Client, args: argparse.Namespace, out: TextIO) -> int
 
 
 def _webhooks_create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    hook = client.create_webhook(args.url, args.event, description=args.description)
+    hook = client.create_webhook(args.endpoint_url, args.event, description=args.description)
     if args.json:
         output.print_json(hook, out)
     else:
@@ -293,7 +293,7 @@ def _add_webhooks(sub: Sub) -> None:
     group = _group(sub, "webhooks", "list, create, show, delete and test webhook endpoints")
     _leaf(group, "list", _webhooks_list, "the tenant's webhook endpoints")
     create = _leaf(group, "create", _webhooks_create, "subscribe an endpoint (prints its secret, once)")
-    create.add_argument("url")
+    create.add_argument("endpoint_url", metavar="URL")
     create.add_argument("--event", action="append", required=True, metavar="TYPE",
                         help="event type or pattern (job.*, index.published, *); repeatable")  # fmt: skip
     create.add_argument("--description", default=None)
