@@ -226,9 +226,13 @@ def test_cli_resource_commands_and_exit_codes(stack: Stack, tmp_path: Path) -> N
     data_dir = stack.log.parent / stack.log.stem  # where `semaflow up` keeps its URL and development key
     found = _cli(None, "collections", "create", "cli-misc", "--data-dir", str(data_dir), "--json")
     assert _json(found)["name"] == "cli-misc"
-    jobs = _json(_cli(stack, "jobs", "list", "--json", "--limit", "5"))
-    assert jobs["jobs"], "earlier tests made jobs"
-    job_id = jobs["jobs"][0]["id"]
+    small = tmp_path / "three.json"
+    small.write_text(json.dumps({"documents": corpus(3, seed=2, prefix="m")}))
+    sent = _json(_cli(stack, "ingest", str(small), "-c", "cli-misc", "--no-wait", "--json"))
+    assert sent["waited"] is False and len(sent["jobs"]) == 1
+    job_id = sent["jobs"][0]
+    jobs = _json(_cli(stack, "jobs", "list", "--collection", "cli-misc", "--json"))
+    assert [j["id"] for j in jobs["jobs"]] == [job_id]
     assert _json(_cli(stack, "jobs", "show", job_id, "--json"))["id"] == job_id
     waited = _cli(stack, "jobs", "wait", job_id, "--wait-timeout", "120")
     assert waited.returncode == 0 and job_id in waited.stdout
