@@ -136,6 +136,38 @@ def _identity(args: argparse.Namespace, created_at: str, digest: str, fields: so
     }
 
 
+def _send_and_wait(
+    args: argparse.Namespace,
+    client: Client,
+    path: Path,
+    fmt: str,
+    fields: sources.FieldMap,
+    progress: resume.Progress,
+    tally: _Tally,
+    draw: bool,
+    err: TextIO,
+) -> tuple[list[Job], list[str]]:
+    """Send each batch not accepted yet, noting it once accepted; then wait for every job unless told not to."""
+    with _Display(tally, client, draw=draw, watch=args.wait, err=err):
+        for index, batch in enumerate(batches(sources.documents(path, fmt, fields), args.batch_size)):
+            if index in progress.accepted:
+                continue
+            key = resume.batch_key(progress.run, index)
+            accepted = client.ingest_batch(args.collection, batch, priority=args.priority, idempotency_key=key)
+            progress.record(resume.Accepted(index, len(batch), accepted.job_id, key))
+            with tally.lock:
+                tally.sent += len(batch)
+                tally.jobs[accepted.job_id] = None
+        job_ids = [b.job_id for b in sorted(progress.accepted.values(), key=lambda b: b.index)]
+        finals = client.wait_all(job_ids, args.wait_timeout) if args.wait else []
+        if finals:
+            with tally.lock:
+                tally.jobs.update({j.id: j for j in finals})
+                tally.embedded = sum(j.embedded for j in finals)
+                tally.indexed = sum(j.indexed for j in finals)
+    return finals, job_ids
+
+
 def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Send the file, batch after batch (skipping those already accepted), then wait for the jobs unless told not to."""
     path: Path = args.file
@@ -162,23 +194,11 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
             print(f"resuming: {len(progress.accepted)} batches ({tally.skipped} documents) already accepted",
                   file=err)  # fmt: skip
         draw = args.progress if args.progress is not None else err.isatty()
-        with _Display(tally, client, draw=draw, watch=args.wait, err=err):
-            for index, batch in enumerate(batches(sources.documents(path, fmt, fields), args.batch_size)):
-                if index in progress.accepted:
-                    continue
-                key = resume.batch_key(run_id, index)
-                accepted = client.ingest_batch(args.collection, batch, priority=args.priority, idempotency_key=key)
-                progress.record(resume.Accepted(index, len(batch), accepted.job_id, key))
-                with tally.lock:
-                    tally.sent += len(batch)
-                    tally.jobs[accepted.job_id] = None
-            job_ids = [b.job_id for b in sorted(progress.accepted.values(), key=lambda b: b.index)]
-            finals = client.wait_all(job_ids, args.wait_timeout) if args.wait else []
-            if finals:
-                with tally.lock:
-                    tally.jobs.update({j.id: j for j in finals})
-                    tally.embedded = sum(j.embedded for j in finals)
-                    tally.indexed = sum(j.indexed for j in finals)
+        try:
+            finals, job_ids = _send_and_wait(args, client, path, fmt, fields, progress, tally, draw, err)
+        except KeyboardInterrupt:
+            print(f"\nsemaflow: interrupted; run the same command again to resume ({state_path})", file=err)
+            raise
         progress.done()
     failed = [j for j in finals if j.state is not JobState.SUCCEEDED]
     summary = {

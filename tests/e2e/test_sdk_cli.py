@@ -148,40 +148,55 @@ async def test_async_client_and_a_verified_webhook_delivery(stack: Stack) -> Non
 # --- CLI --------------------------------------------------------------------------------------
 
 
-def test_cli_ingest_killed_midway_resumes_and_counts_every_document_once(stack: Stack, tmp_path: Path) -> None:
-    # Given a JSONL file of 300 documents sent 10 per batch (30 batches), killed once a few batches are in
+def _interrupt(args: list[str], stack: Stack, progress_file: Path, after: int, sig: signal.Signals) -> tuple[int, str]:
+    """Run ``semaflow ARGS`` and send it ``sig`` once ``after`` batches are noted in its progress file; returns its
+    exit code and stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEMAFLOW_")}
+    env.update({"SEMAFLOW_URL": stack.url, "SEMAFLOW_API_KEY": stack.api_key})
+    run = subprocess.Popen([sys.executable, "-m", "semaflow", *args], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + CLI_TIMEOUT_S
+    while (len(progress_file.read_text().splitlines()) - 1 if progress_file.exists() else 0) < after:
+        assert run.poll() is None, run.communicate()
+        assert time.monotonic() < deadline, "no batch accepted in time"
+        time.sleep(0.005)
+    run.send_signal(sig)
+    _, err = run.communicate(timeout=60)
+    return run.returncode, err
+
+
+def _noted(progress_file: Path) -> int:
+    return len(progress_file.read_text().splitlines()) - 1
+
+
+def test_cli_ingest_interrupted_twice_resumes_and_counts_every_document_once(stack: Stack, tmp_path: Path) -> None:
+    # Given a JSONL file of 300 documents sent 10 per batch (30 batches)
     docs = corpus(300, seed=77, prefix="kill")
     path = tmp_path / "docs.jsonl"
     _write_jsonl(path, docs)
     progress_file = Path(f"{path}.semaflow-progress")
     args = ["ingest", str(path), "--collection", "cli-resume", "--batch-size", "10", "--json", "--no-progress"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEMAFLOW_")}
-    env.update({"SEMAFLOW_URL": stack.url, "SEMAFLOW_API_KEY": stack.api_key})
-    first = subprocess.Popen([sys.executable, "-m", "semaflow", *args], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)  # fmt: skip
-    deadline = time.monotonic() + CLI_TIMEOUT_S
-    recorded = 0
-    while recorded < 4:  # the header and three accepted batches
-        assert first.poll() is None, first.communicate()
-        assert time.monotonic() < deadline, "no batch accepted in time"
-        recorded = len(progress_file.read_text().splitlines()) if progress_file.exists() else 0
-        time.sleep(0.005)
-    first.send_signal(signal.SIGKILL)
-    first.communicate()
-    assert first.returncode == -signal.SIGKILL
-    accepted_before = len(progress_file.read_text().splitlines()) - 1
-    assert 3 <= accepted_before < 30, "the run was not interrupted midway"
 
-    # When the same command runs again
+    # When a run is interrupted (Ctrl-C) after a few batches, and the next one killed outright a few batches later
+    code, err = _interrupt(args, stack, progress_file, 3, signal.SIGINT)
+    assert code == output.INTERRUPTED and "run the same command again to resume" in err
+    first = _noted(progress_file)
+    code, err = _interrupt(args, stack, progress_file, first + 3, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert f"resuming: {first} batches ({10 * first} documents)" in err
+    second = _noted(progress_file)
+    assert 6 <= second < 30, "the runs were not interrupted midway"
+
+    # And the same command runs a third time
     summary = _json(_cli(stack, *args))
 
     # Then it sent only the rest, waited for all 30 jobs, and each document is in the collection once
-    assert summary["resumed_documents"] == 10 * accepted_before
+    assert summary["resumed_documents"] == 10 * second
     assert summary["documents"] == 300 and summary["batches"] == 30 and summary["failed_jobs"] == []
     assert not progress_file.exists()
     with _client(stack) as client:
         assert client.get_collection("cli-resume").documents == 300
-        # One job per batch: a batch the killed run sent but never recorded was answered with its first job.
+        # One job per batch: a batch the killed run sent but never noted was answered with its first job.
         jobs = _ingest_jobs(client, "cli-resume")
         assert sorted(jobs) == sorted(summary["jobs"]) and len(jobs) == 30
         assert client.search("cli-resume", docs[123]["text"], k=1).results[0].id == "kill123"
