@@ -80,8 +80,9 @@ def _json(raw: bytes) -> dict[str, Any]:
 
 
 def _body(payload: Mapping[str, Any]) -> bytes:
-    # orjson: byte-for-byte the same output for the same input, which a replayed Idempotency-Key needs.
-    return orjson.dumps(payload)
+    # orjson: byte-for-byte the same output for the same input, which a replayed Idempotency-Key needs. Values
+    # JSON has no type for (a Decimal or bytes read from a Parquet file, say) travel as their text.
+    return orjson.dumps(payload, default=str)
 
 
 def _seg(value: str) -> str:
