@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from semaflow.client import AsyncClient, Client, NotFound, RateLimited, RetryPolicy, Unavailable
+from semaflow.client import AsyncClient, Client, NotFound, RateLimited, RetryPolicy, Timeout, Unavailable
 from semaflow.redis_server import free_port
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -147,3 +147,24 @@ async def test_a_refused_connection_is_retried_then_raised_as_unavailable() -> N
     assert raised.value.status == 0
     assert "Connect" in raised.value.detail
     assert time.monotonic() - started < 5
+
+
+async def test_wait_long_polls_and_raises_timeout_when_the_job_does_not_finish(aiohttp_server: ServerFactory) -> None:
+    polls: list[str | None] = []
+
+    async def running(request: web.Request) -> web.Response:
+        polls.append(request.query.get("wait"))
+        if request.query.get("wait"):
+            await asyncio.sleep(min(float(request.query["wait"]), 0.3))  # held, as the gateway holds it
+        return web.json_response({**JOB, "state": "running", "indexed": 0})
+
+    app = web.Application()
+    app.router.add_get("/v1/jobs/{job_id}", running)
+    server = await aiohttp_server(app)
+    async with AsyncClient(str(server.make_url("")).rstrip("/"), "k") as client:
+        with pytest.raises(Timeout):
+            await client.wait("job_1", timeout_s=1.0)
+    assert polls[0] is None  # the job as it is now first
+    waits = [float(w) for w in polls[1:] if w is not None]
+    assert len(waits) == len(polls) - 1 >= 2
+    assert all(0 < w <= 1.0 for w in waits)  # never longer than the time left
