@@ -12,6 +12,14 @@ Run by hand (not pytest)::
     that index version. Target: b/a >= 0.8.
 (c) Latency of one 10-document batch from POST until a vector search finds it, on the idle
     stack, repeated (new ids and texts each time). Target: p50 <= 2 s.
+
+``--mode cli`` compares, on one stack in one run, (b) with (d): the same documents written to a JSONL
+file and sent by ``semaflow ingest FILE --wait`` (the CLI on the Python SDK, with its resumable progress
+file), from the command's start until every document is searchable. Target: d/b >= 0.97. Each line also
+shows CPU seconds per document (the stack's, and the client's: this process for (b), the CLI process for
+(d)). The two runs alternate (b, d, b, d ... with ``--rounds``); the ratio uses the means::
+
+    .venv/bin/python bench/ingest.py --mode cli --docs 300 --batch 100
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +37,7 @@ import common
 from common import check, log, percentile, table, verdict
 
 TARGET_RATIO = 0.8
+TARGET_CLI_RATIO = 0.97
 TARGET_LATENCY_P50_S = 2.0
 
 
@@ -194,6 +204,117 @@ async def run_stack_phases(
     return out
 
 
+async def ingest_cli(
+    stack: common.Stack, http: Any, name: str, docs: list[tuple[str, str]], batch: int
+) -> dict[str, Any]:
+    """(d): ``semaflow ingest`` of a JSONL file holding the documents, then wait until all are searchable."""
+    import resource
+    import subprocess
+    import tempfile
+
+    base = f"{stack.url}/v1/collections/{name}"
+    with tempfile.TemporaryDirectory(prefix="semaflow-bench-cli-") as tmp:
+        path = Path(tmp) / "docs.jsonl"
+        with path.open("w") as fh:
+            for k, (i, t) in enumerate(docs):
+                fh.write(json.dumps({"id": i, "text": t, "n": k}) + "\n")
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("SEMAFLOW_")},
+               "SEMAFLOW_URL": stack.url, "SEMAFLOW_API_KEY": stack.api_key}  # fmt: skip
+        command = [sys.executable, "-m", "semaflow", "ingest", str(path), "--collection", name, "--batch-size",
+                   str(batch), "--wait", "--no-progress", "--json"]  # fmt: skip
+        cpu0 = stack.cpu_by_service()
+        busy0 = common.machine_busy_seconds()
+        children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        done = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True)
+        t_cli = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"semaflow ingest exited {done.returncode}: {done.stderr[-2000:]}")
+        summary = json.loads(done.stdout)
+        info, first_searchable = await common.wait_searchable(stack, http, name, summary["jobs"], len(docs), t0=t0)
+        elapsed = time.perf_counter() - t0
+        children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu1 = stack.cpu_by_service()
+    busy = common.machine_busy_seconds() - busy0
+    cpu = {k: round(cpu1.get(k, 0.0) - v, 2) for k, v in cpu0.items()}
+    client_cpu = (children1.ru_utime - children0.ru_utime) + (children1.ru_stime - children0.ru_stime)
+    async with http.get(base, headers=stack.headers) as resp:
+        await check(resp, 200)
+    return {
+        "documents": len(docs),
+        "batches": summary["batches"],
+        "seconds": elapsed,
+        "cli_exit_s": t_cli,
+        "docs_per_s": len(docs) / elapsed,
+        "first_searchable_s": first_searchable,
+        "segments": info["segments"],
+        "cpu_s_by_service": cpu,
+        "stack_cpu_s": sum(cpu.values()),
+        "client_cpu_s": client_cpu,
+        "other_load_cores": max(0.0, busy - sum(cpu.values()) - client_cpu) / elapsed,
+    }
+
+
+async def run_cli_compare(args: argparse.Namespace, docs: list[tuple[str, str]]) -> dict[str, Any]:
+    """(b) and (d) on one stack, alternating, each round into fresh collections."""
+    stack = common.Stack(keep_data=args.keep_data)
+    stack.start()
+    out: dict[str, Any] = {"direct": [], "cli": []}
+    try:
+        async with common.session() as http:
+            await stack.wait_idle(http)
+            for r in range(args.rounds):
+                await stack.wait_idle(http, cpu_frac=0.15, window_s=0.5, max_wait_s=120)
+                out["direct"].append(await ingest_pipeline(stack, http, f"bench-direct-{r}", docs, args.batch))
+                log(f"(b) round {r + 1}: {out['direct'][-1]['docs_per_s']:.1f} docs/s")
+                await stack.wait_idle(http, cpu_frac=0.15, window_s=0.5, max_wait_s=120)
+                out["cli"].append(await ingest_cli(stack, http, f"bench-cli-{r}", docs, args.batch))
+                log(f"(d) round {r + 1}: {out['cli'][-1]['docs_per_s']:.1f} docs/s")
+    finally:
+        stack.stop()
+        log("stack stopped")
+    return out
+
+
+def main_cli(args: argparse.Namespace, docs: list[tuple[str, str]]) -> int:
+    """``--mode cli``: print (b) and (d) side by side, and d/b per round (adjacent runs share the machine's load).
+
+    The verdict is on the median of the per-round wall-clock ratios; beside it, the ratio of CPU seconds per
+    document (stack and client together), which other load on the machine does not move.
+    """
+    out = asyncio.run(run_cli_compare(args, docs))
+    rows = []
+    labels = {"direct": "(b) HTTP POSTs from this process", "cli": "(d) semaflow ingest FILE --wait"}
+    for n, pair in enumerate(zip(out["direct"], out["cli"], strict=True), 1):
+        for key, r in zip(("direct", "cli"), pair, strict=True):
+            per_doc = [r["stack_cpu_s"] / r["documents"] * 1000, r["client_cpu_s"] / r["documents"] * 1000]
+            rows.append([f"{labels[key]}, round {n}", r["documents"], r["seconds"], r["docs_per_s"], *per_doc,
+                         r["other_load_cores"]])  # fmt: skip
+    print()
+    print(f"semaflow ingest, file to searchable: {len(docs):,} SciFact documents, batches of {args.batch}")
+    print()
+    headers = ["measurement", "docs", "seconds", "docs/s", "stack CPU ms/doc", "client CPU ms/doc", "other load"]
+    print(table(headers, rows))
+    ratios = [c["docs_per_s"] / d["docs_per_s"] for d, c in zip(out["direct"], out["cli"], strict=True)]
+    ratio = percentile(ratios, 50)
+
+    def cpu_per_doc(runs: list[dict[str, Any]]) -> float:
+        return float(sum(r["stack_cpu_s"] + r["client_cpu_s"] for r in runs) / sum(r["documents"] for r in runs))
+
+    cpu_ratio = cpu_per_doc(out["direct"]) / cpu_per_doc(out["cli"])
+    ok = ratio >= TARGET_CLI_RATIO
+    print()
+    print(f"  d/b per round: {', '.join(f'{r:.3f}' for r in ratios)}")
+    print(f"  CPU per document, (b)/(d): {cpu_ratio:.3f} (stack and client; insensitive to other load)")
+    print()
+    print("targets:")
+    note = "  (above 1: the difference is run-to-run noise)" if ratio > 1 else ""
+    print(f"  d/b = {ratio:.3f}  (median of {len(ratios)}; target >= {TARGET_CLI_RATIO})  {verdict(ok)}{note}")
+    results = {**out, "ratios_cli_over_direct": ratios, "ratio_cli_over_direct": ratio, "cpu_ratio": cpu_ratio}
+    common.write_json(args.json, {**results, "environment": common.environment()})
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=common.DEFAULT_DATA, help="SciFact folder (BEIR format)")
@@ -206,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         "--raw-after", action="store_true", help="measure (a) again after the stack stopped; the ratio uses the mean"
     )
     parser.add_argument("--keep-data", action="store_true", help="keep the stack's data dir and log")
+    mode_help = "full: (a), (b), (c); cli: (b) against (d), the same documents via `semaflow ingest`"
+    parser.add_argument("--mode", choices=["full", "cli"], default="full", help=mode_help)
+    parser.add_argument("--rounds", type=int, default=1, help="--mode cli: alternating rounds of (b) and (d)")
     args = parser.parse_args(argv)
 
     from shared.config import Settings
@@ -213,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     batch_size = Settings().embed_batch_size  # what the embedder uses (SEMAFLOW_EMBED_BATCH_SIZE)
     corpus = common.load_corpus(args.data)
     docs = corpus_docs(corpus, args.docs)
+    if args.mode == "cli":
+        return main_cli(args, docs)
     # Latency probes: corpus texts made unique with a prefix, so they are not ties of (b)'s documents.
     probe_docs = []
     for r in range(args.repeats):

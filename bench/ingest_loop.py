@@ -152,7 +152,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def threshold() -> list[list[Any]]:
     """Loop-thread CPU of decoding bodies on the loop vs handing them to a thread, by body size."""
     from services.gateway.http.bodies import decode_body
-    from services.gateway.schemas import IngestRequest
+    from shared.api.schemas import IngestRequest
 
     rows = []
     rng = np.random.default_rng(1)

@@ -17,7 +17,8 @@ from pathlib import Path
 import redis
 import structlog
 
-from semaflow import admin, doctor
+from semaflow import admin, commands, doctor
+from semaflow.commands.connection import DEV_KEY_FILE, write_gateway_url
 from semaflow.redis_server import RedisServer, port_free
 from semaflow.supervisor import Supervisor
 from shared import keys
@@ -30,7 +31,6 @@ log = structlog.get_logger("semaflow")
 
 SERVICES = ("gateway", "embedder", "indexer", "notifier", "scheduler")
 WORKERS = ("embedder", "indexer", "notifier", "scheduler")
-DEV_KEY_FILE = "dev-api-key"
 
 
 def dev_key(client: redis.Redis, data_dir: Path) -> str:
@@ -143,6 +143,8 @@ def up(args: argparse.Namespace) -> int:
         sup.add(name, f"services.{name}")
     sup.start()
     base_url = f"http://{settings.host}:{settings.port}"
+    # The API commands (`semaflow ingest`, `search`, `jobs` ...) find this stack's gateway here.
+    gateway_file = write_gateway_url(data_dir, base_url)
     announced = False
     deadline = time.monotonic() + args.ready_timeout
     code = 0
@@ -165,6 +167,7 @@ def up(args: argparse.Namespace) -> int:
         sup.stop(settings.shutdown_timeout_s + 5)
         client.close()
         url_file.unlink(missing_ok=True)
+        gateway_file.unlink(missing_ok=True)
         if redis_server is not None:
             redis_server.stop()
             log.info("redis.stopped", restarts=redis_server.restarts)
@@ -182,9 +185,12 @@ def main(argv: list[str] | None = None) -> None:
     p_up.add_argument("--ready-timeout", type=float, default=600.0, help="give up if not ready after this many seconds")
     admin.add_commands(sub)
     doctor.add_command(sub)
+    commands.add_commands(sub)
     args = parser.parse_args(argv)
     if args.command == "up":
         sys.exit(up(args))
     if args.command == "doctor":
         sys.exit(doctor.main(args))
+    if commands.handles(args):
+        sys.exit(commands.run(args))
     sys.exit(admin.run(args))

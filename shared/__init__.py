@@ -2,6 +2,8 @@
 
 Layers, highest first (an import-linter contract keeps them so: a layer imports only those below it):
 
+- :mod:`shared.api`: the HTTP API's request and response bodies, used by the gateway and by the
+  Python SDK (``semaflow.client``) alike.
 - :mod:`shared.runtime`: running a service: the Dramatiq broker and its middleware, the worker
   process, heartbeats, graceful shutdown, metrics and telemetry.
 - :mod:`shared.webhooks`: endpoints, deliveries, destinations and retry schedules.
@@ -17,6 +19,7 @@ Below them all, plain modules: :mod:`shared.config` (settings), :mod:`shared.err
 
 __all__ = [
     # layers
+    "api",
     "runtime",
     "webhooks",
     "records",

@@ -1,5 +1,5 @@
-"""The gateway's API resources: each one's HTTP routes (thin handlers), schemas, and the work behind them,
-which knows nothing of HTTP."""
+"""The gateway's API resources: each one's HTTP routes (thin handlers) and the work behind them, which knows
+nothing of HTTP. Their request and response bodies are :mod:`shared.api`'s models (the SDK uses the same)."""
 
 __all__ = [
     # collections, documents and search
@@ -11,7 +11,6 @@ __all__ = [
     # webhooks and the tenant profile
     "webhooks",
     "subscriptions",
-    "webhook_schemas",
     # schedules and rollback
     "operations",
     # keys and limits of any tenant

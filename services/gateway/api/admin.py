@@ -16,7 +16,7 @@ from services.gateway.http.declarations import Endpoints, Scope, links_to
 from services.gateway.http.idempotency import withhold_on_replay
 from services.gateway.http.problems import validation_problem
 from services.gateway.http.responses import model_response
-from services.gateway.schemas import KeyCreated, KeyCreateRequest, KeyList, KeyListQuery, RateLimits
+from shared.api.schemas import KeyCreated, KeyCreateRequest, KeyList, KeyListQuery, RateLimits
 from shared.errors import NotFound
 from shared.records import apikeys, ratelimits
 from shared.records.apikeys import ApiKey, Role

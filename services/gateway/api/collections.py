@@ -15,7 +15,10 @@ from services.gateway.http.bodies import read_body
 from services.gateway.http.declarations import Endpoints, links_to
 from services.gateway.http.problems import problem
 from services.gateway.http.responses import json_bytes_response, model_response
-from services.gateway.schemas import (
+from services.gateway.search.cache import Level
+from services.gateway.search.indexmetrics import stats_info
+from shared import keys
+from shared.api.schemas import (
     CollectionInfo,
     CollectionList,
     IngestAccepted,
@@ -23,9 +26,6 @@ from services.gateway.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from services.gateway.search.cache import Level
-from services.gateway.search.indexmetrics import stats_info
-from shared import keys
 from shared.constants import COLLECTION_NAME_PATTERN
 from shared.index import index_stats, manifests
 from shared.index.index_stats import IndexStats

@@ -12,7 +12,7 @@ from services.gateway.http.auth import collection_of
 from services.gateway.http.declarations import Endpoints, links_to
 from services.gateway.http.problems import validation_problem
 from services.gateway.http.responses import json_bytes_response, model_response
-from services.gateway.schemas import DocumentGetQuery, DocumentListQuery, DocumentPage, DocumentRecord
+from shared.api.schemas import DocumentGetQuery, DocumentListQuery, DocumentPage, DocumentRecord
 from shared.records.apikeys import Role
 from shared.records.ratelimits import Category
 

@@ -16,7 +16,7 @@ from services.gateway.http.declarations import Endpoints, Scope
 from services.gateway.http.openapi import ApiDescription
 from services.gateway.http.problems import problem
 from services.gateway.http.responses import model_response
-from services.gateway.schemas import Health, Readiness
+from shared.api.schemas import Health, Readiness
 from shared.records.apikeys import Role
 
 ops_routes = Endpoints("operations")

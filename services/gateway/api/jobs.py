@@ -9,14 +9,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from services.gateway.api.webhook_schemas import Replayed
 from services.gateway.appkeys import CONTROL, REDIS, SHUTTING_DOWN
 from services.gateway.http.auth import tenant_of
 from services.gateway.http.bodies import read_body
 from services.gateway.http.declarations import Endpoints, Scope, links_to
 from services.gateway.http.problems import validation_problem
 from services.gateway.http.responses import model_response
-from services.gateway.schemas import (
+from shared import keys
+from shared.api.schemas import (
     DeadLetterListQuery,
     DeadLetterPage,
     DeadLetterReplayRequest,
@@ -27,7 +27,7 @@ from services.gateway.schemas import (
     Matched,
     Queues,
 )
-from shared import keys
+from shared.api.webhooks import Replayed
 from shared.constants import JOB_WAIT_POLL_S
 from shared.errors import Conflict, NotFound
 from shared.records import deadletters, jobs

@@ -17,9 +17,9 @@ from services.gateway.http.auth import collection_of
 from services.gateway.http.bodies import read_body
 from services.gateway.http.declarations import Endpoints, Scope, links_to
 from services.gateway.http.responses import model_response
-from services.gateway.schemas import RollbackAccepted, RollbackRequest, ScheduleList, TriggerAccepted
 from services.gateway.search.indexmetrics import exported
 from shared import clock, keys
+from shared.api.schemas import RollbackAccepted, RollbackRequest, ScheduleList, TriggerAccepted
 from shared.errors import Conflict, CorruptObject, NotFound, ObjectNotFound
 from shared.index import manifests
 from shared.records import catalog, schedule_state

@@ -7,7 +7,15 @@ from typing import Any, Final
 from aiohttp import web
 from pydantic import ValidationError
 
-from services.gateway.api.webhook_schemas import (
+from services.gateway.appkeys import REDIS, SETTINGS, SUBSCRIPTIONS
+from services.gateway.http.auth import tenant_of
+from services.gateway.http.bodies import read_body
+from services.gateway.http.declarations import Endpoints, links_to
+from services.gateway.http.idempotency import withhold_on_replay
+from services.gateway.http.problems import problem, validation_problem
+from services.gateway.http.responses import model_response
+from shared.api.schemas import Matched
+from shared.api.webhooks import (
     DeliveryListQuery,
     DeliveryPage,
     ReplayRequest,
@@ -19,14 +27,6 @@ from services.gateway.api.webhook_schemas import (
     WebhookUpdate,
     WebhookWithSecret,
 )
-from services.gateway.appkeys import REDIS, SETTINGS, SUBSCRIPTIONS
-from services.gateway.http.auth import tenant_of
-from services.gateway.http.bodies import read_body
-from services.gateway.http.declarations import Endpoints, links_to
-from services.gateway.http.idempotency import withhold_on_replay
-from services.gateway.http.problems import problem, validation_problem
-from services.gateway.http.responses import model_response
-from services.gateway.schemas import Matched
 from shared.errors import InvalidInput
 from shared.records import tenants
 from shared.records.apikeys import Role

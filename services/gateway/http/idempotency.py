@@ -179,7 +179,10 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
             422, f"This {HEADER} was already used with a different request (method, path or body); use a new key."
         )
     if found.answer is None:
-        return problem(409, f"A request with this {HEADER} is still being processed; retry once it has finished.")
+        busy = problem(409, f"A request with this {HEADER} is still being processed; retry once it has finished.")
+        # A client retrying on its own (the SDK) waits this long and sends the request again.
+        busy.headers["Retry-After"] = "1"
+        return busy
     log.info("idempotency.replayed", tenant=tenant, path=request.path, status=found.answer.status)
     return found.answer.response()
 

@@ -13,7 +13,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from services.gateway.http.declarations import JSON, Endpoint, check_links
 from services.gateway.http.problems import PROBLEM_JSON
-from services.gateway.schemas import Problem
+from shared.api.schemas import Problem
 from shared.constants import COLLECTION_NAME_PATTERN, TENANT_NAME_PATTERN
 from shared.records.apikeys import Role
 

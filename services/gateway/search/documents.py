@@ -16,8 +16,8 @@ import base64
 import binascii
 from typing import TYPE_CHECKING, Any, Final
 
-from services.gateway.schemas import DocumentPage, DocumentRecord, DocumentSummary
 from services.gateway.search.lookup import find, page
+from shared.api.schemas import DocumentPage, DocumentRecord, DocumentSummary
 from shared.errors import BadRequest, NotFound
 
 if TYPE_CHECKING:

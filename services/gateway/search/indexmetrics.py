@@ -17,8 +17,8 @@ import structlog
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from services.gateway.schemas import IndexStatsInfo
 from shared import clock, keys
+from shared.api.schemas import IndexStatsInfo
 from shared.index import index_stats
 from shared.records import catalog
 from shared.runtime.service import pause

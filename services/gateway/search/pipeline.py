@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from services.gateway.schemas import Include, SearchHit, SearchRequest, SearchResponse
 from services.gateway.search.cache import CacheKey, Level, SearchCache, digest
 from services.gateway.search.engine import Hit, search_snapshot
+from shared.api.schemas import Include, SearchHit, SearchRequest, SearchResponse
 from shared.index.documents import normalize
 from shared.messaging import tracing
 

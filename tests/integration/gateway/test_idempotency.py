@@ -124,7 +124,9 @@ async def test_a_key_whose_request_is_still_running_is_409(
     assert await idempotency.claim(aclient, "acme", "busy", running, "other-request", lock_ttl_s=60) is None
 
     # When the same request arrives again, it is refused, not run, and the claim is left to its owner
-    body = await _problem(await _post(api, DOCUMENTS, BATCH, "busy"), 409)
+    busy = await _post(api, DOCUMENTS, BATCH, "busy")
+    assert busy.headers["Retry-After"] == "1"  # when a client (the SDK) tries again
+    body = await _problem(busy, 409)
     assert "still being processed" in body["detail"]
     assert _jobs(redis_client) == 0
     assert await idempotency.release(aclient, "acme", "busy", "other-request")

@@ -16,9 +16,8 @@ import pytest
 import redis
 from aiohttp import web
 
-from services.gateway.api.webhook_schemas import ReplayRequest, TenantUpdate, WebhookCreate, WebhookUpdate
 from services.gateway.http.declarations import ENDPOINTS, UNDECLARED, Endpoint, Scope
-from services.gateway.schemas import (
+from shared.api.schemas import (
     DeadLetterReplayRequest,
     IngestRequest,
     JobBulkRequest,
@@ -26,6 +25,7 @@ from services.gateway.schemas import (
     RollbackRequest,
     SearchRequest,
 )
+from shared.api.webhooks import ReplayRequest, TenantUpdate, WebhookCreate, WebhookUpdate
 from shared.messaging.workqueue import Entry, Priority
 from shared.records import apikeys, deadletters, jobs
 from shared.records.apikeys import Role

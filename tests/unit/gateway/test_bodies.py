@@ -8,7 +8,7 @@ import re
 import pytest
 
 from services.gateway.http.bodies import json_depth, parse_json
-from services.gateway.schemas import NOT_BLANK_PATTERN
+from shared.api.schemas import NOT_BLANK_PATTERN
 
 
 @pytest.mark.parametrize(

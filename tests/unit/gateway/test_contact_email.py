@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from services.gateway.api.health import OPENAPI
-from services.gateway.api.webhook_schemas import TenantUpdate
 from services.gateway.main import build
+from shared.api.webhooks import TenantUpdate
 from shared.config import Settings
 from shared.index.storage import LocalStore
 from shared.records.tenants import valid_email

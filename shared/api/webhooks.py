@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
-from services.gateway.schemas import CURSOR_PATTERN
+from shared.api.schemas import CURSOR_PATTERN
 from shared.errors import InvalidInput
 from shared.records.jobs import Job
 from shared.records.tenants import EMAIL_PATTERN, MAX_EMAIL_LENGTH

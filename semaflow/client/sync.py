@@ -1,0 +1,383 @@
+"""The synchronous client of the semaflow API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import httpx
+
+from semaflow.client import calls
+from semaflow.client.base import (
+    DEFAULT_BATCH_SIZE,
+    ClientBase,
+    IngestProgress,
+    batches,
+    finished,
+    job_id_of,
+    wait_slice,
+)
+from semaflow.client.calls import Call, DocumentLike
+from semaflow.client.errors import SemaflowError
+from semaflow.client.retries import RetryPolicy
+from shared.api.schemas import (
+    CollectionInfo,
+    IngestAccepted,
+    JobPage,
+    Matched,
+    Queues,
+    RollbackAccepted,
+    SearchResponse,
+    TriggerAccepted,
+)
+from shared.api.webhooks import DeliveryPage, Replayed, Webhook, WebhookDelivery, WebhookWithSecret
+from shared.records.deadletters import DeadLetter
+from shared.records.jobs import Job
+from shared.records.schedule_state import ScheduleView
+from shared.records.tenants import TenantProfile
+
+T = TypeVar("T")
+
+
+class Client(ClientBase):
+    """The semaflow API over HTTP: typed answers, typed errors, retries, and an Idempotency-Key on every POST.
+
+    Use it as a context manager (or call :meth:`close`)::
+
+        with Client("http://127.0.0.1:8080", api_key) as sf:
+            sf.create_collection("papers")
+            jobs = sf.ingest([{"id": "a", "text": "..."}], "papers")
+            sf.wait(jobs[-1])
+            hits = sf.search("papers", "query text", k=5)
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout_s: float = 30.0,
+        http: httpx.Client | None = None,
+    ) -> None:
+        super().__init__(url, api_key, retry=retry, timeout_s=timeout_s)
+        self._http = http or httpx.Client()
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def send(self, call: Call[T]) -> T:
+        """Run one call, retrying what the retry policy allows; POSTs keep one Idempotency-Key across attempts.
+
+        Raises:
+            SemaflowError: the API answered an error (a subclass by status), or could not be reached
+                (``Unavailable`` with status 0) within the policy's attempts and time.
+        """
+        call = call.with_key()
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._http.request(**self._request(call))
+            except httpx.TransportError as exc:
+                delay = self._next_delay(attempt, started, None)
+                if delay is None:
+                    raise self._unreachable(exc) from exc
+            else:
+                try:
+                    return self._result(call, response)
+                except SemaflowError as error:
+                    delay = self._next_delay(attempt, started, error.retry_after)
+                    if delay is None or not self._retryable(call, error):
+                        raise
+            time.sleep(delay)
+
+    # --- collections --------------------------------------------------------------------------
+
+    def list_collections(self) -> list[CollectionInfo]:
+        """The tenant's collections."""
+        return self.send(calls.list_collections()).collections
+
+    def create_collection(self, name: str) -> CollectionInfo:
+        """Create a collection, or confirm it exists."""
+        return self.send(calls.create_collection(name))
+
+    def get_collection(self, name: str) -> CollectionInfo:
+        """A collection's size, live index version and index statistics."""
+        return self.send(calls.get_collection(name))
+
+    def stats(self, name: str) -> CollectionInfo:
+        """A collection's statistics (the same answer as :meth:`get_collection`; ``stats`` holds the index's)."""
+        return self.get_collection(name)
+
+    def delete_collection(self, name: str) -> None:
+        """Delete a collection (its objects are removed in the background)."""
+        self.send(calls.delete_collection(name))
+
+    def rollback(self, name: str, version: str, *, idempotency_key: str | None = None) -> RollbackAccepted:
+        """Publish an earlier index version's content again (admin)."""
+        return self.send(calls.rollback(name, version, idempotency_key))
+
+    # --- documents and search -----------------------------------------------------------------
+
+    def ingest_batch(
+        self,
+        collection: str,
+        documents: Sequence[DocumentLike],
+        *,
+        priority: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> IngestAccepted:
+        """Send one batch (at most 1,000 documents); answered once it is stored durably."""
+        return self.send(calls.ingest_batch(collection, documents, priority, idempotency_key))
+
+    def ingest(
+        self,
+        documents: Iterable[DocumentLike],
+        collection: str,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        priority: str | None = None,
+        on_progress: Callable[[IngestProgress], None] | None = None,
+    ) -> list[IngestAccepted]:
+        """Send any number of documents, ``batch_size`` per request, read lazily; returns each batch's job."""
+        accepted: list[IngestAccepted] = []
+        sent = 0
+        for batch in batches(documents, batch_size):
+            answer = self.ingest_batch(collection, batch, priority=priority)
+            accepted.append(answer)
+            sent += len(batch)
+            if on_progress is not None:
+                on_progress(IngestProgress(len(accepted), sent, answer))
+        return accepted
+
+    def delete_document(self, collection: str, doc_id: str) -> IngestAccepted:
+        """Queue a document's deletion."""
+        return self.send(calls.delete_document(collection, doc_id))
+
+    def get_document(self, collection: str, doc_id: str, *, include: Iterable[str] | None = None) -> dict[str, Any]:
+        """One stored document (``GET /v1/collections/{c}/documents/{id}``)."""
+        return self.send(calls.get_document(collection, doc_id, include))
+
+    def list_documents(self, collection: str, *, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every document of a collection, page after page (``GET /v1/collections/{c}/documents``)."""
+        cursor: str | None = None
+        while True:
+            page = self.send(calls.list_documents(collection, cursor, limit))
+            yield from page.get("documents", page.get("items", []))
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def search(
+        self,
+        collection: str,
+        query: str | None = None,
+        *,
+        vector: Sequence[float] | None = None,
+        k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> SearchResponse:
+        """The top ``k`` documents for a query text or a vector, best first."""
+        return self.send(calls.search(collection, query, vector, k, filter, include))
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    def get_job(self, job: str | Job | IngestAccepted) -> Job:
+        """A job as it is now."""
+        return self.send(calls.get_job(job_id_of(job)))
+
+    def wait(self, job: str | Job | IngestAccepted, timeout_s: float | None = None) -> Job:
+        """Wait until the job finished (long-polling ``GET /v1/jobs/{id}?wait=``); returns it, whatever its outcome.
+
+        Raises:
+            Timeout: it had not finished after ``timeout_s``.
+        """
+        job_id = job_id_of(job)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        current = self.get_job(job_id)
+        while not finished(current):
+            current = self.send(calls.get_job(job_id, wait_slice(deadline)))
+        return current
+
+    def wait_all(self, jobs: Iterable[str | Job | IngestAccepted], timeout_s: float | None = None) -> list[Job]:
+        """Wait for every job in turn, within one ``timeout_s`` for them all."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        return [self.wait(j, None if deadline is None else max(0.0, deadline - time.monotonic())) for j in jobs]
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        collection: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of jobs, newest first."""
+        return self.send(calls.list_jobs(state, collection, limit, cursor))
+
+    def iter_jobs(self, *, state: str | None = None, collection: str | None = None) -> Iterator[Job]:
+        """Every job (newest first), page after page."""
+        cursor: str | None = None
+        while True:
+            page = self.list_jobs(state=state, collection=collection, limit=500, cursor=cursor)
+            yield from page.jobs
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def cancel_job(self, job: str | Job | IngestAccepted) -> Job:
+        """Cancel a job that has not finished."""
+        return self.send(calls.cancel_job(job_id_of(job)))
+
+    def retry_job(self, job: str | Job | IngestAccepted) -> Job:
+        """Queue a failed, cancelled or dead job again."""
+        return self.send(calls.retry_job(job_id_of(job)))
+
+    def cancel_jobs(self, **criteria: Any) -> Matched:
+        """Cancel every job matching the criteria (state, collection, priority, created_after, created_before)."""
+        return self.send(calls.bulk_jobs("cancel", **criteria))
+
+    def retry_jobs(self, **criteria: Any) -> Matched:
+        """Retry every job matching the criteria (state, collection, priority, created_after, created_before)."""
+        return self.send(calls.bulk_jobs("retry", **criteria))
+
+    # --- dead letters and queues --------------------------------------------------------------
+
+    def list_dead_letters(
+        self,
+        *,
+        queue: str | None = None,
+        collection: str | None = None,
+        job_id: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> list[DeadLetter]:
+        """Dead letters, newest first (every page unless ``cursor`` or ``limit`` asks for one)."""
+        if cursor is not None or limit is not None:
+            return self.send(calls.list_dead_letters(queue, collection, job_id, limit, cursor)).dead_letters
+        out: list[DeadLetter] = []
+        while True:
+            page = self.send(calls.list_dead_letters(queue, collection, job_id, 500, cursor))
+            out.extend(page.dead_letters)
+            if page.next_cursor is None:
+                return out
+            cursor = page.next_cursor
+
+    def get_dead_letter(self, letter_id: str) -> DeadLetter:
+        """One dead letter."""
+        return self.send(calls.get_dead_letter(letter_id))
+
+    def replay_dead_letter(self, letter_id: str) -> Replayed:
+        """Queue a dead letter's work again (the letter is removed); returns the job, delivery or mail."""
+        return self.send(calls.replay_dead_letter(letter_id))
+
+    def replay_dead_letters(self, **criteria: Any) -> Matched:
+        """Replay every dead letter matching the criteria (queue, collection, job_id, failed_after, failed_before)."""
+        return self.send(calls.replay_dead_letters(**criteria))
+
+    def delete_dead_letter(self, letter_id: str) -> None:
+        """Drop a dead letter."""
+        self.send(calls.delete_dead_letter(letter_id))
+
+    def queues(self) -> Queues:
+        """Every work queue's statistics (admin)."""
+        return self.send(calls.queues())
+
+    # --- webhooks -----------------------------------------------------------------------------
+
+    def create_webhook(
+        self, url: str, event_types: Sequence[str], *, description: str | None = None, disabled: bool | None = None
+    ) -> WebhookWithSecret:
+        """Subscribe an endpoint; the answer carries its signing secret, shown this once."""
+        return self.send(calls.create_webhook(url, event_types, description, disabled))
+
+    def list_webhooks(self) -> list[Webhook]:
+        """The tenant's webhook endpoints."""
+        return self.send(calls.list_webhooks()).webhooks
+
+    def get_webhook(self, endpoint_id: str) -> Webhook:
+        """One webhook endpoint."""
+        return self.send(calls.get_webhook(endpoint_id))
+
+    def update_webhook(
+        self,
+        endpoint_id: str,
+        *,
+        url: str | None = None,
+        event_types: Sequence[str] | None = None,
+        description: str | None = None,
+        disabled: bool | None = None,
+    ) -> Webhook:
+        """Change an endpoint's URL, event types, description or state."""
+        changes = {"url": url, "event_types": event_types, "description": description, "disabled": disabled}
+        return self.send(calls.update_webhook(endpoint_id, **changes))
+
+    def delete_webhook(self, endpoint_id: str) -> None:
+        """Remove an endpoint; its waiting deliveries are dropped."""
+        self.send(calls.delete_webhook(endpoint_id))
+
+    def rotate_webhook_secret(self, endpoint_id: str) -> WebhookWithSecret:
+        """A new signing secret (the old one keeps signing for 24 h)."""
+        return self.send(calls.rotate_webhook_secret(endpoint_id))
+
+    def test_webhook(self, endpoint_id: str) -> WebhookDelivery:
+        """Send a ``webhook.test`` event to the endpoint; returns its delivery."""
+        return self.send(calls.test_webhook(endpoint_id))
+
+    def list_deliveries(
+        self,
+        endpoint_id: str,
+        *,
+        state: str | None = None,
+        event_type: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> DeliveryPage:
+        """One page of an endpoint's deliveries, newest first."""
+        return self.send(calls.list_deliveries(endpoint_id, state, event_type, limit, cursor))
+
+    def replay_webhook(self, endpoint_id: str, since: datetime, until: datetime | None = None) -> Matched:
+        """Send every stored event the endpoint subscribes to again, from ``since``."""
+        return self.send(calls.replay_webhook(endpoint_id, since, until))
+
+    def get_delivery(self, delivery_id: str) -> WebhookDelivery:
+        """One delivery with its attempts."""
+        return self.send(calls.get_delivery(delivery_id))
+
+    def retry_delivery(self, delivery_id: str) -> WebhookDelivery:
+        """Start a delivery again with a fresh set of attempts."""
+        return self.send(calls.retry_delivery(delivery_id))
+
+    def tenant(self) -> TenantProfile:
+        """The tenant's profile."""
+        return self.send(calls.get_tenant())
+
+    # --- schedules ----------------------------------------------------------------------------
+
+    def list_schedules(self) -> list[ScheduleView]:
+        """Every schedule with its next and last run (admin)."""
+        return self.send(calls.list_schedules()).schedules
+
+    def trigger_schedule(self, name: str) -> TriggerAccepted:
+        """Fire a schedule once, now (admin)."""
+        return self.send(calls.trigger_schedule(name))
+
+    def pause_schedule(self, name: str) -> ScheduleView:
+        """Pause a schedule (admin)."""
+        return self.send(calls.pause_schedule(name, True))
+
+    def resume_schedule(self, name: str) -> ScheduleView:
+        """Resume a paused schedule (admin)."""
+        return self.send(calls.pause_schedule(name, False))
