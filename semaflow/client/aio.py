@@ -25,6 +25,8 @@ from semaflow.client.errors import SemaflowError
 from semaflow.client.retries import RetryPolicy
 from shared.api.schemas import (
     CollectionInfo,
+    DocumentRecord,
+    DocumentSummary,
     IngestAccepted,
     JobPage,
     Matched,
@@ -168,18 +170,18 @@ class AsyncClient(ClientBase):
 
     async def get_document(
         self, collection: str, doc_id: str, *, include: Iterable[str] | None = None
-    ) -> dict[str, Any]:
-        """One stored document (``GET /v1/collections/{c}/documents/{id}``)."""
+    ) -> DocumentRecord:
+        """One document as the published index holds it: text, metadata (``include=["vector"]``: its vector)."""
         return await self.send(calls.get_document(collection, doc_id, include))
 
-    async def list_documents(self, collection: str, *, limit: int | None = None) -> AsyncIterator[dict[str, Any]]:
-        """Every document of a collection, page after page (``GET /v1/collections/{c}/documents``)."""
+    async def list_documents(self, collection: str, *, limit: int | None = None) -> AsyncIterator[DocumentSummary]:
+        """Every document of a collection (id and metadata) in id order, page after page through the cursors."""
         cursor: str | None = None
         while True:
             page = await self.send(calls.list_documents(collection, cursor, limit))
-            for doc in page.get("documents", page.get("items", [])):
+            for doc in page.documents:
                 yield doc
-            cursor = page.get("next_cursor")
+            cursor = page.next_cursor
             if not cursor:
                 return
 

@@ -17,6 +17,8 @@ from shared.api.schemas import (
     CollectionInfo,
     CollectionList,
     DeadLetterPage,
+    DocumentPage,
+    DocumentRecord,
     IngestAccepted,
     IngestDocument,
     JobPage,
@@ -151,14 +153,15 @@ def delete_document(collection: str, doc_id: str) -> Call[IngestAccepted]:
     return Call("DELETE", f"/v1/collections/{_seg(collection)}/documents/{_seg(doc_id)}", _model(IngestAccepted))
 
 
-def get_document(collection: str, doc_id: str, include: Iterable[str] | None) -> Call[dict[str, Any]]:
+def get_document(collection: str, doc_id: str, include: Iterable[str] | None) -> Call[DocumentRecord]:
     params = _params(include=",".join(include) if include is not None else None)
-    return Call("GET", f"/v1/collections/{_seg(collection)}/documents/{_seg(doc_id)}", _json, params=params)
+    return Call("GET", f"/v1/collections/{_seg(collection)}/documents/{_seg(doc_id)}", _model(DocumentRecord),
+                params=params)  # fmt: skip
 
 
-def list_documents(collection: str, cursor: str | None, limit: int | None) -> Call[dict[str, Any]]:
+def list_documents(collection: str, cursor: str | None, limit: int | None) -> Call[DocumentPage]:
     params = _params(cursor=cursor, limit=limit)
-    return Call("GET", f"/v1/collections/{_seg(collection)}/documents", _json, params=params)
+    return Call("GET", f"/v1/collections/{_seg(collection)}/documents", _model(DocumentPage), params=params)
 
 
 def search(

@@ -24,6 +24,8 @@ from semaflow.client.errors import SemaflowError
 from semaflow.client.retries import RetryPolicy
 from shared.api.schemas import (
     CollectionInfo,
+    DocumentRecord,
+    DocumentSummary,
     IngestAccepted,
     JobPage,
     Matched,
@@ -165,17 +167,17 @@ class Client(ClientBase):
         """Queue a document's deletion."""
         return self.send(calls.delete_document(collection, doc_id))
 
-    def get_document(self, collection: str, doc_id: str, *, include: Iterable[str] | None = None) -> dict[str, Any]:
-        """One stored document (``GET /v1/collections/{c}/documents/{id}``)."""
+    def get_document(self, collection: str, doc_id: str, *, include: Iterable[str] | None = None) -> DocumentRecord:
+        """One document as the published index holds it: text, metadata (``include=["vector"]``: its vector)."""
         return self.send(calls.get_document(collection, doc_id, include))
 
-    def list_documents(self, collection: str, *, limit: int | None = None) -> Iterator[dict[str, Any]]:
-        """Every document of a collection, page after page (``GET /v1/collections/{c}/documents``)."""
+    def list_documents(self, collection: str, *, limit: int | None = None) -> Iterator[DocumentSummary]:
+        """Every document of a collection (id and metadata) in id order, page after page through the cursors."""
         cursor: str | None = None
         while True:
             page = self.send(calls.list_documents(collection, cursor, limit))
-            yield from page.get("documents", page.get("items", []))
-            cursor = page.get("next_cursor")
+            yield from page.documents
+            cursor = page.next_cursor
             if not cursor:
                 return
 

@@ -1,4 +1,4 @@
-"""The API commands besides ``ingest``: collections, search, jobs, queues, dead letters, webhooks and schedules."""
+"""The API commands besides ``ingest``: collections, search, documents, jobs, queues, dead letters, webhooks."""
 
 from __future__ import annotations
 
@@ -116,8 +116,13 @@ def _search(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         output.print_json(answer, out)
         return output.OK
-    output.print_table(("rank", "id", "score", "metadata"),
-                       [[n, h.id, h.score, h.metadata] for n, h in enumerate(answer.results, 1)], out)  # fmt: skip
+    if include and "text" in include:
+        output.print_table(("rank", "id", "score", "text", "metadata"),
+                           [[n, h.id, h.score, _excerpt(h.text), h.metadata]
+                            for n, h in enumerate(answer.results, 1)], out)  # fmt: skip
+    else:
+        output.print_table(("rank", "id", "score", "metadata"),
+                           [[n, h.id, h.score, h.metadata] for n, h in enumerate(answer.results, 1)], out)  # fmt: skip
     print(f"(index version {answer.index_version or '-'})", file=out)
     return output.OK
 
@@ -130,6 +135,41 @@ def _add_search(sub: Sub) -> None:
     filter_help = 'exact match on a metadata field (repeatable; VALUE is JSON when it reads so: 1, true, "1")'
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE", help=filter_help)
     p.add_argument("--include", default=None, help="comma-separated extra fields of each hit (text,metadata,vector)")
+
+
+def _excerpt(text: str | None, width: int = 60) -> str:
+    if text is None:
+        return "-"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+# --- documents --------------------------------------------------------------------------------
+
+
+def _documents_get(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    return _show(client.get_document(args.collection, args.id, include=["vector"] if args.vector else None), args, out)
+
+
+def _documents_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    docs = client.list_documents(args.collection, limit=min(args.limit, 1000))
+    items = [d for _, d in zip(range(args.limit), docs, strict=False)]
+    if args.json:
+        output.print_json(items, out)
+    else:
+        output.print_table(("id", "metadata"), [[d.id, d.metadata] for d in items], out)
+    return output.OK
+
+
+def _add_documents(sub: Sub) -> None:
+    group = _group(sub, "documents", "read documents back from a collection's published index")
+    get = _leaf(group, "get", _documents_get, "one document: its text, metadata and index version")
+    get.add_argument("collection")
+    get.add_argument("id")
+    get.add_argument("--vector", action="store_true", help="add the stored vector")
+    listing = _leaf(group, "list", _documents_list, "documents' ids and metadata, in id order")
+    listing.add_argument("collection")
+    listing.add_argument("--limit", type=int, default=100, help="how many (default 100; pages through cursors)")
 
 
 # --- jobs -------------------------------------------------------------------------------------
@@ -334,6 +374,7 @@ def add_commands(sub: Sub) -> None:
     """Add the API commands (but ``ingest``) to the ``semaflow`` command."""
     _add_collections(sub)
     _add_search(sub)
+    _add_documents(sub)
     _add_jobs(sub)
     _add_dead_letters(sub)
     _add_webhooks(sub)

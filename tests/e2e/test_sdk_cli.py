@@ -86,6 +86,17 @@ def test_sdk_ingests_waits_and_searches_and_a_repeated_idempotency_key_makes_no_
         assert hits.results[0].metadata == docs[7]["metadata"]
         filtered = client.search("sdk-basic", docs[7]["text"], k=5, filter={"i": 8})
         assert [h.id for h in filtered.results] == ["sdk8"]
+        # Documents read back: by id (with its vector), every one listed once, and search hits with their text.
+        record = client.get_document("sdk-basic", "sdk7", include=["vector"])
+        assert (record.text, record.metadata, record.index_version) == (docs[7]["text"], docs[7]["metadata"],
+                                                                         info.index_version)  # fmt: skip
+        assert len(record.vector) == 384 and abs(sum(x * x for x in record.vector) - 1) < 1e-4
+        listed = [d.id for d in client.list_documents("sdk-basic", limit=7)]
+        assert listed == sorted(d["id"] for d in docs)
+        with_text = client.search("sdk-basic", docs[7]["text"], k=2, include=["text", "metadata"])
+        assert with_text.results[0].text == docs[7]["text"]
+        with pytest.raises(NotFound):
+            client.get_document("sdk-basic", "no-such-document")
 
         again = [{"id": "sdk-extra", "text": "lighthouse over the lagoon"}]
         first = client.ingest_batch("sdk-basic", again, idempotency_key="same-batch-1")
@@ -220,6 +231,15 @@ def test_cli_ingests_csv_with_chosen_fields_and_searches_with_a_filter(stack: St
     assert {json.dumps(h["metadata"]) for h in hits["results"]} == {'{"lang": "fr"}'}
     table = _cli(stack, "search", "cli-csv", rows[4]["body"], "-k", "2")
     assert table.returncode == 0 and table.stdout.splitlines()[1].split()[:2] == ["1", "row4"]
+    # The documents read back: one with its text from the chosen field, and every id once, in order.
+    doc = _json(_cli(stack, "documents", "get", "cli-csv", "row4", "--json"))
+    assert (doc["text"], doc["metadata"]) == (rows[4]["body"], {"lang": "fr"})
+    listed = _json(_cli(stack, "documents", "list", "cli-csv", "--limit", "1000", "--json"))
+    assert [d["id"] for d in listed] == sorted(r["key"] for r in rows)
+    missing = _cli(stack, "documents", "get", "cli-csv", "no-such-row")
+    assert missing.returncode == 3, missing.stderr  # not found
+    with_text = _cli(stack, "search", "cli-csv", rows[4]["body"], "-k", "1", "--include", "text,metadata")
+    assert with_text.returncode == 0 and " ".join(rows[4]["body"].split())[:20] in with_text.stdout
 
 
 def test_cli_ingests_gzipped_jsonl_and_parquet(stack: Stack, tmp_path: Path) -> None:
