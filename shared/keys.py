@@ -234,6 +234,11 @@ def search_cache_pattern(tenant: str, collection: str) -> str:
     return f"{PREFIX}:t:{tenant}:c:{collection}:search:*"
 
 
+def activity(kind: str, minute: int) -> str:
+    """Counter of one kind of finished work (documents embedded, webhook attempts) in one UTC minute."""
+    return f"{PREFIX}:activity:{kind}:{minute}"
+
+
 # --- the work queues (see shared.messaging.workqueue) --------------------------------------------------------
 # Lua callers get a key with a variable part as a template: ``wq_age(queue, LEVEL)`` gives the
 # template of every level's key, the script putting the level in place of ``{level}``.

@@ -161,12 +161,19 @@ class JobControl:
             task=Task(queue=letter.queue, arguments=letter.arguments),
         )
 
-    async def bulk(self, tenant: str, flt: JobFilter, action: str) -> int:
-        """Cancel or retry every matching job of ``tenant``; returns how many it applied to."""
+    async def bulk(self, tenant: str, flt: JobFilter, action: str, *, dry_run: bool = False) -> int:
+        """Cancel or retry every matching job of ``tenant``; returns how many it applied to (with ``dry_run``,
+        how many it would apply to now, changing nothing)."""
+        eligible = jobs.ACTIVE if action == "cancel" else jobs.RETRYABLE
         matched = 0
         cursor: str | None = None
         while True:
             page, cursor = await jobs.scan(self.client, tenant, flt, limit=BULK_PAGE, cursor=cursor)
+            if dry_run:
+                matched += sum(1 for job in page if job.state in eligible)
+                if cursor is None:
+                    return matched
+                continue
             for job in page:
                 try:
                     await (self.cancel(job) if action == "cancel" else self.retry(job))

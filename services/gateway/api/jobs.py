@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -17,6 +18,8 @@ from services.gateway.http.declarations import Endpoints, Scope, links_to
 from services.gateway.http.problems import validation_problem
 from services.gateway.http.responses import model_response
 from services.gateway.schemas import (
+    Activity,
+    ActivityQuery,
     DeadLetterListQuery,
     DeadLetterPage,
     DeadLetterReplayRequest,
@@ -30,7 +33,7 @@ from services.gateway.schemas import (
 from shared import keys
 from shared.constants import JOB_WAIT_POLL_S
 from shared.errors import Conflict, NotFound
-from shared.records import deadletters, jobs
+from shared.records import activity, deadletters, jobs
 from shared.records.apikeys import Role
 from shared.records.deadletters import DeadLetter, LetterFilter
 from shared.records.jobs import FINISHED, Job, JobFilter
@@ -143,8 +146,8 @@ async def retry_job(request: web.Request) -> web.Response:
 
 async def _bulk(request: web.Request, action: str) -> web.Response:
     body = await read_body(request, JobBulkRequest)
-    flt = JobFilter(**body.model_dump(exclude_none=True))
-    matched = await request.app[CONTROL].bulk(tenant_of(request), flt, action)
+    flt = JobFilter(**body.model_dump(exclude_none=True, exclude={"dry_run"}))
+    matched = await request.app[CONTROL].bulk(tenant_of(request), flt, action, dry_run=body.dry_run)
     return model_response(Matched(matched=matched))
 
 
@@ -152,7 +155,7 @@ async def _bulk(request: web.Request, action: str) -> web.Response:
     "/v1/jobs:cancel", role=Role.WRITER, limit=Category.BULK, body=JobBulkRequest, responses={200: Matched}
 )
 async def cancel_jobs(request: web.Request) -> web.Response:
-    """Cancel every queued or running job matching the filter."""
+    """Cancel every queued or running job matching the filter (``dry_run``: only count them)."""
     return await _bulk(request, "cancel")
 
 
@@ -160,7 +163,7 @@ async def cancel_jobs(request: web.Request) -> web.Response:
     "/v1/jobs:retry", role=Role.WRITER, limit=Category.BULK, body=JobBulkRequest, responses={200: Matched}
 )
 async def retry_jobs(request: web.Request) -> web.Response:
-    """Retry every failed, cancelled or dead job matching the filter."""
+    """Retry every failed, cancelled or dead job matching the filter (``dry_run``: only count them)."""
     return await _bulk(request, "retry")
 
 
@@ -233,3 +236,28 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
 async def queues(request: web.Request) -> web.Response:
     """Per queue: depth by priority, delayed, in flight, dead, oldest age, live workers, throughput."""
     return model_response(Queues.model_validate({"queues": await request.app[CONTROL].queues()}))
+
+
+@control_routes.get(
+    "/v1/activity",
+    role=Role.ADMIN,
+    limit=Category.READ,
+    scope=Scope.CLUSTER,
+    query=ActivityQuery,
+    responses={200: Activity},
+)
+async def recent_activity(request: web.Request) -> web.Response:
+    """Documents embedded and webhook attempts finished in each of the last ``minutes`` minutes (default 60)."""
+    try:
+        q = _query(request, ActivityQuery)
+    except ValidationError as exc:
+        return validation_problem(exc, root="query")
+    kinds = (activity.Activity.EMBEDDED, activity.Activity.DELIVERIES)
+    first, counts = await activity.series(request.app[REDIS], kinds, q.minutes)
+    return model_response(
+        Activity(
+            start=datetime.fromtimestamp(first * 60, UTC),
+            embedded=counts[activity.Activity.EMBEDDED],
+            deliveries=counts[activity.Activity.DELIVERIES],
+        )
+    )
