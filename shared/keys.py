@@ -91,6 +91,12 @@ def heartbeat(service: str, instance: str) -> str:
     return f"{PREFIX}:hb:{service}:{instance}"
 
 
+def heartbeats() -> str:
+    """Sorted set ``{service}:{instance}`` -> when that process's heartbeat runs out (ms): live processes are
+    counted from it without scanning the keyspace."""
+    return f"{PREFIX}:hb-index"
+
+
 def heartbeat_pattern(service: str = "*") -> str:
     """SCAN pattern matching heartbeats of one service (or all)."""
     return f"{PREFIX}:hb:{service}:*"
@@ -313,6 +319,12 @@ def dramatiq_messages(queue: str) -> str:
 def dramatiq_acks(queue: str) -> tuple[str, str]:
     """SCAN patterns of Dramatiq's per-worker sets of fetched, unacknowledged messages: ready, delayed."""
     return f"{DRAMATIQ_NAMESPACE}:__acks__.*.{queue}", f"{DRAMATIQ_NAMESPACE}:__acks__.*.{queue}.DQ"
+
+
+def dramatiq_delay_acks(worker_id: str, queue: str) -> str:
+    """Dramatiq's set of the delayed messages of ``queue`` that worker ``worker_id`` holds (``dramatiq_acks``'s
+    second pattern, for one worker)."""
+    return f"{DRAMATIQ_NAMESPACE}:__acks__.{worker_id}.{queue}.DQ"
 
 
 def dramatiq_heartbeats() -> str:

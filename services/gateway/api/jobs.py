@@ -31,7 +31,7 @@ from services.gateway.schemas import (
     Queues,
 )
 from shared import keys
-from shared.constants import JOB_WAIT_POLL_S
+from shared.constants import JOB_WAIT_POLL_S, LIST_SCAN_BUDGET
 from shared.errors import Conflict, NotFound
 from shared.records import activity, deadletters, jobs
 from shared.records.apikeys import Role
@@ -64,6 +64,11 @@ async def _letter(request: web.Request) -> DeadLetter:
     return letter
 
 
+def _budget(limit: int) -> int:
+    """Records a list request reads at most: a filter few match answers a short page and a cursor to go on."""
+    return max(LIST_SCAN_BUDGET, limit)
+
+
 def _page(items: list[dict[str, Any]], name: str, cursor: str | None) -> web.Response:
     return web.json_response({name: items, "next_cursor": cursor})
 
@@ -76,13 +81,19 @@ def _page(items: list[dict[str, Any]], name: str, cursor: str | None) -> web.Res
     responses={200: JobPage},
 )
 async def list_jobs(request: web.Request) -> web.Response:
-    """The tenant's jobs, newest first, optionally by state and collection; cursor pagination."""
+    """The tenant's jobs, newest first, optionally by state and collection; cursor pagination.
+
+    A request reads at most 2,000 jobs: where a filter matches few of them, a page may hold fewer than
+    ``limit`` (even none) with a ``next_cursor`` to go on; the list ends where ``next_cursor`` is null.
+    """
     try:
         q = _query(request, JobListQuery)
     except ValidationError as exc:
         return validation_problem(exc, root="query")
     flt = JobFilter(state=q.state, collection=q.collection)
-    found, cursor = await jobs.scan(request.app[REDIS], tenant_of(request), flt, limit=q.limit, cursor=q.cursor)
+    found, cursor = await jobs.scan(
+        request.app[REDIS], tenant_of(request), flt, limit=q.limit, cursor=q.cursor, budget=_budget(q.limit)
+    )
     return _page([j.public() for j in found], "jobs", cursor)
 
 
@@ -175,13 +186,15 @@ async def retry_jobs(request: web.Request) -> web.Response:
     responses={200: DeadLetterPage},
 )
 async def list_dead_letters(request: web.Request) -> web.Response:
-    """The tenant's dead letters, newest first; cursor pagination."""
+    """The tenant's dead letters, newest first; cursor pagination (a page may be short, as jobs' are)."""
     try:
         q = _query(request, DeadLetterListQuery)
     except ValidationError as exc:
         return validation_problem(exc, root="query")
     flt = LetterFilter(queue=q.queue, collection=q.collection, job_id=q.job_id)
-    found, cursor = await deadletters.scan(request.app[REDIS], tenant_of(request), flt, limit=q.limit, cursor=q.cursor)
+    found, cursor = await deadletters.scan(
+        request.app[REDIS], tenant_of(request), flt, limit=q.limit, cursor=q.cursor, budget=_budget(q.limit)
+    )
     return _page([letter.public() for letter in found], "dead_letters", cursor)
 
 

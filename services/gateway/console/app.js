@@ -90,7 +90,11 @@ async function route() {
     if (err.status === 401) { forgetKey(); signInForm("The key is no longer valid; sign in again."); return; }
     root.append(h("p", { class: "error", role: "alert" }, `Could not load this page: ${err.message}`));
   }
-  if (gen === generation) main.dataset.ready = name || "overview";
+  if (gen === generation) {
+    // Milliseconds since this document's navigation began: what the page took to show its first data.
+    main.dataset.readyMs = String(Math.round(performance.now()));
+    main.dataset.ready = name || "overview";
+  }
 }
 
 async function start() {

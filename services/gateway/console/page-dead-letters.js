@@ -43,7 +43,7 @@ export async function render(root, ctx) {
       const page = await api("GET", `/v1/dead-letters${query({ ...filter(), limit: 25, cursor })}`);
       return { items: page.dead_letters, next: page.next_cursor };
     },
-    (letters) => table("Dead letters", [
+    (letters, next) => table("Dead letters", [
       ["Letter", (d) => h("button", { type: "button", class: "link", onclick: () => inspect(d.id).catch((e) => toast(e.message, "error")) }, d.id.slice(0, 16))],
       ["Queue", (d) => badge(d.queue, "neutral")],
       ["Operation", (d) => d.op],
@@ -55,7 +55,7 @@ export async function render(root, ctx) {
         action("Replay", () => api("POST", `/v1/dead-letters/${d.id}/replay`), { after: () => { toast(`Replayed ${d.id}`); return pager.reload(); } }),
         action("Delete", () => api("DELETE", `/v1/dead-letters/${d.id}`), { confirm: `Delete dead letter ${d.id}? Its work is discarded.`, after: () => pager.reload(), cls: "danger" }),
       ) : "")],
-    ], letters, "No dead letters."),
+    ], letters, next ? "No match among the letters read so far: Next reads older ones." : "No dead letters."),
   );
   root.append(pager.root);
   await pager.show();

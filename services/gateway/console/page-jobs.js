@@ -89,7 +89,7 @@ async function list(root, ctx) {
       const page = await api("GET", `/v1/jobs${query({ ...filter(), limit: 25, cursor })}`);
       return { items: page.jobs, next: page.next_cursor };
     },
-    (jobs) => table("Jobs", [
+    (jobs, next) => table("Jobs", [
       ["Job", (j) => h("a", { href: `#/jobs/${j.id}` }, j.id.slice(0, 16))],
       ["Collection", (j) => j.collection],
       ["State", (j) => badge(j.state)],
@@ -98,7 +98,7 @@ async function list(root, ctx) {
       ["Progress", progress],
       ["Created", (j) => time(j.created_at)],
       ["", (j) => jobActions(j, ctx, () => pager.reload())],
-    ], jobs, "No jobs match."),
+    ], jobs, next ? "No match among the jobs read so far: Next reads older ones." : "No jobs match."),
   );
   root.append(pager.root);
   await pager.show();

@@ -76,7 +76,7 @@ export class Pager {
     this.next = next;
     const prev = h("button", { type: "button", disabled: !this.stack.length, onclick: () => this.back() }, "Previous");
     const more = h("button", { type: "button", disabled: !next, onclick: () => this.forward() }, "Next");
-    clear(this.root, this.render(items), h("div", { class: "pager-nav" }, prev, h("span", {}, `Page ${this.stack.length + 1}`), more));
+    clear(this.root, this.render(items, next), h("div", { class: "pager-nav" }, prev, h("span", {}, `Page ${this.stack.length + 1}`), more));
     return items;
   }
 

@@ -4,13 +4,19 @@ is, stored versions with time and size, per-minute activity, and counting a bulk
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
 
-from shared.records import apikeys
+from shared import clock, keys
+from shared.constants import LIST_SCAN_BUDGET
+from shared.messaging import tasks
+from shared.records import apikeys, jobs
 from shared.records.apikeys import Role
+from shared.records.jobs import Job, JobKind, JobState
+from shared.runtime.heartbeat import Heartbeat
 from tests.integration.gateway.conftest import Api
 
 
@@ -121,3 +127,56 @@ async def test_a_bulk_dry_run_counts_what_it_would_change_and_changes_nothing(ap
 
     done = await _json(await api.client.post("/v1/jobs:cancel", json={"collection": "docs"}, headers=api.auth), 200)
     assert done == {"matched": 2}
+
+
+async def test_a_filter_few_jobs_match_answers_short_pages_that_go_on_to_the_match(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    # Given 2,100 finished jobs and, older than all of them, one failed job
+    now = datetime.now(UTC)
+
+    def job(n: int, state: JobState) -> Job:
+        stamp = now - timedelta(seconds=n)
+        return Job(
+            id=jobs.new_job_id(),
+            tenant="acme",
+            collection="docs",
+            kind=JobKind.INGEST,
+            state=state,
+            documents=1,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+
+    failed = job(LIST_SCAN_BUDGET + 100, JobState.FAILED)
+    assert jobs.create_many(redis_client, [job(n, JobState.SUCCEEDED) for n in range(LIST_SCAN_BUDGET + 99)]) > 0
+    jobs.create_many(redis_client, [failed])
+
+    # When the failed jobs are listed: the first request reads its budget, finds none, and says where to go on
+    first = await _json(await api.client.get("/v1/jobs?state=failed&limit=10", headers=api.auth), 200)
+    assert first["jobs"] == [] and first["next_cursor"] is not None
+    second = await _json(
+        await api.client.get(f"/v1/jobs?state=failed&limit=10&cursor={first['next_cursor']}", headers=api.auth), 200
+    )
+    # Then the next page holds the match, and the list ends there
+    assert [j["id"] for j in second["jobs"]] == [failed.id]
+    assert second["next_cursor"] is None
+
+
+async def test_queue_statistics_count_live_workers_and_held_delayed_work_by_name(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    # Given an embedder process beating, and a Dramatiq worker holding two delayed embed tokens
+    beat = Heartbeat(redis_client, "embedder", ttl_s=30)
+    beat.start()
+    try:
+        redis_client.zadd(keys.dramatiq_heartbeats(), {"w-one": clock.now_ms()})
+        redis_client.sadd(keys.dramatiq_delay_acks("w-one", tasks.EMBED_QUEUE), "t1", "t2")
+        redis_client.rpush(keys.dramatiq_queues(tasks.EMBED_QUEUE)[1], "t3")
+        embed = (await _json(await api.client.get("/v1/queues", headers=api.auth), 200))["queues"]["embed"]
+        assert (embed["workers"], embed["delayed"]) == (1, 3)
+    finally:
+        beat.stop()
+    # Then a process that stopped is no longer counted
+    embed = (await _json(await api.client.get("/v1/queues", headers=api.auth), 200))["queues"]["embed"]
+    assert embed["workers"] == 0
