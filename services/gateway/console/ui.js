@@ -1,4 +1,4 @@
-// Small DOM helpers: elements built with text nodes only (never innerHTML), tables, cursor pagers, dialogs.
+// Small DOM helpers: elements built from text nodes only (no HTML parsing of data), tables, cursor pagers, dialogs.
 
 export function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
