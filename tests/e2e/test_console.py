@@ -256,6 +256,11 @@ def test_replay_a_dead_letter_and_retry_a_failed_delivery(admin: Console, http_a
         letter_id = http_api.ok("GET", f"/v1/deliveries/{first['id']}")["dead_letter"]
         page = admin.page
 
+        # The endpoint's page says it is failing
+        admin.go(f"webhooks/{endpoint['id']}")
+        expect(page.locator("dd").first).to_contain_text("failing")
+        _shot(admin, "webhook")
+
         # The dead letter, inspected and replayed from the Dead letters page
         admin.go("dead-letters")
         row = page.get_by_role("row").filter(has_text=letter_id[:16])
@@ -270,13 +275,14 @@ def test_replay_a_dead_letter_and_retry_a_failed_delivery(admin: Console, http_a
         # The other delivery, retried from the endpoint's delivery log once the receiver is back
         sink.accept.set()
         admin.go(f"webhooks/{endpoint['id']}")
-        expect(page.locator("dd").first).to_contain_text("failing")
         delivery_row = page.get_by_role("row").filter(has_text=second["id"][:16])
         expect(delivery_row).to_contain_text("500")
-        _shot(admin, "webhook")
         delivery_row.get_by_role("button", name="Retry").click()
         expect(page.locator("#toast")).to_contain_text(f"Retrying {second['id']}")
         http_api.until(f"/v1/deliveries/{second['id']}", lambda d: d["state"] == "succeeded")
+        # Every attempt (two for each test event, the replayed one's, the retried one's) shows in the activity
+        # the Overview charts.
+        assert sum(http_api.ok("GET", "/v1/activity?minutes=10")["deliveries"]) >= 5
     finally:
         sink.close()
 
