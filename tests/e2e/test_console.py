@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -301,6 +302,36 @@ def test_trigger_a_schedule(admin: Console, http_api: Http) -> None:
     admin.go("schedules")
     expect(row).to_contain_text("manual")
     _shot(admin, "schedules")
+
+
+def test_a_key_is_shown_once_revoked_and_its_tenants_quotas_set(admin: Console, http_api: Http) -> None:
+    page = admin.page
+    admin.go("keys")
+    create = page.get_by_role("form", name="Create a key")
+    create.get_by_label("Tenant").fill("console-tenant")
+    create.get_by_label("Role").select_option("reader")
+    create.get_by_label("Name").fill("made in the console")
+    create.get_by_role("button", name="Create key").click()
+    made = page.locator("#new-key")
+    expect(made).to_have_text(re.compile(r"^sf_"))
+    key = made.inner_text()
+    me = http_api.ok("GET", "/v1/me", key=key)
+    assert (me["tenant"], me["role"]) == ("console-tenant", "reader")
+    _shot(admin, "keys")
+
+    row = page.get_by_role("row").filter(has_text=me["key_id"])
+    row.get_by_role("button", name="Revoke").click()
+    page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
+    expect(row).to_have_count(0)
+    assert http_api.call("GET", "/v1/me", key=key)[0] == 401
+
+    limits = page.get_by_role("form", name="Show rate limits")
+    limits.get_by_label("Tenant").fill("console-tenant")
+    limits.get_by_role("button", name="Show limits").click()
+    page.get_by_label(re.compile("^Own quotas")).fill('{"per_hour": 123}')
+    page.get_by_role("button", name="Save quotas").click()
+    expect(page.locator("#toast")).to_contain_text("Rate limits of console-tenant saved")
+    assert http_api.ok("GET", "/v1/tenants/console-tenant/rate-limits")["effective"]["per_hour"] == 123
 
 
 def test_a_reader_sees_no_write_action_and_a_forced_write_is_refused(

@@ -43,8 +43,23 @@ export async function render(root, ctx) {
   limitsForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      const r = await api("GET", `/v1/tenants/${encodeURIComponent(limitsTenant.value.trim())}/rate-limits`);
-      clear(limits, h("p", {}, `Rate limiting ${r.enabled ? "on" : "off"}. In force:`), pre(r.effective), h("p", {}, "Own quotas:"), pre(r.overrides));
+      const tenantName = limitsTenant.value.trim();
+      const path = `/v1/tenants/${encodeURIComponent(tenantName)}/rate-limits`;
+      const show = (r) => {
+        const own = h("textarea", { name: "overrides", rows: 6 }, JSON.stringify(r.overrides, null, 2));
+        const edit = h("form", { class: "stack", "aria-label": `Set the rate limits of ${tenantName}` },
+          field("Own quotas (JSON; null returns a field to the default, 0 means no limit)", own),
+          h("button", { type: "submit", dataset: { write: "1" } }, "Save quotas"));
+        edit.addEventListener("submit", async (e) => {
+          e.preventDefault();
+          try {
+            show(await api("PUT", path, JSON.parse(own.value)));
+            toast(`Rate limits of ${tenantName} saved`);
+          } catch (err) { toast(`Saving failed: ${err.message}`, "error"); }
+        });
+        clear(limits, h("p", {}, `Rate limiting ${r.enabled ? "on" : "off"}. In force:`), pre(r.effective), edit);
+      };
+      show(await api("GET", path));
     } catch (err) { toast(`Limits failed: ${err.message}`, "error"); }
   });
 

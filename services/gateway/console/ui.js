@@ -100,7 +100,7 @@ export function confirmDialog(message, action = "Confirm") {
       h("p", {}, message),
       h("div", { class: "actions" },
         h("button", { type: "button", class: "danger", onclick: () => { dialog.close(); resolve(true); } }, action),
-        h("button", { type: "button", onclick: () => { dialog.close(); resolve(false); } }, "Cancel")));
+        h("button", { type: "button", onclick: () => { dialog.close(); resolve(false); } }, "Go back")));
     dialog.addEventListener("close", () => { dialog.remove(); resolve(false); });
     document.body.append(dialog);
     dialog.showModal();
