@@ -204,8 +204,19 @@ class JobControl:
         return out
 
     async def workers(self) -> dict[str, int]:
-        """Live processes of every worker service, from the index of heartbeats (one read, no keyspace scan)."""
+        """Live processes of every worker service, from the index of heartbeats (one read, no keyspace scan).
+
+        Without any index (processes that predate it, before their first restart), from a scan of the
+        heartbeat keys as before.
+        """
         found = dict.fromkeys(WORKER_SERVICES, 0)
+        if not await self.client.exists(keys.heartbeats()):
+            prefix = keys.heartbeat_pattern().removesuffix("*:*")
+            async for key in self.client.scan_iter(match=keys.heartbeat_pattern(), count=1000):
+                service = keys.text(key).removeprefix(prefix).split(":", 1)[0]  # {prefix}{service}:{host}:{pid}
+                if service in found:
+                    found[service] += 1
+            return found
         live = cast(list[bytes], await self.client.zrangebyscore(keys.heartbeats(), clock.now_ms(), "+inf"))
         for member in live:
             service = keys.text(member).split(":", 1)[0]  # {service}:{host}:{pid}

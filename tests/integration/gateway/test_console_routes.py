@@ -180,3 +180,12 @@ async def test_queue_statistics_count_live_workers_and_held_delayed_work_by_name
     # Then a process that stopped is no longer counted
     embed = (await _json(await api.client.get("/v1/queues", headers=api.auth), 200))["queues"]["embed"]
     assert embed["workers"] == 0
+
+
+async def test_without_an_index_of_heartbeats_workers_are_found_by_their_keys(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    # A process of a version before the index beats its key only.
+    redis_client.set(keys.heartbeat("indexer", "old-host:42"), "{}", ex=30)
+    index = (await _json(await api.client.get("/v1/queues", headers=api.auth), 200))["queues"]["index"]
+    assert index["workers"] == 1
