@@ -22,7 +22,7 @@ lock:
 lock-upgrade:
 	@bash scripts/lock.sh --upgrade
 
-# System tools some tests use (promtool); installed with apt when missing.
+# System tools some tests use (promtool, amtool, chromium); installed with apt when missing.
 test-tools:
 	@bash scripts/test-tools.sh
 
@@ -38,7 +38,7 @@ test-unit: install
 test-integration: install
 	$(PY) -m pytest tests/integration
 
-test-e2e: install
+test-e2e: install test-tools
 	$(PY) -m pytest $(PYTEST_PARALLEL) tests/e2e
 
 # The deployment and observability files, checked offline (promtool, Docker Compose, hadolint,

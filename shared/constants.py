@@ -181,6 +181,9 @@ RATE_LIMIT_SEARCH_PER_DAY: Final = 10_000
 # The longest a `GET /v1/jobs/{id}?wait=` long-poll waits for its job to change, and how often it looks.
 MAX_JOB_WAIT_S: Final = 60
 JOB_WAIT_POLL_S: Final = 0.25
+# Records a filtered list request reads at most before it answers (a short or empty page with a cursor
+# to go on): a filter that few records match never reads a whole tenant's history in one request.
+LIST_SCAN_BUDGET: Final = 2000
 # Reads (job and dead-letter status, queues): sized so a client polling every second never spends them.
 RATE_LIMIT_READ_PER_MINUTE: Final = 600
 RATE_LIMIT_READ_PER_HOUR: Final = 20_000

@@ -105,6 +105,12 @@ def heartbeat(service: str, instance: str) -> str:
     return f"{PREFIX}:hb:{service}:{instance}"
 
 
+def heartbeats() -> str:
+    """Sorted set ``{service}:{instance}`` -> when that process's heartbeat runs out (ms): live processes are
+    counted from it without scanning the keyspace."""
+    return f"{PREFIX}:hb-index"
+
+
 def heartbeat_pattern(service: str = "*") -> str:
     """SCAN pattern matching heartbeats of one service (or all)."""
     return f"{PREFIX}:hb:{service}:*"
@@ -248,6 +254,11 @@ def search_cache_pattern(tenant: str, collection: str) -> str:
     return f"{PREFIX}:t:{tenant}:c:{collection}:search:*"
 
 
+def activity(kind: str, minute: int) -> str:
+    """Counter of one kind of finished work (documents embedded, webhook attempts) in one UTC minute."""
+    return f"{PREFIX}:activity:{kind}:{minute}"
+
+
 # --- the work queues (see shared.messaging.workqueue) --------------------------------------------------------
 # Lua callers get a key with a variable part as a template: ``wq_age(queue, LEVEL)`` gives the
 # template of every level's key, the script putting the level in place of ``{level}``.
@@ -322,6 +333,12 @@ def dramatiq_messages(queue: str) -> str:
 def dramatiq_acks(queue: str) -> tuple[str, str]:
     """SCAN patterns of Dramatiq's per-worker sets of fetched, unacknowledged messages: ready, delayed."""
     return f"{DRAMATIQ_NAMESPACE}:__acks__.*.{queue}", f"{DRAMATIQ_NAMESPACE}:__acks__.*.{queue}.DQ"
+
+
+def dramatiq_delay_acks(worker_id: str, queue: str) -> str:
+    """Dramatiq's set of the delayed messages of ``queue`` that worker ``worker_id`` holds (``dramatiq_acks``'s
+    second pattern, for one worker)."""
+    return f"{DRAMATIQ_NAMESPACE}:__acks__.{worker_id}.{queue}.DQ"
 
 
 def dramatiq_heartbeats() -> str:

@@ -16,7 +16,8 @@ from shared.errors import Cancelled
 from shared.messaging import bus, dispatch, tasks, tracing
 from shared.messaging.events import BatchEmbedded, CloudEvent
 from shared.messaging.workqueue import Entry, WorkQueue
-from shared.records import catalog, jobs
+from shared.records import activity, catalog, jobs
+from shared.records.activity import Activity
 from shared.runtime.outcomes import PERMANENT
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ def declare(
             return
         metrics.batches.inc()
         metrics.documents.inc(count)
+        activity.record(client, Activity.EMBEDDED, count)
         metrics.batch_seconds.observe(time.perf_counter() - started)
         jobs.progress(client, payload.job_id, embedded=count)
         index = tasks.IndexBatch(

@@ -16,8 +16,10 @@ from redis.backoff import NoBackoff
 
 from services.gateway.api.admin import admin_routes
 from services.gateway.api.collections import routes
+from services.gateway.api.console import console_routes
 from services.gateway.api.documents import document_routes
 from services.gateway.api.health import OPENAPI, ops_routes
+from services.gateway.api.identity import identity_routes
 from services.gateway.api.job_control import JobControl
 from services.gateway.api.jobs import control_routes
 from services.gateway.api.operations import install as install_maintenance
@@ -87,6 +89,8 @@ ROUTE_TABLES: tuple[Endpoints, ...] = (
     admin_routes,
     maintenance_routes,
     ops_routes,
+    identity_routes,
+    console_routes,
 )
 
 

@@ -24,7 +24,8 @@ from services.notifier.signing import headers as signed_headers
 from shared import clock, keys
 from shared.messaging import bus, tasks, tracing
 from shared.messaging.events import CloudEvent, WebhookDeliveryExhausted, WebhookEndpointDisabled
-from shared.records import deadletters
+from shared.records import activity, deadletters
+from shared.records.activity import Activity
 from shared.scriptbatch import ScriptBatcher
 from shared.webhooks.deliveries import Attempt, Deliveries, Delivery, Outcome, Target
 from shared.webhooks.retries import RetrySchedule, retry_after_s
@@ -305,6 +306,7 @@ class Deliverer:
             log.info("webhook.lease_lost", delivery_id=delivery.id)
             return verdict
         self.metrics.deliveries.labels(outcome=verdict.outcome.value).inc()
+        await activity.arecord(self.client, Activity.DELIVERIES, 1, at_s=now / 1000)
         # Successes are what metrics count; the log keeps what someone may have to look into.
         emit = log.debug if verdict.outcome is Outcome.SUCCEEDED else log.info
         emit(

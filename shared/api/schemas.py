@@ -372,10 +372,11 @@ class JobBulkRequest(_Body):
     priority: Priority | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    dry_run: bool = Field(default=False, description="Only count the jobs it would apply to now; change nothing.")
 
     @model_validator(mode="after")
     def _some_criterion(self) -> JobBulkRequest:
-        if not self.model_fields_set:
+        if not self.model_fields_set - {"dry_run"}:
             raise ValueError("give at least one of state, collection, priority, created_after, created_before")
         return self
 
@@ -522,3 +523,49 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[ProblemField] | None = None
+
+
+class Me(_Body):
+    """``GET /v1/me``: who the request's key is (never the key itself)."""
+
+    key_id: str
+    tenant: str
+    role: Role
+    name: str | None
+
+
+class ActivityQuery(_Body):
+    """``GET /v1/activity`` query parameters."""
+
+    minutes: int = Field(default=60, ge=1, le=120)
+
+
+class Activity(_Body):
+    """``GET /v1/activity``: finished work per UTC minute, oldest first (the current, partial minute last)."""
+
+    start: datetime = Field(description="The first minute's start.")
+    embedded: list[int] = Field(description="Documents embedded in each minute.")
+    deliveries: list[int] = Field(description="Webhook attempts finished in each minute.")
+
+
+class VersionListQuery(_Body):
+    """``GET /v1/collections/{name}/versions`` query parameters (``cursor``: the last version of a page)."""
+
+    limit: int = Field(default=20, ge=1, le=200)
+    cursor: str | None = Field(default=None, pattern=r"^[0-9]{10}-[0-9a-f]{16}$")
+
+
+class VersionInfo(_Body):
+    """One stored index version of a collection."""
+
+    version: str
+    created_at: datetime
+    bytes: int = Field(description="Size of the version's manifest and of the segments it names, in bytes.")
+    live: bool
+
+
+class VersionPage(_Body):
+    """``GET /v1/collections/{name}/versions``: versions, newest first; cursor pagination."""
+
+    versions: list[VersionInfo]
+    next_cursor: str | None

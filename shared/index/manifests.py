@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -132,4 +133,54 @@ def read(store: ObjectStore, ref: CollectionRef, version: str) -> Manifest:
     return manifest
 
 
-__all__ = ["Manifest", "ObjectNotFound", "SegmentKind", "SegmentRef", "read", "sha256", "write"]
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """A stored version of a collection: when it was published and the bytes it holds (manifest and segments)."""
+
+    version: str
+    created_at: datetime
+    bytes: int
+
+
+def versions_page(
+    store: ObjectStore, ref: CollectionRef, *, limit: int, before: str | None = None
+) -> tuple[list[StoredVersion], str | None]:
+    """Up to ``limit`` stored versions older than ``before`` (all, without it), newest first, and the cursor of
+    the next page (None on the last).
+
+    Lists the collection's manifests and segments (names and sizes), then reads the page's manifests only.
+
+    Raises:
+        StorageUnavailable: the store could not be reached.
+    """
+    prefix = f"{ref.prefix}manifests/"
+    stored = {o.key.removeprefix(prefix).removesuffix(".json"): o.size for o in store.scan(prefix)}
+    names = sorted((v for v in stored if before is None or v < before), reverse=True)
+    page, more = names[:limit], len(names) > limit
+    segment_prefix = f"{ref.prefix}segments/"
+    segment_bytes: dict[str, int] = {}
+    for obj in store.scan(segment_prefix):
+        segment_id = obj.key.removeprefix(segment_prefix).split("/", 1)[0]
+        segment_bytes[segment_id] = segment_bytes.get(segment_id, 0) + obj.size
+    out: list[StoredVersion] = []
+    for version in page:
+        try:
+            manifest = read(store, ref, version)
+        except (ObjectNotFound, CorruptObject):
+            continue  # removed by cleanup since the listing, or unusable: not a version to show
+        size = stored[version] + sum(segment_bytes.get(s.id, 0) for s in manifest.segments)
+        out.append(StoredVersion(version, manifest.created_at, size))
+    return out, (page[-1] if more and page else None)
+
+
+__all__ = [
+    "Manifest",
+    "ObjectNotFound",
+    "SegmentKind",
+    "SegmentRef",
+    "StoredVersion",
+    "read",
+    "sha256",
+    "versions_page",
+    "write",
+]

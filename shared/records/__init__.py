@@ -7,6 +7,7 @@ __all__ = [
     # work and its outcome
     "deadletters",
     "jobs",
+    "activity",
     # tenants and access
     "apikeys",
     "ratelimits",

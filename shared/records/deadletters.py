@@ -10,7 +10,7 @@ or that retention running out.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +98,20 @@ def store(client: redis.Redis, letter: DeadLetter, *, retention_s: int) -> DeadL
     return letter
 
 
+def store_many(client: redis.Redis, letters: Iterable[DeadLetter], *, retention_s: int, chunk: int = 5000) -> int:
+    """Keep dead letters as :func:`store` does, pipelined ``chunk`` at a time (imports and load tests); returns
+    how many."""
+    count = 0
+    pipe = client.pipeline(transaction=False)
+    for letter in letters:
+        _store(pipe, letter, retention_s)
+        count += 1
+        if count % chunk == 0:
+            pipe.execute()
+    pipe.execute()
+    return count
+
+
 async def astore(client: aioredis.Redis, letter: DeadLetter, *, retention_s: int) -> DeadLetter:
     """Async twin of :func:`store`."""
     async with client.pipeline(transaction=True) as pipe:
@@ -164,24 +178,34 @@ class LetterFilter(BaseModel):
 
 
 async def scan(
-    client: aioredis.Redis, tenant: str, flt: LetterFilter, *, limit: int, cursor: str | None = None
+    client: aioredis.Redis,
+    tenant: str,
+    flt: LetterFilter,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    budget: int | None = None,
 ) -> tuple[list[DeadLetter], str | None]:
     """A tenant's dead letters matching ``flt``, newest first, and the cursor after them.
+
+    With ``budget``, at most that many letters are read (a short page and a cursor to go on, as jobs').
 
     Raises:
         InvalidInput: the cursor is malformed.
     """
     out: list[DeadLetter] = []
+    read = 0
     pages = paging.newest_first(client, keys.dead_letters(tenant), cursor=cursor)
     async for rows in pages:
         raws = await client.mget([keys.dead_letter(letter_id) for letter_id, _ in rows]) if rows else []
         for (letter_id, score), raw in zip(rows, raws, strict=True):
+            read += 1
             letter = _decode(raw)
             if letter is not None and flt.matches(letter):
                 out.append(letter)
-                if len(out) == limit:
-                    await pages.aclose()
-                    return out, paging.cursor_of(score, letter_id)
+            if len(out) == limit or (budget is not None and read >= budget):
+                await pages.aclose()
+                return out, paging.cursor_of(score, letter_id)
     return out, None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
@@ -191,13 +191,31 @@ def _ending_args(state: JobState, fields: Mapping[str, str | int | None]) -> lis
     return _transition_args(state, fields)
 
 
+def _create(pipe: Any, job: Job) -> None:
+    pipe.hset(keys.job(job.id), mapping=_to_hash(job))
+    pipe.expire(keys.job(job.id), job.retention_s)
+    pipe.zadd(keys.tenant_jobs(job.tenant), {job.id: millis(job.created_at)})
+
+
 async def create(client: aioredis.Redis, job: Job) -> None:
     """Store a new job record and index it under its tenant."""
     async with client.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.job(job.id), mapping=_to_hash(job))  # type: ignore[arg-type]
-        pipe.expire(keys.job(job.id), job.retention_s)
-        pipe.zadd(keys.tenant_jobs(job.tenant), {job.id: millis(job.created_at)})
+        _create(pipe, job)
         await pipe.execute()
+
+
+def create_many(client: redis.Redis, records: Iterable[Job], *, chunk: int = 5000) -> int:
+    """Store job records as :func:`create` does, pipelined ``chunk`` at a time (imports and load tests);
+    returns how many."""
+    count = 0
+    pipe = client.pipeline(transaction=False)
+    for job in records:
+        _create(pipe, job)
+        count += 1
+        if count % chunk == 0:
+            pipe.execute()
+    pipe.execute()
+    return count
 
 
 async def aget(client: aioredis.Redis, job_id: str) -> Job | None:
@@ -284,11 +302,20 @@ class JobFilter(BaseModel):
 
 
 async def scan(
-    client: aioredis.Redis, tenant: str, flt: JobFilter, *, limit: int, cursor: str | None = None, page: int = 200
+    client: aioredis.Redis,
+    tenant: str,
+    flt: JobFilter,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    page: int = 200,
+    budget: int | None = None,
 ) -> tuple[list[Job], str | None]:
     """A tenant's jobs matching ``flt``, newest first: up to ``limit`` and the cursor after them.
 
-    Records that expired are dropped from the index on the way.
+    With ``budget``, at most that many records are read: a filter few jobs match answers a short (even
+    empty) page and a cursor that goes on from the last record read. Records that expired are dropped
+    from the index on the way.
 
     Raises:
         InvalidInput: the cursor is malformed.
@@ -299,6 +326,7 @@ async def scan(
     out: list[Job] = []
     gone: list[str] = []
     next_cursor: str | None = None
+    read = 0
     pages = paging.newest_first(client, key, cursor=cursor, max_score=before, min_score=after, page=page)
     async for rows in pages:
         async with client.pipeline(transaction=False) as pipe:
@@ -306,14 +334,15 @@ async def scan(
                 pipe.hgetall(keys.job(job_id))
             records = await pipe.execute()
         for (job_id, score), raw in zip(rows, records, strict=True):
+            read += 1
             job = _from_hash(raw)
             if job is None:
                 gone.append(job_id)
             elif flt.matches(job):
                 out.append(job)
-                if len(out) == limit:
-                    next_cursor = paging.cursor_of(score, job_id)
-                    break
+            if len(out) == limit or (budget is not None and read >= budget):
+                next_cursor = paging.cursor_of(score, job_id)
+                break
         if next_cursor is not None:
             break
     await pages.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import structlog
@@ -29,6 +30,7 @@ class Heartbeat:
 
     def __init__(self, client: redis.Redis, service: str, *, ttl_s: int = HEARTBEAT_TTL_S, info: str = "{}") -> None:
         self.client = client
+        self.member = f"{service}:{instance_id()}"
         self.key = keys.heartbeat(service, instance_id())
         self.ttl_s = ttl_s
         self.info = info  # JSON the process tells about itself, e.g. where its metrics are served
@@ -37,13 +39,22 @@ class Heartbeat:
 
     def start(self) -> None:
         """Beat once now (so readiness is visible at once), then every third of the TTL."""
-        self.client.set(self.key, self.info, ex=self.ttl_s)
+        self._beat()
         self._thread.start()
+
+    def _beat(self) -> None:
+        """Refresh the key, and its entry in the index of heartbeats (dropping entries that ran out)."""
+        now_ms = int(time.time() * 1000)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(self.key, self.info, ex=self.ttl_s)
+            pipe.zadd(keys.heartbeats(), {self.member: now_ms + self.ttl_s * 1000})
+            pipe.zremrangebyscore(keys.heartbeats(), "-inf", now_ms)
+            pipe.execute()
 
     def _run(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):
             try:
-                self.client.set(self.key, self.info, ex=self.ttl_s)
+                self._beat()
             except Exception as exc:  # keep beating through a Redis blip
                 if not redis_outage.failed(exc, loop="heartbeat"):
                     log.warning("heartbeat.failed", error=str(exc))
@@ -56,6 +67,9 @@ class Heartbeat:
         if self._thread.is_alive():
             self._thread.join(timeout=2)
         try:
-            self.client.delete(self.key)
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.delete(self.key)
+                pipe.zrem(keys.heartbeats(), self.member)
+                pipe.execute()
         except Exception as exc:
             log.warning("heartbeat.cleanup_failed", error=str(exc))

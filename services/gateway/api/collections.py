@@ -8,12 +8,13 @@ from typing import Final
 
 import structlog
 from aiohttp import web
+from pydantic import ValidationError
 
 from services.gateway.appkeys import CACHE, IDEMPOTENT_REQUEST, REDIS, REGISTRY, SEARCHER, SETTINGS, STORE, WRITES
 from services.gateway.http.auth import collection_of, tenant_of
 from services.gateway.http.bodies import read_body
 from services.gateway.http.declarations import Endpoints, links_to
-from services.gateway.http.problems import problem
+from services.gateway.http.problems import problem, validation_problem
 from services.gateway.http.responses import json_bytes_response, model_response
 from services.gateway.search.cache import Level
 from services.gateway.search.indexmetrics import stats_info
@@ -25,6 +26,9 @@ from shared.api.schemas import (
     IngestRequest,
     SearchRequest,
     SearchResponse,
+    VersionInfo,
+    VersionListQuery,
+    VersionPage,
 )
 from shared.constants import COLLECTION_NAME_PATTERN
 from shared.index import index_stats, manifests
@@ -126,6 +130,29 @@ async def get_collection(request: web.Request) -> web.Response:
     record, latest = await collection_of(request)
     stats = await index_stats.read(request.app[REDIS], record.tenant, record.name)
     return model_response(await _info(request, record, latest, stats))
+
+
+@routes.get(
+    "/v1/collections/{name}/versions",
+    role=Role.READER,
+    limit=Category.SINGLE,
+    query=VersionListQuery,
+    responses={200: VersionPage},
+)
+async def list_versions(request: web.Request) -> web.Response:
+    """The collection's stored index versions, newest first, each with its time and size; cursor pagination."""
+    try:
+        q = VersionListQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        return validation_problem(exc, root="query")
+    record, latest = await collection_of(request)
+    found, cursor = await asyncio.to_thread(
+        manifests.versions_page, request.app[STORE], record.ref, limit=q.limit, before=q.cursor
+    )
+    page = [
+        VersionInfo(version=v.version, created_at=v.created_at, bytes=v.bytes, live=v.version == latest) for v in found
+    ]
+    return model_response(VersionPage(versions=page, next_cursor=cursor))
 
 
 @routes.delete("/v1/collections/{name}", role=Role.WRITER, limit=Category.SINGLE, responses={204: None})

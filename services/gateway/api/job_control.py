@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
@@ -161,12 +161,19 @@ class JobControl:
             task=Task(queue=letter.queue, arguments=letter.arguments),
         )
 
-    async def bulk(self, tenant: str, flt: JobFilter, action: str) -> int:
-        """Cancel or retry every matching job of ``tenant``; returns how many it applied to."""
+    async def bulk(self, tenant: str, flt: JobFilter, action: str, *, dry_run: bool = False) -> int:
+        """Cancel or retry every matching job of ``tenant``; returns how many it applied to (with ``dry_run``,
+        how many it would apply to now, changing nothing)."""
+        eligible = jobs.ACTIVE if action == "cancel" else jobs.RETRYABLE
         matched = 0
         cursor: str | None = None
         while True:
             page, cursor = await jobs.scan(self.client, tenant, flt, limit=BULK_PAGE, cursor=cursor)
+            if dry_run:
+                matched += sum(1 for job in page if job.state in eligible)
+                if cursor is None:
+                    return matched
+                continue
             for job in page:
                 try:
                     await (self.cancel(job) if action == "cancel" else self.retry(job))
@@ -197,11 +204,22 @@ class JobControl:
         return out
 
     async def workers(self) -> dict[str, int]:
-        """Live processes of every worker service (by heartbeat), from one scan of the heartbeats."""
+        """Live processes of every worker service, from the index of heartbeats (one read, no keyspace scan).
+
+        Without any index (processes that predate it, before their first restart), from a scan of the
+        heartbeat keys as before.
+        """
         found = dict.fromkeys(WORKER_SERVICES, 0)
-        prefix = keys.heartbeat_pattern().removesuffix("*:*")
-        async for key in self.client.scan_iter(match=keys.heartbeat_pattern(), count=500):
-            service = keys.text(key).removeprefix(prefix).split(":", 1)[0]  # {prefix}{service}:{host}:{pid}
+        if not await self.client.exists(keys.heartbeats()):
+            prefix = keys.heartbeat_pattern().removesuffix("*:*")
+            async for key in self.client.scan_iter(match=keys.heartbeat_pattern(), count=1000):
+                service = keys.text(key).removeprefix(prefix).split(":", 1)[0]  # {prefix}{service}:{host}:{pid}
+                if service in found:
+                    found[service] += 1
+            return found
+        live = cast(list[bytes], await self.client.zrangebyscore(keys.heartbeats(), clock.now_ms(), "+inf"))
+        for member in live:
+            service = keys.text(member).split(":", 1)[0]  # {service}:{host}:{pid}
             if service in found:
                 found[service] += 1
         return found
@@ -222,8 +240,17 @@ class JobControl:
         }
 
     async def _delayed(self, queue: str) -> int:
-        """Work waiting out a retry back-off: tokens in Dramatiq's delay queue (queued or held)."""
-        total = int(await self.client.llen(keys.dramatiq_queues(queue)[1]))
-        async for key in self.client.scan_iter(match=keys.dramatiq_acks(queue)[1], count=500):
-            total += int(await self.client.scard(key))
-        return total
+        """Work waiting out a retry back-off: tokens in Dramatiq's delay queue, and those its workers hold.
+
+        Each Dramatiq worker holds its fetched messages in a set of its own; the workers are those of
+        Dramatiq's heartbeat set (a dead one stays there until its messages are requeued), so the sets are
+        read by name rather than found by scanning the keyspace.
+        """
+        members = cast(list[bytes], await self.client.zrange(keys.dramatiq_heartbeats(), 0, -1))
+        worker_ids = [keys.text(w) for w in members]
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.llen(keys.dramatiq_queues(queue)[1])
+            for worker_id in worker_ids:
+                pipe.scard(keys.dramatiq_delay_acks(worker_id, queue))
+            counts = await pipe.execute()
+        return sum(int(n) for n in counts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -17,6 +18,8 @@ from services.gateway.http.problems import validation_problem
 from services.gateway.http.responses import model_response
 from shared import keys
 from shared.api.schemas import (
+    Activity,
+    ActivityQuery,
     DeadLetterListQuery,
     DeadLetterPage,
     DeadLetterReplayRequest,
@@ -28,9 +31,9 @@ from shared.api.schemas import (
     Queues,
 )
 from shared.api.webhooks import Replayed
-from shared.constants import JOB_WAIT_POLL_S
+from shared.constants import JOB_WAIT_POLL_S, LIST_SCAN_BUDGET
 from shared.errors import Conflict, NotFound
-from shared.records import deadletters, jobs
+from shared.records import activity, deadletters, jobs
 from shared.records.apikeys import Role
 from shared.records.deadletters import DeadLetter, LetterFilter
 from shared.records.jobs import FINISHED, Job, JobFilter
@@ -61,6 +64,11 @@ async def _letter(request: web.Request) -> DeadLetter:
     return letter
 
 
+def _budget(limit: int) -> int:
+    """Records a list request reads at most: a filter few match answers a short page and a cursor to go on."""
+    return max(LIST_SCAN_BUDGET, limit)
+
+
 def _page(items: list[dict[str, Any]], name: str, cursor: str | None) -> web.Response:
     return web.json_response({name: items, "next_cursor": cursor})
 
@@ -73,13 +81,19 @@ def _page(items: list[dict[str, Any]], name: str, cursor: str | None) -> web.Res
     responses={200: JobPage},
 )
 async def list_jobs(request: web.Request) -> web.Response:
-    """The tenant's jobs, newest first, optionally by state and collection; cursor pagination."""
+    """The tenant's jobs, newest first, optionally by state and collection; cursor pagination.
+
+    A request reads at most 2,000 jobs: where a filter matches few of them, a page may hold fewer than
+    ``limit`` (even none) with a ``next_cursor`` to go on; the list ends where ``next_cursor`` is null.
+    """
     try:
         q = _query(request, JobListQuery)
     except ValidationError as exc:
         return validation_problem(exc, root="query")
     flt = JobFilter(state=q.state, collection=q.collection)
-    found, cursor = await jobs.scan(request.app[REDIS], tenant_of(request), flt, limit=q.limit, cursor=q.cursor)
+    found, cursor = await jobs.scan(
+        request.app[REDIS], tenant_of(request), flt, limit=q.limit, cursor=q.cursor, budget=_budget(q.limit)
+    )
     return _page([j.public() for j in found], "jobs", cursor)
 
 
@@ -143,8 +157,8 @@ async def retry_job(request: web.Request) -> web.Response:
 
 async def _bulk(request: web.Request, action: str) -> web.Response:
     body = await read_body(request, JobBulkRequest)
-    flt = JobFilter(**body.model_dump(exclude_none=True))
-    matched = await request.app[CONTROL].bulk(tenant_of(request), flt, action)
+    flt = JobFilter(**body.model_dump(exclude_none=True, exclude={"dry_run"}))
+    matched = await request.app[CONTROL].bulk(tenant_of(request), flt, action, dry_run=body.dry_run)
     return model_response(Matched(matched=matched))
 
 
@@ -152,7 +166,7 @@ async def _bulk(request: web.Request, action: str) -> web.Response:
     "/v1/jobs:cancel", role=Role.WRITER, limit=Category.BULK, body=JobBulkRequest, responses={200: Matched}
 )
 async def cancel_jobs(request: web.Request) -> web.Response:
-    """Cancel every queued or running job matching the filter."""
+    """Cancel every queued or running job matching the filter (``dry_run``: only count them)."""
     return await _bulk(request, "cancel")
 
 
@@ -160,7 +174,7 @@ async def cancel_jobs(request: web.Request) -> web.Response:
     "/v1/jobs:retry", role=Role.WRITER, limit=Category.BULK, body=JobBulkRequest, responses={200: Matched}
 )
 async def retry_jobs(request: web.Request) -> web.Response:
-    """Retry every failed, cancelled or dead job matching the filter."""
+    """Retry every failed, cancelled or dead job matching the filter (``dry_run``: only count them)."""
     return await _bulk(request, "retry")
 
 
@@ -172,13 +186,15 @@ async def retry_jobs(request: web.Request) -> web.Response:
     responses={200: DeadLetterPage},
 )
 async def list_dead_letters(request: web.Request) -> web.Response:
-    """The tenant's dead letters, newest first; cursor pagination."""
+    """The tenant's dead letters, newest first; cursor pagination (a page may be short, as jobs' are)."""
     try:
         q = _query(request, DeadLetterListQuery)
     except ValidationError as exc:
         return validation_problem(exc, root="query")
     flt = LetterFilter(queue=q.queue, collection=q.collection, job_id=q.job_id)
-    found, cursor = await deadletters.scan(request.app[REDIS], tenant_of(request), flt, limit=q.limit, cursor=q.cursor)
+    found, cursor = await deadletters.scan(
+        request.app[REDIS], tenant_of(request), flt, limit=q.limit, cursor=q.cursor, budget=_budget(q.limit)
+    )
     return _page([letter.public() for letter in found], "dead_letters", cursor)
 
 
@@ -233,3 +249,28 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
 async def queues(request: web.Request) -> web.Response:
     """Per queue: depth by priority, delayed, in flight, dead, oldest age, live workers, throughput."""
     return model_response(Queues.model_validate({"queues": await request.app[CONTROL].queues()}))
+
+
+@control_routes.get(
+    "/v1/activity",
+    role=Role.ADMIN,
+    limit=Category.READ,
+    scope=Scope.CLUSTER,
+    query=ActivityQuery,
+    responses={200: Activity},
+)
+async def recent_activity(request: web.Request) -> web.Response:
+    """Documents embedded and webhook attempts finished in each of the last ``minutes`` minutes (default 60)."""
+    try:
+        q = _query(request, ActivityQuery)
+    except ValidationError as exc:
+        return validation_problem(exc, root="query")
+    kinds = (activity.Activity.EMBEDDED, activity.Activity.DELIVERIES)
+    first, counts = await activity.series(request.app[REDIS], kinds, q.minutes)
+    return model_response(
+        Activity(
+            start=datetime.fromtimestamp(first * 60, UTC),
+            embedded=counts[activity.Activity.EMBEDDED],
+            deliveries=counts[activity.Activity.DELIVERIES],
+        )
+    )
