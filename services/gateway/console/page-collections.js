@@ -1,5 +1,5 @@
 // Collections: list, one collection's versions (rollback), and search with hits' score, metadata and text.
-import { api, ApiError, query } from "/console/api.js";
+import { api, query } from "/console/api.js";
 import { action, badge, bytes, clear, field, h, Pager, pre, table, time, toast } from "/console/ui.js";
 
 const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
@@ -40,15 +40,7 @@ function hitCard(hit) {
 
 async function search(name, text, k) {
   const path = `/v1/collections/${encodeURIComponent(name)}/search`;
-  try {
-    return await api("POST", path, { query: text, k, include: ["text", "metadata"] });
-  } catch (err) {
-    // A gateway without the include option refuses the field: ask again without it.
-    if (err instanceof ApiError && err.status === 422 && JSON.stringify(err.problem).includes("include")) {
-      return api("POST", path, { query: text, k });
-    }
-    throw err;
-  }
+  return api("POST", path, { query: text, k, include: ["text", "metadata"] });
 }
 
 async function detail(root, ctx, name) {
