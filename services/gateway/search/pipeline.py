@@ -55,7 +55,8 @@ class Searcher:
         """The answer as JSON bytes, and where it came from.
 
         ``latest`` is the version the collection's LATEST pointer named when the request came in: a
-        newer one than is loaded is waited for (briefly), so a job that reported success is searchable.
+        newer one than is loaded is waited for (briefly), so a job that reported success is searchable;
+        a version published after the request came in is not.
         ``read_cache`` False (the client sent ``Cache-Control: no-cache``) computes a fresh answer,
         which is then stored as usual; ``store`` False (``no-store``) keeps it out of the cache.
         """
@@ -63,7 +64,7 @@ class Searcher:
         if snapshot is None or snapshot.ref != record.ref:
             snapshot = await self.registry.refresh(record.tenant, record.name)
         elif latest is not None and (snapshot.version or "") < latest:
-            snapshot = await self.registry.catch_up(snapshot, self.freshness_wait_s)
+            snapshot = await self.registry.catch_up(snapshot, latest, self.freshness_wait_s)
         vector: np.ndarray[Any, Any] | None = None
         if request.vector is not None:
             vector = normalize(np.asarray([request.vector], dtype=np.float32))[0]

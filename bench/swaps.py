@@ -1,0 +1,466 @@
+"""Hot-swap benchmark: gateway memory after a restart, CPU per swap, ready time, and search latency
+while batches keep publishing, against the same figures idle (and, optionally, an earlier revision).
+
+Run by hand (not pytest), alone on the machine, briefly::
+
+    .venv/bin/python bench/swaps.py                                  # 100,000 vectors
+    .venv/bin/python bench/swaps.py --reference-rev 149bb9e          # also the code of that revision
+    .venv/bin/python bench/swaps.py --vectors 20000 --publish 5      # a quick look
+
+No model and no embedder: the benchmark starts its own ``redis-server`` on a free port, builds the
+collection with the indexer's own code (``Publisher.add_batch`` over stored batches of random unit
+vectors, ``--batch`` documents each: one flat segment per batch, as ingest leaves them before
+compaction) and announces every version with ``index.published`` as the indexer does. Each gateway
+under test (``python -m services.gateway`` of this tree, and of ``--reference-rev`` exported with
+``git archive``) gets a collection of its own, built alike, in its own Redis database and store.
+
+Per gateway:
+
+* ready: spawn until ``/readyz`` is 200, with an empty segment cache (cold) and again with the
+  cache filled (warm restart; the reference has no cache, so both of its starts are alike);
+* memory after the warm restart: ``VmRSS``, split into ``RssAnon`` (private to the process) and
+  ``RssFile`` (file pages: the mapped segments, shared with every process on the host that maps
+  them), read once idle and again after the searches touched every segment, beside the same
+  gateway's with no collection at all (it imports the query model's libraries in the background
+  either way: no model files are given, so none is loaded);
+* CPU per swap: ``--publish`` batches, one at a time, each announced and waited for (the gateway's
+  ``semaflow_index_swaps_total`` moves); the gateway's user+system CPU over them / swaps;
+* search p50 idle (``--searches`` vector searches, k=10, one at a time) and while a thread
+  publishes ``--publish`` batches back to back (each search reads ``LATEST`` and may wait for it).
+
+Ratios are printed only against a reference that is a floor of the measured figure (idle search
+for the search while publishing; the bare Python import for the ready time): if the floor came out
+slower than the figure, the run was too noisy and the ratio is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import common
+import numpy as np
+import redis
+from common import log, percentile, table
+
+sys.path.insert(0, str(common.REPO))
+
+from services.indexer.publishing import Publisher, announce
+from shared import keys
+from shared.index.documents import Document, encode_batch, encode_vectors, normalize
+from shared.index.storage import LocalStore
+from shared.records import apikeys
+from shared.records.apikeys import Role
+from shared.records.catalog import Collection
+
+TENANT, NAME = "bench", "swaps"
+
+
+# --- fixtures: redis, a collection, publishing ---------------------------------------------------
+
+
+def start_redis(root: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = common.free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            return proc, port
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+class BenchCollection:
+    """One collection in its own Redis database and store, filled and published with the indexer's code."""
+
+    def __init__(self, port: int, db: int, store_dir: Path) -> None:
+        self.redis_url = f"redis://127.0.0.1:{port}/{db}"
+        self.client = redis.Redis.from_url(self.redis_url)
+        self.client.flushdb()
+        self.store_dir = store_dir
+        self.store = LocalStore(store_dir)
+        self.record = Collection(tenant=TENANT, name=NAME, id="c1", created_at=datetime.now(UTC))
+        self.client.hset(keys.collections(TENANT), NAME, self.record.model_dump_json())
+        self.client.sadd(keys.tenants(), TENANT)
+        self.key = apikeys.new_key()
+        apikeys.store(self.client, self.key, TENANT, Role.WRITER)
+        self.publisher = Publisher(self.client, self.store)
+        self.batches = 0
+
+    def publish(self, vectors: np.ndarray[Any, Any]) -> str:
+        """One batch: stored, indexed as one segment, published and announced."""
+        batch = f"b{self.batches:05d}"
+        self.batches += 1
+        ids = [f"{batch}-{i}" for i in range(len(vectors))]
+        docs = [Document(id=i, text="", metadata={"batch": batch}) for i in ids]
+        self.store.put(self.record.ref.batch_key(batch), encode_batch(docs))
+        self.store.put(self.record.ref.vectors_key(batch), encode_vectors(vectors))
+        out = self.publisher.add_batch(self.record, batch, write_seq=self.batches)
+        assert out.manifest is not None and out.version is not None
+        announce(
+            self.client, TENANT, NAME, out.version, out.manifest.documents, len(out.manifest.segments), maxlen=10_000
+        )
+        return out.version
+
+
+# --- a gateway process -------------------------------------------------------------------------
+
+
+class Gateway:
+    def __init__(self, tree: Path, coll: BenchCollection, data_dir: Path) -> None:
+        self.tree, self.coll, self.data_dir = tree, coll, data_dir
+        self.port = common.free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.conn: http.client.HTTPConnection | None = None
+
+    def start(self, timeout_s: float = 120.0) -> float:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SEMAFLOW_")},
+            "SEMAFLOW_REDIS_URL": self.coll.redis_url,
+            "SEMAFLOW_DATA_DIR": str(self.data_dir),
+            "SEMAFLOW_STORE_DIR": str(self.coll.store_dir),
+            "SEMAFLOW_PORT": str(self.port),
+            "SEMAFLOW_HOST": "127.0.0.1",
+            "SEMAFLOW_RATE_LIMIT_ENABLED": "false",
+            "SEMAFLOW_SEARCH_CACHE_ENABLED": "false",
+            "SEMAFLOW_MODEL_PATH": str(self.data_dir / "no-model"),  # vector searches only: no model in memory
+            "SEMAFLOW_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(self.tree),
+        }
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.gateway"],
+            env=env,
+            cwd=self.tree,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.data_dir / "gateway.log").open("ab"),
+        )
+        while time.perf_counter() - started < timeout_s:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}; see {self.data_dir}/gateway.log")
+            try:
+                status, _ = self.request("GET", "/readyz")
+                if status == 200:
+                    return time.perf_counter() - started
+            except OSError:
+                self.conn = None
+            time.sleep(0.01)
+        raise RuntimeError("gateway not ready in time")
+
+    def stop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def request(self, method: str, path: str, body: bytes | None = None, *, auth: bool = True) -> tuple[int, bytes]:
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {self.coll.key}"
+        self.conn.request(method, path, body=body, headers=headers)
+        resp = self.conn.getresponse()
+        return resp.status, resp.read()
+
+    def search(self, query: list[float]) -> tuple[float, str]:
+        body = json.dumps({"vector": query, "k": 10}).encode()
+        started = time.perf_counter()
+        status, data = self.request("POST", f"/v1/collections/{NAME}/search", body)
+        elapsed = time.perf_counter() - started
+        if status != 200:
+            raise RuntimeError(f"search answered {status}: {data[:200]!r}")
+        return elapsed, json.loads(data)["index_version"]
+
+    def swaps(self) -> float:
+        status, data = self.request("GET", "/metrics", auth=False)  # the public series: no key needed
+        if status != 200:
+            raise RuntimeError(f"/metrics answered {status}")
+        for line in data.decode().splitlines():
+            if line.startswith("semaflow_index_swaps_total"):
+                return float(line.split()[-1])
+        return 0.0
+
+    def cpu(self) -> float:
+        assert self.proc is not None
+        return common.cpu_seconds([self.proc.pid])
+
+    def memory_mib(self) -> dict[str, float]:
+        assert self.proc is not None
+        fields = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                fields[name] = int(value.split()[0]) / 1024
+        return fields
+
+    def wait_quiet(self, max_s: float = 60.0, window_s: float = 0.5, below: float = 0.05) -> None:
+        """Until the gateway uses less than ``below`` of a core (its background start-up work is done)."""
+        deadline = time.monotonic() + max_s
+        while time.monotonic() < deadline:
+            before = self.cpu()
+            time.sleep(window_s)
+            if (self.cpu() - before) / window_s < below:
+                return
+
+
+# --- measurements ------------------------------------------------------------------------------
+
+
+def measure(label: str, tree: Path, coll: BenchCollection, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    rng = np.random.default_rng(11)
+    queries = [[float(x) for x in row] for row in normalize(rng.normal(size=(args.searches, common.DIM)))]
+    data_dir = root / f"gateway-{label}"
+    data_dir.mkdir()
+    out: dict[str, Any] = {}
+    gw = Gateway(tree, coll, data_dir)
+    try:
+        log(f"{label}: cold start")
+        out["ready_cold_s"] = gw.start()
+        gw.wait_quiet()
+        gw.stop()
+        log(f"{label}: warm restart")
+        out["ready_warm_s"] = gw.start()
+        gw.wait_quiet()
+        out["memory_idle_mib"] = gw.memory_mib()
+        log(f"{label}: {args.searches} searches idle")
+        for q in queries[:20]:  # connection and first-touch warm-up
+            gw.search(q)
+        cpu0, wall0 = gw.cpu(), time.perf_counter()
+        idle = [gw.search(q)[0] for q in queries]
+        out["search_idle"] = _latencies(idle, gw.cpu() - cpu0, time.perf_counter() - wall0)
+        out["memory_searched_mib"] = gw.memory_mib()
+
+        log(f"{label}: {args.publish} swaps, one at a time")
+        swaps0, cpu0, wall0 = gw.swaps(), gw.cpu(), time.perf_counter()
+        for _ in range(args.publish):
+            target = gw.swaps() + 1
+            coll.publish(normalize(rng.normal(size=(args.batch, common.DIM))))
+            deadline = time.monotonic() + 60
+            while gw.swaps() < target:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the gateway did not swap in the published version within 60 s")
+                time.sleep(0.02)
+        swaps = gw.swaps() - swaps0
+        out["swap"] = {
+            "swaps": swaps,
+            "cpu_s_per_swap": (gw.cpu() - cpu0) / max(swaps, 1),
+            "wall_s_per_swap": (time.perf_counter() - wall0) / max(swaps, 1),
+        }
+
+        log(f"{label}: searches while {args.publish} batches publish back to back")
+        batches = [normalize(rng.normal(size=(args.batch, common.DIM))) for _ in range(args.publish)]
+        done = threading.Event()
+
+        def publish_all() -> None:
+            try:
+                for vectors in batches:
+                    coll.publish(vectors)
+            finally:
+                done.set()
+
+        busy: list[float] = []
+        versions: set[str] = set()
+        cpu0, wall0 = gw.cpu(), time.perf_counter()
+        publisher = threading.Thread(target=publish_all, name="publisher")
+        publisher.start()
+        i = 0
+        while not done.is_set() or len(busy) < 20:
+            elapsed, version = gw.search(queries[i % len(queries)])
+            busy.append(elapsed)
+            versions.add(version)
+            i += 1
+        publisher.join()
+        out["search_publishing"] = _latencies(busy, gw.cpu() - cpu0, time.perf_counter() - wall0)
+        out["search_publishing"]["versions_seen"] = len(versions)
+    finally:
+        gw.stop()
+    return out
+
+
+def empty_memory(label: str, tree: Path, port: int, db: int, root: Path) -> dict[str, float]:
+    """Memory of the same gateway idle with no collection at all: what the process costs before any index."""
+    empty = BenchCollection(port, db, root / f"objects-empty-{db}")
+    empty.client.hdel(keys.collections(TENANT), NAME)
+    data_dir = root / f"gateway-{label}-empty"
+    data_dir.mkdir()
+    gw = Gateway(tree, empty, data_dir)
+    try:
+        gw.start()
+        gw.wait_quiet()
+        return gw.memory_mib()
+    finally:
+        gw.stop()
+
+
+def _latencies(samples: list[float], cpu_s: float, wall_s: float) -> dict[str, Any]:
+    ms = [s * 1000 for s in samples]
+    return {
+        "n": len(ms),
+        "p50_ms": percentile(ms, 50),
+        "p90_ms": percentile(ms, 90),
+        "max_ms": max(ms),
+        "gateway_cpu_s": cpu_s,
+        "wall_s": wall_s,
+    }
+
+
+def floor_ratio(measured: float, floor: float) -> str:
+    """``measured / floor``, refused when the floor came out slower than what it bounds (a noisy run)."""
+    if floor <= 0 or floor > measured:
+        return "refused: reference slower than measured (noise)"
+    return f"{measured / floor:.2f}x"
+
+
+def time_import(tree: Path) -> float:
+    started = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    subprocess.run([sys.executable, "-c", "import services.gateway.main"], check=True, cwd=tree, env=env)
+    return time.perf_counter() - started
+
+
+def export(rev: str, root: Path) -> Path:
+    """The tree of ``rev`` (``git archive``), to run the gateway of that revision."""
+    tree = root / f"tree-{rev}"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", rev], cwd=common.REPO, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def _dig(result: dict[str, Any], path: tuple[str, ...]) -> float:
+    value: Any = result
+    for name in path:
+        value = value[name]
+    return float(value)
+
+
+def _rows(label: str, r: dict[str, Any]) -> list[list[str]]:
+    """The table rows of one gateway's results."""
+    mem, searched = r["memory_idle_mib"], r["memory_searched_mib"]
+    idle, busy, swap = r["search_idle"], r["search_publishing"], r["swap"]
+    imported = f"import alone {r['import_s']:.2f} s"
+    busy_detail = (
+        f"p90 {busy['p90_ms']:.1f}, max {busy['max_ms']:.0f}; {busy['n']} searches, {busy['versions_seen']} "
+        f"versions; gateway CPU {busy['gateway_cpu_s']:.2f} s in {busy['wall_s']:.2f} s wall"
+    )
+    idle_detail = f"p90 {idle['p90_ms']:.1f}; gateway CPU {idle['gateway_cpu_s']:.2f} s in {idle['wall_s']:.2f} s wall"
+
+    empty = r["memory_empty_mib"]
+
+    def split(m: dict[str, float]) -> str:
+        return (
+            f"anon {m['RssAnon']:.0f}, file {m['RssFile']:.0f}; "
+            f"beyond an empty gateway ({empty['VmRSS']:.0f}): {m['VmRSS'] - empty['VmRSS']:.0f}"
+        )
+
+    per_swap = f"{swap['cpu_s_per_swap']:.3f} / {swap['wall_s_per_swap']:.3f}"
+    return [
+        ["ready, cold cache (s)", f"{r['ready_cold_s']:.2f}", imported, floor_ratio(r["ready_cold_s"], r["import_s"])],
+        [
+            "ready, warm restart (s)",
+            f"{r['ready_warm_s']:.2f}",
+            imported,
+            floor_ratio(r["ready_warm_s"], r["import_s"]),
+        ],
+        ["RSS after restart, idle (MiB)", f"{mem['VmRSS']:.0f}", split(mem), ""],
+        ["RSS after searches (MiB)", f"{searched['VmRSS']:.0f}", split(searched), ""],
+        ["per swap: CPU s / wall s", per_swap, f"{swap['swaps']:.0f} swaps", ""],
+        ["search p50 idle (ms)", f"{idle['p50_ms']:.1f}", idle_detail, ""],
+        [
+            "search p50 while publishing (ms)",
+            f"{busy['p50_ms']:.1f}",
+            busy_detail,
+            floor_ratio(busy["p50_ms"], idle["p50_ms"]),
+        ],
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vectors", type=int, default=100_000, help="collection size (default 100,000)")
+    parser.add_argument("--batch", type=int, default=1_000, help="documents per published batch (default 1,000)")
+    parser.add_argument("--publish", type=int, default=10, help="batches published per phase (default 10)")
+    parser.add_argument("--searches", type=int, default=200, help="idle searches (default 200)")
+    parser.add_argument("--reference-rev", default=None, help="also measure the gateway of this git revision")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+
+    root = Path(tempfile.mkdtemp(prefix="semaflow-swaps-"))
+    redis_proc, port = start_redis(root)
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        trees = [("this tree", common.REPO)]
+        if args.reference_rev:
+            trees.append((f"rev {args.reference_rev}", export(args.reference_rev, root)))
+        vectors = normalize(np.random.default_rng(7).normal(size=(args.vectors, common.DIM)))
+        for db, (label, tree) in enumerate(trees):
+            coll = BenchCollection(port, db, root / f"objects-{db}")
+            log(f"{label}: publishing {args.vectors:,} vectors in batches of {args.batch:,}")
+            for start in range(0, args.vectors, args.batch):
+                coll.publish(vectors[start : start + args.batch])
+            results[label] = measure(label.replace(" ", "-"), tree, coll, root, args)
+            results[label]["memory_empty_mib"] = empty_memory(label.replace(" ", "-"), tree, port, db + 8, root)
+            results[label]["import_s"] = percentile([time_import(tree) for _ in range(3)], 50)
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
+
+    print()
+    print(
+        f"semaflow hot swaps: {args.vectors:,} vectors, {args.vectors // args.batch} flat segments of {args.batch:,}; "
+        f"{args.publish} batches published per phase ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})"
+    )
+    print()
+    rows = [[label, *row] for label, r in results.items() for row in _rows(label, r)]
+    print(
+        table(["gateway", "measurement", "value", "detail", "ratio to floor (ready: import; busy search: idle)"], rows)
+    )
+    if len(results) == 2:
+        (new_label, new), (old_label, old) = results.items()
+        print()
+        print(f"{old_label} -> {new_label} (same run, same machine):")
+        paths: tuple[tuple[str, tuple[str, ...]], ...] = (
+            ("RSS after restart, idle (MiB)", ("memory_idle_mib", "VmRSS")),
+            ("private (anon) RSS after restart, idle (MiB)", ("memory_idle_mib", "RssAnon")),
+            ("private (anon) RSS after searches (MiB)", ("memory_searched_mib", "RssAnon")),
+            ("CPU per swap (s)", ("swap", "cpu_s_per_swap")),
+            ("ready, warm restart (s)", ("ready_warm_s",)),
+            ("search p50 idle (ms)", ("search_idle", "p50_ms")),
+            ("search p50 while publishing (ms)", ("search_publishing", "p50_ms")),
+        )
+        for name, path in paths:
+            print(f"  {name:42s} {_dig(old, path):10.3f} -> {_dig(new, path):10.3f}")
+    common.write_json(args.json, {"args": vars(args) | {"json": None}, **results, "environment": common.environment()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
