@@ -26,7 +26,8 @@ Per gateway:
 * CPU per swap: ``--publish`` batches, one at a time, each announced and waited for (the gateway's
   ``semaflow_index_swaps_total`` moves); the gateway's user+system CPU over them / swaps;
 * search p50 idle (``--searches`` vector searches, k=10, one at a time) and while a thread
-  publishes ``--publish`` batches back to back (each search reads ``LATEST`` and may wait for it).
+  publishes ``--busy-publish`` batches of ``--busy-batch`` documents back to back, as fast as the
+  indexer's code can (each search reads ``LATEST`` and may wait for a version to load).
 
 Ratios are printed only against a reference that is a floor of the measured figure (idle search
 for the search while publishing; the bare Python import for the ready time): if the floor came out
@@ -274,8 +275,8 @@ def measure(label: str, tree: Path, coll: BenchCollection, root: Path, args: arg
             "wall_s_per_swap": (time.perf_counter() - wall0) / max(swaps, 1),
         }
 
-        log(f"{label}: searches while {args.publish} batches publish back to back")
-        batches = [normalize(rng.normal(size=(args.batch, common.DIM))) for _ in range(args.publish)]
+        log(f"{label}: searches while {args.busy_publish} batches of {args.busy_batch} publish back to back")
+        batches = [normalize(rng.normal(size=(args.busy_batch, common.DIM))) for _ in range(args.busy_publish)]
         done = threading.Event()
 
         def publish_all() -> None:
@@ -407,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vectors", type=int, default=100_000, help="collection size (default 100,000)")
     parser.add_argument("--batch", type=int, default=1_000, help="documents per published batch (default 1,000)")
     parser.add_argument("--publish", type=int, default=10, help="batches published per phase (default 10)")
+    parser.add_argument("--busy-publish", type=int, default=60, help="batches published while searching (default 60)")
+    parser.add_argument("--busy-batch", type=int, default=100, help="documents per such batch (default 100)")
     parser.add_argument("--searches", type=int, default=200, help="idle searches (default 200)")
     parser.add_argument("--reference-rev", default=None, help="also measure the gateway of this git revision")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
@@ -436,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"semaflow hot swaps: {args.vectors:,} vectors, {args.vectors // args.batch} flat segments of {args.batch:,}; "
-        f"{args.publish} batches published per phase ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})"
+        f"{args.publish} swaps measured, {args.busy_publish} batches of {args.busy_batch} published while searching "
+        f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})"
     )
     print()
     rows = [[label, *row] for label, r in results.items() for row in _rows(label, r)]

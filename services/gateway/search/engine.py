@@ -100,23 +100,24 @@ def _search_flat(
 
     seg = live.segment
     total = len(seg.ids)
-    bitmap = live.bitmap
+    rows_ptr, selector = live.scan()
     allowed = live.live_count
+    bitmap = None
     if filters:
         mask = _allowed(live, filters)
         allowed = int(mask.sum())
         bitmap = None if allowed == total else np.packbits(mask, bitorder="little")
+        selector = None if bitmap is None else faiss.IDSelectorBitmap(total, faiss.swig_ptr(bitmap))
     kk = min(k, allowed)
     if kk == 0:
         return _NOTHING
-    rows = np.ascontiguousarray(seg.vectors, dtype=np.float32)  # a mapped segment's own rows: no copy
     scores = np.empty(kk, dtype=np.float32)
     found = np.empty(kk, dtype=np.int64)
-    args = (q_ptr, faiss.swig_ptr(rows), dim, 1, total, kk, faiss.swig_ptr(scores), faiss.swig_ptr(found))
-    if bitmap is None:
+    args = (q_ptr, rows_ptr, dim, 1, total, kk, faiss.swig_ptr(scores), faiss.swig_ptr(found))
+    if selector is None:
         faiss.knn_inner_product(*args)
-    else:  # ``bitmap`` stays referenced until the scan returns
-        faiss.knn_inner_product(*args, faiss.IDSelectorBitmap(total, faiss.swig_ptr(bitmap)))
+    else:  # ``bitmap`` (or the live segment's own) stays referenced until the scan returns
+        faiss.knn_inner_product(*args, selector)
     keep = found >= 0
     return (scores, found) if keep.all() else (scores[keep], found[keep])
 

@@ -56,6 +56,7 @@ class LiveSegment:
     live_count: int
     bitmap: np.ndarray[Any, np.dtype[np.uint8]] | None  # ``live`` packed for a FAISS selector; None: all live
     _postings: dict[str, np.ndarray[Any, np.dtype[np.bool_]]] = field(default_factory=dict)
+    _scan: tuple[Any, Any, Any] | None = None  # rows, their FAISS pointer, the tombstone selector (see ``scan``)
 
     @classmethod
     def of(cls, segment: LoadedSegment, deleted: tuple[str, ...]) -> LiveSegment:
@@ -68,6 +69,22 @@ class LiveSegment:
         count = int(live.sum())
         bitmap = None if count == len(live) else np.packbits(live, bitorder="little")
         return cls(segment, deleted, live, count, bitmap)
+
+    def scan(self) -> tuple[Any, Any]:
+        """What an exact scan of this segment passes to FAISS: a pointer to its rows and a selector of its live rows.
+
+        Made once per live segment (a flat segment's rows are its mapped index's own: no copy); the
+        selector is None when every row is live. Concurrent first calls may each make it: the same.
+        """
+        if self._scan is None:
+            import faiss
+
+            rows = np.ascontiguousarray(self.segment.vectors, dtype=np.float32)
+            selector = None
+            if self.bitmap is not None:
+                selector = faiss.IDSelectorBitmap(len(self.live), faiss.swig_ptr(self.bitmap))
+            self._scan = (rows, faiss.swig_ptr(rows), selector)
+        return self._scan[1], self._scan[2]
 
     def matching(self, key: str, value: object) -> np.ndarray[Any, np.dtype[np.bool_]]:
         """Rows whose metadata ``key`` equals ``value`` (memoised per segment)."""

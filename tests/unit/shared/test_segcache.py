@@ -122,3 +122,13 @@ def test_eviction_removes_only_segments_not_kept_and_mapped_ones_stay_readable(t
     assert cache.cached(REF) == {"s1", "s2"}
     cache.evict_collection(REF)
     assert cache.cached(REF) == set()
+
+
+def test_an_empty_segment_opens_from_the_cache(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "objects")
+    ref, files = segments.build("e", np.zeros((0, 384), dtype=np.float32), [], [])
+    segments.upload(store, REF, ref, files)
+
+    opened = segments.open_cached(SegmentCache(store, tmp_path / "cache"), REF, ref)
+
+    assert opened.vectors.shape == (0, 384) and opened.ids == []
