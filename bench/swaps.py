@@ -25,9 +25,11 @@ Per gateway:
   either way: no model files are given, so none is loaded);
 * CPU per swap: ``--publish`` batches, one at a time, each announced and waited for (the gateway's
   ``semaflow_index_swaps_total`` moves); the gateway's user+system CPU over them / swaps;
-* search p50 idle (``--searches`` vector searches, k=10, one at a time) and while a thread
-  publishes ``--busy-publish`` batches of ``--busy-batch`` documents back to back, as fast as the
-  indexer's code can (each search reads ``LATEST`` and may wait for a version to load).
+* search p50 idle (``--searches`` vector searches, k=10, one at a time) and while a thread per
+  collection publishes ``--busy-publish`` batches of ``--busy-batch`` documents back to back, as
+  fast as the indexer's code can (each search reads ``LATEST`` and may wait for a version to load).
+  In both, the gateways take turns, search by search, so that the noise of a shared machine falls
+  on each alike; the gateway's CPU per search is printed beside the latency.
 
 Ratios are printed only against a reference that is a floor of the measured figure (idle search
 for the search while publishing; the bare Python import for the ready time): if the floor came out
@@ -47,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -181,14 +184,23 @@ class Gateway:
         self.proc = None
 
     def request(self, method: str, path: str, body: bytes | None = None, *, auth: bool = True) -> tuple[int, bytes]:
-        if self.conn is None:
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        """One request on the kept-alive connection; one more on a new one if the server closed it while idle."""
         headers = {"Content-Type": "application/json"}
         if auth:
             headers["Authorization"] = f"Bearer {self.coll.key}"
-        self.conn.request(method, path, body=body, headers=headers)
-        resp = self.conn.getresponse()
-        return resp.status, resp.read()
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            try:
+                self.conn.request(method, path, body=body, headers=headers)
+                resp = self.conn.getresponse()
+                return resp.status, resp.read()
+            except (ConnectionError, http.client.RemoteDisconnected):
+                self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def search(self, query: list[float]) -> tuple[float, str]:
         body = json.dumps({"vector": query, "k": 10}).encode()
@@ -234,75 +246,107 @@ class Gateway:
 # --- measurements ------------------------------------------------------------------------------
 
 
-def measure(label: str, tree: Path, coll: BenchCollection, root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    rng = np.random.default_rng(11)
-    queries = [[float(x) for x in row] for row in normalize(rng.normal(size=(args.searches, common.DIM)))]
-    data_dir = root / f"gateway-{label}"
-    data_dir.mkdir()
-    out: dict[str, Any] = {}
-    gw = Gateway(tree, coll, data_dir)
-    try:
-        log(f"{label}: cold start")
-        out["ready_cold_s"] = gw.start()
-        gw.wait_quiet()
-        gw.stop()
-        log(f"{label}: warm restart")
-        out["ready_warm_s"] = gw.start()
-        gw.wait_quiet()
-        out["memory_idle_mib"] = gw.memory_mib()
-        log(f"{label}: {args.searches} searches idle")
+@dataclass
+class Subject:
+    """One gateway under test: its label, its collection, the process and what was measured."""
+
+    label: str
+    coll: BenchCollection
+    gw: Gateway
+    out: dict[str, Any] = field(default_factory=dict)
+
+
+def start(subject: Subject) -> None:
+    """Cold start (empty segment cache), then a warm restart; memory once the restarted one is quiet."""
+    log(f"{subject.label}: cold start")
+    subject.out["ready_cold_s"] = subject.gw.start()
+    subject.gw.wait_quiet()
+    subject.gw.stop()
+    log(f"{subject.label}: warm restart")
+    subject.out["ready_warm_s"] = subject.gw.start()
+    subject.gw.wait_quiet()
+    subject.out["memory_idle_mib"] = subject.gw.memory_mib()
+
+
+def search_idle(subjects: list[Subject], queries: list[list[float]]) -> None:
+    """The same searches on every gateway, taking turns, so the machine's noise falls on all alike."""
+    log(f"{len(queries)} searches idle, gateways taking turns")
+    for subject in subjects:
         for q in queries[:20]:  # connection and first-touch warm-up
-            gw.search(q)
-        cpu0, wall0 = gw.cpu(), time.perf_counter()
-        idle = [gw.search(q)[0] for q in queries]
-        out["search_idle"] = _latencies(idle, gw.cpu() - cpu0, time.perf_counter() - wall0)
-        out["memory_searched_mib"] = gw.memory_mib()
+            subject.gw.search(q)
+    samples: dict[str, list[float]] = {s.label: [] for s in subjects}
+    cpu0 = {s.label: s.gw.cpu() for s in subjects}
+    wall0 = time.perf_counter()
+    for i, q in enumerate(queries):
+        for subject in subjects if i % 2 == 0 else subjects[::-1]:  # each goes first half the time
+            samples[subject.label].append(subject.gw.search(q)[0])
+    wall = time.perf_counter() - wall0
+    for subject in subjects:
+        cpu = subject.gw.cpu() - cpu0[subject.label]
+        subject.out["search_idle"] = _latencies(samples[subject.label], cpu, wall)
+        subject.out["memory_searched_mib"] = subject.gw.memory_mib()
 
-        log(f"{label}: {args.publish} swaps, one at a time")
-        swaps0, cpu0, wall0 = gw.swaps(), gw.cpu(), time.perf_counter()
-        for _ in range(args.publish):
-            target = gw.swaps() + 1
-            coll.publish(normalize(rng.normal(size=(args.batch, common.DIM))))
-            deadline = time.monotonic() + 60
-            while gw.swaps() < target:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the gateway did not swap in the published version within 60 s")
-                time.sleep(0.02)
-        swaps = gw.swaps() - swaps0
-        out["swap"] = {
-            "swaps": swaps,
-            "cpu_s_per_swap": (gw.cpu() - cpu0) / max(swaps, 1),
-            "wall_s_per_swap": (time.perf_counter() - wall0) / max(swaps, 1),
-        }
 
-        log(f"{label}: searches while {args.busy_publish} batches of {args.busy_batch} publish back to back")
-        batches = [normalize(rng.normal(size=(args.busy_batch, common.DIM))) for _ in range(args.busy_publish)]
-        done = threading.Event()
+def swap_cost(subject: Subject, publish: int, batch: int, rng: np.random.Generator) -> None:
+    """CPU and wall time per swap: one batch at a time, each waited for until the gateway swapped it in."""
+    log(f"{subject.label}: {publish} swaps, one at a time")
+    gw = subject.gw
+    swaps0, cpu0, wall0 = gw.swaps(), gw.cpu(), time.perf_counter()
+    for _ in range(publish):
+        target = gw.swaps() + 1
+        subject.coll.publish(normalize(rng.normal(size=(batch, common.DIM))))
+        deadline = time.monotonic() + 60
+        while gw.swaps() < target:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not swap in the published version within 60 s")
+            time.sleep(0.02)
+    swaps = gw.swaps() - swaps0
+    subject.out["swap"] = {
+        "swaps": swaps,
+        "cpu_s_per_swap": (gw.cpu() - cpu0) / max(swaps, 1),
+        "wall_s_per_swap": (time.perf_counter() - wall0) / max(swaps, 1),
+    }
 
-        def publish_all() -> None:
-            try:
-                for vectors in batches:
-                    coll.publish(vectors)
-            finally:
-                done.set()
 
-        busy: list[float] = []
-        versions: set[str] = set()
-        cpu0, wall0 = gw.cpu(), time.perf_counter()
-        publisher = threading.Thread(target=publish_all, name="publisher")
-        publisher.start()
-        i = 0
-        while not done.is_set() or len(busy) < 20:
-            elapsed, version = gw.search(queries[i % len(queries)])
-            busy.append(elapsed)
-            versions.add(version)
-            i += 1
-        publisher.join()
-        out["search_publishing"] = _latencies(busy, gw.cpu() - cpu0, time.perf_counter() - wall0)
-        out["search_publishing"]["versions_seen"] = len(versions)
-    finally:
-        gw.stop()
-    return out
+def search_publishing(subjects: list[Subject], queries: list[list[float]], args: argparse.Namespace) -> None:
+    """Searches, gateways taking turns, while every collection publishes small batches back to back."""
+    log(f"searches while {args.busy_publish} batches of {args.busy_batch} publish back to back, into every collection")
+    rng = np.random.default_rng(5)
+    batches = [normalize(rng.normal(size=(args.busy_batch, common.DIM))) for _ in range(args.busy_publish)]
+    done = {s.label: threading.Event() for s in subjects}
+
+    def publish_all(subject: Subject) -> None:
+        try:
+            for vectors in batches:
+                subject.coll.publish(vectors)
+        finally:
+            done[subject.label].set()
+
+    samples: dict[str, list[float]] = {s.label: [] for s in subjects}
+    versions: dict[str, set[str]] = {s.label: set() for s in subjects}
+    cpu0 = {s.label: s.gw.cpu() for s in subjects}
+    wall0 = time.perf_counter()
+    threads = [threading.Thread(target=publish_all, args=(s,), name=f"publish-{s.label}") for s in subjects]
+    for thread in threads:
+        thread.start()
+    i = 0
+    while not all(event.is_set() for event in done.values()):
+        for subject in subjects if i % 2 == 0 else subjects[::-1]:
+            if done[subject.label].is_set():
+                continue  # only searches made while its own collection was publishing count
+            elapsed, version = subject.gw.search(queries[i % len(queries)])
+            samples[subject.label].append(elapsed)
+            versions[subject.label].add(version)
+        i += 1
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - wall0
+    for subject in subjects:
+        if not samples[subject.label]:
+            raise RuntimeError(f"{subject.label}: no search finished while its collection was publishing")
+        cpu = subject.gw.cpu() - cpu0[subject.label]
+        subject.out["search_publishing"] = _latencies(samples[subject.label], cpu, wall)
+        subject.out["search_publishing"]["versions_seen"] = len(versions[subject.label])
 
 
 def empty_memory(label: str, tree: Path, port: int, db: int, root: Path) -> dict[str, float]:
@@ -369,9 +413,9 @@ def _rows(label: str, r: dict[str, Any]) -> list[list[str]]:
     imported = f"import alone {r['import_s']:.2f} s"
     busy_detail = (
         f"p90 {busy['p90_ms']:.1f}, max {busy['max_ms']:.0f}; {busy['n']} searches, {busy['versions_seen']} "
-        f"versions; gateway CPU {busy['gateway_cpu_s']:.2f} s in {busy['wall_s']:.2f} s wall"
+        f"versions; gateway CPU {busy['gateway_cpu_s'] / busy['n'] * 1000:.1f} ms per search (swaps included)"
     )
-    idle_detail = f"p90 {idle['p90_ms']:.1f}; gateway CPU {idle['gateway_cpu_s']:.2f} s in {idle['wall_s']:.2f} s wall"
+    idle_detail = f"p90 {idle['p90_ms']:.1f}; gateway CPU {idle['gateway_cpu_s'] / idle['n'] * 1000:.1f} ms per search"
 
     empty = r["memory_empty_mib"]
 
@@ -418,19 +462,38 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="semaflow-swaps-"))
     redis_proc, port = start_redis(root)
     results: dict[str, dict[str, Any]] = {}
+    rng = np.random.default_rng(11)
     try:
         trees = [("this tree", common.REPO)]
         if args.reference_rev:
             trees.append((f"rev {args.reference_rev}", export(args.reference_rev, root)))
         vectors = normalize(np.random.default_rng(7).normal(size=(args.vectors, common.DIM)))
+        subjects: list[Subject] = []
         for db, (label, tree) in enumerate(trees):
             coll = BenchCollection(port, db, root / f"objects-{db}")
             log(f"{label}: publishing {args.vectors:,} vectors in batches of {args.batch:,}")
-            for start in range(0, args.vectors, args.batch):
-                coll.publish(vectors[start : start + args.batch])
-            results[label] = measure(label.replace(" ", "-"), tree, coll, root, args)
-            results[label]["memory_empty_mib"] = empty_memory(label.replace(" ", "-"), tree, port, db + 8, root)
-            results[label]["import_s"] = percentile([time_import(tree) for _ in range(3)], 50)
+            for begin in range(0, args.vectors, args.batch):
+                coll.publish(vectors[begin : begin + args.batch])
+            slug = label.replace(" ", "-")
+            data_dir = root / f"gateway-{slug}"
+            data_dir.mkdir()
+            subjects.append(Subject(label, coll, Gateway(tree, coll, data_dir)))
+        try:
+            for subject in subjects:
+                start(subject)
+            queries = [[float(x) for x in row] for row in normalize(rng.normal(size=(args.searches, common.DIM)))]
+            search_idle(subjects, queries)
+            for subject in subjects:
+                swap_cost(subject, args.publish, args.batch, rng)
+            search_publishing(subjects, queries, args)
+        finally:
+            for subject in subjects:
+                subject.gw.stop()
+        for db, ((_, tree), subject) in enumerate(zip(trees, subjects, strict=True)):
+            slug = subject.label.replace(" ", "-")
+            subject.out["memory_empty_mib"] = empty_memory(slug, tree, port, db + 8, root)
+            subject.out["import_s"] = percentile([time_import(tree) for _ in range(3)], 50)
+            results[subject.label] = subject.out
     finally:
         redis_proc.terminate()
         redis_proc.wait(30)
@@ -458,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             ("CPU per swap (s)", ("swap", "cpu_s_per_swap")),
             ("ready, warm restart (s)", ("ready_warm_s",)),
             ("search p50 idle (ms)", ("search_idle", "p50_ms")),
+            ("gateway CPU over the idle searches (s)", ("search_idle", "gateway_cpu_s")),
             ("search p50 while publishing (ms)", ("search_publishing", "p50_ms")),
         )
         for name, path in paths:
