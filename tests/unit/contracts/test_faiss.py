@@ -82,7 +82,7 @@ def test_an_index_read_with_mmap_ifc_maps_its_rows_from_the_file(tmp_path: Path)
     faiss.write_index(built, str(path))
 
     owner = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
-    index = faiss.downcast_index(owner)
+    index: Any = faiss.downcast_index(owner)  # an IndexFlatIP (its stub lacks get_xb)
     rows = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
 
     assert str(path) in Path(f"/proc/{os.getpid()}/maps").read_text()
