@@ -227,6 +227,8 @@ class IndexRegistry:
                 reusable = current if current is not None and current.ref == ref else None
                 snapshot = await self._load_noting_store(ref, version, reusable)
             self._snapshots[key] = snapshot
+            if current is not None and current.ref != ref:  # deleted and created again: the old files go
+                self.cache.evict_collection(current.ref)
             self._swapped.pop(key, asyncio.Event()).set()
             log.info("index.swapped", collection=name, tenant=tenant, version=version, documents=snapshot.documents)
             for listener in self._swap_listeners:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import redis.asyncio as aioredis
 from services.gateway.search.engine import search_snapshot
 from services.gateway.search.snapshots import IndexRegistry, Snapshot
 from services.indexer.publishing import Publisher
+from shared import keys
 from shared.index.segcache import SegmentCache
 from shared.index.storage import LocalStore
 from shared.records.catalog import Collection
@@ -106,3 +108,25 @@ async def test_a_restarted_gateway_opens_its_cached_segments_without_downloading
     query = unit_vectors(20, seed=2)[3]
     assert search_snapshot(restarted, query, 10) == search_snapshot(running, query, 10)
     assert restarted.version == running.version
+
+
+async def test_a_collection_created_again_leaves_no_files_of_its_predecessor_in_the_cache(
+    async_client: aioredis.Redis, redis_client: redis.Redis, store: LocalStore, tmp_path: Path
+) -> None:
+    first = make_collection(redis_client)
+    publisher = Publisher(redis_client, store)
+    _add(publisher, store, first, 0)
+    cache = SegmentCache(store, tmp_path / "cache")
+    registry = IndexRegistry(async_client, store, cache)
+    await _refresh(registry)
+    assert cache.cached(first.ref) == {"b0"}
+
+    # Deleted and created again under the same name: a new incarnation, with an index of its own.
+    again = Collection(tenant="acme", name="docs", id="id-again", created_at=datetime.now(UTC))
+    redis_client.hset(keys.collections("acme"), "docs", again.model_dump_json())
+    redis_client.delete(keys.latest("acme", "docs"), keys.docmap("acme", "docs"))
+    _add(publisher, store, again, 1)
+    snapshot = await _refresh(registry)
+
+    assert snapshot.ref == again.ref
+    assert cache.cached(first.ref) == set() and cache.cached(again.ref) == {"b1"}
