@@ -36,6 +36,13 @@ class Settings(BaseSettings):
             "object store on first use and read by offset (default DATA_DIR/text-cache)."
         ),
     )
+    segment_cache_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Where the gateway keeps the segment files it memory-maps, each downloaded and verified once "
+            "(default DATA_DIR/segment-cache). Gateways on one host that share it share the pages."
+        ),
+    )
     s3_bucket: str | None = Field(
         default=None, description="Use S3 (any S3 API) with this bucket instead of a directory."
     )
@@ -461,6 +468,11 @@ class Settings(BaseSettings):
     def webhook_allow_list(self) -> AllowList:
         """Where webhooks may go although the address is private."""
         return AllowList.parse(self.webhook_allow_hosts)
+
+    @property
+    def segment_cache_path(self) -> Path:
+        """The gateway's segment cache directory in effect."""
+        return self.segment_cache_dir if self.segment_cache_dir is not None else self.data_dir / "segment-cache"
 
     @property
     def local_store_dir(self) -> Path:

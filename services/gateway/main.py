@@ -71,6 +71,7 @@ from services.gateway.search.snapshots import IndexRegistry
 from services.gateway.search.texts import TextCache
 from shared.config import Settings
 from shared.index.embedding import Encoder
+from shared.index.segcache import SegmentCache
 from shared.index.storage import ObjectStore, open_store
 from shared.messaging import tasks
 from shared.records.ratelimits import Quotas
@@ -149,7 +150,9 @@ def build(
             redis_url, health_check_interval=30, socket_timeout=15, socket_connect_timeout=5
         )
         broker = build_broker(settings, redis_url)
-        registry = IndexRegistry(client, app[STORE], stream_client=stream_client)
+        registry = IndexRegistry(
+            client, app[STORE], SegmentCache(app[STORE], settings.segment_cache_path), stream_client=stream_client
+        )
         app[REDIS] = client
         app[BROKER] = broker
         app[REGISTRY] = registry

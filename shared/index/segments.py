@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import faiss
 
     from shared.index.layout import CollectionRef
+    from shared.index.segcache import SegmentCache
     from shared.index.storage import ObjectStore
 
 INDEX_FILE: Final = "index.faiss"
@@ -46,6 +47,7 @@ __all__ = [
     "build",
     "load",
     "read_texts",
+    "open_cached",
     "upload",
 ]
 
@@ -155,10 +157,10 @@ def upload(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, files: d
 class LoadedSegment:
     """A segment in memory: its vectors (one row per document) and its rows' ids and metadata.
 
-    ``vectors`` may be a view into memory owned by another object (a merged FAISS index);
-    ``owner`` keeps that object alive as long as the view is. An IVF segment's are empty unless
-    loaded with ``ivf_vectors`` (see :func:`load`); :meth:`vector` reads one row of any kind.
-    ``texts_sha256`` is the SHA-256 of the segment's texts file (None: it has none).
+    ``vectors`` is a view of the rows of ``owner``, the segment's FAISS index (memory-mapped when
+    opened from the segment cache); ``owner`` keeps them alive as long as the view is. An IVF
+    segment's are empty unless loaded with ``ivf_vectors`` (see :func:`load`); :meth:`vector` reads
+    one row of any kind. ``texts_sha256`` is the SHA-256 of the segment's texts file (None: it has none).
     """
 
     id: str
@@ -168,31 +170,15 @@ class LoadedSegment:
     owner: object = None
     rows: dict[str, int] = field(default_factory=dict)  # document id -> row
     kind: SegmentKind = "flat"
-    nbytes: int = 0  # size of the serialized index: what it holds in memory, near enough
+    nbytes: int = 0  # size of the serialized index (mapped or in memory), near enough
     search_param: int | None = None  # approximate segments: the efSearch / nprobe its manifest entry chose
     texts_sha256: str | None = None
-    # The rows in document-id order, computed on first use (listing) and shared by rebased copies.
+    # The rows in document-id order, computed on first use (listing).
     _id_order: list[np.ndarray[Any, np.dtype[np.int64]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.rows:
             self.rows = {doc_id: row for row, doc_id in enumerate(self.ids)}
-
-    def rebased(self, vectors: np.ndarray[Any, np.dtype[np.float32]], owner: object) -> LoadedSegment:
-        """The same segment with its vectors moved to ``vectors`` (owned by ``owner``)."""
-        return LoadedSegment(
-            self.id,
-            vectors,
-            self.ids,
-            self.metadata,
-            owner,
-            self.rows,
-            self.kind,
-            self.nbytes,
-            self.search_param,
-            self.texts_sha256,
-            self._id_order,
-        )
 
     def vector(self, row: int) -> np.ndarray[Any, np.dtype[np.float32]]:
         """Row ``row``'s vector as stored (unit length, float32), whatever the kind of segment."""
@@ -204,7 +190,7 @@ class LoadedSegment:
         return np.asarray(index.reconstruct(row), dtype=np.float32)
 
     def id_order(self) -> np.ndarray[Any, np.dtype[np.int64]]:
-        """Row numbers sorted by document id; computed once (O(n log n)), then shared by rebased copies."""
+        """Row numbers sorted by document id; computed once (O(n log n))."""
         if not self._id_order:
             ids = self.ids
             self._id_order.append(np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64))
@@ -212,7 +198,7 @@ class LoadedSegment:
 
     @property
     def approximate(self) -> bool:
-        """Whether ``owner`` is an approximate index searched on its own (not merged into a flat one)."""
+        """Whether ``owner`` is an approximate index (HNSW or IVF), searched with its ``search_param``."""
         return self.kind != "flat"
 
 
@@ -259,12 +245,12 @@ def read_texts(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> l
 
 
 def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, *, ivf_vectors: bool = False) -> LoadedSegment:
-    """Fetch, verify and open a segment.
+    """Fetch, verify and open a segment in memory (what the indexer's merges read).
 
     An IVF segment keeps its rows in its inverted lists, not in one array: its ``vectors`` are an
-    empty ``(0, dim)`` array unless ``ivf_vectors`` asks for a copy (what a merge reads), so a
-    gateway holds its vectors once; it gets a direct map (8 bytes a row) so one row can be read.
-    The texts file is not fetched (see :func:`read_texts` and the gateway's text cache).
+    empty ``(0, dim)`` array unless ``ivf_vectors`` asks for a copy (what a merge reads); it gets a
+    direct map (8 bytes a row) so one row can be read. The texts file is not fetched (see
+    :func:`read_texts` and the gateway's text cache).
 
     Raises:
         CorruptObject: a file's SHA-256 differs from the manifest's, or it fails to parse.
@@ -280,10 +266,57 @@ def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, *, ivf_vec
         owner = faiss.deserialize_index(np.frombuffer(blobs[INDEX_FILE], dtype=np.uint8))
     except RuntimeError as exc:
         raise CorruptObject(f"segment {segment.id} cannot be opened: {exc}") from exc
+    return _opened(segment, owner, rows, len(blobs[INDEX_FILE]), ivf_vectors=ivf_vectors)
+
+
+def open_cached(cache: SegmentCache, ref: CollectionRef, segment: SegmentRef) -> LoadedSegment:
+    """Open a segment from the local segment cache, its index memory-mapped: no copy of its rows.
+
+    Each file is downloaded and verified once (:class:`shared.index.segcache.SegmentCache`); the
+    index is then mapped with FAISS's ``IO_FLAG_MMAP_IFC``, so a flat segment's rows, an IVF
+    segment's inverted lists and an HNSW graph's rows stay in the page cache, shared by every
+    process on the host that maps the same file. A cached file that no longer opens (damaged since
+    it was verified) is discarded and downloaded again, once. The sidecar is parsed into memory.
+
+    Raises:
+        CorruptObject: a file fails its SHA-256 check or does not open even freshly downloaded.
+        ObjectNotFound: a file is missing from the store.
+    """
+    try:
+        return _open_mapped(cache, ref, segment)
+    except CorruptObject as exc:
+        log.warning("segment.cache_damaged", segment=segment.id, error=str(exc))
+        cache.discard(ref, segment.id)
+        return _open_mapped(cache, ref, segment)
+
+
+def _open_mapped(cache: SegmentCache, ref: CollectionRef, segment: SegmentRef) -> LoadedSegment:
+    import faiss
+
+    if INDEX_FILE not in segment.files or DOCS_FILE not in segment.files:
+        raise CorruptObject(f"segment {segment.id} lacks {INDEX_FILE} or {DOCS_FILE}")
+    index_path = cache.path(ref, segment, INDEX_FILE)
+    rows = _rows(segment, cache.path(ref, segment, DOCS_FILE).read_bytes())
+    try:
+        owner = faiss.read_index(str(index_path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+    except RuntimeError as exc:
+        raise CorruptObject(f"segment {segment.id} cannot be opened: {exc}") from exc
+    return _opened(segment, owner, rows, index_path.stat().st_size, ivf_vectors=False)
+
+
+def _opened(
+    segment: SegmentRef, owner: faiss.Index, rows: list[dict[str, Any]], nbytes: int, *, ivf_vectors: bool
+) -> LoadedSegment:
+    """A :class:`LoadedSegment` over an opened index, checked against its manifest entry and sidecar."""
+    import faiss
+
     if owner.ntotal != len(rows) or owner.ntotal != segment.vectors:
         raise CorruptObject(f"segment {segment.id} has {owner.ntotal} vectors and {len(rows)} rows")
     index = faiss.downcast_index(owner)  # a typed proxy; ``owner`` still owns the C++ object
-    if segment.kind == "hnsw":
+    if segment.kind == "flat":
+        if not isinstance(index, faiss.IndexFlatIP):
+            raise CorruptObject(f"segment {segment.id} is not the flat index its manifest says")
+    elif segment.kind == "hnsw":
         if not isinstance(index, faiss.IndexHNSWFlat):
             raise CorruptObject(f"segment {segment.id} is not the HNSW index its manifest says")
         index = faiss.downcast_index(index.storage)  # the graph's own flat rows
@@ -306,7 +339,7 @@ def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, *, ivf_vec
         metadata,
         owner,
         kind=segment.kind,
-        nbytes=len(blobs[INDEX_FILE]),
+        nbytes=nbytes,
         search_param=segment.search_param,
         texts_sha256=segment.files.get(TEXTS_FILE),
     )

@@ -125,8 +125,7 @@ def test_an_approximate_segment_keeps_texts_and_vectors_with_their_rows(tmp_path
         np.testing.assert_allclose(loaded.vector(row), vectors[i], atol=1e-6)
 
 
-def test_rows_in_id_order_are_computed_once_and_shared_by_rebased_copies() -> None:
+def test_rows_in_id_order_are_computed_once() -> None:
     seg = segments.LoadedSegment("s", np.zeros((3, 384), dtype=np.float32), ["b", "c", "a"], [{}, {}, {}])
     assert seg.id_order().tolist() == [2, 0, 1]
-    moved = seg.rebased(np.ones((3, 384), dtype=np.float32), None)
-    assert moved.id_order() is seg.id_order()
+    assert seg.id_order() is seg.id_order()

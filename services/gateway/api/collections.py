@@ -227,13 +227,20 @@ async def search(request: web.Request) -> web.Response:
     Each result carries what `include` names: `metadata` (the default), `text`, `vector`.
 
     While Redis cannot be reached, a collection this gateway has loaded is still searched (the version
-    it holds), for a key it verified within ``SEMAFLOW_KEY_CACHE_TTL_S``.
+    it holds), for a key it verified within ``SEMAFLOW_KEY_CACHE_TTL_S``. A version published but not
+    loaded yet is waited for (up to ``SEMAFLOW_SEARCH_FRESHNESS_WAIT_S``) unless the request says
+    ``Cache-Control: max-stale``: then the loaded version answers at once.
     """
     record, latest = await collection_of(request, loaded_if_down=True)
     body = await read_body(request, SearchRequest)
     directives = {d.strip() for d in request.headers.get("Cache-Control", "").lower().split(",")}
+    stale_ok = any(d.partition("=")[0].strip() == "max-stale" for d in directives)
     answer, level = await request.app[SEARCHER].search(
-        record, body, latest=latest, read_cache="no-cache" not in directives, store="no-store" not in directives
+        record,
+        body,
+        latest=None if stale_ok else latest,
+        read_cache="no-cache" not in directives,
+        store="no-store" not in directives,
     )
     response = json_bytes_response(answer)
     if CACHE in request.app:

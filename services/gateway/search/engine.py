@@ -1,10 +1,10 @@
-"""Searching one snapshot: one FAISS call over its merged flat index, one per approximate segment, merged top-k."""
+"""Searching one snapshot: one FAISS call per segment, over its memory-mapped rows, and the hits merged top-k."""
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,8 +25,9 @@ class Hit:
     id: str
     score: float
     metadata: dict[str, Any]
-    segment: LoadedSegment | None = None
-    row: int = -1
+    # Where it is: not part of a hit's identity (two gateways' hits compare equal).
+    segment: LoadedSegment | None = field(default=None, compare=False, repr=False)
+    row: int = field(default=-1, compare=False)
 
 
 def search_pool(workers: int, faiss_threads: int) -> ThreadPoolExecutor:
@@ -52,16 +53,36 @@ def search_snapshot(
 ) -> list[Hit]:
     """The ``k`` best live documents of ``snapshot`` for a unit ``query`` vector (inner product).
 
-    Blocking (FAISS releases the GIL); run it on the :func:`search_pool`.
+    Each segment is searched for its own best ``k`` (tombstones and filters excluded), in place;
+    the hits are merged by score (ties keep manifest order). Blocking (FAISS releases the GIL); run
+    it on the :func:`search_pool`.
     """
+    import faiss
+
     q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-    hits = _search_flat(snapshot, q, k, filters)
-    if not snapshot.approximate:
-        return hits
-    for live in snapshot.approximate:
-        hits.extend(_search_approximate(live, q, k, filters))
-    hits.sort(key=lambda h: h.score, reverse=True)
-    return hits[:k]
+    q_ptr = faiss.swig_ptr(q)
+    found: list[tuple[LiveSegment, np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
+    for live in snapshot.segments:
+        if live.segment.approximate:
+            scores, rows = _search_approximate(live, q, k, filters)
+        else:
+            scores, rows = _search_flat(live, q_ptr, q.shape[1], k, filters)
+        if len(rows):
+            found.append((live, scores, rows))
+    if not found:
+        return []
+    if len(found) == 1:
+        live, scores, rows = found[0]
+        picks = [(live, int(r), float(sc)) for sc, r in zip(scores[:k].tolist(), rows[:k].tolist(), strict=True)]
+    else:
+        all_scores = np.concatenate([f[1] for f in found])
+        owners = np.repeat(np.arange(len(found)), [len(f[2]) for f in found])
+        all_rows = np.concatenate([f[2] for f in found])
+        best = np.argsort(-all_scores, kind="stable")[:k]  # stable: ties keep segment order
+        picks = [(found[owners[i]][0], int(all_rows[i]), float(all_scores[i])) for i in best.tolist()]
+    return [
+        Hit(live.segment.ids[row], score, live.segment.metadata[row], live.segment, row) for live, row, score in picks
+    ]
 
 
 def _allowed(live: LiveSegment, filters: dict[str, Any] | None) -> np.ndarray[Any, np.dtype[np.bool_]]:
@@ -74,41 +95,48 @@ def _allowed(live: LiveSegment, filters: dict[str, Any] | None) -> np.ndarray[An
     return mask
 
 
-def _search_flat(snapshot: Snapshot, q: np.ndarray[Any, Any], k: int, filters: dict[str, Any] | None) -> list[Hit]:
-    """Search the merged flat index: one FAISS call over every flat segment."""
+def _search_flat(
+    live: LiveSegment, q_ptr: Any, dim: int, k: int, filters: dict[str, Any] | None
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Scan one flat segment exactly: FAISS's inner-product scan (what ``IndexFlatIP`` runs) over its rows in place.
+
+    Returns the scores and rows found, best first.
+    """
     import faiss
 
-    if snapshot.index is None:
-        return []
-    flat = snapshot.flat
-    bitmap = snapshot.live_bitmap
-    allowed = sum(s.live_count for s in flat)
+    seg = live.segment
+    total = len(seg.ids)
+    rows_ptr, selector = live.scan()
+    allowed = live.live_count
+    bitmap = None
     if filters:
-        combined = np.concatenate([_allowed(live, filters) for live in flat])
-        allowed = int(combined.sum())
-        bitmap = np.packbits(combined, bitorder="little")
+        mask = _allowed(live, filters)
+        allowed = int(mask.sum())
+        bitmap = None if allowed == total else np.packbits(mask, bitorder="little")
+        selector = None if bitmap is None else faiss.IDSelectorBitmap(total, faiss.swig_ptr(bitmap))
     kk = min(k, allowed)
     if kk == 0:
-        return []
-    params = None
-    if bitmap is not None:  # ``bitmap`` must stay referenced until the search returns
-        selector = faiss.IDSelectorBitmap(int(snapshot.index.ntotal), faiss.swig_ptr(bitmap))
-        params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
-    scores, rows = snapshot.index.search(q, kk, params=params)
-    hits = []
-    for score, row in zip(scores[0].tolist(), rows[0].tolist(), strict=True):
-        if row < 0:
-            continue
-        s_idx = int(np.searchsorted(snapshot.offsets, row, side="right")) - 1
-        seg = flat[s_idx].segment
-        local = row - int(snapshot.offsets[s_idx])
-        hits.append(Hit(seg.ids[local], score, seg.metadata[local], seg, local))
-    return hits
+        return _NOTHING
+    scores = np.empty(kk, dtype=np.float32)
+    found = np.empty(kk, dtype=np.int64)
+    args = (q_ptr, rows_ptr, dim, 1, total, kk, faiss.swig_ptr(scores), faiss.swig_ptr(found))
+    if selector is None:
+        faiss.knn_inner_product(*args)
+    else:  # ``bitmap`` (or the live segment's own) stays referenced until the scan returns
+        faiss.knn_inner_product(*args, selector)
+    keep = found >= 0
+    return (scores, found) if keep.all() else (scores[keep], found[keep])
+
+
+_NOTHING: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] = (
+    np.zeros(0, dtype=np.float32),
+    np.zeros(0, dtype=np.int64),
+)
 
 
 def _search_approximate(
     live: LiveSegment, q: np.ndarray[Any, Any], k: int, filters: dict[str, Any] | None
-) -> list[Hit]:
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """Search one approximate (HNSW or IVF) segment, tombstones and filters excluded, without coming back short of k.
 
     The index is searched with the parameter its manifest entry chose at build (``efSearch`` or
@@ -123,7 +151,7 @@ def _search_approximate(
     allowed = int(mask.sum())
     kk = min(k, allowed)
     if kk == 0:
-        return []
+        return _NOTHING
     seg = live.segment
     owner: Any = seg.owner
     index: Any = faiss.downcast_index(owner)  # IndexHNSWFlat or IndexIVFFlat (their stubs lack fields)
@@ -151,8 +179,5 @@ def _search_approximate(
             storage = faiss.downcast_index(index.storage)
             flat = faiss.SearchParameters(sel=selector) if selector is not None else None  # type: ignore[call-arg]
             scores, rows = storage.search(q, kk, params=flat)
-    return [
-        Hit(seg.ids[row], score, seg.metadata[row], seg, row)
-        for score, row in zip(scores[0].tolist(), rows[0].tolist(), strict=True)
-        if row >= 0
-    ]
+    keep = rows[0] >= 0
+    return scores[0][keep], rows[0][keep]

@@ -58,7 +58,8 @@ class Searcher:
         """The answer as JSON bytes, and where it came from.
 
         ``latest`` is the version the collection's LATEST pointer named when the request came in: a
-        newer one than is loaded is waited for (briefly), so a job that reported success is searchable.
+        newer one than is loaded is waited for (briefly), so a job that reported success is searchable;
+        a version published after the request came in is not.
         ``read_cache`` False (the client sent ``Cache-Control: no-cache``) computes a fresh answer,
         which is then stored as usual; ``store`` False (``no-store``) keeps it out of the cache.
         """

@@ -27,10 +27,10 @@ from shared.messaging.events import CloudEvent, CollectionDeleted, IndexPublishe
 from shared.records import catalog
 
 if TYPE_CHECKING:
-    import faiss
     import redis.asyncio as aioredis
 
     from shared.index.manifests import Manifest
+    from shared.index.segcache import SegmentCache
     from shared.index.segments import LoadedSegment
     from shared.index.storage import ObjectStore
     from shared.records.catalog import Collection
@@ -44,12 +44,19 @@ CATCH_UP_RETRY_S = 5.0
 
 @dataclass(eq=False)
 class LiveSegment:
-    """A loaded segment plus which of its rows are still live in this version."""
+    """A loaded segment plus which of its rows are still live in this version.
+
+    A version whose manifest lists a segment with the same tombstones as the version before shares
+    this object with it (see :meth:`Snapshot.build`), so a swap recomputes nothing for it.
+    """
 
     segment: LoadedSegment
+    deleted: tuple[str, ...]
     live: np.ndarray[Any, np.dtype[np.bool_]]
     live_count: int
+    bitmap: np.ndarray[Any, np.dtype[np.uint8]] | None  # ``live`` packed for a FAISS selector; None: all live
     _postings: dict[str, np.ndarray[Any, np.dtype[np.bool_]]] = field(default_factory=dict)
+    _scan: tuple[Any, Any, Any] | None = None  # rows, their FAISS pointer, the tombstone selector (see ``scan``)
 
     @classmethod
     def of(cls, segment: LoadedSegment, deleted: tuple[str, ...]) -> LiveSegment:
@@ -59,7 +66,25 @@ class LiveSegment:
             row = segment.rows.get(doc_id)
             if row is not None:
                 live[row] = False
-        return cls(segment, live, int(live.sum()))
+        count = int(live.sum())
+        bitmap = None if count == len(live) else np.packbits(live, bitorder="little")
+        return cls(segment, deleted, live, count, bitmap)
+
+    def scan(self) -> tuple[Any, Any]:
+        """What an exact scan of this segment passes to FAISS: a pointer to its rows and a selector of its live rows.
+
+        Made once per live segment (a flat segment's rows are its mapped index's own: no copy); the
+        selector is None when every row is live. Concurrent first calls may each make it: the same.
+        """
+        if self._scan is None:
+            import faiss
+
+            rows = np.ascontiguousarray(self.segment.vectors, dtype=np.float32)
+            selector = None
+            if self.bitmap is not None:
+                selector = faiss.IDSelectorBitmap(len(self.live), faiss.swig_ptr(self.bitmap))
+            self._scan = (rows, faiss.swig_ptr(rows), selector)
+        return self._scan[1], self._scan[2]
 
     def matching(self, key: str, value: object) -> np.ndarray[Any, np.dtype[np.bool_]]:
         """Rows whose metadata ``key`` equals ``value`` (memoised per segment)."""
@@ -76,72 +101,51 @@ class LiveSegment:
 _MISSING = object()
 
 
-def _no_offsets() -> np.ndarray[Any, np.dtype[np.int64]]:
-    """No segments: no offsets."""
-    return np.zeros(0, dtype=np.int64)
-
-
 @dataclass(frozen=True, eq=False)
 class Snapshot:
     """One immutable version of a collection's index, ready to search.
 
-    The flat segments' vectors are merged into one flat inner-product index, so searching them is one
-    FAISS call however many there are; ``offsets[i]`` is the first row of segment ``i``. Approximate
-    (HNSW) segments, which compaction builds for large collections, are searched on their own and
-    their hits merged with the flat ones: ``segments`` lists the ``flat_count`` flat ones first.
+    Every segment is searched where it lies (its own FAISS call over its memory-mapped index) and
+    the hits merged by score: nothing is copied into a merged index, so a version costs only the
+    segments it adds. Flat segments are scanned exactly; approximate ones (IVF, HNSW: compaction's
+    large tiers) are searched with their manifest's ``search_param``.
     """
 
     ref: CollectionRef
     version: str | None
     segments: tuple[LiveSegment, ...] = ()
-    index: faiss.Index | None = None
-    offsets: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=_no_offsets)
-    live_bitmap: np.ndarray[Any, np.dtype[np.uint8]] | None = None  # None: every flat row is live
-    flat_count: int = -1  # -1: all of ``segments``
 
     @classmethod
-    def build(cls, ref: CollectionRef, version: str, parts: list[tuple[LoadedSegment, tuple[str, ...]]]) -> Snapshot:
-        """Merge segments (with their tombstones) into a searchable snapshot; blocking, run in a thread.
+    def build(
+        cls,
+        ref: CollectionRef,
+        version: str,
+        parts: list[tuple[LoadedSegment, tuple[str, ...]]],
+        previous: Snapshot | None = None,
+    ) -> Snapshot:
+        """A snapshot of segments with their tombstones, in manifest order.
 
-        The flat segments returned in ``segments`` have their vectors re-pointed into the merged index,
-        so a collection's vectors are held once (twice only while a swap is being built).
+        A segment ``previous`` holds (the same loaded object) with the same tombstones is taken over
+        as it is: its live rows, bitmap and memoised filters are shared by both versions.
         """
-        import faiss
-
-        flat = [(seg, deleted) for seg, deleted in parts if not seg.approximate]
-        approximate = [LiveSegment.of(seg, deleted) for seg, deleted in parts if seg.approximate]
-        dim = parts[0][0].vectors.shape[1] if parts else 0
-        index = faiss.IndexFlatIP(dim) if flat else None
-        sizes = np.array([len(seg.ids) for seg, _ in flat], dtype=np.int64)
-        offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64) if flat else _no_offsets()
-        total = int(sizes.sum())
-        xb = None
-        if index is not None and total:
-            # Size the index's storage once and copy every segment's rows straight into it: one
-            # copy, no regrowing (``IndexFlat.add`` per segment costs ~3x more at 100k rows).
-            index.codes.resize(total * dim * 4)
-            index.ntotal = total
-            xb = faiss.rev_swig_ptr(index.get_xb(), total * dim).reshape(total, dim)
-            for i, (seg, _deleted) in enumerate(flat):
-                xb[offsets[i] : offsets[i] + len(seg.ids)] = seg.vectors
-        live_parts: list[LiveSegment] = []
-        if index is not None:
-            for i, (seg, deleted) in enumerate(flat):
-                view = xb[offsets[i] : offsets[i] + len(seg.ids)] if xb is not None else seg.vectors
-                live_parts.append(LiveSegment.of(seg.rebased(view, index), deleted))
-        live = np.concatenate([p.live for p in live_parts]) if live_parts else np.zeros(0, dtype=bool)
-        bitmap = None if bool(live.all()) else np.packbits(live, bitorder="little")
-        return cls(ref, version, (*live_parts, *approximate), index, offsets, bitmap, len(live_parts))
+        known = {live.segment.id: live for live in previous.segments} if previous is not None else {}
+        lives = []
+        for segment, deleted in parts:
+            same = known.get(segment.id)
+            if same is None or same.segment is not segment or same.deleted != deleted:
+                same = LiveSegment.of(segment, deleted)
+            lives.append(same)
+        return cls(ref, version, tuple(lives))
 
     @property
     def flat(self) -> tuple[LiveSegment, ...]:
-        """The segments merged into ``index``, in row order."""
-        return self.segments if self.flat_count < 0 else self.segments[: self.flat_count]
+        """The segments scanned exactly."""
+        return tuple(s for s in self.segments if not s.segment.approximate)
 
     @property
     def approximate(self) -> tuple[LiveSegment, ...]:
         """The segments searched with their own approximate index."""
-        return () if self.flat_count < 0 else self.segments[self.flat_count :]
+        return tuple(s for s in self.segments if s.segment.approximate)
 
     @property
     def documents(self) -> int:
@@ -150,21 +154,26 @@ class Snapshot:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes of vectors (and graphs) held."""
-        flat = int(self.index.ntotal) * int(self.index.d) * 4 if self.index is not None else 0
-        return flat + sum(s.segment.nbytes for s in self.approximate)
+        """Bytes of vectors (and graphs, lists) the version maps or holds."""
+        return sum(s.segment.nbytes or int(s.segment.vectors.nbytes) for s in self.segments)
 
 
 class IndexRegistry:
     """Holds the current snapshot of every collection this gateway has loaded."""
 
     def __init__(
-        self, client: aioredis.Redis, store: ObjectStore, *, stream_client: aioredis.Redis | None = None
+        self,
+        client: aioredis.Redis,
+        store: ObjectStore,
+        cache: SegmentCache,
+        *,
+        stream_client: aioredis.Redis | None = None,
     ) -> None:
         self.client = client
         # Blocking stream reads wait longer than a request's Redis timeout: they may use a client of their own.
         self.stream_client = stream_client or client
         self.store = store
+        self.cache = cache
         self._snapshots: dict[tuple[str, str], Snapshot] = {}
         self._records: dict[tuple[str, str], Collection] = {}
         # The object store's last failure to load a version (None once a load works again).
@@ -174,6 +183,7 @@ class IndexRegistry:
         self._swap_listeners: list[Callable[[Snapshot], None]] = []
         self._catching_up: dict[tuple[str, str], asyncio.Future[Snapshot | None]] = {}
         self._catch_up_failed: dict[tuple[str, str], float] = {}
+        self._swapped: dict[tuple[str, str], asyncio.Event] = {}  # set (and replaced) at each swap
         self.loaded = asyncio.Event()
 
     def on_drop(self, listener: Callable[[str, str], None]) -> None:
@@ -217,6 +227,9 @@ class IndexRegistry:
                 reusable = current if current is not None and current.ref == ref else None
                 snapshot = await self._load_noting_store(ref, version, reusable)
             self._snapshots[key] = snapshot
+            if current is not None and current.ref != ref:  # deleted and created again: the old files go
+                self.cache.evict_collection(current.ref)
+            self._swapped.pop(key, asyncio.Event()).set()
             log.info("index.swapped", collection=name, tenant=tenant, version=version, documents=snapshot.documents)
             for listener in self._swap_listeners:
                 listener(snapshot)
@@ -233,33 +246,48 @@ class IndexRegistry:
         if snapshot is None or snapshot.ref != record.ref:
             return await self.refresh(record.tenant, record.name)
         if latest is not None and (snapshot.version or "") < latest:
-            return await self.catch_up(snapshot, wait_s)
+            return await self.catch_up(snapshot, latest, wait_s)
         return snapshot
 
-    async def catch_up(self, current: Snapshot, wait_s: float) -> Snapshot:
-        """The newest published version, if it loads within ``wait_s``; ``current`` otherwise.
+    async def catch_up(self, current: Snapshot, latest: str, wait_s: float) -> Snapshot:
+        """A snapshot at version ``latest`` or newer if one swaps in within ``wait_s``; the newest loaded otherwise.
 
-        Concurrent searches share one load per collection. The load goes on after a time-out (the
-        event follower would start it anyway), so a big version still swaps in; the requests that
-        gave up on it answer from the one they had. After a failed load, searches do not start
-        another for :data:`CATCH_UP_RETRY_S` (the follower and the reconciler keep trying).
+        The search waits for the version it named, not for whatever is newest: while writes keep
+        publishing, it answers as soon as any swap (the event follower's or its own) reaches that
+        version, even with a newer one loading. A load costs only the segments a version adds. When no
+        load is under way one is started; concurrent searches share it, and it goes on after a
+        time-out (the event follower would start it anyway). After a failed load, searches do not
+        start another for :data:`CATCH_UP_RETRY_S` (the follower and the reconciler keep trying).
         """
         key = (current.ref.tenant, current.ref.name)
-        failed_at = self._catch_up_failed.get(key)
-        if wait_s <= 0 or (failed_at is not None and time.monotonic() - failed_at < CATCH_UP_RETRY_S):
-            return current
-        loading = self._catching_up.get(key)
-        if loading is None or loading.done():
-            loading = asyncio.ensure_future(self.refresh(*key))
-            self._catching_up[key] = loading
-            loading.add_done_callback(lambda task: self._caught_up(key, task))
-        try:
-            newer = await asyncio.wait_for(asyncio.shield(loading), wait_s)
-        except TimeoutError:
-            return current
-        except Exception:  # a failed load must not fail the search: the loaded version still answers
-            return current
-        return newer if newer is not None else current
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        best = current
+        waited_on: asyncio.Future[Snapshot | None] | None = None
+        while True:
+            loaded = self._snapshots.get(key)
+            if loaded is not None and loaded.ref == current.ref and (loaded.version or "") > (best.version or ""):
+                best = loaded
+            remaining = deadline - loop.time()
+            if (best.version or "") >= latest or remaining <= 0:
+                return best
+            if waited_on is not None and waited_on.done():  # it failed, or found another incarnation
+                return best
+            failed_at = self._catch_up_failed.get(key)
+            if failed_at is not None and time.monotonic() - failed_at < CATCH_UP_RETRY_S:
+                return best
+            loading = self._catching_up.get(key)
+            if loading is None or loading.done():
+                loading = asyncio.ensure_future(self.refresh(*key))
+                self._catching_up[key] = loading
+                loading.add_done_callback(lambda task: self._caught_up(key, task))
+            waited_on = loading
+            swapped: asyncio.Future[Any] = asyncio.ensure_future(self._swapped.setdefault(key, asyncio.Event()).wait())
+            waits: set[asyncio.Future[Any]] = {swapped, loading}
+            try:
+                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                swapped.cancel()
 
     def _caught_up(self, key: tuple[str, str], task: asyncio.Future[Snapshot | None]) -> None:
         if self._catching_up.get(key) is task:
@@ -291,23 +319,33 @@ class IndexRegistry:
         return snapshot
 
     def _load(self, ref: CollectionRef, version: str, current: Snapshot | None) -> Snapshot:
-        """Read the manifest, fetch only segments the current snapshot lacks, and merge."""
+        """Read the manifest, open only the segments the current snapshot lacks, and share the rest.
+
+        Segments are opened from the local segment cache (downloaded and verified once, then
+        memory-mapped). Afterwards the cache drops this collection's segments that neither this
+        version nor the one it replaces uses.
+        """
         manifest: Manifest = manifests.read(self.store, ref, version)
         known = {live.segment.id: live.segment for live in current.segments} if current else {}
         missing = [seg for seg in manifest.segments if seg.id not in known]
         if len(missing) > 1:  # fetching, hashing and unzipping release the GIL: overlap them
             with ThreadPoolExecutor(max_workers=LOAD_THREADS, thread_name_prefix="segment-load") as pool:
-                loaded = pool.map(lambda seg: segments.load(self.store, ref, seg), missing)
+                loaded = pool.map(lambda seg: segments.open_cached(self.cache, ref, seg), missing)
                 fetched = {seg.id: one for seg, one in zip(missing, loaded, strict=True)}
         else:
-            fetched = {seg.id: segments.load(self.store, ref, seg) for seg in missing}
+            fetched = {seg.id: segments.open_cached(self.cache, ref, seg) for seg in missing}
         parts = [(known.get(seg.id) or fetched[seg.id], seg.deleted) for seg in manifest.segments]
-        return Snapshot.build(ref, version, parts)
+        snapshot = Snapshot.build(ref, version, parts, current)
+        evicted = self.cache.evict(ref, {seg.id for seg in manifest.segments} | set(known))
+        if evicted:
+            log.info("index.cache_evicted", collection=ref.name, tenant=ref.tenant, segments=len(evicted))
+        return snapshot
 
     def drop(self, tenant: str, name: str) -> None:
         """Forget a deleted collection."""
         self._records.pop((tenant, name), None)
-        if self._snapshots.pop((tenant, name), None) is not None:
+        if (dropped := self._snapshots.pop((tenant, name), None)) is not None:
+            self.cache.evict_collection(dropped.ref)
             log.info("index.dropped", collection=name, tenant=tenant)
         for listener in self._drop_listeners:
             listener(tenant, name)

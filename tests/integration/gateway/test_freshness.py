@@ -26,8 +26,12 @@ async def _gateway(
     return client, {"Authorization": f"Bearer {key}"}
 
 
-async def _search(client: Client, auth: dict[str, str], vector: list[float]) -> dict[str, Any]:
-    resp = await client.post("/v1/collections/docs/search", json={"vector": vector, "k": 1}, headers=auth)
+async def _search(
+    client: Client, auth: dict[str, str], vector: list[float], headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    resp = await client.post(
+        "/v1/collections/docs/search", json={"vector": vector, "k": 1}, headers={**auth, **(headers or {})}
+    )
     assert resp.status == 200, await resp.text()
     out: dict[str, Any] = await resp.json()
     return out
@@ -68,6 +72,20 @@ async def test_with_no_wait_the_loaded_version_answers_until_the_swap(
     _, vector = await _publish_without_an_event(redis_client, store)
 
     assert (await _search(client, auth, vector)) == {"results": [], "index_version": None}
+
+
+async def test_a_search_that_accepts_a_stale_answer_is_answered_from_the_loaded_version_at_once(
+    aiohttp_client: AiohttpClient, settings: Settings, store: LocalStore, redis_client: redis.Redis
+) -> None:
+    client, auth = await _gateway(aiohttp_client, settings, store, redis_client, search_freshness_wait_s=30.0)
+    assert (await client.put("/v1/collections/docs", headers=auth)).status == 201
+    await _search(client, auth, [1.0] + [0.0] * 383)
+
+    version, vector = await _publish_without_an_event(redis_client, store)
+
+    stale = await _search(client, auth, vector, {"Cache-Control": "max-stale"})
+    assert stale == {"results": [], "index_version": None}
+    assert (await _search(client, auth, vector))["index_version"] == version  # without it: waited for
 
 
 async def test_a_version_that_cannot_be_loaded_leaves_the_loaded_one_answering(

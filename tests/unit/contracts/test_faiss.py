@@ -1,12 +1,15 @@
 """What semaflow relies on in FAISS beyond adding and searching, pinned so an upgrade that changes it fails here.
 
-The gateway fills a merged flat index by writing straight into its storage, and segments read an
-index's rows as a view of that storage (:mod:`services.gateway.search.snapshots`, :mod:`shared.index.segments`);
-searches filter rows with a bitmap packed least-significant bit first (:mod:`services.gateway.search.engine`).
+The gateway opens segment files memory-mapped (``IO_FLAG_MMAP_IFC``) and reads an index's rows as a
+view of that storage (:mod:`shared.index.segments`); it scans flat rows in place with
+``knn_inner_product``, the scan ``IndexFlatIP`` runs, and filters rows with a bitmap packed
+least-significant bit first (:mod:`services.gateway.search.engine`).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -19,23 +22,6 @@ DIM = 16
 
 def _vectors(n: int, seed: int = 3) -> np.ndarray[Any, np.dtype[np.float32]]:
     return normalize(np.random.default_rng(seed).normal(size=(n, DIM))).astype(np.float32)
-
-
-def test_a_flat_index_filled_through_its_storage_searches_like_one_built_with_add() -> None:
-    vectors = _vectors(50)
-    added = faiss.IndexFlatIP(DIM)
-    added.add(vectors)
-
-    filled = faiss.IndexFlatIP(DIM)
-    filled.codes.resize(len(vectors) * DIM * 4)  # float32 rows, back to back
-    filled.ntotal = len(vectors)
-    xb = faiss.rev_swig_ptr(filled.get_xb(), len(vectors) * DIM).reshape(len(vectors), DIM)
-    xb[:] = vectors
-
-    np.testing.assert_array_equal(filled.reconstruct_n(0, len(vectors)), vectors)
-    want, got = added.search(vectors[:5], 10), filled.search(vectors[:5], 10)
-    np.testing.assert_array_equal(got[1], want[1])
-    np.testing.assert_array_equal(got[0], want[0])
 
 
 def test_the_rows_of_a_loaded_index_are_a_view_of_its_storage() -> None:
@@ -86,3 +72,43 @@ def test_an_hnsw_graph_exposes_its_search_depth_and_its_flat_rows() -> None:
 
     found = [int(r) for r in rows.ravel() if r >= 0]
     assert found and all(r < 100 for r in found)
+
+
+def test_an_index_read_with_mmap_ifc_maps_its_rows_from_the_file(tmp_path: Path) -> None:
+    vectors = _vectors(500)
+    built = faiss.IndexFlatIP(DIM)
+    built.add(vectors)
+    path = tmp_path / "index.faiss"
+    faiss.write_index(built, str(path))
+
+    owner = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+    index: Any = faiss.downcast_index(owner)  # an IndexFlatIP (its stub lacks get_xb)
+    rows = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+
+    assert str(path) in Path(f"/proc/{os.getpid()}/maps").read_text()
+    np.testing.assert_array_equal(rows, vectors)
+    want, got = built.search(vectors[:5], 10), index.search(vectors[:5], 10)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_knn_inner_product_over_rows_is_the_scan_an_index_flat_ip_runs() -> None:
+    vectors = _vectors(300)
+    index = faiss.IndexFlatIP(DIM)
+    index.add(vectors)
+    query = _vectors(1, seed=9)
+    allowed = np.ones(300, dtype=bool)
+    allowed[::3] = False
+    bitmap = np.packbits(allowed, bitorder="little")
+    selector = faiss.IDSelectorBitmap(300, faiss.swig_ptr(bitmap))
+    scores, rows = np.empty(10, dtype=np.float32), np.empty(10, dtype=np.int64)
+
+    faiss.knn_inner_product(
+        faiss.swig_ptr(query), faiss.swig_ptr(vectors), DIM, 1, 300, 10,
+        faiss.swig_ptr(scores), faiss.swig_ptr(rows), selector,
+    )  # fmt: skip
+
+    want_scores, want_rows = index.search(query, 10, params=faiss.SearchParameters(sel=selector))  # type: ignore[call-arg]
+    np.testing.assert_array_equal(rows, want_rows[0])
+    np.testing.assert_array_equal(scores, want_scores[0])
+    assert allowed[rows].all()

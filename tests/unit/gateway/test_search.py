@@ -57,10 +57,10 @@ def test_k_larger_than_collection_returns_everything_live() -> None:
     assert len(search_snapshot(snapshot, v[0], 100)) == 20
 
 
-def test_merged_snapshot_holds_each_vector_once_and_exactly() -> None:
+def test_a_snapshot_searches_its_segments_in_place() -> None:
     snapshot, v = _snapshot(deleted=("d1",))
-    assert snapshot.index is not None and snapshot.index.ntotal == 20
     assert snapshot.memory_bytes == 20 * 384 * 4
+    assert [s.segment.vectors.base is not None for s in snapshot.segments] == [True, True]  # views, not copies
     np.testing.assert_array_equal(snapshot.segments[1].segment.vectors, v[10:])
     assert snapshot.documents == 19
 
@@ -70,12 +70,10 @@ def test_empty_snapshot_returns_nothing() -> None:
     assert search_snapshot(empty, np.ones(384, dtype=np.float32), 5) == []
 
 
-def test_merged_index_holds_every_segments_rows_in_order() -> None:
+def test_segments_keep_manifest_order_and_their_rows() -> None:
     snapshot, v = _snapshot()
-    assert snapshot.index is not None
-    assert snapshot.index.ntotal == 20
-    np.testing.assert_array_equal(snapshot.index.reconstruct_n(0, 20), v.astype(np.float32))
-    np.testing.assert_array_equal(snapshot.offsets, [0, 10])
+    assert [s.segment.id for s in snapshot.segments] == ["s1", "s2"]
+    np.testing.assert_array_equal(np.concatenate([s.segment.vectors for s in snapshot.segments]), v)
 
 
 def test_search_pool_threads_use_the_configured_faiss_threads() -> None:
@@ -182,3 +180,83 @@ def test_an_approximate_segment_is_searched_with_the_parameter_of_its_manifest_e
     low = recall()
     big.search_param = int(index.nlist) if kind == "ivf" else 3000
     assert low < 1.0 and recall() == 1.0
+
+
+def _merged_reference(
+    snapshot: Snapshot, q: np.ndarray[Any, Any], k: int, filters: dict[str, Any] | None
+) -> list[tuple[str, float]]:
+    """How searches ran before segments were searched in place: every flat segment copied into one
+    ``IndexFlatIP``, searched once with a bitmap of allowed rows, its hits merged with each approximate segment's."""
+    import faiss
+
+    from services.gateway.search.engine import _allowed, _search_approximate
+
+    flat = snapshot.flat
+    hits: list[tuple[str, float]] = []
+    if flat:
+        merged = faiss.IndexFlatIP(384)
+        for live in flat:
+            merged.add(np.ascontiguousarray(live.segment.vectors, dtype=np.float32))
+        allowed = np.concatenate([_allowed(live, filters) for live in flat])
+        ids = [doc for live in flat for doc in live.segment.ids]
+        kk = min(k, int(allowed.sum()))
+        if kk:
+            bitmap = np.packbits(allowed, bitorder="little")
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap)))  # type: ignore[call-arg]
+            scores, rows = merged.search(q.reshape(1, -1), kk, params=params)
+            hits = [(ids[r], s) for s, r in zip(scores[0].tolist(), rows[0].tolist(), strict=True) if r >= 0]
+    for live in snapshot.approximate:
+        scores, rows = _search_approximate(live, q.reshape(1, -1).astype(np.float32), k, filters)
+        hits.extend((live.segment.ids[r], s) for s, r in zip(scores.tolist(), rows.tolist(), strict=True))
+    hits.sort(key=lambda h: h[1], reverse=True)
+    return hits[:k]
+
+
+@KINDS
+def test_mapped_segments_answer_exactly_as_the_merged_index_did(tmp_path: Path, kind: SegmentKind) -> None:
+    """Flat and approximate segments opened from the cache (memory-mapped), with tombstones and filters:
+    the same ids and the same scores, bit for bit, as the merged in-memory index searched before."""
+    from shared.index import segments
+    from shared.index.segcache import SegmentCache
+    from shared.index.segments import HnswParams, RecallTarget, build
+
+    rng = np.random.default_rng(21)
+    store, where = LocalStore(tmp_path / "objects"), CollectionRef("t", "c", "x")
+    cache = SegmentCache(store, tmp_path / "cache")
+    v = normalize(rng.normal(size=(3600, 384)))
+    sizes = {"big": 3000, "f1": 250, "f2": 200, "f3": 150}
+    start, parts, deleted_all = 0, [], set()
+    for name, size in sizes.items():
+        ids = [f"{name}-{i}" for i in range(size)]
+        meta = [{"colour": ["red", "green", "blue"][i % 3], "n": i} for i in range(size)]
+        seg_kind: SegmentKind = kind if name == "big" else "flat"
+        hnsw = HnswParams(16, 64, 64)
+        ref, files = build(name, v[start : start + size], ids, meta, kind=seg_kind, hnsw=hnsw, target=RecallTarget(0.3))
+        assert ref.kind == seg_kind
+        segments.upload(store, where, ref, files)
+        deleted = tuple(ids[::7])
+        deleted_all |= set(deleted)
+        parts.append((segments.open_cached(cache, where, ref), deleted))
+        start += size
+    mapped = Snapshot.build(where, "v1", parts)
+    queries = normalize(v[rng.choice(3600, 30, replace=False)] + rng.normal(scale=0.1, size=(30, 384)))
+
+    for filters in (None, {"colour": "red"}, {"colour": "blue", "n": 4}):
+        for q in queries:
+            got = [(h.id, h.score) for h in search_snapshot(mapped, q, 10, filters)]
+            assert got == _merged_reference(mapped, q, 10, filters)
+            assert not {doc for doc, _ in got} & deleted_all
+
+
+def test_a_new_version_keeps_the_segment_objects_it_shares_with_the_previous_one() -> None:
+    snapshot, v = _snapshot()
+    s1, s2 = (live.segment for live in snapshot.segments)
+    s3 = _segment("s3", v[:5], [f"e{i}" for i in range(5)], [{}] * 5)
+
+    after = Snapshot.build(snapshot.ref, "v2", [(s1, ()), (s2, ("d12",)), (s3, ())], snapshot)
+
+    assert after.segments[0] is snapshot.segments[0]  # same segment, same tombstones: shared as it is
+    assert after.segments[1].segment is s2 and after.segments[1] is not snapshot.segments[1]
+    assert not after.segments[1].live[2] and after.segments[1].bitmap is not None
+    assert snapshot.segments[1].live.all()  # the previous version is untouched
+    assert [h.id for h in search_snapshot(after, v[12], 1)] != ["d12"]

@@ -1,0 +1,123 @@
+"""A local on-disk cache of segment files: each downloaded once, verified once, then memory-mapped.
+
+A segment file is stored under ``{root}/{its object key}``; beside it, ``{name}.verified`` records
+the SHA-256 checked at download with the file's size, inode and modification time. A file whose
+record matches its manifest digest and its current ``stat`` is trusted without hashing it again,
+so a gateway that starts with its segments cached reads none of them. A file changed since (its
+size, inode or time differ), or without a record, is downloaded again. Files are written to a
+temporary name and renamed, so another process on the host never maps a partial file, and every
+process maps the same file: they share its pages in the page cache.
+
+Removing a file a process has mapped is safe on POSIX: the mapping keeps the pages until it is
+closed. Eviction therefore only needs to know which segments this process's versions use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from shared.errors import CorruptObject
+from shared.index.manifests import sha256
+
+if TYPE_CHECKING:
+    from shared.index.layout import CollectionRef
+    from shared.index.manifests import SegmentRef
+    from shared.index.storage import ObjectStore
+
+VERIFIED_SUFFIX: Final = ".verified"
+
+__all__ = ["SegmentCache"]
+
+
+class SegmentCache:
+    """Segment files of one object store, kept under ``root``."""
+
+    def __init__(self, store: ObjectStore, root: Path) -> None:
+        self.store = store
+        self.root = root
+        self.downloads = 0  # files fetched from the store since this cache was made
+        self.verified_bytes = 0  # bytes hashed since this cache was made
+
+    def _dir(self, ref: CollectionRef, segment_id: str) -> Path:
+        return self.root / ref.segment_key(segment_id, "_").rsplit("/", 1)[0]
+
+    def path(self, ref: CollectionRef, segment: SegmentRef, name: str) -> Path:
+        """The local path of a segment file, downloaded and verified first if it is not cached yet.
+
+        Raises:
+            CorruptObject: the manifest lists no digest for ``name``, or the stored object fails it.
+            ObjectNotFound: the object is missing from the store.
+            StorageUnavailable: the store could not be reached.
+        """
+        digest = segment.files.get(name)
+        if digest is None:
+            raise CorruptObject(f"segment {segment.id} lists no {name}")
+        local = self._dir(ref, segment.id) / name
+        if self._trusted(local, digest):
+            return local
+        data = self.store.get(ref.segment_key(segment.id, name))
+        self.downloads += 1
+        self.verified_bytes += len(data)
+        if sha256(data) != digest:
+            raise CorruptObject(f"segment {segment.id}/{name} fails its SHA-256 check")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(local, data)
+        _write_atomically(_record(local), _stamp(local, digest).encode())
+        return local
+
+    def discard(self, ref: CollectionRef, segment_id: str) -> None:
+        """Forget a segment's cached files (found damaged when opened): the next :meth:`path` downloads them."""
+        shutil.rmtree(self._dir(ref, segment_id), ignore_errors=True)
+
+    def cached(self, ref: CollectionRef) -> set[str]:
+        """Ids of the segments of a collection that have a folder in the cache."""
+        folder = self.root / ref.prefix / "segments"
+        with contextlib.suppress(FileNotFoundError):
+            return {entry.name for entry in folder.iterdir() if entry.is_dir()}
+        return set()
+
+    def evict(self, ref: CollectionRef, keep: set[str]) -> list[str]:
+        """Remove the cached segments of a collection that are not in ``keep``; returns their ids."""
+        removed = sorted(self.cached(ref) - keep)
+        for segment_id in removed:
+            self.discard(ref, segment_id)
+        return removed
+
+    def evict_collection(self, ref: CollectionRef) -> None:
+        """Remove every cached file of a collection (it was deleted)."""
+        shutil.rmtree(self.root / ref.prefix, ignore_errors=True)
+
+    @staticmethod
+    def _trusted(local: Path, digest: str) -> bool:
+        try:
+            recorded = _record(local).read_text()
+            return recorded == _stamp(local, digest)
+        except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+            return False
+
+
+def _record(local: Path) -> Path:
+    return local.with_name(local.name + VERIFIED_SUFFIX)
+
+
+def _stamp(local: Path, digest: str) -> str:
+    """What a verified file's record says: its digest and the ``stat`` it had when it was verified."""
+    st = local.stat()
+    return f"{digest} {st.st_size} {st.st_ino} {st.st_mtime_ns}\n"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
