@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     search_threads: int = Field(
         default=1, description="FAISS threads per search; concurrent requests already use every core."
     )
+    gateway_collections: str = Field(
+        default="*",
+        description=(
+            "The collections this gateway loads and searches: comma-separated shell patterns over"
+            " `tenant/collection` (`*`: all). Gateways of one group share a value; searches and document reads of"
+            " a collection another group serves answer 421 here (a load balancer routes them), writes work on any"
+            " gateway. See docs/scaling.md."
+        ),
+    )
     search_freshness_wait_s: float = Field(
         default=c.SEARCH_FRESHNESS_WAIT_S,
         description="How long a search waits for a newer published version to load (0: answer from the loaded one).",

@@ -19,6 +19,10 @@ class Conflict(SemaflowError):
     """The request conflicts with the resource's current state."""
 
 
+class Misdirected(SemaflowError):
+    """The request reached a gateway that does not serve the collection it names (another group does)."""
+
+
 class BadRequest(SemaflowError):
     """A request the API cannot read although its schema allows it (a page cursor it never handed out)."""
 

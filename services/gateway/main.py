@@ -151,7 +151,11 @@ def build(
         )
         broker = build_broker(settings, redis_url)
         registry = IndexRegistry(
-            client, app[STORE], SegmentCache(app[STORE], settings.segment_cache_path), stream_client=stream_client
+            client,
+            app[STORE],
+            SegmentCache(app[STORE], settings.segment_cache_path),
+            stream_client=stream_client,
+            serves=settings.gateway_collections,
         )
         app[REDIS] = client
         app[BROKER] = broker

@@ -62,6 +62,8 @@ def _problem_statuses(endpoint: Endpoint) -> set[int]:
         statuses |= {400, 408, 413, 422}
     if endpoint.method == "POST":
         statuses.add(409)  # an Idempotency-Key still in use (and state conflicts)
+    if endpoint.path.endswith("/search") or (endpoint.method == "GET" and "/documents" in endpoint.path):
+        statuses.add(421)  # reads of the index: the collection is served by another gateway group
     return statuses
 
 

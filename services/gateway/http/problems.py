@@ -14,7 +14,16 @@ from pydantic import ValidationError
 
 from services.gateway.appkeys import SETTINGS
 from shared.constants import REDIS_RETRY_AFTER_S
-from shared.errors import BadRequest, Conflict, InvalidInput, ModelUnavailable, NotFound, SemaflowError, TransientError
+from shared.errors import (
+    BadRequest,
+    Conflict,
+    InvalidInput,
+    Misdirected,
+    ModelUnavailable,
+    NotFound,
+    SemaflowError,
+    TransientError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +35,7 @@ _STATUS: Final[list[tuple[type[BaseException], int]]] = [
     (BadRequest, 400),
     (NotFound, 404),
     (Conflict, 409),
+    (Misdirected, 421),
     (InvalidInput, 422),
     (ModelUnavailable, 503),
     (TransientError, 503),

@@ -7,6 +7,7 @@ a swap never affects requests in flight: they finish on the version they started
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import json
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import structlog
 from opentelemetry.trace import SpanKind
 
 from shared import keys
-from shared.errors import StorageUnavailable
+from shared.errors import Misdirected, StorageUnavailable
 from shared.index import manifests, segments
 from shared.index.layout import CollectionRef
 from shared.messaging import bus, tracing
@@ -168,8 +169,11 @@ class IndexRegistry:
         cache: SegmentCache,
         *,
         stream_client: aioredis.Redis | None = None,
+        serves: str = "*",
     ) -> None:
         self.client = client
+        # Shell patterns over "tenant/collection": the collections this gateway (its group) loads.
+        self.patterns = tuple(p.strip() for p in serves.split(",") if p.strip()) or ("*",)
         # Blocking stream reads wait longer than a request's Redis timeout: they may use a client of their own.
         self.stream_client = stream_client or client
         self.store = store
@@ -193,6 +197,10 @@ class IndexRegistry:
     def on_swap(self, listener: Callable[[Snapshot], None]) -> None:
         """Call ``listener(snapshot)`` whenever a version is swapped in."""
         self._swap_listeners.append(listener)
+
+    def serves(self, tenant: str, name: str) -> bool:
+        """Whether this gateway's group serves the collection (loads it, answers its reads)."""
+        return any(fnmatch.fnmatchcase(f"{tenant}/{name}", p) for p in self.patterns)
 
     def get(self, tenant: str, name: str) -> Snapshot | None:
         """The collection's current snapshot, if loaded."""
@@ -242,6 +250,11 @@ class IndexRegistry:
         is loaded is waited for up to ``wait_s`` (see :meth:`catch_up`), so what a finished job wrote is
         readable.
         """
+        if not self.serves(record.tenant, record.name):
+            raise Misdirected(
+                f"collection {record.name!r} is served by another gateway group"
+                f" (this one serves {', '.join(self.patterns)}); send its searches and reads there"
+            )
         snapshot = self.get(record.tenant, record.name)
         if snapshot is None or snapshot.ref != record.ref:
             return await self.refresh(record.tenant, record.name)
@@ -355,6 +368,8 @@ class IndexRegistry:
         tenants = await self.client.smembers(keys.tenants())
         for tenant in sorted(keys.text(t) for t in tenants):
             for record in await catalog.alist_all(self.client, tenant):
+                if not self.serves(tenant, record.name):
+                    continue
                 try:
                     await self.refresh(tenant, record.name)
                 except StorageUnavailable:
@@ -366,6 +381,8 @@ class IndexRegistry:
         try:
             payload = event.payload()
             if isinstance(payload, IndexPublished):
+                if not self.serves(payload.tenant, payload.collection):
+                    return  # another gateway group's collection
                 # The swap continues the trace of the write that published the version.
                 attributes = {"semaflow.tenant": payload.tenant, "semaflow.version": payload.version}
                 with tracing.span(
