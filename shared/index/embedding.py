@@ -140,7 +140,7 @@ class Encoder:
             if cos < backend_choice.MIN_AGREEMENT:
                 raise ConfigurationError(f"openvino's vectors disagree with torch's (min cosine {cos:.6f})")
             return self._as(Choice("openvino", "as configured", cos), run)
-        return self._as(backend_choice.choose("openvino", run, self._torch))
+        return self._as(backend_choice.choose("openvino", run, self._torch), run)
 
     def _as(self, choice: Choice, run: EncodeFn | None = None) -> Encoder:
         return type(self)(

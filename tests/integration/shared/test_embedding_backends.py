@@ -68,7 +68,9 @@ def test_the_model_is_converted_once_and_reused(openvino_encoder: Encoder, cache
 
 
 @needs_openvino
-def test_auto_times_both_backends_and_keeps_one_that_agrees(cache_dir: Path) -> None:
+def test_auto_times_both_backends_and_runs_the_one_it_keeps(
+    cache_dir: Path, encoder: Encoder, openvino_encoder: Encoder
+) -> None:
     enc = Encoder.load(backend="auto", cache_dir=cache_dir, batch_size=4)
     choice = enc.choice
     assert enc.backend == choice.backend in ("torch", "openvino")
@@ -76,6 +78,10 @@ def test_auto_times_both_backends_and_keeps_one_that_agrees(cache_dir: Path) -> 
     assert choice.torch_cpu_s is not None and choice.candidate_cpu_s is not None
     faster = "openvino" if choice.candidate_cpu_s < choice.torch_cpu_s else "torch"
     assert enc.backend == faster
+    # It runs what it says: its vectors are, bit for bit, those of that backend (the two differ in rounding).
+    ov, torch = openvino_encoder.encode(TEXTS), Encoder(encoder.model, batch_size=4).encode(TEXTS)
+    assert not np.array_equal(ov, torch)
+    np.testing.assert_array_equal(enc.encode(TEXTS), ov if enc.backend == "openvino" else torch)
 
 
 def test_auto_keeps_torch_when_the_candidate_disagrees(encoder: Encoder) -> None:
