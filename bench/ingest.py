@@ -270,7 +270,8 @@ def stack_backend(stack: common.Stack) -> str:
     import re
 
     text = stack.log_path.read_text(errors="replace") if stack.log_path and stack.log_path.exists() else ""
-    found = set(re.findall(r"model\.loaded.*?backend\W+(torch|openvino)", text))
+    found = {m.group(1) for line in text.splitlines() if "model.loaded" in line
+             for m in [re.search(r"\bbackend\W+(torch|openvino)\b", line)] if m}  # fmt: skip
     return "openvino" if "openvino" in found else ("torch" if found else "unknown")
 
 
