@@ -177,6 +177,19 @@ class Settings(BaseSettings):
         default="auto", description="Where the model runs: auto (CUDA when present), cpu or cuda."
     )
     embed_batch_size: int = Field(default=64, description="Encoder batch size.")
+    embedder_backend: Literal["auto", "torch", "openvino"] = Field(
+        default="auto",
+        description=(
+            "What runs the embedder's model: torch; openvino (fp32, on the CPU; needs the openvino extra); or auto,"
+            " which at start-up times both on fixed probe texts and takes OpenVINO only when it is faster and its"
+            " vectors agree with torch's (cosine >= 0.9999), torch otherwise (and always on CUDA)."
+        ),
+    )
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description="Where models converted for another backend (OpenVINO) are kept, converted once and reused"
+        " (default DATA_DIR/models).",
+    )
 
     # --- workers -----------------------------------------------------------------------------
     worker_threads: int = Field(default=1, description="Dramatiq threads per worker process.")
@@ -492,3 +505,8 @@ class Settings(BaseSettings):
     def local_text_cache_dir(self) -> Path:
         """The gateway's texts cache directory in effect."""
         return self.text_cache_dir if self.text_cache_dir is not None else self.data_dir / "text-cache"
+
+    @property
+    def model_cache(self) -> Path:
+        """The directory of converted models in effect."""
+        return self.model_cache_dir if self.model_cache_dir is not None else self.data_dir / "models"

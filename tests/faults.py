@@ -207,6 +207,8 @@ class Cluster:
                 # A publish cut short by a kill holds the collection until this runs out.
                 "SEMAFLOW_COLLECTION_LOCK_TTL_S": "10",
                 "SEMAFLOW_EMBED_BATCH_SIZE": "8",
+                # torch: a restarted embedder is back at once, without the start-up timing of auto.
+                "SEMAFLOW_EMBEDDER_BACKEND": "torch",
                 "SEMAFLOW_SHUTDOWN_TIMEOUT_S": "60",
                 "SEMAFLOW_RATE_LIMIT_ENABLED": "false",
                 "SEMAFLOW_SCHEDULES": json.dumps(NO_SCHEDULES),

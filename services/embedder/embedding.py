@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import structlog
@@ -23,24 +23,6 @@ log = structlog.get_logger(__name__)
 CHUNK_BATCHES: Final = 4
 
 
-def batch_vectors(encoder: Encoder, texts: list[str | None], given: list[list[float] | None]) -> np.ndarray[Any, Any]:
-    """One unit vector per document: the given vector (normalised) or the encoded text.
-
-    Raises:
-        InvalidInput: a document has neither text nor vector.
-    """
-    out = np.empty((len(texts), encoder.dim), dtype=np.float32)
-    to_encode = [i for i, v in enumerate(given) if v is None]
-    if any(texts[i] is None for i in to_encode):
-        raise InvalidInput("a document has neither text nor vector")
-    if to_encode:
-        out[to_encode] = encoder.encode([texts[i] or "" for i in to_encode])
-    provided = [i for i, v in enumerate(given) if v is not None]
-    if provided:
-        out[provided] = normalize(np.asarray([given[i] for i in provided], dtype=np.float32))
-    return out
-
-
 def embed_stored_batch(
     store: ObjectStore,
     encoder: Encoder,
@@ -51,26 +33,42 @@ def embed_stored_batch(
 ) -> int:
     """Embed batch ``batch_id`` and store ``vectors/{batch_id}.npy``; returns the document count.
 
-    Encodes in chunks of a few model batches, asks ``should_stop`` between them and tells
-    ``on_progress`` how many documents are encoded after each.
-    Idempotent: a redelivered message recomputes and overwrites identical vectors.
+    Each document's vector is the one it came with (normalised) or its text's. The texts are encoded
+    longest first, across the whole batch, in chunks of a few model batches: every model batch then
+    holds texts of about one length, so little of it is padding (sorting each chunk alone, as the
+    model does, leaves chunks that mix long and short texts). Between chunks ``should_stop`` is asked
+    and ``on_progress`` told how many documents have their vector so far. The vectors are stored in
+    the documents' order. Idempotent: a redelivered message recomputes and overwrites identical vectors.
 
     Raises:
         Cancelled: ``should_stop`` said so; nothing was written.
         InvalidInput: a document has neither text nor vector.
     """
     docs = decode_batch(store.get(ref.batch_key(batch_id)))
+    vectors = np.empty((len(docs), encoder.dim), dtype=np.float32)
+    given = [i for i, d in enumerate(docs) if d.vector is not None]
+    if given:
+        vectors[given] = normalize(np.asarray([docs[i].vector for i in given], dtype=np.float32))
+    texts: list[str] = []
+    pending: list[int] = []
+    for i, d in enumerate(docs):
+        if d.vector is None:
+            if d.text is None:
+                raise InvalidInput("a document has neither text nor vector")
+            texts.append(d.text)
+            pending.append(i)
+    order = sorted(range(len(texts)), key=lambda k: -len(texts[k]))  # stable: ties keep document order
     chunk = max(1, encoder.batch_size * CHUNK_BATCHES)
-    parts = []
-    for start in range(0, len(docs), chunk):
+    done = len(given)
+    for start in range(0, len(order), chunk):
         if should_stop():
-            raise Cancelled(f"batch {batch_id} cancelled after {start} documents")
-        part = docs[start : start + chunk]
-        parts.append(batch_vectors(encoder, [d.text for d in part], [d.vector for d in part]))
-        on_progress(start + len(part))
+            raise Cancelled(f"batch {batch_id} cancelled after {done} documents")
+        part = order[start : start + chunk]
+        vectors[[pending[k] for k in part]] = encoder.encode([texts[k] for k in part])
+        done += len(part)
+        on_progress(done)
     if should_stop():
         raise Cancelled(f"batch {batch_id} cancelled")
-    vectors = np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)
     store.put(ref.vectors_key(batch_id), encode_vectors(vectors))
     log.info("batch.embedded", batch_id=batch_id, collection=ref.name, documents=len(docs))
     return len(docs)

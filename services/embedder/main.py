@@ -17,8 +17,15 @@ NAME = "embedder"
 def build(settings: Settings, *, store: ObjectStore | None = None, encoder: Encoder | None = None) -> WorkerService:
     """Wire settings to Redis, the store, the model and the actor (loads the model unless given one)."""
     service = new_worker_service(NAME, settings, settings.require_redis_url(), {tasks.EMBED_QUEUE})
-    enc = encoder or Encoder.load(settings.model_path, device=settings.device, batch_size=settings.embed_batch_size)
+    enc = encoder or Encoder.load(
+        settings.model_path,
+        device=settings.device,
+        batch_size=settings.embed_batch_size,
+        backend=settings.embedder_backend,
+        cache_dir=settings.model_cache,
+    )
     metrics = EmbedMetrics(service.metrics.registry)
+    metrics.record_choice(enc.choice)
     actors.declare(service.broker, service.client, store or open_store(settings), enc, settings, metrics)
     return service
 

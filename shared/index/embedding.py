@@ -5,15 +5,20 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import structlog
 
+from shared.errors import ConfigurationError
+from shared.index import backend_choice, openvino_model
+from shared.index.backend_choice import Choice, EncodeFn
 from shared.index.documents import normalize
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+Backend = Literal["auto", "torch", "openvino"]
 
 log = structlog.get_logger(__name__)
 
@@ -35,9 +40,21 @@ def pick_device(requested: str) -> str:
 
 
 class Encoder:
-    """Turns texts into unit-length float32 vectors; thread-safe, one model per process."""
+    """Turns texts into unit-length float32 vectors; thread-safe, one model per process.
 
-    def __init__(self, model: SentenceTransformer, *, batch_size: int = 64) -> None:
+    ``backend`` names what runs the model (``torch`` or ``openvino``); ``choice`` says why, when it was
+    chosen at load.
+    """
+
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        *,
+        batch_size: int = 64,
+        run: EncodeFn | None = None,
+        backend: str = "torch",
+        choice: Choice | None = None,
+    ) -> None:
         self.model = model
         self.batch_size = batch_size
         self.device = str(model.device)
@@ -46,11 +63,34 @@ class Encoder:
         dim = getter()
         assert isinstance(dim, int)
         self.dim = dim
+        self.backend = backend
+        self.choice = choice or Choice(backend, "as configured")
+        self._run = run or self._torch
         self._lock = threading.Lock()
 
+    def _torch(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        out = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True)
+        return np.asarray(out, dtype=np.float32)
+
     @classmethod
-    def load(cls, model_path: Path | None = None, *, device: str = "auto", batch_size: int = 64) -> Encoder:
-        """Load the model from disk; never touches the network (``HF_HUB_OFFLINE``)."""
+    def load(
+        cls,
+        model_path: Path | None = None,
+        *,
+        device: str = "auto",
+        batch_size: int = 64,
+        backend: Backend = "torch",
+        cache_dir: Path | None = None,
+    ) -> Encoder:
+        """Load the model from disk; never touches the network (``HF_HUB_OFFLINE``).
+
+        ``backend``: ``torch``; ``openvino`` (fp32 on the CPU, converted once into ``cache_dir``); or
+        ``auto``: OpenVINO when it is installed, the device is the CPU, its vectors agree with torch's
+        on the probe texts and it encodes them faster (see ``backend_choice``), torch otherwise.
+
+        Raises:
+            ConfigurationError: ``openvino`` was asked for and cannot run, or disagrees with torch.
+        """
         # Must be set before transformers is imported: a wrong path then fails fast instead of
         # trying to download.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -68,13 +108,50 @@ class Encoder:
         if dev.startswith("cuda"):
             model.half()  # fp16 on GPU: ~2x throughput, cosine vs fp32 > 0.999
         model.eval()
-        log.info("model.loaded", path=str(path), device=dev)
-        return cls(model, batch_size=batch_size)
+        encoder = cls(model, batch_size=batch_size)
+        if backend != "torch":
+            encoder = encoder._with_backend(backend, path, cache_dir or Path(".semaflow") / "models")
+        log.info("model.loaded", path=str(path), device=dev, backend=encoder.backend, **encoder.choice.figures())
+        return encoder
+
+    def _with_backend(self, backend: Backend, path: Path, cache_dir: Path) -> Encoder:
+        """This torch encoder, or one running ``backend`` (``auto``: whichever ``backend_choice`` picks)."""
+        explicit = backend == "openvino"
+        if backend == "auto" and not self.device.startswith("cpu"):
+            return self._as(Choice("torch", f"device {self.device}: torch on the accelerator"))
+        if not openvino_model.available():
+            if explicit:
+                raise ConfigurationError("the openvino backend needs the openvino package (semaflow[openvino])")
+            return self._as(Choice("torch", "openvino is not installed"))
+        try:
+            ov = openvino_model.OpenVINOModel.load(self.model, path, cache_dir)
+        except Exception as exc:  # a conversion or compilation failure: torch still works
+            if explicit:
+                raise ConfigurationError(f"the openvino backend failed to load: {exc}") from exc
+            log.warning("model.openvino_failed", error=str(exc))
+            return self._as(Choice("torch", f"openvino failed to load: {type(exc).__name__}"))
+
+        def run(texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+            return ov.encode(texts, self.batch_size)
+
+        if explicit:
+            probe = list(backend_choice.PROBE_TEXTS)
+            cos = backend_choice.min_cosine(run(probe), self._torch(probe))
+            if cos < backend_choice.MIN_AGREEMENT:
+                raise ConfigurationError(f"openvino's vectors disagree with torch's (min cosine {cos:.6f})")
+            return self._as(Choice("openvino", "as configured", cos), run)
+        return self._as(backend_choice.choose("openvino", run, self._torch), run)
+
+    def _as(self, choice: Choice, run: EncodeFn | None = None) -> Encoder:
+        return type(self)(
+            self.model, batch_size=self.batch_size, run=run if choice.backend != "torch" else None,
+            backend=choice.backend, choice=choice,
+        )  # fmt: skip
 
     def encode(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         """Embed texts; rows are L2-normalised float32."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:  # torch already uses every core; concurrent calls would only thrash
-            out = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True)
+        with self._lock:  # the model already uses every core; concurrent calls would only thrash
+            out = self._run(texts)
         return normalize(out)

@@ -71,6 +71,9 @@ def start_stack(data_dir: Path, *, extra_env: dict[str, str] | None = None) -> S
             # A tier of three segments is full: what a test runs by hand merges the few batches it wrote.
             "SEMAFLOW_COMPACTION_MERGE_FACTOR": "3",
             "SEMAFLOW_RATE_LIMIT_ENABLED": "false",
+            # The model as torch runs it: no conversion and start-up timing in every stack (the backend
+            # choice has tests of its own, tests/integration/shared/test_embedding_backends.py).
+            "SEMAFLOW_EMBEDDER_BACKEND": "torch",
             **(extra_env or {}),
         }
     )

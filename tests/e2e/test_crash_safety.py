@@ -58,6 +58,8 @@ class Services:
                 # replacement's first publish waits for it): far above a publish of these small batches.
                 "SEMAFLOW_COLLECTION_LOCK_TTL_S": "10",
                 "SEMAFLOW_EMBED_BATCH_SIZE": "8",
+                # torch: a restarted embedder is back at once, without the start-up timing of auto.
+                "SEMAFLOW_EMBEDDER_BACKEND": "torch",
                 "SEMAFLOW_SHUTDOWN_TIMEOUT_S": "60",
                 # The test polls job states far faster than the default rate limits allow.
                 "SEMAFLOW_RATE_LIMIT_ENABLED": "false",

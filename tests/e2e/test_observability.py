@@ -262,6 +262,7 @@ async def test_every_metric_the_alerts_and_dashboards_use_is_exported(observed: 
     # and the figures reflect what the stack did
     gateway, embedder, notifier = expositions["gateway"], expositions["embedder"], expositions["notifier"]
     assert _value(embedder, "semaflow_embed_documents_total") >= 5
+    assert _value(embedder, 'semaflow_embed_backend{backend="torch"}') == 1  # the e2e stacks run torch
     assert _value(notifier, 'semaflow_webhook_deliveries_total{outcome="succeeded"}') >= 2
     assert _value(gateway, "semaflow_redis_up") == 1
     # the cluster gauges are read every few seconds: the workers' first beats may not be in yet

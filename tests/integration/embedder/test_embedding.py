@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 from services.embedder.embedding import embed_stored_batch
-from shared.errors import Cancelled
+from shared.errors import Cancelled, InvalidInput
 from shared.index.documents import Document, decode_vectors, encode_batch
 from shared.index.embedding import Encoder
 from shared.index.layout import CollectionRef
@@ -45,4 +47,62 @@ def test_a_cancellation_between_chunks_stops_without_writing(store: LocalStore, 
     with pytest.raises(Cancelled):
         embed_stored_batch(store, encoder, REF, "b1", should_stop=cancelled_after_first_chunk)
     assert len(checks) == 2
+    assert not store.exists(REF.vectors_key("b1"))
+
+
+class Recording(Encoder):
+    """The real model, recording the texts of each call."""
+
+    def __init__(self, real: Encoder) -> None:
+        super().__init__(real.model, batch_size=real.batch_size)
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        self.calls.append(list(texts))
+        return super().encode(texts)
+
+
+def _varied(n: int) -> list[str]:
+    """Texts of 1 to 40 words in no order of length (some past the model's 256 tokens when repeated)."""
+    words = ["cells", "proteins", "binding", "assay", "mice", "tumour", "growth", "signal", "pathway", "dose"]
+    return [" ".join(words[(i + j) % len(words)] for j in range(1 + (i * 7) % 40)) * (1 + i % 3) for i in range(n)]
+
+
+def test_texts_are_encoded_longest_first_across_the_batch_and_stored_in_document_order(
+    store: LocalStore, encoder: Encoder
+) -> None:
+    texts = _varied(45)
+    docs = [Document(id=f"d{i}", text=t) for i, t in enumerate(texts)]
+    docs[3] = Document(id="d3", vector=[3.0] + [0.0] * 383)  # a given vector keeps its place
+    docs[20] = Document(id="d20", text="short", vector=[0.0, 2.0] + [0.0] * 382)
+    store.put(REF.batch_key("b1"), encode_batch(docs))
+    recording = Recording(encoder)
+    progress: list[int] = []
+
+    assert embed_stored_batch(store, recording, REF, "b1", on_progress=progress.append) == 45
+
+    # 43 texts in chunks of 16 (4 model batches of 4); the two given vectors count from the start.
+    assert [len(c) for c in recording.calls] == [16, 16, 11]
+    assert progress == [18, 34, 45]
+    lengths = [len(t) for call in recording.calls for t in call]
+    assert lengths == sorted(lengths, reverse=True)
+    vectors = decode_vectors(store.get(REF.vectors_key("b1")))
+    assert vectors[3][0] == 1.0 and vectors[20][1] == 1.0
+    # The same vectors as encoding the batch in document order, a chunk at a time (cosine 1 to rounding).
+    pending = [i for i in range(45) if i not in (3, 20)]
+    unsorted = np.concatenate([encoder.encode([texts[i] for i in pending[s : s + 16]]) for s in range(0, 43, 16)])
+    np.testing.assert_allclose(vectors[pending], unsorted, atol=2e-6)
+    assert float(np.min(np.sum(vectors[pending] * unsorted, axis=1))) > 0.99999
+
+
+def test_a_document_with_neither_text_nor_vector_fails_the_batch_before_any_encoding(
+    store: LocalStore, encoder: Encoder
+) -> None:
+    docs = [Document(id=f"d{i}", text=f"sentence number {i}") for i in range(20)]
+    broken = [*docs[:19], Document.model_construct(id="d19", text=None, vector=None)]
+    store.put(REF.batch_key("b1"), encode_batch(broken))
+    recording = Recording(encoder)
+    with pytest.raises(InvalidInput):
+        embed_stored_batch(store, recording, REF, "b1")
+    assert recording.calls == []
     assert not store.exists(REF.vectors_key("b1"))

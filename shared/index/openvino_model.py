@@ -1,0 +1,149 @@
+"""The sentence model run by OpenVINO on the CPU, in fp32: converted once from the local weights, cached on disk.
+
+Only the transformer runs in OpenVINO; tokenisation is sentence-transformers' own (same ids, same
+truncation) and mean pooling and normalisation are done here as its ``Pooling`` and ``Normalize``
+modules do them, so the vectors are those of the torch model to float rounding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import structlog
+
+from shared.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = structlog.get_logger(__name__)
+
+# fp32 inference, asked for explicitly: on CPUs with bf16 units OpenVINO's default is bf16, whose
+# vectors drift from torch's by far more than float rounding.
+PRECISION: Final = "f32"
+# The transformer's inputs, as sentence-transformers' tokenizer names them.
+INPUTS: Final = ("input_ids", "attention_mask", "token_type_ids")
+# Files whose bytes decide the converted graph (with the library versions): the cache key.
+WEIGHT_FILES: Final = ("config.json", "model.safetensors", "pytorch_model.bin")
+
+
+def available() -> bool:
+    """Whether the ``openvino`` package can be imported (the ``semaflow[openvino]`` extra)."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _check_pipeline(model: SentenceTransformer) -> None:
+    """The model must be transformer -> mean pooling -> normalize: what ``encode`` below reproduces."""
+    names = [type(m).__name__ for m in model]
+    second: Any = model[1] if len(names) > 1 else None
+    pooling = second.get_config_dict() if second is not None else {}
+    mean = pooling.get("pooling_mode") == "mean" or pooling.get("pooling_mode_mean_tokens") is True
+    if names != ["Transformer", "Pooling", "Normalize"] or not mean:
+        raise ConfigurationError(f"the openvino backend runs mean-pooled, normalised models only, not {names}")
+
+
+def cache_key(model_dir: Path) -> str:
+    """Digest of the model's weights and the versions that convert them: a new one means a new conversion."""
+    import openvino
+    import torch
+    import transformers
+
+    h = hashlib.sha256()
+    for name in WEIGHT_FILES:
+        path = model_dir / name
+        if path.is_file():
+            h.update(name.encode())
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    versions = f"openvino {openvino.__version__} torch {torch.__version__} transformers {transformers.__version__}"
+    h.update(versions.encode())
+    return h.hexdigest()[:24]
+
+
+def converted(model: SentenceTransformer, model_dir: Path, cache_dir: Path) -> Path:
+    """Path of the OpenVINO IR of ``model``, converting it into ``cache_dir`` first if not there yet.
+
+    The conversion is written to a directory of its own and renamed into place, so processes converting
+    at once never read a half-written file.
+    """
+    import openvino as ov
+    import torch
+
+    final = cache_dir / "openvino" / cache_key(model_dir)
+    xml = final / "model.xml"
+    if xml.is_file():
+        return xml
+    log.info("model.converting", backend="openvino", into=str(final))
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        example = {k: v for k, v in model.preprocess(["An example sentence.", "Another one."]).items() if k in INPUTS}
+        # Tracing warns (torch.jit.trace is deprecated, transformers' shape checks become constants): the
+        # agreement check with torch, not the warnings, tells whether the graph is right.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ir = ov.convert_model(model[0].auto_model, example_input=example)
+        # compress_to_fp16=False: the weights stay fp32 (the default would halve them).
+        ov.save_model(ir, tmp / "model.xml", compress_to_fp16=False)
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not xml.is_file():  # not another process's conversion in place: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return xml
+
+
+class OpenVINOModel:
+    """Encodes texts with the OpenVINO IR of a sentence-transformers model; not thread-safe (the Encoder locks)."""
+
+    def __init__(self, model: SentenceTransformer, xml: Path) -> None:
+        import openvino as ov
+
+        _check_pipeline(model)
+        self._st = model
+        core = ov.Core()
+        self._compiled = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": PRECISION})
+        got = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        if got != ov.Type.f32:
+            raise ConfigurationError(f"OpenVINO compiled the model for {got}, not fp32")
+        self._request = self._compiled.create_infer_request()
+        self._hidden = next(o for o in self._compiled.outputs if "last_hidden_state" in o.get_names())
+        self.dim = self._hidden.get_partial_shape()[2].get_length()
+        self._inputs = {p.get_any_name() for p in self._compiled.inputs}
+        self.threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
+
+    @classmethod
+    def load(cls, model: SentenceTransformer, model_dir: Path, cache_dir: Path) -> OpenVINOModel:
+        """Convert (once, cached under ``cache_dir``) and compile ``model`` for the CPU."""
+        _check_pipeline(model)
+        return cls(model, converted(model, model_dir, cache_dir))
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """Unit vectors of ``texts``, in order; batches are formed longest first, as sentence-transformers does."""
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            features = self._st.preprocess([texts[i] for i in idx])
+            feed = {k: features[k].numpy() for k in INPUTS if k in self._inputs}
+            self._request.infer(feed)
+            hidden = self._request.get_tensor(self._hidden).data
+            mask = feed["attention_mask"].astype(np.float32)[:, :, None]
+            pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+            norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            out[idx] = pooled / norms
+        return out

@@ -1,0 +1,117 @@
+"""The embedding backends with the real model: OpenVINO's vectors are torch's, it is converted once, and
+``auto`` keeps torch when OpenVINO is absent or disagrees."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shared.errors import ConfigurationError
+from shared.index import openvino_model
+from shared.index.backend_choice import MIN_AGREEMENT, PROBE_TEXTS, choose, min_cosine
+from shared.index.embedding import Encoder
+
+needs_openvino = pytest.mark.skipif(not openvino_model.available(), reason="openvino is not installed")
+
+# Real documents' shapes: a title, an abstract of a few hundred tokens (truncated at 256), a short query.
+TEXTS = [
+    "Vitamin D and the risk of respiratory tract infection: a randomised trial in 5,110 adults.",
+    "ALDH1 is a marker of normal and malignant human mammary stem cells and a predictor of poor clinical outcome. " * 8,
+    "Does sleep deprivation impair glucose tolerance?",
+    "Microstructural development of human newborn cerebral white matter assessed in vivo by diffusion tensor "
+    "magnetic resonance imaging. Alterations of architecture of cerebral white matter in the developing human "
+    "brain can affect cortical development and result in functional disabilities.",
+    "x",
+    "Ünïcödé text, emoji 🧬 and digits 12345 — all tokenised the same way by both backends.",
+]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def openvino_encoder(cache_dir: Path) -> Encoder:
+    if not openvino_model.available():
+        pytest.skip("openvino is not installed")
+    return Encoder.load(backend="openvino", cache_dir=cache_dir, batch_size=4)
+
+
+@needs_openvino
+def test_openvino_vectors_agree_with_torch_on_real_texts(encoder: Encoder, openvino_encoder: Encoder) -> None:
+    assert openvino_encoder.backend == "openvino"
+    ov = openvino_encoder.encode(TEXTS)
+    torch = encoder.encode(TEXTS)
+    assert ov.dtype == np.float32 and ov.shape == (len(TEXTS), 384)
+    np.testing.assert_allclose(np.linalg.norm(ov, axis=1), 1.0, atol=1e-5)
+    assert min_cosine(ov, torch) >= MIN_AGREEMENT
+    # One text alone gives its vector from a batch of many (padding does not leak into it).
+    np.testing.assert_allclose(openvino_encoder.encode([TEXTS[1]])[0], ov[1], atol=1e-5)
+
+
+@needs_openvino
+def test_the_model_is_converted_once_and_reused(openvino_encoder: Encoder, cache_dir: Path) -> None:
+    converted = list((cache_dir / "openvino").iterdir())
+    assert [p.name for p in converted if ".tmp-" in p.name] == []
+    assert len(converted) == 1
+    xml = converted[0] / "model.xml"
+    stamp = xml.stat().st_mtime_ns
+    again = Encoder.load(backend="openvino", cache_dir=cache_dir, batch_size=4)
+    assert xml.stat().st_mtime_ns == stamp
+    assert list((cache_dir / "openvino").iterdir()) == converted
+    np.testing.assert_array_equal(again.encode(TEXTS[:2]), openvino_encoder.encode(TEXTS[:2]))
+
+
+@needs_openvino
+def test_auto_times_both_backends_and_runs_the_one_it_keeps(
+    cache_dir: Path, encoder: Encoder, openvino_encoder: Encoder
+) -> None:
+    enc = Encoder.load(backend="auto", cache_dir=cache_dir, batch_size=4)
+    choice = enc.choice
+    assert enc.backend == choice.backend in ("torch", "openvino")
+    assert choice.min_cosine is not None and choice.min_cosine >= MIN_AGREEMENT
+    assert choice.torch_cpu_s is not None and choice.candidate_cpu_s is not None
+    faster = "openvino" if choice.candidate_cpu_s < choice.torch_cpu_s else "torch"
+    assert enc.backend == faster
+    # It runs what it says: its vectors are, bit for bit, those of that backend (the two differ in rounding).
+    ov, torch = openvino_encoder.encode(TEXTS), Encoder(encoder.model, batch_size=4).encode(TEXTS)
+    assert not np.array_equal(ov, torch)
+    np.testing.assert_array_equal(enc.encode(TEXTS), ov if enc.backend == "openvino" else torch)
+
+
+def test_auto_keeps_torch_when_the_candidate_disagrees(encoder: Encoder) -> None:
+    """A real encoder that reads only each text's first three words: vectors that are not torch's."""
+
+    def first_words(texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        return encoder.encode([" ".join(t.split()[:3]) for t in texts])
+
+    choice = choose("openvino", first_words, encoder.encode)
+    assert choice.backend == "torch"
+    assert "disagrees" in choice.reason
+    assert choice.min_cosine is not None and choice.min_cosine < MIN_AGREEMENT
+    assert choice.torch_cpu_s is None  # not timed: a backend that disagrees never runs
+
+
+def test_a_candidate_that_agrees_is_timed_against_torch(encoder: Encoder) -> None:
+    choice = choose("same", encoder.encode, encoder.encode, texts=PROBE_TEXTS[:3], rounds=1)
+    assert choice.min_cosine is not None and choice.min_cosine > 0.999999
+    assert choice.torch_cpu_s is not None and choice.candidate_cpu_s is not None
+    assert choice.backend in ("torch", "same")
+
+
+def test_without_openvino_auto_is_torch_and_openvino_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    assert not openvino_model.available()
+    enc = Encoder.load(backend="auto", cache_dir=tmp_path, batch_size=4)
+    assert enc.backend == "torch"
+    assert enc.choice.reason == "openvino is not installed"
+    with pytest.raises(ConfigurationError, match="openvino"):
+        Encoder.load(backend="openvino", cache_dir=tmp_path, batch_size=4)
+    assert list(tmp_path.iterdir()) == []
