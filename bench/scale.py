@@ -13,14 +13,15 @@ figures are those of indexing, merging, storing and searching. At each size:
 
 - **ingest**: vectors per second from the first request to searchable, and the stack's CPU
   seconds per 1,000 vectors (all its processes: gateway, indexer, Redis...);
-- **index**: segments and how many are approximate, from the collection's statistics; merges run
+- **index**: segments and how many are approximate (with the recall measured at build), from the
+  live manifest; merges run
   (``index.compacted`` in the stack's log), their seconds, and the indexer's peak memory (VmHWM);
 - **search**: HTTP vector search (k=10, search cache bypassed) p50/p99 at concurrency 1 and
   throughput at concurrency 16; the floor is FAISS itself in this process, in the same run, over
   the very files of the live version (each segment read with ``faiss.read_index``, searched with the
-  segment's own ``nprobe``/``efSearch``, top-k merged), one thread for p50/p99 and all threads over
-  the same queries for throughput. A floor slower than the HTTP path is no floor: then no ratio is
-  printed, and the reason instead;
+  segment's own ``nprobe``/``efSearch``, top-k merged): one query at a time on one thread for
+  p50/p99, and every query in one call on all threads for throughput (the most batching can give).
+  A floor slower than the HTTP path is no floor: then no ratio is printed, and the reason instead;
 - **recall@10** of the HTTP answers against exact search (numpy over every vector sent);
 - **memory and start-up**: the gateway's RSS (and its peak), and seconds from spawning a second
   gateway on the same Redis and store until ``/readyz`` answers 200 (twice: cold, then with the
@@ -28,7 +29,8 @@ figures are those of indexing, merging, storing and searching. At each size:
 - **search during ingest**: HTTP p50 at concurrency 1 while ``--ingest-during`` more batches are
   sent and published, against the idle p50 just measured (target ≤ 2×);
 - **storage**: bytes in the object store per live vector, by kind (segments, manifests, batches,
-  vectors), and the manifests' count and average size.
+  vectors), and the manifests' count and average size; and the bytes of the live version's own
+  files per vector, what storage comes down to once cleanup has removed what nothing needs.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ import base64
 import contextlib
 import gzip
 import json
+import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +59,17 @@ BATCH = 1_000
 TARGET_DURING_INGEST = 2.0
 
 
-def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
-    v = rng.standard_normal((n, DIM)).astype(np.float32)
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
-    return v
+class Vectors:
+    """Unit vectors of one distribution (``--data``), each draw from a seed of its own."""
+
+    def __init__(self, data: str, seed: int) -> None:
+        self.data, self.seed = data, seed
+
+    def __call__(self, n: int) -> np.ndarray:
+        from compaction import vectors_for  # bench/compaction.py: random, topics or noisy
+
+        self.seed += 1
+        return np.ascontiguousarray(vectors_for(n, self.seed, self.data), dtype=np.float32)
 
 
 def _b64(row: np.ndarray) -> str:
@@ -170,12 +179,11 @@ class Floor:
             times.append(time.perf_counter() - t)
         return times
 
-    def throughput(self, queries: np.ndarray, concurrency: int) -> float:
-        """Queries per second: ``concurrency`` threads, each searching one query at a time, as requests do."""
-        self.faiss.omp_set_num_threads(1)
+    def throughput(self, queries: np.ndarray) -> float:
+        """Queries per second: every query in one FAISS call per segment, on all threads (what batching allows)."""
+        self.faiss.omp_set_num_threads(os.cpu_count() or 1)
         t = time.perf_counter()
-        with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(lambda q: self.search(q[None, :]), queries))
+        self.search(queries)
         return len(queries) / (time.perf_counter() - t)
 
 
@@ -199,6 +207,12 @@ def status_kb(pid: int, field: str) -> float:
         if line.startswith(field + ":"):
             return float(line.split()[1])
     return 0.0
+
+
+def live_bytes(objects: Path, manifest: dict[str, Any]) -> int:
+    """Bytes of the files the live version references: what storage comes down to once cleanup ran."""
+    prefix = objects / manifest["tenant"] / manifest["collection"] / manifest["collection_id"] / "segments"
+    return sum((prefix / seg["id"] / name).stat().st_size for seg in manifest["segments"] for name in seg["files"])
 
 
 def storage(objects: Path, live: int) -> dict[str, Any]:
@@ -239,10 +253,10 @@ async def settle(stack: common.Stack, http: Any, jobs: list[str], documents: int
 
 
 async def measure_size(
-    stack: common.Stack, http: Any, rng: np.random.Generator, stored: list[np.ndarray], size: int, args: Any, seen: int
+    stack: common.Stack, http: Any, draw: Vectors, stored: list[np.ndarray], size: int, args: Any, seen: int
 ) -> tuple[dict[str, Any], int]:
     have = sum(len(v) for v in stored)
-    new = unit_vectors(rng, size - have)
+    new = draw(size - have)
     log(f"growing to {size:,}: sending {len(new):,} vectors")
     tree = stack.tree()
     cpu0, t0 = common.cpu_seconds(tree), time.perf_counter()
@@ -258,19 +272,20 @@ async def measure_size(
     merged, seen = merges(stack.log_path, seen)  # type: ignore[arg-type]
 
     everything = np.concatenate(stored)
-    queries = unit_vectors(rng, args.n1)
+    queries = draw(args.n1)
     searcher = Searcher(stack, http)
     await searcher.sequential(queries[:10])  # warm
     times, hits = await searcher.sequential(queries)
-    rps = await searcher.concurrent(unit_vectors(rng, args.n16), 16)
+    rps = await searcher.concurrent(draw(args.n16), 16)
     exact = exact_top(everything, queries)
 
     objects = stack.data_dir / "objects"  # type: ignore[operator]
     latest = info["index_version"]
     manifest_path = next(objects.rglob(f"manifests/{latest}.json"))
-    floor = Floor(objects, json.loads(manifest_path.read_text()))
+    manifest = json.loads(manifest_path.read_text())
+    floor = Floor(objects, manifest)
     floor_times = floor.latencies(queries)
-    floor_rps = floor.throughput(unit_vectors(rng, args.n16), 16)
+    floor_rps = floor.throughput(draw(args.n16))
     floor_recall = recall(floor.search(queries), exact)
     del floor
 
@@ -281,9 +296,9 @@ async def measure_size(
 
     # Search while more batches publish (they count towards the next size).
     during: list[float] = []
-    extra = unit_vectors(rng, args.ingest_during * BATCH)
+    extra = draw(args.ingest_during * BATCH)
     sending = asyncio.create_task(ingest(stack, http, extra, size, in_flight=2))
-    during_queries = unit_vectors(rng, 10_000)
+    during_queries = draw(10_000)
     i = 0
     while not sending.done():
         t, _ = await searcher.one(during_queries[i % len(during_queries)])
@@ -295,14 +310,14 @@ async def measure_size(
     await stack.wait_idle(http, max_wait_s=7200, cpu_frac=0.15, window_s=3.0)
     merged_during, seen = merges(stack.log_path, seen)  # type: ignore[arg-type]
 
-    stats = info.get("stats") or {}
     return {
         "size": size,
         "ingest_vectors_per_s": len(new) / ingest_s,
         "ingest_cpu_s_per_1000": ingest_cpu / len(new) * 1000,
         "segments": info["segments"],
-        "approximate_segments": stats.get("approximate_segments"),
-        "min_recall_at_build": stats.get("min_recall"),
+        "approximate_segments": sum(seg["kind"] != "flat" for seg in manifest["segments"]),
+        "segment_kinds": [(seg["kind"], seg["vectors"], seg.get("search_param")) for seg in manifest["segments"]],
+        "min_recall_at_build": min((seg["recall"] for seg in manifest["segments"] if "recall" in seg), default=None),
         "merges": len(merged),
         "merge_s_total": sum(s for s, _ in merged),
         "largest_merge": max(merged, key=lambda m: m[1], default=(0.0, 0)),
@@ -323,6 +338,7 @@ async def measure_size(
         "during_ingest_searches": len(during),
         "merges_after_extra": len(merged_during),
         "storage": storage(objects, size + len(extra)),
+        "live_bytes_per_vector": live_bytes(objects, manifest) / size,
     }, seen
 
 
@@ -337,7 +353,7 @@ def ratio(measured: float, reference: float, *, lower_is_better: bool = True) ->
 
 def report(rows: list[dict[str, Any]]) -> bool:
     print()
-    print(f"semaflow scale: one collection grown to {rows[-1]['size']:,} random unit vectors (vector_b64, k=10)")
+    print(f"semaflow scale: one collection grown to {rows[-1]['size']:,} vectors (vector_b64, k=10)")
     print()
     print(
         table(
@@ -396,15 +412,14 @@ def report(rows: list[dict[str, Any]]) -> bool:
     print()
     print(
         table(
-            ["size", "p50 during ingest", "x idle", "bytes/vector", "segments", "manifests", "manifests n", "avg B"],
+            ["size", "p50 during ingest", "x idle", "bytes/vector", "live B/vector", "manifests n", "manifest avg B"],
             [
                 [
                     f"{r['size']:,}",
                     r["during_ingest_p50_ms"],
                     (r["during_ingest_p50_ms"] or 0) / r["http_p50_ms"],
                     r["storage"]["bytes_per_vector"],
-                    r["storage"]["by_kind_per_vector"].get("segments", 0),
-                    r["storage"]["by_kind_per_vector"].get("manifests", 0),
+                    r["live_bytes_per_vector"],
                     r["storage"]["manifests"],
                     r["storage"]["manifest_avg_bytes"],
                 ]
@@ -433,10 +448,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n16", type=int, default=800, help="concurrency-16 searches per size (default 800)")
     parser.add_argument("--ingest-during", type=int, default=20, help="batches sent while searching (default 20)")
     parser.add_argument("--seed", type=int, default=11)
+    data_help = "random unit vectors (default; no structure: the hardest case for an index), or topics/noisy"
+    parser.add_argument("--data", choices=["random", "topics", "noisy"], default="random", help=data_help)
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    rng = np.random.default_rng(args.seed)
+    draw = Vectors(args.data, args.seed)
 
     stack = common.Stack().start()
     rows: list[dict[str, Any]] = []
@@ -452,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
                 for size in sizes:
                     if stored and size <= sum(len(v) for v in stored):
                         continue
-                    row, seen = await measure_size(stack, http, rng, stored, size, args, seen)
+                    row, seen = await measure_size(stack, http, draw, stored, size, args, seen)
                     rows.append(row)
                     log(json.dumps(row, default=str))
 
