@@ -344,6 +344,9 @@ class JobListQuery(_Body):
 
     state: JobState | None = None
     collection: str | None = None
+    priority: Priority | None = None
+    created_after: datetime | None = Field(default=None, description="Only jobs created after this time (ISO 8601).")
+    created_before: datetime | None = Field(default=None, description="Only jobs created before this time (ISO 8601).")
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, pattern=CURSOR_PATTERN)
 

@@ -221,6 +221,7 @@ def test_cancel_one_queued_job_then_all_matching_after_seeing_the_count(
     now = datetime.now(UTC)
     one = _job(tenant, "console-queue", JobState.QUEUED, now)
     rest = [_job(tenant, "console-bulk", JobState.QUEUED, now - timedelta(seconds=n + 1), n) for n in range(3)]
+    rest[2] = rest[2].model_copy(update={"priority": Priority.LOW})
     jobs.create_many(redis_client, [one, *rest])
     page = admin.page
 
@@ -230,7 +231,12 @@ def test_cancel_one_queued_job_then_all_matching_after_seeing_the_count(
     expect(page.locator("#job .badge").first).to_have_text("cancelled")
     assert http_api.ok("GET", f"/v1/jobs/{one.id}")["state"] == "cancelled"
 
-    # All matching a filter, after the console shows how many
+    # Filtered by priority (the form's own select), then all matching a filter, after the console shows how many
+    admin.go("jobs?collection=console-bulk")
+    page.get_by_label("Priority").select_option("low")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_role("table", name="Jobs").locator("tbody tr")).to_have_count(1)
+    expect(page.get_by_role("table", name="Jobs").locator("tbody tr")).to_contain_text("low")
     admin.go("jobs?collection=console-bulk&state=queued")
     expect(page.get_by_role("table", name="Jobs").locator("tbody tr")).to_have_count(3)
     page.get_by_role("button", name="Cancel all matching").click()

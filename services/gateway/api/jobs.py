@@ -90,7 +90,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         q = _query(request, JobListQuery)
     except ValidationError as exc:
         return validation_problem(exc, root="query")
-    flt = JobFilter(state=q.state, collection=q.collection)
+    flt = JobFilter(**q.model_dump(include={"state", "collection", "priority", "created_after", "created_before"}))
     found, cursor = await jobs.scan(
         request.app[REDIS], tenant_of(request), flt, limit=q.limit, cursor=q.cursor, budget=_budget(q.limit)
     )

@@ -3,6 +3,7 @@ import { api, query } from "/console/api.js";
 import { action, badge, clear, duration, field, h, Pager, select, table, time, toast } from "/console/ui.js";
 
 const STATES = ["queued", "running", "succeeded", "failed", "cancelled", "dead"];
+const PRIORITIES = ["critical", "high", "normal", "low", "bulk"];
 const POLL_MS = 2000;
 
 function progress(job) {
@@ -61,9 +62,21 @@ async function list(root, ctx) {
   const params = new URLSearchParams(location.hash.split("?")[1] || "");
   const state = select("state", [["", "any state"], ...STATES.map((s) => [s, s])], params.get("state") || "");
   const collection = h("input", { name: "collection", value: params.get("collection") || "" });
+  const priority = select("priority", [["", "any priority"], ...PRIORITIES.map((p) => [p, p])], params.get("priority") || "");
+  const after = h("input", { name: "created_after", type: "datetime-local", value: params.get("created_after") || "" });
+  const before = h("input", { name: "created_before", type: "datetime-local", value: params.get("created_before") || "" });
   const filters = h("form", { class: "inline", "aria-label": "Filter jobs" },
-    field("State", state), field("Collection", collection), h("button", { type: "submit" }, "Filter"));
-  const filter = () => ({ state: state.value || undefined, collection: collection.value.trim() || undefined });
+    field("State", state), field("Collection", collection), field("Priority", priority),
+    field("Created after", after), field("Created before", before), h("button", { type: "submit" }, "Filter"));
+  // A datetime-local value is the browser's local time: sent as UTC, as the API reads it.
+  const instant = (input) => (input.value ? new Date(input.value).toISOString() : undefined);
+  const filter = () => ({
+    state: state.value || undefined,
+    collection: collection.value.trim() || undefined,
+    priority: priority.value || undefined,
+    created_after: instant(after),
+    created_before: instant(before),
+  });
   filters.addEventListener("submit", (event) => { event.preventDefault(); pager.stack = []; pager.show(); });
   root.append(h("h1", {}, "Jobs"), filters);
 
@@ -74,7 +87,7 @@ async function list(root, ctx) {
     }, {
       confirm: async () => {
         const f = filter();
-        if (!f.state && !f.collection) { toast("Choose a state or a collection first.", "error"); return null; }
+        if (!Object.values(f).some((v) => v !== undefined)) { toast("Choose at least one filter first.", "error"); return null; }
         const { matched } = await api("POST", `/v1/jobs:${verb.toLowerCase()}`, { ...f, dry_run: true });
         return `${verb} ${matched} jobs matching ${JSON.stringify(f)}?`;
       },

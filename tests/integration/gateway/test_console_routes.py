@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -13,6 +14,7 @@ import redis
 from shared import clock, keys
 from shared.constants import LIST_SCAN_BUDGET
 from shared.messaging import tasks
+from shared.messaging.workqueue import Priority
 from shared.records import apikeys, jobs
 from shared.records.apikeys import Role
 from shared.records.jobs import Job, JobKind, JobState
@@ -161,6 +163,36 @@ async def test_a_filter_few_jobs_match_answers_short_pages_that_go_on_to_the_mat
     # Then the next page holds the match, and the list ends there
     assert [j["id"] for j in second["jobs"]] == [failed.id]
     assert second["next_cursor"] is None
+
+
+async def test_jobs_are_listed_by_priority_and_creation_time(api: Api, redis_client: redis.Redis) -> None:
+    # Given jobs an hour, a minute and a second old, the newest two at low priority,
+    now = datetime.now(UTC)
+
+    def job(age: timedelta, priority: Priority) -> Job:
+        stamp = now - age
+        return Job(id=jobs.new_job_id(), tenant="acme", collection="docs", kind=JobKind.INGEST, priority=priority,
+                   state=JobState.SUCCEEDED,
+                   documents=1, created_at=stamp, updated_at=stamp)  # fmt: skip
+
+    old, minute, second = (job(timedelta(hours=1), Priority.NORMAL), job(timedelta(minutes=1), Priority.LOW),
+                           job(timedelta(seconds=1), Priority.LOW))  # fmt: skip
+    jobs.create_many(redis_client, [old, minute, second])
+
+    async def ids(query: str) -> list[str]:
+        page = await _json(await api.client.get(f"/v1/jobs?{query}", headers=api.auth), 200)
+        return [j["id"] for j in page["jobs"]]
+
+    # Then each filter, and their combination, picks its own (newest first),
+    assert await ids("priority=low") == [second.id, minute.id]
+    since = quote((now - timedelta(minutes=10)).isoformat())
+    until = quote((now - timedelta(seconds=30)).isoformat())
+    assert await ids(f"created_after={since}") == [second.id, minute.id]
+    assert await ids(f"created_before={until}") == [minute.id, old.id]
+    assert await ids(f"priority=low&created_before={until}") == [minute.id]
+    # and a value the API cannot read is refused.
+    resp = await api.client.get("/v1/jobs?priority=urgent", headers=api.auth)
+    assert resp.status == 422
 
 
 async def test_queue_statistics_count_live_workers_and_held_delayed_work_by_name(
