@@ -227,11 +227,15 @@ class AsyncClient(ClientBase):
         *,
         state: str | None = None,
         collection: str | None = None,
+        priority: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> JobPage:
-        """One page of jobs, newest first."""
-        return await self.send(calls.list_jobs(state, collection, limit, cursor))
+        """One page of jobs, newest first, of a state, collection, priority and creation time when given."""
+        call = calls.list_jobs(state, collection, limit, cursor, priority, created_after, created_before)
+        return await self.send(call)
 
     async def iter_jobs(self, *, state: str | None = None, collection: str | None = None) -> AsyncIterator[Job]:
         """Every job (newest first), page after page."""

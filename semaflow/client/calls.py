@@ -196,8 +196,24 @@ def get_job(job_id: str, wait_s: float = 0.0) -> Call[Job]:
     return Call("GET", f"/v1/jobs/{_seg(job_id)}", _model(Job), params=params, held_s=wait_s)
 
 
-def list_jobs(state: str | None, collection: str | None, limit: int | None, cursor: str | None) -> Call[JobPage]:
-    params = _params(state=state, collection=collection, limit=limit, cursor=cursor)
+def list_jobs(
+    state: str | None,
+    collection: str | None,
+    limit: int | None,
+    cursor: str | None,
+    priority: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> Call[JobPage]:
+    params = _params(
+        state=state,
+        collection=collection,
+        priority=priority,
+        created_after=created_after.isoformat() if created_after else None,
+        created_before=created_before.isoformat() if created_before else None,
+        limit=limit,
+        cursor=cursor,
+    )
     return Call("GET", "/v1/jobs", _model(JobPage), params=params)
 
 

@@ -223,11 +223,15 @@ class Client(ClientBase):
         *,
         state: str | None = None,
         collection: str | None = None,
+        priority: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> JobPage:
-        """One page of jobs, newest first."""
-        return self.send(calls.list_jobs(state, collection, limit, cursor))
+        """One page of jobs, newest first, of a state, collection, priority and creation time when given."""
+        call = calls.list_jobs(state, collection, limit, cursor, priority, created_after, created_before)
+        return self.send(call)
 
     def iter_jobs(self, *, state: str | None = None, collection: str | None = None) -> Iterator[Job]:
         """Every job (newest first), page after page."""
