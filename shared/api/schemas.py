@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from shared import constants as c
 from shared.index.documents import Document, Vector, check_vector, needs_one_of
@@ -25,6 +25,19 @@ JsonScalar = str | int | float | bool | None
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _iso_only(value: object) -> object:
+    """A date-time as the schema says it: an ISO 8601 string (pydantic alone would take 0.5 as a Unix time)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not value[:4].isdigit() or len(value) < 10 or value[4] != "-":
+        raise ValueError("must be an ISO 8601 date-time, such as 2026-12-07T05:00:00Z")
+    return value
+
+
+# A date-time given in a request: an ISO 8601 string, never a number.
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 def _exactly_one_of(*fields: str) -> dict[str, Any]:
@@ -345,8 +358,10 @@ class JobListQuery(_Body):
     state: JobState | None = None
     collection: str | None = None
     priority: Priority | None = None
-    created_after: datetime | None = Field(default=None, description="Only jobs created after this time (ISO 8601).")
-    created_before: datetime | None = Field(default=None, description="Only jobs created before this time (ISO 8601).")
+    created_after: IsoDateTime | None = Field(default=None, description="Only jobs created after this time (ISO 8601).")
+    created_before: IsoDateTime | None = Field(
+        default=None, description="Only jobs created before this time (ISO 8601)."
+    )
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, pattern=CURSOR_PATTERN)
 
