@@ -316,6 +316,14 @@ class Publisher:
         if moved == -1:
             # The manifest and segment files stay unreferenced; cleanup removes them.
             raise Cancelled(f"job {job_id} was cancelled; {manifest.version} not published")
+        return self._went_live(ref, manifest, moved)
+
+    def _went_live(self, ref: CollectionRef, manifest: Manifest, moved: int) -> Outcome:
+        """The outcome of a compare-and-set that should have made ``manifest`` live (``moved``: its reply).
+
+        Raises:
+            StaleIndex: LATEST moved meanwhile.
+        """
         if moved != 1:
             raise StaleIndex(f"{ref.name}: LATEST moved while publishing {manifest.version}")
         log.info("index.published", collection=ref.name, version=manifest.version, documents=manifest.documents)
@@ -347,12 +355,7 @@ class Publisher:
             [keys.latest(ref.tenant, ref.name), keys.segment_moves(ref.tenant, ref.name)],
             [base.version, manifest.version, merged_into, *merged],
         )
-        if moved != 1:
-            raise StaleIndex(f"{ref.name}: LATEST moved while publishing {manifest.version}")
-        log.info("index.published", collection=ref.name, version=manifest.version, documents=manifest.documents)
-        if self.published is not None:
-            self.published.inc()
-        return Outcome(manifest.version, True, manifest)
+        return self._went_live(ref, manifest, moved)
 
     def locked(self, ref: CollectionRef) -> Any:
         """The per-collection lock every change of LATEST and the document map is made under."""
