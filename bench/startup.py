@@ -4,6 +4,7 @@ Run by hand (not pytest)::
 
     .venv/bin/python bench/startup.py                  # empty stack, then 100,000 vectors
     .venv/bin/python bench/startup.py --vectors 20000 --repeats 3
+    .venv/bin/python bench/startup.py --vectors 1000000 --direct 100000 --target 2   # a million vectors
 
 A ``semaflow up`` stack provides Redis and the object store. Beside its own gateway, the
 benchmark starts extra gateway processes (``python -m services.gateway`` on a free port, the
@@ -11,7 +12,13 @@ stack's environment) and times each until it is ready: Redis reachable and the l
 every collection loaded (the gateway never builds an index; it loads the published segments).
 Measured with no collection, then with one collection of ``--vectors`` vectors. The reference
 is the bare cost of starting Python and importing the gateway's modules, measured in the same run.
-Target: ready in < 1 s.
+Target: ready in < 1 s (``--target``; < 2 s at a million vectors).
+
+``--direct N`` fills the collection faster than the HTTP path can (a million vectors through the API
+take about seven minutes here): batches of N vectors with ids and metadata are staged in the stack's
+object store as the embedder leaves them, and published by the indexer's own ``Publisher`` in this
+process, so the segments, manifests and Redis records are those the indexer writes (one N-vector
+segment per batch; the stack's indexer may merge them meanwhile, as it would).
 """
 
 from __future__ import annotations
@@ -86,16 +93,62 @@ def measure(env: dict[str, str], repeats: int) -> dict[str, Any]:
     return {"n": repeats, "samples_s": samples, "p50_s": percentile(samples, 50), "max_s": max(samples)}
 
 
+def fill_direct(stack: common.Stack, env: dict[str, str], vectors: np.ndarray, batch: int) -> dict[str, Any]:
+    """Stage batches of ``batch`` vectors and publish each as one segment with the indexer's Publisher."""
+    import json
+
+    import redis
+
+    from services.indexer.publishing import Publisher
+    from shared.config import Settings
+    from shared.index.documents import Document, encode_batch, encode_vectors
+    from shared.index.storage import open_store
+    from shared.records import catalog
+
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{stack.url}/v1/collections/{NAME}", method="PUT", headers=stack.headers)
+    ) as resp:
+        assert resp.status in (200, 201), resp.status
+    os.environ.update({k: v for k, v in env.items() if k.startswith("SEMAFLOW_")})  # the stack's own settings
+    settings = Settings()
+    client = redis.Redis.from_url(settings.require_redis_url())
+    store = open_store(settings)
+    with urllib.request.urlopen(urllib.request.Request(f"{stack.url}/v1/me", headers=stack.headers)) as resp:
+        tenant = json.loads(resp.read())["tenant"]
+    collection = catalog.get(client, tenant, NAME)
+    assert collection is not None
+    publisher = Publisher(client, store)
+    t0 = time.perf_counter()
+    for n, start in enumerate(range(0, len(vectors), batch)):
+        part = vectors[start : start + batch]
+        docs = [
+            Document(id=f"v{start + j:08d}", metadata={"topic": f"t{(start + j) % 50}", "n": start + j})
+            for j in range(len(part))
+        ]
+        batch_id = f"direct-{n:04d}"
+        store.put(collection.ref.batch_key(batch_id), encode_batch(docs))
+        store.put(collection.ref.vectors_key(batch_id), encode_vectors(part))
+        publisher.add_batch(collection, batch_id, write_seq=n + 1)
+        log(f"published {start + len(part):,} vectors")
+    segments = len(range(0, len(vectors), batch))
+    return {"vectors": len(vectors), "segments": segments, "seconds": time.perf_counter() - t0}
+
+
+NAME = "bench-startup"
+
+
 async def fill(stack: common.Stack, vectors: np.ndarray) -> dict[str, Any]:
     async with common.session() as http:
         await stack.wait_idle(http)
-        return await ingest_vectors(stack, http, "bench-startup", vectors, 1_000, 2)
+        return await ingest_vectors(stack, http, NAME, vectors, 1_000, 2)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vectors", type=int, default=100_000, help="collection size (default 100,000)")
     parser.add_argument("--repeats", type=int, default=5, help="gateway starts per measurement (default 5)")
+    parser.add_argument("--direct", type=int, default=0, metavar="N", help="publish batches of N vectors in-process")
+    parser.add_argument("--target", type=float, default=TARGET_S, help=f"ready target in seconds (default {TARGET_S})")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
     args = parser.parse_args(argv)
 
@@ -108,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         log("gateway start with no collection")
         out["empty"] = measure(env, args.repeats)
         log(f"ingesting {args.vectors:,} vectors")
-        out["ingest"] = asyncio.run(fill(stack, unit_vectors(np.random.default_rng(7), args.vectors)))
+        vectors = unit_vectors(np.random.default_rng(7), args.vectors)
+        if args.direct:
+            out["ingest"] = fill_direct(stack, env, vectors, args.direct)
+        else:
+            out["ingest"] = asyncio.run(fill(stack, vectors))
+        del vectors
         asyncio.run(_idle(stack))
         log(f"gateway start with {args.vectors:,} vectors")
         out["loaded"] = measure(env, args.repeats)
@@ -132,12 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         ],
     ]
     print(table(["measurement", "p50 s", "max s", "x reference"], rows))
-    ok = out["empty"]["p50_s"] < TARGET_S and out["loaded"]["p50_s"] < TARGET_S
+    target = args.target
+    ok = out["empty"]["p50_s"] < target and out["loaded"]["p50_s"] < target
     print()
     print("targets:")
     for label in ("empty", "loaded"):
         p50 = out[label]["p50_s"]
-        print(f"  {label:6s} ready p50 = {p50:.3f}s  (target < {TARGET_S} s)  {verdict(p50 < TARGET_S)}")
+        print(f"  {label:6s} ready p50 = {p50:.3f}s  (target < {target} s)  {verdict(p50 < target)}")
     common.write_json(args.json, {**out, "environment": common.environment()})
     return 0 if ok else 1
 

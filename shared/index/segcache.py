@@ -25,6 +25,8 @@ from shared.errors import CorruptObject
 from shared.index.manifests import sha256
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from shared.index.layout import CollectionRef
     from shared.index.manifests import SegmentRef
     from shared.index.storage import ObjectStore
@@ -67,6 +69,28 @@ class SegmentCache:
             raise CorruptObject(f"segment {segment.id}/{name} fails its SHA-256 check")
         local.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(local, data)
+        _write_atomically(_record(local), _stamp(local, digest).encode())
+        return local
+
+    def derived(
+        self, ref: CollectionRef, segment: SegmentRef, source: str, name: str, make: Callable[[Path], bytes]
+    ) -> Path:
+        """The local path of a file made from a cached segment file (``make(path of source)``), made once per host.
+
+        The made file sits beside its source with a record naming the source's digest, so a restart
+        finds it made; a file without a matching record (made from another version of the source,
+        changed since, or never finished) is made again. ``make`` runs only on a verified source.
+
+        Raises:
+            CorruptObject, ObjectNotFound, StorageUnavailable: as :meth:`path` for the source; and
+                whatever ``make`` raises.
+        """
+        source_path = self.path(ref, segment, source)
+        digest = f"{segment.files[source]}:{name}"
+        local = source_path.with_name(name)
+        if self._trusted(local, digest):
+            return local
+        _write_atomically(local, make(source_path))
         _write_atomically(_record(local), _stamp(local, digest).encode())
         return local
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import structlog
 
 from shared.errors import CorruptObject
-from shared.index import approximate
+from shared.index import approximate, doctable
 from shared.index.approximate import Calibration, HnswParams, RecallTarget
 from shared.index.documents import metadata_line
 from shared.index.manifests import SegmentKind, SegmentRef, sha256
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 INDEX_FILE: Final = "index.faiss"
 DOCS_FILE: Final = "docs.jsonl.gz"
 TEXTS_FILE: Final = "texts.bin"
+# The sidecar's rows as a document table (:mod:`shared.index.doctable`), read in place. Segments written
+# before it existed lack it: a gateway makes it in its segment cache from the sidecar, once per host.
+DOCS_TABLE_FILE: Final = "docs.table"
 
 log = structlog.get_logger(__name__)
 
@@ -132,6 +136,7 @@ def build(
         DOCS_FILE: gzip.compress(
             b"\n".join(metadata_line(i, m) for i, m in zip(ids, metadata, strict=True)), 1, mtime=0
         ),
+        DOCS_TABLE_FILE: doctable.encode(ids, metadata),
     }
     del serialized
     if texts is not None:
@@ -155,30 +160,30 @@ def upload(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, files: d
 
 @dataclass(eq=False)
 class LoadedSegment:
-    """A segment in memory: its vectors (one row per document) and its rows' ids and metadata.
+    """A segment ready to search: its vectors (one row per document) and its rows' ids and metadata.
 
     ``vectors`` is a view of the rows of ``owner``, the segment's FAISS index (memory-mapped when
     opened from the segment cache); ``owner`` keeps them alive as long as the view is. An IVF
     segment's are empty unless loaded with ``ivf_vectors`` (see :func:`load`); :meth:`vector` reads
     one row of any kind. ``texts_sha256`` is the SHA-256 of the segment's texts file (None: it has none).
+
+    ``ids`` and ``metadata`` are lists when the segment was read into memory, or columns of its
+    memory-mapped document table (:mod:`shared.index.doctable`) when opened from the segment cache:
+    then nothing is parsed until a row is read, and every row's metadata only when a filter scans it.
     """
 
     id: str
     vectors: np.ndarray[Any, np.dtype[np.float32]]
-    ids: list[str]
-    metadata: list[dict[str, Any]]
+    ids: Sequence[str]
+    metadata: Sequence[dict[str, Any]]
     owner: object = None
-    rows: dict[str, int] = field(default_factory=dict)  # document id -> row
     kind: SegmentKind = "flat"
     nbytes: int = 0  # size of the serialized index (mapped or in memory), near enough
     search_param: int | None = None  # approximate segments: the efSearch / nprobe its manifest entry chose
     texts_sha256: str | None = None
-    # The rows in document-id order, computed on first use (listing).
+    # Lists only: document id -> row and the rows in id order, each computed on first use.
+    _rows: dict[str, int] | None = None
     _id_order: list[np.ndarray[Any, np.dtype[np.int64]]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.rows:
-            self.rows = {doc_id: row for row, doc_id in enumerate(self.ids)}
 
     def vector(self, row: int) -> np.ndarray[Any, np.dtype[np.float32]]:
         """Row ``row``'s vector as stored (unit length, float32), whatever the kind of segment."""
@@ -189,8 +194,18 @@ class LoadedSegment:
         index: Any = faiss.downcast_index(self.owner)  # type: ignore[arg-type]  # an IVF index, with a direct map (see ``load``)
         return np.asarray(index.reconstruct(row), dtype=np.float32)
 
+    def row_of(self, doc_id: str) -> int | None:
+        """The row holding ``doc_id`` (None: none does): a binary search of a document table, else a dict lookup."""
+        if isinstance(self.ids, doctable.IdColumn):
+            return self.ids.table.row_of(doc_id)
+        if self._rows is None:
+            self._rows = {d: row for row, d in enumerate(self.ids)}
+        return self._rows.get(doc_id)
+
     def id_order(self) -> np.ndarray[Any, np.dtype[np.int64]]:
-        """Row numbers sorted by document id; computed once (O(n log n))."""
+        """Row numbers sorted by document id: stored in a document table, else computed once (O(n log n))."""
+        if isinstance(self.ids, doctable.IdColumn):
+            return self.ids.table.order()
         if not self._id_order:
             ids = self.ids
             self._id_order.append(np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64))
@@ -220,13 +235,22 @@ def _rows(segment: SegmentRef, blob: bytes) -> list[dict[str, Any]]:
 
 
 def read_ids(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> list[str]:
-    """The document id of each row of a segment, from its verified sidecar only (no index loaded).
+    """The document id of each row of a segment, from its verified document table or sidecar (no index loaded).
 
     Raises:
-        CorruptObject: the sidecar fails its SHA-256 check or does not parse.
+        CorruptObject: the file fails its SHA-256 check or does not parse.
         ObjectNotFound: it is missing.
     """
-    return [r["id"] for r in _rows(segment, _fetch(store, ref, segment, DOCS_FILE))]
+    return _read_docs(store, ref, segment)[0]
+
+
+def _read_docs(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> tuple[list[str], list[dict[str, Any]]]:
+    """A segment's ids and metadata, from its document table where it has one (no per-row parse), else its sidecar."""
+    if DOCS_TABLE_FILE in segment.files:
+        table = doctable.DocTable(_fetch(store, ref, segment, DOCS_TABLE_FILE))
+        return list(doctable.IdColumn(table)), table.all_metadata()
+    rows = _rows(segment, _fetch(store, ref, segment, DOCS_FILE))
+    return [r["id"] for r in rows], [r["metadata"] for r in rows]
 
 
 def read_texts(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> list[str | None]:
@@ -260,13 +284,13 @@ def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, *, ivf_vec
 
     if INDEX_FILE not in segment.files or DOCS_FILE not in segment.files:
         raise CorruptObject(f"segment {segment.id} lacks {INDEX_FILE} or {DOCS_FILE}")
-    blobs = {name: _fetch(store, ref, segment, name) for name in (INDEX_FILE, DOCS_FILE)}
-    rows = _rows(segment, blobs[DOCS_FILE])
+    blob = _fetch(store, ref, segment, INDEX_FILE)
+    ids, metadata = _read_docs(store, ref, segment)
     try:
-        owner = faiss.deserialize_index(np.frombuffer(blobs[INDEX_FILE], dtype=np.uint8))
+        owner = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
     except RuntimeError as exc:
         raise CorruptObject(f"segment {segment.id} cannot be opened: {exc}") from exc
-    return _opened(segment, owner, rows, len(blobs[INDEX_FILE]), ivf_vectors=ivf_vectors)
+    return _opened(segment, owner, ids, metadata, len(blob), ivf_vectors=ivf_vectors)
 
 
 def open_cached(cache: SegmentCache, ref: CollectionRef, segment: SegmentRef) -> LoadedSegment:
@@ -276,7 +300,9 @@ def open_cached(cache: SegmentCache, ref: CollectionRef, segment: SegmentRef) ->
     index is then mapped with FAISS's ``IO_FLAG_MMAP_IFC``, so a flat segment's rows, an IVF
     segment's inverted lists and an HNSW graph's rows stay in the page cache, shared by every
     process on the host that maps the same file. A cached file that no longer opens (damaged since
-    it was verified) is discarded and downloaded again, once. The sidecar is parsed into memory.
+    it was verified) is discarded and downloaded again, once. The ids and metadata are read from the
+    segment's document table, made from the sidecar the first time the host opens the segment and
+    mapped after that: a restart parses nothing.
 
     Raises:
         CorruptObject: a file fails its SHA-256 check or does not open even freshly downloaded.
@@ -296,22 +322,43 @@ def _open_mapped(cache: SegmentCache, ref: CollectionRef, segment: SegmentRef) -
     if INDEX_FILE not in segment.files or DOCS_FILE not in segment.files:
         raise CorruptObject(f"segment {segment.id} lacks {INDEX_FILE} or {DOCS_FILE}")
     index_path = cache.path(ref, segment, INDEX_FILE)
-    rows = _rows(segment, cache.path(ref, segment, DOCS_FILE).read_bytes())
+    if DOCS_TABLE_FILE in segment.files:
+        table_path = cache.path(ref, segment, DOCS_TABLE_FILE)
+    else:
+        table_path = cache.derived(ref, segment, DOCS_FILE, DOCS_TABLE_FILE, _table_of(segment))
+    table = doctable.DocTable.open(table_path)
     try:
         owner = faiss.read_index(str(index_path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
     except RuntimeError as exc:
         raise CorruptObject(f"segment {segment.id} cannot be opened: {exc}") from exc
-    return _opened(segment, owner, rows, index_path.stat().st_size, ivf_vectors=False)
+    ids, metadata = doctable.IdColumn(table), doctable.MetaColumn(table)
+    return _opened(segment, owner, ids, metadata, index_path.stat().st_size, ivf_vectors=False)
+
+
+def _table_of(segment: SegmentRef) -> Callable[[Path], bytes]:
+    """What makes a segment's document table from its verified sidecar (parsed once per host)."""
+
+    def make(sidecar: Path) -> bytes:
+        rows = _rows(segment, sidecar.read_bytes())
+        return doctable.encode([r["id"] for r in rows], [r["metadata"] for r in rows])
+
+    return make
 
 
 def _opened(
-    segment: SegmentRef, owner: faiss.Index, rows: list[dict[str, Any]], nbytes: int, *, ivf_vectors: bool
+    segment: SegmentRef,
+    owner: faiss.Index,
+    ids: Sequence[str],
+    metadata: Sequence[dict[str, Any]],
+    nbytes: int,
+    *,
+    ivf_vectors: bool,
 ) -> LoadedSegment:
     """A :class:`LoadedSegment` over an opened index, checked against its manifest entry and sidecar."""
     import faiss
 
-    if owner.ntotal != len(rows) or owner.ntotal != segment.vectors:
-        raise CorruptObject(f"segment {segment.id} has {owner.ntotal} vectors and {len(rows)} rows")
+    if owner.ntotal != len(ids) or owner.ntotal != segment.vectors:
+        raise CorruptObject(f"segment {segment.id} has {owner.ntotal} vectors and {len(ids)} rows")
     index = faiss.downcast_index(owner)  # a typed proxy; ``owner`` still owns the C++ object
     if segment.kind == "flat":
         if not isinstance(index, faiss.IndexFlatIP):
@@ -330,8 +377,6 @@ def _opened(
         vectors = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
     else:
         vectors = index.reconstruct_n(0, index.ntotal)
-    ids = [r["id"] for r in rows]
-    metadata = [r["metadata"] for r in rows]
     return LoadedSegment(
         segment.id,
         vectors,

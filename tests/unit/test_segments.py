@@ -29,7 +29,7 @@ def test_a_segment_round_trips_vectors_ids_and_metadata(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.vectors, vectors.astype(np.float32))
     assert loaded.ids == ids
     assert loaded.metadata == meta
-    assert loaded.rows["d7"] == 7
+    assert loaded.row_of("d7") == 7 and loaded.row_of("nope") is None
     assert loaded.owner is not None  # the vectors are a view into this object's memory
 
 

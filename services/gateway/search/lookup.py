@@ -42,7 +42,7 @@ class Located:
 def find(snapshot: Snapshot, doc_id: str) -> Located | None:
     """Where ``doc_id`` is live in ``snapshot`` (None: not in this version, or deleted)."""
     for live in snapshot.segments:
-        row = live.segment.rows.get(doc_id)
+        row = live.segment.row_of(doc_id)
         if row is not None and live.live[row]:
             return Located(live.segment, row)
     return None

@@ -64,7 +64,7 @@ class LiveSegment:
         """Mark the rows of ``deleted`` documents dead."""
         live = np.ones(len(segment.ids), dtype=bool)
         for doc_id in deleted:
-            row = segment.rows.get(doc_id)
+            row = segment.row_of(doc_id)
             if row is not None:
                 live[row] = False
         count = int(live.sum())

@@ -168,7 +168,8 @@ async def test_search_results_include_what_is_asked(api: Api) -> None:
 async def test_a_segment_written_without_texts_answers_text_null(
     api: Api, redis_client: redis.Redis, store: LocalStore
 ) -> None:
-    # Given a document whose live segment has no texts file (as segments written before texts were kept),
+    # Given a document whose live segment has no texts file nor document table (as segments written
+    # before either was kept),
     await api.client.put("/v1/collections/docs", headers=api.auth)
     await _ingest(api, [{"id": "old", "text": "written long ago", "metadata": {"era": "before"}}])
     record = catalog.get(redis_client, "acme", "docs")
@@ -180,7 +181,7 @@ async def test_a_segment_written_without_texts_answers_text_null(
         (seg,) = base.segments
         for name in (segments.INDEX_FILE, segments.DOCS_FILE):
             store.put(record.ref.segment_key("legacy", name), store.get(record.ref.segment_key(seg.id, name)))
-        files = {n: h for n, h in seg.files.items() if n != segments.TEXTS_FILE}
+        files = {n: h for n, h in seg.files.items() if n in (segments.INDEX_FILE, segments.DOCS_FILE)}
         legacy = seg.model_copy(update={"id": "legacy", "files": files})
         outcome = publisher.replace_segments(record.ref, base, (legacy,), "legacy", [seg.id])
     # When it is read and searched with its text asked for,

@@ -94,9 +94,9 @@ def test_cleanup_removes_only_old_unneeded_objects_and_the_live_index_still_sear
         assert collection.ref.batch_key(batch) not in left and collection.ref.vectors_key(batch) not in left
     assert collection.ref.batch_key("b0") in left  # its segment is in the kept parent
     assert not any(n.startswith("segments/cancelled/") for n in names)
-    # 8 manifests (6 writes, the compaction, the cancelled one) less the 2 kept; 1 segment of 3 files
-    # (its index, its sidecar of ids and metadata, its texts).
-    assert (removed.counts["manifests"], removed.counts["segments"]) == (6, 3)
+    # 8 manifests (6 writes, the compaction, the cancelled one) less the 2 kept; 1 segment of 4 files
+    # (its index, its sidecar of ids and metadata, its document table, its texts).
+    assert (removed.counts["manifests"], removed.counts["segments"]) == (6, 4)
     assert (removed.counts["batches"], removed.counts["vectors"]) == (2, 2)
     assert removed.bytes == sum(len(v) for k, v in objects.items() if k not in left)
     remembered: list[bytes] = redis_client.zrange(keys.removed_versions("acme", "docs"), 0, -1)  # type: ignore[assignment]

@@ -30,7 +30,7 @@ def _snapshot() -> tuple[Snapshot, set[str]]:
     deleted = {"k07", "k33", "k59", "k00"}
     last = len(parts) - 1
     built = [
-        (seg, tuple(sorted(d for d in deleted | ({"k05"} if i != last else set()) if d in seg.rows)))
+        (seg, tuple(sorted(d for d in deleted | ({"k05"} if i != last else set()) if seg.row_of(d) is not None)))
         for i, (seg, _) in enumerate(parts)
     ]
     live = (set(ids) | {"k05"}) - deleted

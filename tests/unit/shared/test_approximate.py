@@ -97,5 +97,6 @@ def test_a_checked_segment_stores_its_parameter_in_the_manifest_entry_and_the_in
     graph: Any = faiss.downcast_index(loaded.owner)  # type: ignore[arg-type]
     assert graph.hnsw.efSearch == ref.search_param
     # Rows may be reordered (the held-out queries go last) but each id keeps its vector and metadata.
-    row = loaded.rows["d123"]
+    row = loaded.row_of("d123")
+    assert row is not None
     assert np.allclose(loaded.vectors[row], vectors[123]) and loaded.metadata[row] == {"n": 123}

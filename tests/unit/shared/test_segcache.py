@@ -78,7 +78,7 @@ def test_a_damaged_file_that_kept_its_size_and_time_is_caught_when_it_fails_to_o
     seg, vectors = _stored(store, "s1")
     cache = SegmentCache(store, tmp_path / "cache")
     local = cache.path(REF, seg, segments.INDEX_FILE)
-    cache.path(REF, seg, segments.DOCS_FILE)
+    cache.path(REF, seg, segments.DOCS_TABLE_FILE)
     st = local.stat()
     with local.open("r+b") as f:  # the header, in place: same inode and size
         f.write(b"\0" * 16)
@@ -86,7 +86,7 @@ def test_a_damaged_file_that_kept_its_size_and_time_is_caught_when_it_fails_to_o
 
     opened = segments.open_cached(cache, REF, seg)
 
-    assert cache.downloads == 4  # both files, then both again (the segment is discarded whole)
+    assert cache.downloads == 4  # the index and the document table, then both again (the segment is discarded whole)
     np.testing.assert_array_equal(opened.vectors, vectors.astype(np.float32))
 
 
