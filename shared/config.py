@@ -29,13 +29,6 @@ class Settings(BaseSettings):
         default=None, description="Redis URL; unset means `semaflow up` starts its own (AOF, appendfsync everysec)."
     )
     store_dir: Path | None = Field(default=None, description="Local object-store directory (default DATA_DIR/objects).")
-    text_cache_dir: Path | None = Field(
-        default=None,
-        description=(
-            "Where the gateway keeps the texts files of the segments whose texts were asked for, fetched from the "
-            "object store on first use and read by offset (default DATA_DIR/text-cache)."
-        ),
-    )
     segment_cache_dir: Path | None = Field(
         default=None,
         description=(
@@ -500,11 +493,6 @@ class Settings(BaseSettings):
     def local_store_dir(self) -> Path:
         """The local object-store directory in effect."""
         return self.store_dir if self.store_dir is not None else self.data_dir / "objects"
-
-    @property
-    def local_text_cache_dir(self) -> Path:
-        """The gateway's texts cache directory in effect."""
-        return self.text_cache_dir if self.text_cache_dir is not None else self.data_dir / "text-cache"
 
     @property
     def model_cache(self) -> Path:

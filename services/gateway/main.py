@@ -191,7 +191,7 @@ def build(
             )
             app[CACHE] = cache
             registry.on_drop(cache.forget_local)
-        texts = TextCache(app[STORE], settings.local_text_cache_dir)
+        texts = TextCache(registry.cache)
         registry.on_swap(texts.retain)
         registry.on_drop(texts.forget)
         app[SEARCHER] = Searcher(

@@ -1,12 +1,13 @@
-"""A local on-disk cache of segment files: each downloaded once, verified once, then memory-mapped.
+"""A local on-disk cache of segment files: each downloaded once, verified once, then memory-mapped or read in place.
 
 A segment file is stored under ``{root}/{its object key}``; beside it, ``{name}.verified`` records
 the SHA-256 checked at download with the file's size, inode and modification time. A file whose
 record matches its manifest digest and its current ``stat`` is trusted without hashing it again,
 so a gateway that starts with its segments cached reads none of them. A file changed since (its
-size, inode or time differ), or without a record, is downloaded again. Files are written to a
-temporary name and renamed, so another process on the host never maps a partial file, and every
-process maps the same file: they share its pages in the page cache.
+size, inode or time differ), or without a record, is downloaded again. Files are streamed to a
+temporary name (never held whole in memory), hashed from disk and renamed, so another process on
+the host never maps a partial file, and every process maps the same file: they share its pages in
+the page cache.
 
 Removing a file a process has mapped is safe on POSIX: the mapping keeps the pages until it is
 closed. Eviction therefore only needs to know which segments this process's versions use.
@@ -15,6 +16,7 @@ closed. Eviction therefore only needs to know which segments this process's vers
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -22,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from shared.errors import CorruptObject
-from shared.index.manifests import sha256
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from shared.index.storage import ObjectStore
 
 VERIFIED_SUFFIX: Final = ".verified"
+_HASH_CHUNK: Final = 1 << 20
 
 __all__ = ["SegmentCache"]
 
@@ -59,18 +61,47 @@ class SegmentCache:
         digest = segment.files.get(name)
         if digest is None:
             raise CorruptObject(f"segment {segment.id} lists no {name}")
-        local = self._dir(ref, segment.id) / name
+        return self.file(ref, segment.id, name, digest)
+
+    def file(self, ref: CollectionRef, segment_id: str, name: str, digest: str) -> Path:
+        """The local path of file ``name`` of a segment whose SHA-256 is ``digest``, fetched first if need be.
+
+        The object is streamed to a temporary file in the segment's folder (never held whole in
+        memory: a large tier's index can be gigabytes), hashed from disk, and renamed into place
+        only if it matches, with its record beside it.
+
+        Raises:
+            CorruptObject: the stored object fails ``digest`` (nothing is kept).
+            ObjectNotFound: the object is missing from the store.
+            StorageUnavailable: the store could not be reached.
+        """
+        local = self._dir(ref, segment_id) / name
         if self._trusted(local, digest):
             return local
-        data = self.store.get(ref.segment_key(segment.id, name))
-        self.downloads += 1
-        self.verified_bytes += len(data)
-        if sha256(data) != digest:
-            raise CorruptObject(f"segment {segment.id}/{name} fails its SHA-256 check")
         local.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(local, data)
+        fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{name}.", suffix=".part")
+        os.close(fd)
+        partial = Path(tmp)
+        try:
+            self.store.download(ref.segment_key(segment_id, name), partial)
+            self.downloads += 1
+            self.verified_bytes += partial.stat().st_size
+            if _file_sha256(partial) != digest:
+                raise CorruptObject(f"segment {segment_id}/{name} fails its SHA-256 check")
+            os.replace(partial, local)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a segment folder this fetch made, left empty
+                local.parent.rmdir()
+            raise
         _write_atomically(_record(local), _stamp(local, digest).encode())
         return local
+
+    def forget(self, ref: CollectionRef, segment_id: str, name: str) -> None:
+        """Forget one cached file (found damaged when opened): the next :meth:`file` fetches it again."""
+        local = self._dir(ref, segment_id) / name
+        _record(local).unlink(missing_ok=True)
+        local.unlink(missing_ok=True)
 
     def derived(
         self, ref: CollectionRef, segment: SegmentRef, source: str, name: str, make: Callable[[Path], bytes]
@@ -123,6 +154,14 @@ class SegmentCache:
             return recorded == _stamp(local, digest)
         except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
             return False
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _record(local: Path) -> Path:

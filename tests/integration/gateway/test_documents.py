@@ -47,8 +47,8 @@ async def _get(api: Api, path: str, status: int = 200) -> Any:
 
 
 def _cached(folder: Path) -> list[str]:
-    """Names of the texts files in a collection's cache folder."""
-    return sorted(p.name for p in folder.glob("*.texts"))
+    """Ids of the segments whose texts file is in a collection's segment-cache folder."""
+    return sorted(p.parent.name for p in folder.glob(f"*/{segments.TEXTS_FILE}"))
 
 
 async def _search(api: Api, body: dict[str, Any], status: int = 200) -> Any:
@@ -203,14 +203,21 @@ async def test_texts_follow_a_merge_and_the_merged_away_files_leave_the_cache(
         await _get(api, f"/v1/collections/docs/documents/{doc}")
     record = catalog.get(redis_client, "acme", "docs")
     assert record is not None
-    cache: Path = settings.local_text_cache_dir / record.id
+    cache: Path = settings.segment_cache_path / record.ref.prefix / "segments"
     assert len(_cached(cache)) == 2
     # When compaction merges them into one segment,
     policy = Policy.from_settings(settings.model_copy(update={"compaction_merge_factor": 2}))
     result = Compactor(store, Publisher(redis_client, store), policy).compact(record)
     assert result is not None and result.merged == 2
-    # Then the texts are read from the merged segment, whose file alone stays in the cache.
+    # Then the texts are read from the merged segment's file,
     for doc, text in (("a", "apples are red"), ("b", "bananas are yellow")):
         got = await _get(api, f"/v1/collections/docs/documents/{doc}")
         assert got["text"] == text and got["index_version"] == result.version
-    assert [name.split("-")[0] for name in _cached(cache)] == [result.segment.split("-")[0]]
+    merged_away = set(_cached(cache)) - {result.segment}
+    assert len(merged_away) == 2 and result.segment in _cached(cache)
+    # and the merged-away segments leave the cache, files and all, once the version they served is
+    # no longer the one being replaced either.
+    await _ingest(api, [{"id": "c", "text": "cherries are dark"}])
+    assert (await _get(api, "/v1/collections/docs/documents/c"))["text"] == "cherries are dark"
+    left = {p.name for p in await asyncio.to_thread(lambda: list(cache.iterdir()))}
+    assert result.segment in left and not merged_away & left
