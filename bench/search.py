@@ -23,6 +23,12 @@ Run by hand (not pytest)::
    Each answer's ``Cache-Status`` tells a hit (L1 or L2) from a miss. The other runs send
    ``Cache-Control: no-cache, no-store`` so they measure the uncached path and leave the cache cold.
 
+5. With ``--batching-reference``: ``query`` throughput at concurrency ``-c`` with the gateway's query
+   micro-batching against without it, in the same run: a second gateway on the same stack, started
+   with ``SEMAFLOW_QUERY_BATCH_MAX=1`` (each query encoded alone, as before batching), and the two
+   loaded in turn, ``--batching-rounds`` times each, one at a time. Target: >= 1.5x the requests per
+   second; the gateways' CPU per request is printed beside it.
+
 Targets: p50(HTTP) / p50(floor) <= 1.5 at concurrency 1, for both kinds; cached-run hit rate >= 80 %.
 """
 
@@ -44,6 +50,7 @@ from common import check, log, percentile, table, verdict
 DIM = common.DIM
 TARGET_RATIO = 1.5
 TARGET_HIT_RATE = 0.80
+TARGET_BATCHING = 1.5
 K = 10
 
 
@@ -107,8 +114,10 @@ async def ingest_vectors(
 class HttpSearcher:
     """Pre-serialised search requests against one collection (bypassing the search cache unless ``cached``)."""
 
-    def __init__(self, stack: common.Stack, http: Any, name: str, *, cached: bool = False) -> None:
-        self.url = f"{stack.url}/v1/collections/{name}/search"
+    def __init__(
+        self, stack: common.Stack, http: Any, name: str, *, cached: bool = False, base_url: str | None = None
+    ) -> None:
+        self.url = f"{base_url or stack.url}/v1/collections/{name}/search"
         self.http = http
         self.h = {**stack.headers, "Content-Type": "application/json"}
         if not cached:
@@ -284,12 +293,97 @@ async def run_stack(
                     f"c{args.c}_machine_busy_cores": busy32 / wall32,
                 }
                 await stack.wait_idle(http, window_s=0.5)
+            if args.batching_reference:
+                out["batching"] = await batching_run(args, stack, http, name, bodies["query"][: args.n32])
             if args.cached_n:
                 out["cached"] = await cached_run(args, stack, http, name, queries)
     finally:
         stack.stop()
         log("stack stopped")
     return out
+
+
+async def batching_run(
+    args: argparse.Namespace, stack: common.Stack, http: Any, name: str, bodies: list[bytes]
+) -> dict[str, Any]:
+    """``query`` throughput at concurrency ``args.c``: the stack's gateway (micro-batching) against a second
+    gateway with ``SEMAFLOW_QUERY_BATCH_MAX=1``, loaded in turn, one at a time."""
+    from startup import stack_env
+
+    port = common.free_port()
+    env = {
+        **stack_env(stack),
+        "SEMAFLOW_PORT": str(port),
+        "SEMAFLOW_HOST": "127.0.0.1",
+        "SEMAFLOW_QUERY_BATCH_MAX": "1",
+    }
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "services.gateway"],
+        env=env,
+        cwd=common.REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        unbatched = HttpSearcher(stack, http, name, base_url=base)
+        deadline = time.monotonic() + 300
+        while True:  # ready, and its query model loaded: a query search answers
+            try:
+                await unbatched.one(bodies[0])
+                break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the reference gateway did not start") from None
+                await asyncio.sleep(0.5)
+        batched = HttpSearcher(stack, http, name)
+        sides = {"batched": (batched, stack.pids.get("gateway")), "unbatched": (unbatched, proc.pid)}
+        for searcher, _ in sides.values():  # warm-up
+            await searcher.concurrent(bodies[: args.c * 2], args.c)
+        done: dict[str, dict[str, float]] = {k: {"requests": 0, "wall": 0.0, "cpu": 0.0} for k in sides}
+        for r in range(args.batching_rounds):
+            order = list(sides) if r % 2 == 0 else list(reversed(sides))
+            for label in order:
+                searcher, pid = sides[label]
+                await stack.wait_idle(http, window_s=0.5)
+                cpu0 = common.cpu_seconds([pid]) if pid else 0.0
+                lat, wall = await searcher.concurrent(bodies, args.c)
+                done[label]["requests"] += len(lat)
+                done[label]["wall"] += wall
+                done[label]["cpu"] += (common.cpu_seconds([pid]) - cpu0) if pid else 0.0
+                log(f"batching round {r + 1} {label}: {len(lat) / wall:.1f} req/s")
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 30)
+    result: dict[str, Any] = {
+        label: {
+            "req_per_s": d["requests"] / d["wall"],
+            "gateway_cpu_ms_per_req": d["cpu"] / d["requests"] * 1000,
+            "requests": d["requests"],
+        }
+        for label, d in done.items()
+    }
+    result["ratio"] = result["batched"]["req_per_s"] / result["unbatched"]["req_per_s"]
+    return result
+
+
+def print_batching(args: argparse.Namespace, batching: dict[str, Any]) -> bool:
+    """Print the batching comparison; whether it met the target."""
+    print()
+    print(f"query micro-batching at c={args.c}, {args.batching_rounds} rounds each, alternating:")
+    rows = [
+        [label, batching[label]["requests"], batching[label]["req_per_s"], batching[label]["gateway_cpu_ms_per_req"]]
+        for label in ("unbatched", "batched")
+    ]
+    print(table(["gateway", "requests", "req/s", "gateway CPU ms/req"], rows))
+    ratio = batching["ratio"]
+    if ratio < 1.0:
+        print(f"  no ratio: the unbatched reference was faster ({ratio:.2f}x)  FAIL")
+        return False
+    ok = bool(ratio >= TARGET_BATCHING)
+    print(f"  throughput ratio = {ratio:.2f}x  (target >= {TARGET_BATCHING}x)  {verdict(ok)}")
+    return ok
 
 
 def zipf_mix(rng: np.random.Generator, distinct: int, n: int, s: float) -> list[int]:
@@ -391,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zipf-s", type=float, default=1.1, help="Zipf exponent of the cached run (default 1.1)")
     parser.add_argument("--zipf-distinct", type=int, default=1_000, help="distinct queries of the cached run")
     parser.add_argument(
+        "--batching-reference", action="store_true", help="compare query micro-batching with a gateway without it"
+    )
+    parser.add_argument("--batching-rounds", type=int, default=3, help="rounds per side of the batching comparison")
+    parser.add_argument(
         "--only-cached", action="store_true", help="skip the uncached runs and the floor (just ingest + cached run)"
     )
     args = parser.parse_args(argv)
@@ -472,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ok = ok and ratio <= TARGET_RATIO
         print(f"  {kind:6s} ratio = {ratio:.2f}x  (target <= {TARGET_RATIO}x)  {verdict(ratio <= TARGET_RATIO)}")
+    if "batching" in out:
+        ok = print_batching(args, out["batching"]) and ok
     if "cached" in out:
         ok = print_cached(args, out["cached"]) and ok
     common.write_json(
