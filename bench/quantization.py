@@ -196,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         f" search p50 {ratio(int8['search_p50_ms'], none['search_p50_ms'])},"
         f" CPU/query {ratio(int8['cpu_ms_per_query'], none['cpu_ms_per_query'])}"
     )
+    peak = int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) * 1024
+    out["peak_rss_bytes"] = peak
+    print(f"process peak RSS {peak / 2**20:,.0f} MiB (the vectors, the ground truth, both segments built and mapped)")
     write_json(args.json, out)
     return 0
 
