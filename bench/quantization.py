@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         hits: dict[Quantization, int] = dict.fromkeys(QUANTIZATIONS, 0)
         for _ in range(2):  # the first round warms the page cache and the mappings: only the second is kept
             for q in QUANTIZATIONS:
-                walls[q].clear(), cpus[q].clear()
+                walls[q].clear()
+                cpus[q].clear()
                 hits[q] = 0
             for i, query in enumerate(queries):
                 for q in QUANTIZATIONS:
