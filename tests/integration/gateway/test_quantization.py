@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import redis
 
+from semaflow.client import AsyncClient, Conflict
 from services.indexer import stats
 from shared.index.documents import normalize
 from shared.index.storage import LocalStore
@@ -112,3 +113,14 @@ async def test_an_int8_collection_answers_the_exact_top_hits_and_reads_vectors_b
     info = await _call(api, "GET", COLL, 200)
     assert info["quantization"] == "int8" and info["stats"]["quantized_segments"] == 2
     assert info["stats"]["min_recall"] is not None and info["stats"]["min_recall"] >= 0.95
+
+
+async def test_the_sdk_creates_an_int8_collection_and_a_conflicting_one_raises(api: Api) -> None:
+    base = str(api.client.make_url("/")).rstrip("/")
+    async with AsyncClient(base, api.key) as sf:
+        created = await sf.create_collection("sdk-small", quantization="int8")
+        assert created.quantization == "int8"
+        assert (await sf.create_collection("sdk-small")).quantization == "int8"
+        with pytest.raises(Conflict):
+            await sf.create_collection("sdk-small", quantization="none")
+        assert (await sf.create_collection("sdk-plain")).quantization == "none"
