@@ -108,7 +108,7 @@ async def _info(
 async def put_collection(request: web.Request) -> web.Response:
     """Create a collection (201), or confirm it exists (200); its settings (the optional body) are fixed at creation.
 
-    A body asking for other settings than an existing collection's answers 409.
+    A body naming other settings than an existing collection's answers 409 (a setting it leaves out is not asked).
     """
     name = request.match_info["name"]
     if not _NAME.match(name):
@@ -122,7 +122,8 @@ async def put_collection(request: web.Request) -> web.Response:
     asked = await read_body(request, CollectionCreate) if request.body_exists else None
     quantization = asked.quantization if asked is not None else "none"
     record, created = await catalog.create(request.app[REDIS], tenant_of(request), name, quantization)
-    if not created and asked is not None and record.quantization != asked.quantization:
+    named = asked.model_fields_set if asked is not None else set()
+    if not created and "quantization" in named and record.quantization != quantization:
         return problem(
             409,
             f"Collection {name!r} exists with quantization {record.quantization!r}; it is fixed at creation.",

@@ -64,6 +64,7 @@ async def test_an_unknown_quantization_is_refused_and_a_different_one_conflicts(
     # Confirming it (with no body, or the same setting) answers 200; asking for another setting, 409.
     assert (await _call(api, "PUT", COLL, 200))["quantization"] == "int8"
     assert (await _call(api, "PUT", COLL, 200, {"quantization": "int8"}))["quantization"] == "int8"
+    assert (await _call(api, "PUT", COLL, 200, {}))["quantization"] == "int8"  # a setting left out is not asked
     conflict = await _call(api, "PUT", COLL, 409, {"quantization": "none"})
     assert "int8" in conflict["detail"]
     # A collection created without a body is float32.
