@@ -313,8 +313,9 @@ class Settings(BaseSettings):
         gt=0,
         le=1,
         description=(
-            "Recall@10 every approximate segment must show against exact search at build (200 queries drawn from"
-            " the segment); its search parameter is raised until it does, else the segment is built exact (flat)."
+            "Recall@10 every approximate or int8 segment must show against exact float32 search at build (200"
+            " queries drawn from the segment); an approximate one's search parameter is raised until it does, else"
+            " the segment is built float32 (an int8 approximate one as float32 of its kind, then flat)."
         ),
     )
     hnsw_m: int = Field(default=c.HNSW_M, description="HNSW links per node (stored in the segment).")

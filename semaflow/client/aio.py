@@ -111,9 +111,13 @@ class AsyncClient(ClientBase):
         """The tenant's collections."""
         return (await self.send(calls.list_collections())).collections
 
-    async def create_collection(self, name: str) -> CollectionInfo:
-        """Create a collection, or confirm it exists."""
-        return await self.send(calls.create_collection(name))
+    async def create_collection(self, name: str, quantization: str | None = None) -> CollectionInfo:
+        """Create a collection, or confirm it exists; ``quantization`` ``"int8"`` stores its vectors as int8 codes.
+
+        Raises:
+            Conflict: it exists with another ``quantization`` (409).
+        """
+        return await self.send(calls.create_collection(name, quantization))
 
     async def get_collection(self, name: str) -> CollectionInfo:
         """A collection's size, live index version and index statistics."""

@@ -118,8 +118,9 @@ def list_collections() -> Call[CollectionList]:
     return Call("GET", "/v1/collections", _model(CollectionList))
 
 
-def create_collection(name: str) -> Call[CollectionInfo]:
-    return Call("PUT", f"/v1/collections/{_seg(name)}", _model(CollectionInfo))
+def create_collection(name: str, quantization: str | None = None) -> Call[CollectionInfo]:
+    body = _body({"quantization": quantization}) if quantization is not None else None
+    return Call("PUT", f"/v1/collections/{_seg(name)}", _model(CollectionInfo), body=body)
 
 
 def get_collection(name: str) -> Call[CollectionInfo]:

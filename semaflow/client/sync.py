@@ -110,9 +110,13 @@ class Client(ClientBase):
         """The tenant's collections."""
         return self.send(calls.list_collections()).collections
 
-    def create_collection(self, name: str) -> CollectionInfo:
-        """Create a collection, or confirm it exists."""
-        return self.send(calls.create_collection(name))
+    def create_collection(self, name: str, quantization: str | None = None) -> CollectionInfo:
+        """Create a collection, or confirm it exists; ``quantization`` ``"int8"`` stores its vectors as int8 codes.
+
+        Raises:
+            Conflict: it exists with another ``quantization`` (409).
+        """
+        return self.send(calls.create_collection(name, quantization))
 
     def get_collection(self, name: str) -> CollectionInfo:
         """A collection's size, live index version and index statistics."""

@@ -51,7 +51,7 @@ def _show(value: Any, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _collections_create(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    return _show(client.create_collection(args.name), args, out)
+    return _show(client.create_collection(args.name, args.quantization), args, out)
 
 
 def _collections_show(client: Client, args: argparse.Namespace, out: TextIO) -> int:
@@ -72,8 +72,14 @@ def _collections_rollback(client: Client, args: argparse.Namespace, out: TextIO)
 def _add_collections(sub: Sub) -> None:
     group = _group(sub, "collections", "list, create, show, delete and roll back collections")
     _leaf(group, "list", _collections_list, "the tenant's collections")
+    create = _leaf(group, "create", _collections_create, "create a collection (or confirm it exists)")
+    create.add_argument("name")
+    create.add_argument(
+        "--quantization",
+        choices=("none", "int8"),
+        help="how its segments hold vectors (fixed at creation): float32 (none, the default) or int8 codes",
+    )
     for name, handler, text in (
-        ("create", _collections_create, "create a collection (or confirm it exists)"),
         ("show", _collections_show, "a collection's size, index version and statistics"),
         ("delete", _collections_delete, "delete a collection and its documents"),
     ):

@@ -7,7 +7,8 @@ Segments fall into tiers by live vectors: tier ``t`` holds segments of ``base * 
 vector is rewritten O(log n) times. A merge reads and builds only its own segments (memory bounded by
 the merged segment's size); segments of ``max_segment`` vectors or more are not merged further. A
 merged segment of ``approximate_threshold`` vectors or more is approximate (HNSW or IVF), checked
-for recall at build (:mod:`shared.index.approximate`).
+for recall at build (:mod:`shared.index.approximate`). A merge keeps the collection's quantisation: an
+int8 collection's merged segment is int8 again (its rows read back decoded), checked the same way.
 
 The merged segment is built without the collection lock, then published through the normal path
 under the lock: a new manifest whose parent is the version live at that moment, LATEST and the
@@ -169,7 +170,8 @@ class Result:
     segments: int  # segments of the new version
     seconds: float
     search_param: int | None = None  # approximate segments: the efSearch / nprobe chosen at build
-    recall: float | None = None  # approximate segments: recall@10 measured with it
+    recall: float | None = None  # approximate or int8 segments: recall@10 measured at build
+    quantization: str | None = None  # "int8" when the merged segment holds int8 codes
 
 
 def new_segment_id() -> str:
@@ -210,6 +212,7 @@ class Compactor:
             kind=choice.kind,
             hnsw=self.policy.hnsw,
             target=self.policy.target,
+            quantization=collection.quantization,
         )
         del vectors, texts  # the merge's largest buffer: gone before publishing
         segments.upload(self.store, ref, segment, files)
@@ -242,6 +245,7 @@ class Compactor:
             seconds=round(time.perf_counter() - started, 3),
             search_param=segment.search_param,
             recall=segment.recall,
+            quantization=segment.quantization,
         )
         log.info("index.compacted", **result.__dict__)
         return result

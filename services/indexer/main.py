@@ -7,6 +7,7 @@ from prometheus_client import Counter
 from services.indexer import actors, maintenance
 from services.indexer.publishing import Publisher
 from shared.config import Settings
+from shared.index.approximate import RecallTarget
 from shared.index.storage import ObjectStore, open_store
 from shared.messaging import tasks
 from shared.runtime import telemetry
@@ -24,7 +25,13 @@ def build(settings: Settings, *, store: ObjectStore | None = None) -> WorkerServ
     )
     objects = store or open_store(settings)
     published = Counter("semaflow_index_publishes", "Index versions made live.", registry=service.metrics.registry)
-    publisher = Publisher(service.client, objects, published=published, lock_ttl_s=settings.collection_lock_ttl_s)
+    publisher = Publisher(
+        service.client,
+        objects,
+        published=published,
+        lock_ttl_s=settings.collection_lock_ttl_s,
+        target=RecallTarget(min_recall=settings.min_recall),
+    )
     actors.declare(service.broker, service.client, publisher, settings)
     maintenance.declare(service.broker, service.client, objects, publisher, settings)
     return service

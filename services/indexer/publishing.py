@@ -28,6 +28,7 @@ from shared.clock import now
 from shared.constants import COLLECTION_LOCK_TTL_S
 from shared.errors import Cancelled, ObjectNotFound, PermanentError, StaleIndex
 from shared.index import manifests, segments
+from shared.index.approximate import RecallTarget
 from shared.index.documents import decode_batch, decode_vectors
 from shared.index.manifests import Manifest, SegmentRef
 from shared.messaging import bus
@@ -95,11 +96,13 @@ class Publisher:
         *,
         published: Counter | None = None,
         lock_ttl_s: float = COLLECTION_LOCK_TTL_S,
+        target: RecallTarget | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.published = published  # counts every version this process makes live
         self.lock_ttl_s = lock_ttl_s  # a lock whose holder died is free again after this
+        self.target = target or RecallTarget()  # what an int8 batch segment must show, else it is float32
 
     def current(self, ref: CollectionRef) -> Manifest | None:
         """The manifest LATEST points at, or None for an empty collection."""
@@ -135,6 +138,8 @@ class Publisher:
                 kept_ids,
                 [docs[i].metadata for i in keep],
                 texts=[docs[i].text for i in keep],
+                quantization=collection.quantization,
+                target=self.target,
             )
             segments.upload(self.store, ref, segment, files)
             replaced = {d: e[0] for d in kept_ids if (e := entries[d]) is not None and e[0] != DELETED}

@@ -40,6 +40,7 @@ def measure(client: redis.Redis, store: ObjectStore, collection: Collection) -> 
         documents=manifest.documents,
         segments=len(manifest.segments),
         approximate_segments=sum(1 for s in manifest.segments if s.kind != "flat"),
+        quantized_segments=sum(1 for s in manifest.segments if s.quantization is not None),
         min_recall=min((s.recall for s in manifest.segments if s.recall is not None), default=None),
         memory_bytes=sum(sizes.get(ref.segment_key(s.id, INDEX_FILE), 0) for s in manifest.segments),
         index_created_at=manifest.created_at,

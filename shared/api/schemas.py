@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from shared import constants as c
 from shared.index.documents import Document, Vector, check_vector, needs_one_of
+from shared.index.manifests import Quantization
 from shared.messaging.workqueue import Priority
 from shared.records.apikeys import MAX_NAME_LENGTH, ApiKey, Role
 from shared.records.deadletters import DeadLetter
@@ -305,9 +306,13 @@ class IndexStatsInfo(_Body):
     vectors: int
     segments: int
     approximate_segments: int
+    quantized_segments: int = Field(default=0, description="Segments holding int8 codes rather than float32 rows.")
     min_recall: float | None = Field(
         default=None,
-        description="Lowest recall@10 against exact search measured when its approximate segments were built.",
+        description=(
+            "Lowest recall@10 against exact float32 search measured when its approximate or int8 segments were"
+            " built (null: it has none)."
+        ),
     )
     memory_bytes: int
     index_age_seconds: float | None
@@ -323,7 +328,24 @@ class CollectionInfo(_Body):
     index_version: str | None
     segments: int
     created_at: str
+    quantization: Quantization = Field(
+        default="none", description="How its segments hold vectors: `none` (float32) or `int8` (set at creation)."
+    )
     stats: IndexStatsInfo | None = None
+
+
+class CollectionCreate(_Body):
+    """``PUT /v1/collections/{name}`` (the body is optional): the collection's settings, fixed at creation."""
+
+    quantization: Quantization = Field(
+        default="none",
+        description=(
+            "`int8` stores each vector as 384 bytes (one per dimension, FAISS scalar quantiser `QT_8bit`) instead of"
+            " 1,536: a quarter of the disk and memory. Every segment is checked at build against exact float32"
+            " search (recall@10, `SEMAFLOW_MIN_RECALL`) and written as float32 when it falls short; scores and"
+            " vectors read back are the decoded (dequantised) ones."
+        ),
+    )
 
 
 class RollbackRequest(_Body):

@@ -24,7 +24,8 @@ class IndexStats(BaseModel):
     documents: int  # live documents
     segments: int
     approximate_segments: int
-    min_recall: float | None = None  # lowest recall@10 measured at build among approximate segments (None: none)
+    quantized_segments: int = 0  # segments holding int8 codes (absent from statistics stored before them)
+    min_recall: float | None = None  # lowest recall@10 measured at build among approximate or int8 segments
     memory_bytes: int  # the index files' size: what a gateway holds in memory for it
     index_created_at: datetime | None  # when the live version was published
     computed_at: datetime

@@ -24,10 +24,13 @@ def sha256(data: bytes) -> str:
 
 
 SegmentKind = Literal["flat", "hnsw", "ivf"]
+# How a collection's segments hold their vectors: ``none`` as float32, ``int8`` as one byte per dimension
+# (FAISS scalar quantiser ``QT_8bit``), each segment checked for recall at build (see :mod:`shared.index.approximate`).
+Quantization = Literal["none", "int8"]
 
 # Fields added after manifests were first written: left out of the JSON while unset, so a manifest
 # written before them serializes (and hashes to its version) exactly as it did.
-_OPTIONAL: Final = ("search_param", "recall")
+_OPTIONAL: Final = ("search_param", "recall", "quantization")
 
 
 class SegmentRef(BaseModel):
@@ -37,7 +40,9 @@ class SegmentRef(BaseModel):
     (inverted lists) are approximate indexes that compaction builds for large tiers, each searched on
     its own by the gateway with ``search_param`` (``efSearch`` or ``nprobe``), the smallest value
     whose ``recall`` (recall@10 against exact search over the segment, measured at build) reached the
-    required minimum.
+    required minimum. ``quantization`` ``int8``: the index holds its rows as 8-bit codes (a flat segment
+    is an ``IndexScalarQuantizer``, the approximate ones ``IndexHNSWSQ`` / ``IndexIVFScalarQuantizer``),
+    and ``recall`` is measured against exact float32 search; None: float32 rows.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -48,7 +53,8 @@ class SegmentRef(BaseModel):
     files: dict[str, str]  # file name -> SHA-256
     deleted: tuple[str, ...] = ()
     search_param: int | None = None  # approximate segments: efSearch (hnsw) or nprobe (ivf)
-    recall: float | None = None  # approximate segments: recall@10 measured with search_param
+    recall: float | None = None  # approximate or quantised segments: recall@10 measured (with search_param)
+    quantization: Literal["int8"] | None = None  # None: float32 rows
 
     @model_serializer(mode="wrap")
     def _without_unset_optionals(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
@@ -176,6 +182,7 @@ def versions_page(
 __all__ = [
     "Manifest",
     "ObjectNotFound",
+    "Quantization",
     "SegmentKind",
     "SegmentRef",
     "StoredVersion",

@@ -21,7 +21,7 @@ from shared.errors import CorruptObject
 from shared.index import approximate, doctable
 from shared.index.approximate import Calibration, HnswParams, RecallTarget
 from shared.index.documents import metadata_line
-from shared.index.manifests import SegmentKind, SegmentRef, sha256
+from shared.index.manifests import Quantization, SegmentKind, SegmentRef, sha256
 from shared.index.texts import decode as _decode_texts
 from shared.index.texts import encode as _encode_texts
 
@@ -65,17 +65,25 @@ def _flat(vectors: np.ndarray[Any, Any]) -> faiss.Index:
     return index
 
 
-def _approximate(
-    segment_id: str, vectors: np.ndarray[Any, Any], kind: SegmentKind, hnsw: HnswParams, target: RecallTarget
-) -> tuple[faiss.Index, SegmentKind, Calibration | None, np.ndarray[Any, Any] | None]:
-    """An approximate index whose recall was measured (and its rows' order), or a flat one when none reached it."""
-    assert kind != "flat"
-    checked = approximate.build_checked(kind, vectors, hnsw, target)
+def _checked(
+    segment_id: str,
+    vectors: np.ndarray[Any, Any],
+    kind: approximate.CheckedKind,
+    hnsw: HnswParams | None,
+    target: RecallTarget,
+    *,
+    quantized: bool,
+) -> tuple[faiss.Index, Calibration, np.ndarray[Any, Any]] | None:
+    """An index whose recall was measured against exact search, its calibration and its rows' order; None when
+    no search parameter reached ``target`` (logged as a warning)."""
+    checked = approximate.build_checked(kind, vectors, hnsw, target, quantized=quantized)
     chosen = checked.chosen
+    quantization = "int8" if quantized else "none"
     log.info(
         "segment.checked",
         segment=segment_id,
         kind=kind,
+        quantization=quantization,
         vectors=len(vectors),
         tries=[(t.search_param, t.recall) for t in checked.tries],
         chosen=chosen.search_param if chosen else None,
@@ -83,16 +91,23 @@ def _approximate(
     )
     if chosen is None:
         best = max((t.recall for t in checked.tries), default=None)
-        log.warning("segment.recall_short", segment=segment_id, kind=kind, best=best, min_recall=target.min_recall)
-        del checked
-        return _flat(vectors), "flat", None, None
+        log.warning(
+            "segment.recall_short",
+            segment=segment_id,
+            kind=kind,
+            quantization=quantization,
+            best=best,
+            min_recall=target.min_recall,
+            instead="float32 " + (kind if quantized and kind != "flat" else "flat"),
+        )
+        return None
     # Stored in the index too, so a reader that ignores the manifest's value still searches with it.
     index: Any = checked.index
     if kind == "hnsw":
         index.hnsw.efSearch = chosen.search_param
-    else:
+    elif kind == "ivf":
         index.nprobe = chosen.search_param
-    return index, kind, chosen, checked.order
+    return index, chosen, checked.order
 
 
 def build(
@@ -105,30 +120,43 @@ def build(
     kind: SegmentKind = "flat",
     hnsw: HnswParams | None = None,
     target: RecallTarget | None = None,
+    quantization: Quantization = "none",
 ) -> tuple[SegmentRef, dict[str, bytes]]:
     """Build an inner-product segment; returns its manifest entry and files.
 
     ``flat`` is exact; ``hnsw`` and ``ivf`` are approximate: the index is checked against exact
     search over the segment's own vectors (:func:`shared.index.approximate.build_checked`) and stored
-    with the search parameter that reaches ``target`` -- or built flat when none does. (An approximate
+    with the search parameter that reaches ``target`` -- or built flat when none does. (A checked
     segment's rows may come in another order than ``ids``: the sidecar and the texts follow the index.)
-    ``texts`` (one per row, None for a row without) adds a texts file; without it the segment has none.
+    ``quantization`` ``int8`` stores 8-bit codes instead of float32 rows, checked the same way against
+    exact float32 search (a flat one too); when it falls short of ``target`` the segment is built as if
+    unquantised (a warning says so). ``texts`` (one per row, None for a row without) adds a texts file;
+    without it the segment has none.
     """
     import faiss
 
     if len(ids) != len(vectors) or len(ids) != len(metadata) or (texts is not None and len(texts) != len(ids)):
         raise ValueError("ids, vectors, metadata and texts differ in length")
+    if kind != "flat" and len(vectors) and hnsw is None:
+        raise ValueError("an approximate segment needs HnswParams")
+    target = target or RecallTarget()
+    built = None
+    # A recall needs one held-out query and one row to find: a single vector is kept as float32.
+    quantized = quantization == "int8" and len(vectors) >= 2
+    if quantized:
+        built = _checked(segment_id, vectors, kind, hnsw, target, quantized=True)
+        quantized = built is not None
+    if built is None and kind != "flat" and len(vectors):
+        built = _checked(segment_id, vectors, kind, hnsw, target, quantized=False)
     calibration: Calibration | None = None
     index: faiss.Index
-    if kind == "flat" or not len(vectors):
+    if built is None:
         index, kind = _flat(vectors) if len(vectors) else faiss.IndexFlatIP(vectors.shape[1]), "flat"
     else:
-        if hnsw is None:
-            raise ValueError("an approximate segment needs HnswParams")
-        index, kind, calibration, order = _approximate(segment_id, vectors, kind, hnsw, target or RecallTarget())
-        if order is not None:
-            ids, metadata = [ids[r] for r in order], [metadata[r] for r in order]
-            texts = [texts[r] for r in order] if texts is not None else None
+        index, calibration, order = built
+        del built
+        ids, metadata = [ids[r] for r in order], [metadata[r] for r in order]
+        texts = [texts[r] for r in order] if texts is not None else None
     serialized = faiss.serialize_index(index)
     del index
     files = {
@@ -146,8 +174,9 @@ def build(
         kind=kind,
         vectors=len(ids),
         files={n: sha256(b) for n, b in files.items()},
-        search_param=calibration.search_param if calibration else None,
+        search_param=calibration.search_param if calibration and kind != "flat" else None,
         recall=calibration.recall if calibration else None,
+        quantization="int8" if quantized else None,
     )
     return ref, files
 
@@ -164,8 +193,9 @@ class LoadedSegment:
 
     ``vectors`` is a view of the rows of ``owner``, the segment's FAISS index (memory-mapped when
     opened from the segment cache); ``owner`` keeps them alive as long as the view is. An IVF
-    segment's are empty unless loaded with ``ivf_vectors`` (see :func:`load`); :meth:`vector` reads
-    one row of any kind. ``texts_sha256`` is the SHA-256 of the segment's texts file (None: it has none).
+    segment's, and a ``quantized`` (int8) segment's, are empty unless loaded with ``ivf_vectors`` (see
+    :func:`load`); :meth:`vector` reads one row of any kind. ``texts_sha256`` is the SHA-256 of the
+    segment's texts file (None: it has none).
 
     ``ids`` and ``metadata`` are lists when the segment was read into memory, or columns of its
     memory-mapped document table (:mod:`shared.index.doctable`) when opened from the segment cache:
@@ -181,17 +211,22 @@ class LoadedSegment:
     nbytes: int = 0  # size of the serialized index (mapped or in memory), near enough
     search_param: int | None = None  # approximate segments: the efSearch / nprobe its manifest entry chose
     texts_sha256: str | None = None
+    quantized: bool = False  # int8 codes (searched through ``owner``; rows read back dequantised)
     # Lists only: document id -> row and the rows in id order, each computed on first use.
     _rows: dict[str, int] | None = None
     _id_order: list[np.ndarray[Any, np.dtype[np.int64]]] = field(default_factory=list)
 
     def vector(self, row: int) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """Row ``row``'s vector as stored (unit length, float32), whatever the kind of segment."""
+        """Row ``row``'s vector as stored (unit length, float32), whatever the kind of segment.
+
+        A quantised segment's is decoded from its int8 code: near the vector sent, not equal to it.
+        """
         if len(self.vectors):
             return np.array(self.vectors[row], dtype=np.float32)
         import faiss
 
-        index: Any = faiss.downcast_index(self.owner)  # type: ignore[arg-type]  # an IVF index, with a direct map (see ``load``)
+        # An IVF index (with a direct map, see ``load``) or a quantised one: both decode a row by number.
+        index: Any = faiss.downcast_index(self.owner)  # type: ignore[arg-type]
         return np.asarray(index.reconstruct(row), dtype=np.float32)
 
     def row_of(self, doc_id: str) -> int | None:
@@ -273,7 +308,8 @@ def load(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, *, ivf_vec
 
     An IVF segment keeps its rows in its inverted lists, not in one array: its ``vectors`` are an
     empty ``(0, dim)`` array unless ``ivf_vectors`` asks for a copy (what a merge reads); it gets a
-    direct map (8 bytes a row) so one row can be read. The texts file is not fetched (see
+    direct map (8 bytes a row) so one row can be read. So does a quantised segment, whose copy is its
+    rows decoded to float32. The texts file is not fetched (see
     :func:`read_texts` and the gateway's text cache).
 
     Raises:
@@ -345,6 +381,11 @@ def _table_of(segment: SegmentRef) -> Callable[[Path], bytes]:
     return make
 
 
+# The FAISS index class each segment kind is stored as, float32 or int8.
+_FLOAT32: Final = {"flat": "IndexFlatIP", "hnsw": "IndexHNSWFlat", "ivf": "IndexIVFFlat"}
+_QUANTIZED: Final = {"flat": "IndexScalarQuantizer", "hnsw": "IndexHNSWSQ", "ivf": "IndexIVFScalarQuantizer"}
+
+
 def _opened(
     segment: SegmentRef,
     owner: faiss.Index,
@@ -359,19 +400,16 @@ def _opened(
 
     if owner.ntotal != len(ids) or owner.ntotal != segment.vectors:
         raise CorruptObject(f"segment {segment.id} has {owner.ntotal} vectors and {len(ids)} rows")
-    index = faiss.downcast_index(owner)  # a typed proxy; ``owner`` still owns the C++ object
-    if segment.kind == "flat":
-        if not isinstance(index, faiss.IndexFlatIP):
-            raise CorruptObject(f"segment {segment.id} is not the flat index its manifest says")
-    elif segment.kind == "hnsw":
-        if not isinstance(index, faiss.IndexHNSWFlat):
-            raise CorruptObject(f"segment {segment.id} is not the HNSW index its manifest says")
-        index = faiss.downcast_index(index.storage)  # the graph's own flat rows
+    index: Any = faiss.downcast_index(owner)  # a typed proxy; ``owner`` still owns the C++ object
+    quantized = segment.quantization == "int8"
+    expected = (_QUANTIZED if quantized else _FLOAT32)[segment.kind]
+    if type(index).__name__ != expected:
+        raise CorruptObject(f"segment {segment.id} is not the {expected} its manifest says")
+    if segment.kind == "hnsw":
+        index = faiss.downcast_index(index.storage)  # the graph's own rows (flat, or int8 codes)
     elif segment.kind == "ivf":
-        if not isinstance(index, faiss.IndexIVFFlat):
-            raise CorruptObject(f"segment {segment.id} is not the IVF index its manifest says")
         index.make_direct_map()  # rows by id: what reconstruction reads
-    if not index.ntotal or (segment.kind == "ivf" and not ivf_vectors):
+    if not index.ntotal or ((segment.kind == "ivf" or quantized) and not ivf_vectors):
         vectors = np.zeros((0, index.d), dtype=np.float32)
     elif isinstance(index, faiss.IndexFlat):  # a view of the index's own rows: no copy
         vectors = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
@@ -387,4 +425,5 @@ def _opened(
         nbytes=nbytes,
         search_param=segment.search_param,
         texts_sha256=segment.files.get(TEXTS_FILE),
+        quantized=quantized,
     )

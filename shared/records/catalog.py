@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared import clock, keys
 from shared.index.layout import CollectionRef
+from shared.index.manifests import Quantization
 
 if TYPE_CHECKING:
     import redis
@@ -17,7 +18,11 @@ if TYPE_CHECKING:
 
 
 class Collection(BaseModel):
-    """A collection's catalogue record."""
+    """A collection's catalogue record.
+
+    ``quantization`` is chosen at creation and kept by every segment the indexer writes for it (a record
+    written before the setting existed reads as ``none``).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -25,6 +30,7 @@ class Collection(BaseModel):
     name: str
     id: str
     created_at: datetime
+    quantization: Quantization = "none"
 
     @property
     def ref(self) -> CollectionRef:
@@ -32,9 +38,13 @@ class Collection(BaseModel):
         return CollectionRef(self.tenant, self.name, self.id)
 
 
-async def create(client: aioredis.Redis, tenant: str, name: str) -> tuple[Collection, bool]:
-    """Create the collection unless it exists; returns the record and whether it was created."""
-    record = Collection(tenant=tenant, name=name, id=uuid.uuid4().hex[:12], created_at=clock.now())
+async def create(
+    client: aioredis.Redis, tenant: str, name: str, quantization: Quantization = "none"
+) -> tuple[Collection, bool]:
+    """Create the collection unless it exists; returns the record (the existing one's) and whether it was created."""
+    record = Collection(
+        tenant=tenant, name=name, id=uuid.uuid4().hex[:12], created_at=clock.now(), quantization=quantization
+    )
     created = await client.hsetnx(keys.collections(tenant), name, record.model_dump_json())
     if created:
         return record, True

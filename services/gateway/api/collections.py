@@ -20,6 +20,7 @@ from services.gateway.search.cache import Level
 from services.gateway.search.indexmetrics import stats_info
 from shared import keys
 from shared.api.schemas import (
+    CollectionCreate,
     CollectionInfo,
     CollectionList,
     IngestAccepted,
@@ -90,6 +91,7 @@ async def _info(
         index_version=version,
         segments=segments,
         created_at=record.created_at.isoformat(),
+        quantization=record.quantization,
         stats=stats_info(stats),
     )
 
@@ -98,11 +100,16 @@ async def _info(
     "/v1/collections/{name}",
     role=Role.WRITER,
     limit=Category.SINGLE,
+    body=CollectionCreate,
+    body_required=False,
     responses={200: CollectionInfo, 201: CollectionInfo},
     links={201: _COLLECTION_LINKS, 200: _COLLECTION_LINKS},
 )
 async def put_collection(request: web.Request) -> web.Response:
-    """Create a collection (201), or confirm it exists (200)."""
+    """Create a collection (201), or confirm it exists (200); its settings (the optional body) are fixed at creation.
+
+    A body naming other settings than an existing collection's answers 409 (a setting it leaves out is not asked).
+    """
     name = request.match_info["name"]
     if not _NAME.match(name):
         return problem(
@@ -112,7 +119,15 @@ async def put_collection(request: web.Request) -> web.Response:
                 {"pointer": "/path/name", "detail": f"must match {COLLECTION_NAME_PATTERN}", "type": "string_pattern"}
             ],
         )
-    record, created = await catalog.create(request.app[REDIS], tenant_of(request), name)
+    asked = await read_body(request, CollectionCreate) if request.body_exists else None
+    quantization = asked.quantization if asked is not None else "none"
+    record, created = await catalog.create(request.app[REDIS], tenant_of(request), name, quantization)
+    named = asked.model_fields_set if asked is not None else set()
+    if not created and "quantization" in named and record.quantization != quantization:
+        return problem(
+            409,
+            f"Collection {name!r} exists with quantization {record.quantization!r}; it is fixed at creation.",
+        )
     (info,) = await _infos(request, [record])
     return model_response(info, 201 if created else 200)
 

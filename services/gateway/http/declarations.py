@@ -74,6 +74,7 @@ class Endpoint:
     scope: Scope
     tag: str
     body: type[BaseModel] | None = None
+    body_required: bool = True  # False: a request without a body takes the body model's defaults
     query: type[BaseModel] | None = None
     responses: Mapping[int, type[BaseModel] | None] = field(default_factory=dict)
     media_type: str = JSON
@@ -104,6 +105,7 @@ class RouteOptions(TypedDict, total=False):
     responses: Required[Mapping[int, type[BaseModel] | None]]
     scope: Scope
     body: type[BaseModel] | None
+    body_required: bool
     query: type[BaseModel] | None
     media_type: str
     in_schema: bool
@@ -127,6 +129,7 @@ class Endpoints:
         responses: Mapping[int, type[BaseModel] | None],
         scope: Scope = Scope.TENANT,
         body: type[BaseModel] | None = None,
+        body_required: bool = True,
         query: type[BaseModel] | None = None,
         media_type: str = JSON,
         in_schema: bool = True,
@@ -161,6 +164,7 @@ class Endpoints:
                     scope=scope,
                     tag=self.tag,
                     body=body,
+                    body_required=body_required,
                     query=query,
                     responses=dict(responses),
                     media_type=media_type,

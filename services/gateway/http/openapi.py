@@ -62,6 +62,8 @@ def _problem_statuses(endpoint: Endpoint) -> set[int]:
         statuses |= {400, 408, 413, 422}
     if endpoint.method == "POST":
         statuses.add(409)  # an Idempotency-Key still in use (and state conflicts)
+    elif 201 in endpoint.responses:
+        statuses.add(409)  # a PUT that creates: the resource exists with other settings
     if endpoint.path.endswith("/search") or (endpoint.method == "GET" and "/documents" in endpoint.path):
         statuses.add(421)  # reads of the index: the collection is served by another gateway group
     return statuses
@@ -153,7 +155,8 @@ def _operation(
     if parameters:
         op["parameters"] = parameters
     if ep.body is not None:
-        op["requestBody"] = {"required": True, "content": {JSON: {"schema": refs[(ep.body, "validation")]}}}
+        schema = {JSON: {"schema": refs[(ep.body, "validation")]}}
+        op["requestBody"] = {"required": ep.body_required, "content": schema}
     headers = _headers("X-Request-ID", "RateLimit-Policy", "RateLimit") if ep.limit else _headers("X-Request-ID")
     responses = {str(status): _success(ep, status, refs, headers) for status in sorted(ep.responses)}
     problem_ref = refs[(Problem, "serialization")]

@@ -53,9 +53,10 @@ def search_snapshot(
 ) -> list[Hit]:
     """The ``k`` best live documents of ``snapshot`` for a unit ``query`` vector (inner product).
 
-    Each segment is searched for its own best ``k`` (tombstones and filters excluded), in place;
-    the hits are merged by score (ties keep manifest order). Blocking (FAISS releases the GIL); run
-    it on the :func:`search_pool`.
+    Each segment is searched for its own best ``k`` (tombstones and filters excluded), in place: a
+    float32 flat one by a scan of its rows, an int8 or approximate one through its own index; the hits
+    are merged by score (ties keep manifest order). Blocking (FAISS releases the GIL); run it on the
+    :func:`search_pool`.
     """
     import faiss
 
@@ -65,6 +66,8 @@ def search_snapshot(
     for live in snapshot.segments:
         if live.segment.approximate:
             scores, rows = _search_approximate(live, q, k, filters)
+        elif live.segment.quantized:
+            scores, rows = _search_quantized(live, q, k, filters)
         else:
             scores, rows = _search_flat(live, q_ptr, q.shape[1], k, filters)
         if len(rows):
@@ -134,6 +137,36 @@ _NOTHING: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] = (
 )
 
 
+def _search_quantized(
+    live: LiveSegment, q: np.ndarray[Any, Any], k: int, filters: dict[str, Any] | None
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Scan one int8 flat segment through its index (``IndexScalarQuantizer``): every code is decoded and scored.
+
+    Exact over the codes, so it never comes back short of k; the scores are the query's inner product
+    with the decoded rows. Tombstones and filters are excluded with the same selector as a flat scan.
+    """
+    import faiss
+
+    seg = live.segment
+    total = len(seg.ids)
+    bitmap = live.bitmap
+    allowed = live.live_count
+    if filters:
+        mask = _allowed(live, filters)
+        allowed = int(mask.sum())
+        bitmap = None if allowed == total else np.packbits(mask, bitorder="little")
+    kk = min(k, allowed)
+    if kk == 0:
+        return _NOTHING
+    index: Any = faiss.downcast_index(seg.owner)  # type: ignore[arg-type]
+    params = None
+    if bitmap is not None:  # ``bitmap`` stays referenced until the search returns
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(total, faiss.swig_ptr(bitmap)))  # type: ignore[call-arg]
+    scores, rows = index.search(q, kk, params=params)
+    keep = rows[0] >= 0
+    return scores[0][keep], rows[0][keep]
+
+
 def _search_approximate(
     live: LiveSegment, q: np.ndarray[Any, Any], k: int, filters: dict[str, Any] | None
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -154,7 +187,7 @@ def _search_approximate(
         return _NOTHING
     seg = live.segment
     owner: Any = seg.owner
-    index: Any = faiss.downcast_index(owner)  # IndexHNSWFlat or IndexIVFFlat (their stubs lack fields)
+    index: Any = faiss.downcast_index(owner)  # IndexHNSWFlat / IndexIVFFlat or their int8 kin (stubs lack fields)
     total = int(index.ntotal)
     bitmap = None if allowed == total else np.packbits(mask, bitorder="little")
     selector = faiss.IDSelectorBitmap(total, faiss.swig_ptr(bitmap)) if bitmap is not None else None
@@ -170,7 +203,7 @@ def _search_approximate(
             params.sel = selector
         scores, rows = index.search(q, kk, params=params)
     if int((rows >= 0).sum()) < kk:
-        if ivf:  # probing every list of an IVF-Flat index is an exact scan
+        if ivf:  # probing every list of an IVF index is an exact scan (of its int8 codes, for IVF-SQ)
             exact = faiss.SearchParametersIVF(nprobe=int(index.nlist))  # type: ignore[call-arg]
             if selector is not None:
                 exact.sel = selector

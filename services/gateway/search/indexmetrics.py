@@ -34,11 +34,13 @@ _GAUGES: tuple[tuple[str, str], ...] = (
     ("semaflow_index_vectors", "Vectors held by the collection's live index (tombstoned rows included)."),
     ("semaflow_index_documents", "Live documents of the collection's index."),
     ("semaflow_index_segments", "Segments of the collection's live index."),
+    ("semaflow_index_quantized_segments", "Segments of the collection's live index holding int8 codes."),
     ("semaflow_index_memory_bytes", "Bytes the collection's live index occupies (its index files)."),
     ("semaflow_index_age_seconds", "Seconds since the collection's live version was published."),
     (
         "semaflow_index_min_recall",
-        "Lowest recall@10 against exact search measured at build among the collection's approximate segments.",
+        "Lowest recall@10 against exact float32 search measured at build among the collection's approximate or"
+        " int8 segments.",
     ),
 )
 
@@ -51,6 +53,7 @@ def stats_info(stats: IndexStats | None, now: datetime | None = None) -> IndexSt
         vectors=stats.vectors,
         segments=stats.segments,
         approximate_segments=stats.approximate_segments,
+        quantized_segments=stats.quantized_segments,
         min_recall=stats.min_recall,
         memory_bytes=stats.memory_bytes,
         index_age_seconds=stats.age_seconds(now or clock.now()),
@@ -77,10 +80,11 @@ class IndexStatsCollector(Collector):
             families["semaflow_index_vectors"].add_metric(labels, stats.vectors)
             families["semaflow_index_documents"].add_metric(labels, stats.documents)
             families["semaflow_index_segments"].add_metric(labels, stats.segments)
+            families["semaflow_index_quantized_segments"].add_metric(labels, stats.quantized_segments)
             families["semaflow_index_memory_bytes"].add_metric(labels, stats.memory_bytes)
             if (age := stats.age_seconds(now)) is not None:
                 families["semaflow_index_age_seconds"].add_metric(labels, age)
-            if stats.min_recall is not None:  # only collections with approximate segments have one
+            if stats.min_recall is not None:  # only collections with approximate or int8 segments have one
                 families["semaflow_index_min_recall"].add_metric(labels, stats.min_recall)
         yield from families.values()
 

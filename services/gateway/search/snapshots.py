@@ -108,8 +108,9 @@ class Snapshot:
 
     Every segment is searched where it lies (its own FAISS call over its memory-mapped index) and
     the hits merged by score: nothing is copied into a merged index, so a version costs only the
-    segments it adds. Flat segments are scanned exactly; approximate ones (IVF, HNSW: compaction's
-    large tiers) are searched with their manifest's ``search_param``.
+    segments it adds. Flat segments are scanned exactly (an int8 one over its codes, through its
+    index); approximate ones (IVF, HNSW: compaction's large tiers) are searched with their manifest's
+    ``search_param``.
     """
 
     ref: CollectionRef

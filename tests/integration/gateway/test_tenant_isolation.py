@@ -18,6 +18,7 @@ from aiohttp import web
 
 from services.gateway.http.declarations import ENDPOINTS, UNDECLARED, Endpoint, Scope
 from shared.api.schemas import (
+    CollectionCreate,
     DeadLetterReplayRequest,
     IngestRequest,
     JobBulkRequest,
@@ -74,6 +75,7 @@ FOREIGN: dict[str, Callable[[Foreign], str]] = {
 
 # A valid body for each request model, aimed at the other tenant's resources where it names any.
 BODIES: dict[type[Any], dict[str, Any]] = {
+    CollectionCreate: {"quantization": "none"},
     IngestRequest: {"documents": [{"id": DOCUMENT, "text": "overwritten by a stranger"}]},
     SearchRequest: {"vector": [1.0] + [0.0] * 383, "k": 5},
     JobBulkRequest: {"collection": COLLECTION},
