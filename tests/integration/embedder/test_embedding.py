@@ -9,7 +9,7 @@ import pytest
 
 from services.embedder.embedding import embed_stored_batch
 from shared.errors import Cancelled, InvalidInput
-from shared.index.documents import Document, decode_vectors, encode_batch
+from shared.index.documents import Document, decode_vectors, encode_batch, put_batch
 from shared.index.embedding import Encoder
 from shared.index.layout import CollectionRef
 from shared.index.storage import LocalStore
@@ -24,7 +24,7 @@ def encoder() -> Encoder:
 
 def _stage(store: LocalStore, n: int) -> None:
     docs = [Document(id=f"d{i}", text=f"sentence number {i}") for i in range(n)]
-    store.put(REF.batch_key("b1"), encode_batch(docs))
+    put_batch(store, REF, "b1", encode_batch(docs))
 
 
 def test_vectors_are_written_once_every_chunk_is_encoded(store: LocalStore, encoder: Encoder) -> None:
@@ -75,7 +75,7 @@ def test_texts_are_encoded_longest_first_across_the_batch_and_stored_in_document
     docs = [Document(id=f"d{i}", text=t) for i, t in enumerate(texts)]
     docs[3] = Document(id="d3", vector=[3.0] + [0.0] * 383)  # a given vector keeps its place
     docs[20] = Document(id="d20", text="short", vector=[0.0, 2.0] + [0.0] * 382)
-    store.put(REF.batch_key("b1"), encode_batch(docs))
+    put_batch(store, REF, "b1", encode_batch(docs))
     recording = Recording(encoder)
     progress: list[int] = []
 
@@ -100,7 +100,7 @@ def test_a_document_with_neither_text_nor_vector_fails_the_batch_before_any_enco
 ) -> None:
     docs = [Document(id=f"d{i}", text=f"sentence number {i}") for i in range(20)]
     broken = [*docs[:19], Document.model_construct(id="d19", text=None, vector=None)]
-    store.put(REF.batch_key("b1"), encode_batch(broken))
+    put_batch(store, REF, "b1", encode_batch(broken))
     recording = Recording(encoder)
     with pytest.raises(InvalidInput):
         embed_stored_batch(store, recording, REF, "b1")
