@@ -39,7 +39,11 @@ class Document(BaseModel):
 
     def sent_vector(self) -> np.ndarray[Any, np.dtype[np.float32]] | None:
         """The vector this document came with, as float32 (None: none)."""
-        return None if self.vector is None else np.asarray(self.vector, dtype=np.float32)
+        if self.vector is None:
+            return None
+        if isinstance(self.vector, CheckedVector):  # float64 to float32 rounds as a list to float32 does
+            return self.vector.checked.astype(np.float32)
+        return np.asarray(self.vector, dtype=np.float32)
 
     @field_validator("id")
     @classmethod
@@ -57,11 +61,24 @@ class Document(BaseModel):
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+class CheckedVector(list[float]):
+    """A vector that passed :func:`check_vector`, with the array it was checked as (converting a list of 384
+    floats is most of a vector's validation time: made once, and not again when the batch is stored)."""
+
+    __slots__ = ("checked",)
+
+    def __init__(self, values: list[float], checked: np.ndarray[Any, np.dtype[np.float64]]) -> None:
+        super().__init__(values)
+        self.checked = checked
+
+
 def check_vector(value: list[float] | None) -> list[float] | None:
     """Accept a vector only if it is finite and not all zeros (it must survive normalisation)."""
-    if value is not None:
-        check_array(np.asarray(value, dtype=np.float64))
-    return value
+    if value is None:
+        return None
+    arr = np.asarray(value, dtype=np.float64)
+    check_array(arr)
+    return CheckedVector(value, arr)
 
 
 def check_array(arr: np.ndarray[Any, Any]) -> None:

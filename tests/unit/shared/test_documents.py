@@ -136,3 +136,11 @@ def test_invalid_documents_are_rejected(bad: dict[str, object]) -> None:
 def test_non_finite_vector_is_rejected() -> None:
     with pytest.raises(ValidationError):
         Document.model_validate_json('{"id": "a", "vector": [' + ",".join(["1e999"] * 384) + "]}")
+
+
+def test_a_vector_sent_as_decimals_is_stored_as_the_float32_the_embedder_always_made_of_it() -> None:
+    decimals = np.round(np.random.default_rng(6).standard_normal((3, 384)), 6).tolist()  # float64, not float32
+    docs = [Document(id=f"d{i}", vector=v) for i, v in enumerate(decimals)]
+    encoded = encode_batch(docs)
+    _, vectors = given_vectors(decode_batch(encoded.documents), encoded.vectors)
+    assert vectors.tobytes() == np.asarray(decimals, dtype=np.float32).tobytes()
