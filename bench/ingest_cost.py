@@ -17,7 +17,8 @@ form, a collection of its own and ``--posts`` POSTs of ``--batch`` documents wit
 Measured per POST: the CPU time of the gateway's event-loop thread and of the whole gateway process
 (all threads: body parse, validation and batch encoding run on worker threads) from ``/proc``, and the
 wall time; then the bytes of every object under the collection's ``batches/`` in the stack's local
-store, per vector. CPU time is what to compare on a shared machine: wall time moves with the load.
+store, per vector; and the gateway's peak RSS so far. CPU time is what to compare on a shared machine:
+wall time moves with the load.
 """
 
 from __future__ import annotations
@@ -70,6 +71,13 @@ def export(rev: str, root: Path) -> Path:
     return tree
 
 
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident memory so far (``VmHWM``), in MiB."""
+    with open(f"/proc/{pid}/status") as fh:
+        line = next(line for line in fh if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
 def stored_bytes(data_dir: Path, collection: str) -> tuple[int, int]:
     """(bytes, objects) under ``batches/`` of ``collection`` in the stack's local store."""
     batches = [p.stat().st_size for p in data_dir.rglob("batches/*") if p.is_file() and f"/{collection}/" in str(p)]
@@ -108,6 +116,7 @@ async def measure(tree: Path, args: argparse.Namespace, bodies: dict[str, list[b
                     "wall_p50_ms": percentile(wall, 50) * 1000,
                     "stored_bytes_per_vector": size / (len(bodies[form]) * args.batch),
                     "batch_objects": objects,
+                    "gateway_peak_rss_mib": peak_rss_mib(gw),  # so far: this form and those before it
                 }
                 log(f"{tree.name} {form}: gateway {out[form]['gateway_cpu_ms']:.1f} ms CPU per POST")
                 await stack.wait_idle(http, window_s=2.0)  # the embedder and indexer finish before the next form
@@ -161,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     headers = ["stack", "form", "body MB", "loop CPU ms", "gateway CPU ms", "wall p50 ms", "stored B/vec", "objects"]
     print(table(headers, rows))
+    for label, per_form in results.items():
+        peaks = ", ".join(f"after {form} {r['gateway_peak_rss_mib']:.0f}" for form, r in per_form.items())
+        print(f"{label}: gateway peak RSS (MiB, VmHWM, growing over the forms in this order): {peaks}")
     if len(results) == 2:
         (new_label, new), (old_label, old) = results.items()
         print()
