@@ -120,6 +120,10 @@ async def measure(tree: Path, args: argparse.Namespace, bodies: dict[str, list[b
                 }
                 log(f"{tree.name} {form}: gateway {out[form]['gateway_cpu_ms']:.1f} ms CPU per POST")
                 await stack.wait_idle(http, window_s=2.0)  # the embedder and indexer finish before the next form
+                async with http.get(base, headers=h) as resp:
+                    indexed = (await check(resp, 200))["documents"]
+                if indexed != len(bodies[form]) * args.batch:  # every vector went through the pipeline
+                    raise RuntimeError(f"{form}: {indexed} documents indexed of {len(bodies[form]) * args.batch}")
     finally:
         stack.stop()
     return out
