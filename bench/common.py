@@ -194,6 +194,7 @@ class Stack:
 
     env: dict[str, str] = field(default_factory=dict)
     keep_data: bool = False
+    cwd: Path = REPO  # the tree whose code runs (``python -m semaflow`` imports from here first)
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     api_key: str = ""
@@ -219,7 +220,7 @@ class Stack:
             stderr=self._log_fh,
             stdin=subprocess.DEVNULL,
             env=env,
-            cwd=REPO,
+            cwd=self.cwd,
         )
         assert self.proc.stdout is not None
         line = _readline_with_timeout(self.proc, timeout_s)

@@ -49,7 +49,7 @@ from shared import keys
 from shared.config import Settings
 from shared.index import segments
 from shared.index.approximate import IVF_TRAIN_PER_LIST, ivf_lists
-from shared.index.documents import Document, encode_batch, encode_vectors, normalize
+from shared.index.documents import Document, encode_batch, encode_vectors, normalize, put_batch
 from shared.index.storage import LocalStore
 from shared.records.catalog import Collection
 
@@ -168,7 +168,7 @@ def tiers(n: int, batches: int, data: str) -> None:
         for b in range(batches):
             ids = [f"d{b * per + i}" for i in range(per)]
             docs = [Document(id=i, vector=None, text="x", metadata={}) for i in ids]
-            store.put(collection.ref.batch_key(f"b{b:05d}"), encode_batch(docs))
+            put_batch(store, collection.ref, f"b{b:05d}", encode_batch(docs))
             store.put(collection.ref.vectors_key(f"b{b:05d}"), encode_vectors(vectors[b * per : (b + 1) * per]))
             publisher.add_batch(collection, f"b{b:05d}", write_seq=b + 1)
             while (result := compactor.compact(collection)) is not None:
@@ -239,7 +239,7 @@ def main() -> None:
         for b in range(args.segments):
             ids = [f"d{b * per + i}" for i in range(per)]
             docs = [Document(id=i, vector=None, text="x", metadata={"b": b}) for i in ids]
-            store.put(collection.ref.batch_key(f"b{b:04d}"), encode_batch(docs))
+            put_batch(store, collection.ref, f"b{b:04d}", encode_batch(docs))
             store.put(collection.ref.vectors_key(f"b{b:04d}"), encode_vectors(vectors[b * per : (b + 1) * per]))
             publisher.add_batch(collection, f"b{b:04d}", write_seq=b + 1)
         queries = vectors_for(QUERIES, seed=2, data=args.data)

@@ -101,7 +101,7 @@ def fill_direct(stack: common.Stack, env: dict[str, str], vectors: np.ndarray, b
 
     from services.indexer.publishing import Publisher
     from shared.config import Settings
-    from shared.index.documents import Document, encode_batch, encode_vectors
+    from shared.index.documents import Document, encode_batch, encode_vectors, put_batch
     from shared.index.storage import open_store
     from shared.records import catalog
 
@@ -122,12 +122,12 @@ def fill_direct(stack: common.Stack, env: dict[str, str], vectors: np.ndarray, b
     for n, start in enumerate(range(0, len(vectors), batch)):
         part = vectors[start : start + batch]
         docs = [
-            Document(id=f"v{start + j:08d}", metadata={"topic": f"t{(start + j) % 50}", "n": start + j})
+            Document(id=f"v{start + j:08d}", text=f"document {start + j}", metadata={"topic": f"t{(start + j) % 50}"})
             for j in range(len(part))
         ]
         batch_id = f"direct-{n:04d}"
-        store.put(collection.ref.batch_key(batch_id), encode_batch(docs))
-        store.put(collection.ref.vectors_key(batch_id), encode_vectors(part))
+        put_batch(store, collection.ref, batch_id, encode_batch(docs))  # as the gateway stores it
+        store.put(collection.ref.vectors_key(batch_id), encode_vectors(part))  # as the embedder leaves it
         publisher.add_batch(collection, batch_id, write_seq=n + 1)
         log(f"published {start + len(part):,} vectors")
     segments = len(range(0, len(vectors), batch))

@@ -65,7 +65,7 @@ sys.path.insert(0, str(common.REPO))
 
 from services.indexer.publishing import Publisher, announce
 from shared import keys
-from shared.index.documents import Document, encode_batch, encode_vectors, normalize
+from shared.index.documents import Document, encode_batch, encode_vectors, normalize, put_batch
 from shared.index.storage import LocalStore
 from shared.records import apikeys
 from shared.records.apikeys import Role
@@ -118,7 +118,7 @@ class BenchCollection:
         self.batches += 1
         ids = [f"{batch}-{i}" for i in range(len(vectors))]
         docs = [Document(id=i, text="", metadata={"batch": batch}) for i in ids]
-        self.store.put(self.record.ref.batch_key(batch), encode_batch(docs))
+        put_batch(self.store, self.record.ref, batch, encode_batch(docs))
         self.store.put(self.record.ref.vectors_key(batch), encode_vectors(vectors))
         out = self.publisher.add_batch(self.record, batch, write_seq=self.batches)
         assert out.manifest is not None and out.version is not None

@@ -9,7 +9,7 @@ import numpy as np
 import structlog
 
 from shared.errors import Cancelled, InvalidInput
-from shared.index.documents import decode_batch, encode_vectors, normalize
+from shared.index.documents import decode_batch, encode_vectors, given_vectors, normalize
 
 if TYPE_CHECKING:
     from shared.index.embedding import Encoder
@@ -44,15 +44,18 @@ def embed_stored_batch(
         Cancelled: ``should_stop`` said so; nothing was written.
         InvalidInput: a document has neither text nor vector.
     """
-    docs = decode_batch(store.get(ref.batch_key(batch_id)))
+    batch = decode_batch(store.get(ref.batch_key(batch_id)))
+    docs = batch.documents
+    sent = store.get(ref.batch_vectors_key(batch_id)) if batch.vector_rows else None
+    given, as_sent = given_vectors(batch, sent)
     vectors = np.empty((len(docs), encoder.dim), dtype=np.float32)
-    given = [i for i, d in enumerate(docs) if d.vector is not None]
     if given:
-        vectors[given] = normalize(np.asarray([docs[i].vector for i in given], dtype=np.float32))
+        vectors[given] = normalize(as_sent)
     texts: list[str] = []
     pending: list[int] = []
+    has_vector = set(given)
     for i, d in enumerate(docs):
-        if d.vector is None:
+        if i not in has_vector:
             if d.text is None:
                 raise InvalidInput("a document has neither text nor vector")
             texts.append(d.text)

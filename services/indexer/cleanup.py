@@ -6,8 +6,9 @@ deleted only if it is older than the retention and:
 - a manifest: it is not the live one, not among the last ``keep_manifests`` published ones (the
   chain of parents from LATEST: the rollback targets);
 - a segment: no kept manifest references it, nor any manifest younger than the retention;
-- a batch or its vectors: no job that is queued, running or can still be retried (failed,
-  cancelled, dead; also dead letters) needs it, and no kept segment was built from it.
+- a batch (its documents and the vectors they came with) or its computed vectors: no job that is
+  queued, running or can still be retried (failed, cancelled, dead; also dead letters) needs it, and
+  no kept segment was built from it.
 
 Leftovers of cancelled jobs and of lost publishes (a manifest and segment written, the pointer
 never moved) are in none of those sets and go once they are older than the retention. Manifests
@@ -74,7 +75,7 @@ def _kind(ref: CollectionRef, key: str) -> tuple[str, str]:
     rest = key[len(ref.prefix) :]
     kind, _, tail = rest.partition("/")
     name = tail.split("/", 1)[0]
-    for suffix in (".json", ".jsonl.gz", ".npy"):
+    for suffix in (".json", ".jsonl.gz", ".vectors.npy", ".npy"):
         name = name.removesuffix(suffix)
     return (kind if kind in ("manifests", "segments", "batches", "vectors") else "other"), name
 

@@ -121,7 +121,7 @@ class Publisher:
             Cancelled: job ``job_id`` was cancelled before the new version went live.
         """
         ref = collection.ref
-        docs = decode_batch(self.store.get(ref.batch_key(batch_id)))
+        docs = decode_batch(self.store.get(ref.batch_key(batch_id))).documents
         vectors = decode_vectors(self.store.get(ref.vectors_key(batch_id)))
         with self.locked(ref):
             base = self.current(ref)

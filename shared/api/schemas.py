@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from shared import constants as c
-from shared.index.documents import Document, Vector, check_vector, needs_one_of
+from shared.index.documents import Document, Vector, check_array, check_vector, needs_one_of
 from shared.index.manifests import Quantization
 from shared.messaging.workqueue import Priority
 from shared.records.apikeys import MAX_NAME_LENGTH, ApiKey, Role
@@ -66,10 +66,12 @@ _BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
 
 def decode_vector_b64(value: object) -> object:
-    """A ``vector_b64`` string as the list of floats it encodes (None stays None).
+    """A ``vector_b64`` string as the little-endian float32 bytes it encodes, checked as a vector is (None stays None).
+
+    The bytes are kept as they came (no list of Python floats is ever made of them): the batch file stores them.
 
     Raises:
-        ValueError: not a base64 string, or not of ``EMBEDDING_DIM`` float32 values.
+        ValueError: not a base64 string, not of ``EMBEDDING_DIM`` float32 values, or not a usable vector.
     """
     if value is None:
         return None
@@ -85,8 +87,8 @@ def decode_vector_b64(value: object) -> object:
         raise ValueError(
             f"must encode {c.EMBEDDING_DIM} float32 values ({c.EMBEDDING_DIM * 4} bytes); got {len(raw)} bytes"
         )
-    floats: list[float] = np.frombuffer(raw, dtype="<f4").tolist()
-    return floats
+    check_array(np.frombuffer(raw, dtype="<f4"))
+    return raw
 
 
 class IngestDocument(Document):
@@ -110,7 +112,7 @@ class IngestDocument(Document):
         default=None, max_length=c.MAX_TEXT_CHARS, json_schema_extra={"pattern": NOT_BLANK_PATTERN}
     )
     vector_b64: Annotated[
-        Vector | None,
+        bytes | None,
         WithJsonSchema(
             {
                 "anyOf": [
@@ -141,22 +143,17 @@ class IngestDocument(Document):
     def _decode_vector_b64(cls, value: object) -> object:
         return decode_vector_b64(value)
 
-    @field_validator("vector_b64")
-    @classmethod
-    def _usable_vector_b64(cls, value: list[float] | None) -> list[float] | None:
-        return check_vector(value)
-
     @model_validator(mode="after")
     def _one_vector(self) -> IngestDocument:
         if self.vector is not None and self.vector_b64 is not None:
             raise ValueError("give 'vector' or 'vector_b64', not both")
         return self
 
-    def as_document(self) -> IngestDocument:
-        """The document with a ``vector_b64`` moved to ``vector``, as it is stored."""
-        if self.vector_b64 is None:
-            return self
-        return self.model_copy(update={"vector": self.vector_b64, "vector_b64": None})
+    def sent_vector(self) -> np.ndarray[Any, np.dtype[np.float32]] | None:
+        """The vector this document came with (``vector`` or ``vector_b64``), as float32."""
+        if self.vector_b64 is not None:
+            return np.frombuffer(self.vector_b64, dtype="<f4")
+        return super().sent_vector()
 
 
 class IngestRequest(_Body):
@@ -175,7 +172,7 @@ class IngestRequest(_Body):
             if doc.id in seen:
                 raise ValueError(f"document id {doc.id!r} appears more than once")
             seen.add(doc.id)
-        return [doc.as_document() for doc in docs]
+        return docs
 
 
 class IngestAccepted(_Body):

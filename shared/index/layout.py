@@ -26,6 +26,10 @@ class CollectionRef:
         """Accepted documents of a batch (gzipped JSON lines)."""
         return f"{self.prefix}batches/{batch_id}.jsonl.gz"
 
+    def batch_vectors_key(self, batch_id: str) -> str:
+        """The vectors a batch's documents came with, as sent (float32 .npy, no pickle); written before the batch."""
+        return f"{self.prefix}batches/{batch_id}.vectors.npy"
+
     def vectors_key(self, batch_id: str) -> str:
         """A batch's float32, L2-normalised vectors (.npy, no pickle)."""
         return f"{self.prefix}vectors/{batch_id}.npy"

@@ -10,7 +10,7 @@ import structlog
 
 from shared import clock, keys
 from shared.constants import JOB_RETENTION_S
-from shared.index.documents import encode_batch
+from shared.index.documents import encode_batch, put_batch
 from shared.messaging import bus, dispatch, tasks
 from shared.messaging.events import BatchAccepted, CloudEvent
 from shared.messaging.workqueue import Entry, Priority
@@ -141,7 +141,7 @@ class Writes:
         batch_id = new_batch_id()
         # Encoding a large batch takes tens of milliseconds: off the event loop, then stored by another thread.
         encoded = await asyncio.get_running_loop().run_in_executor(self.encode_pool, encode_batch, documents)
-        await asyncio.to_thread(self.store.put, collection.ref.batch_key(batch_id), encoded)
+        await asyncio.to_thread(put_batch, self.store, collection.ref, batch_id, encoded)
         job_id, seq = await self._reserve(collection, job_id)
         payload = tasks.EmbedBatch(
             tenant=collection.tenant,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from services.embedder.embedding import embed_stored_batch
 from shared.errors import Cancelled, InvalidInput
-from shared.index.documents import Document, decode_vectors, encode_batch
+from shared.index.documents import Document, decode_vectors, encode_batch, normalize, put_batch
 from shared.index.embedding import Encoder
 from shared.index.layout import CollectionRef
 from shared.index.storage import LocalStore
@@ -24,7 +25,7 @@ def encoder() -> Encoder:
 
 def _stage(store: LocalStore, n: int) -> None:
     docs = [Document(id=f"d{i}", text=f"sentence number {i}") for i in range(n)]
-    store.put(REF.batch_key("b1"), encode_batch(docs))
+    put_batch(store, REF, "b1", encode_batch(docs))
 
 
 def test_vectors_are_written_once_every_chunk_is_encoded(store: LocalStore, encoder: Encoder) -> None:
@@ -75,7 +76,7 @@ def test_texts_are_encoded_longest_first_across_the_batch_and_stored_in_document
     docs = [Document(id=f"d{i}", text=t) for i, t in enumerate(texts)]
     docs[3] = Document(id="d3", vector=[3.0] + [0.0] * 383)  # a given vector keeps its place
     docs[20] = Document(id="d20", text="short", vector=[0.0, 2.0] + [0.0] * 382)
-    store.put(REF.batch_key("b1"), encode_batch(docs))
+    put_batch(store, REF, "b1", encode_batch(docs))
     recording = Recording(encoder)
     progress: list[int] = []
 
@@ -100,9 +101,34 @@ def test_a_document_with_neither_text_nor_vector_fails_the_batch_before_any_enco
 ) -> None:
     docs = [Document(id=f"d{i}", text=f"sentence number {i}") for i in range(20)]
     broken = [*docs[:19], Document.model_construct(id="d19", text=None, vector=None)]
-    store.put(REF.batch_key("b1"), encode_batch(broken))
+    put_batch(store, REF, "b1", encode_batch(broken))
     recording = Recording(encoder)
     with pytest.raises(InvalidInput):
         embed_stored_batch(store, recording, REF, "b1")
     assert recording.calls == []
     assert not store.exists(REF.vectors_key("b1"))
+
+
+def test_a_batch_stored_with_its_vectors_on_its_lines_embeds_as_one_stored_apart(
+    store: LocalStore, encoder: Encoder
+) -> None:
+    # Given the same documents (some with a vector, some text) stored in both formats: vectors apart, and as
+    # an earlier version wrote them (the vectors as JSON numbers on the documents' lines)
+    sent = np.random.default_rng(2).standard_normal((6, 384)).astype(np.float32) * 5
+    docs = [
+        Document(id=f"d{i}", vector=sent[i].tolist()) if i % 2 else Document(id=f"d{i}", text=f"sentence {i}")
+        for i in range(6)
+    ]
+    put_batch(store, REF, "new", encode_batch(docs))
+    lines = b"".join(d.model_dump_json(exclude_none=True).encode() + b"\n" for d in docs)
+    store.put(REF.batch_key("old"), gzip.compress(lines, compresslevel=1, mtime=0))
+    assert store.exists(REF.batch_vectors_key("new")) and not store.exists(REF.batch_vectors_key("old"))
+
+    # When both are embedded
+    assert embed_stored_batch(store, encoder, REF, "new") == embed_stored_batch(store, encoder, REF, "old") == 6
+
+    # Then the given vectors come out normalised from exactly what was sent, alike in both
+    new = decode_vectors(store.get(REF.vectors_key("new")))
+    old = decode_vectors(store.get(REF.vectors_key("old")))
+    assert new[1::2].tobytes() == old[1::2].tobytes() == normalize(sent[1::2]).tobytes()
+    np.testing.assert_allclose(new[0::2], old[0::2], atol=1e-6)

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from services.gateway.http.bodies import OFF_LOOP_BYTES
-from shared.index.documents import Document, decode_batch
+from shared.index.documents import Document, decode_batch, given_vectors
 from shared.index.storage import LocalStore
 from shared.records import catalog
 from tests.integration.gateway.conftest import Api
@@ -43,9 +43,16 @@ async def coll(api: Api) -> str:
 
 
 def _stored(store: LocalStore, redis_client: redis.Redis, batch_id: str) -> list[Document]:
+    """The stored batch's documents, each with the vector it came with (as stored: float32)."""
     record = catalog.get(redis_client, "acme", "docs")
     assert record is not None
-    return decode_batch(store.get(record.ref.batch_key(batch_id)))
+    batch = decode_batch(store.get(record.ref.batch_key(batch_id)))
+    sent = store.get(record.ref.batch_vectors_key(batch_id)) if batch.vector_rows else None
+    given, vectors = given_vectors(batch, sent)
+    docs = list(batch.documents)
+    for i, row in zip(given, vectors, strict=True):
+        docs[i] = docs[i].model_copy(update={"vector": row.tolist()})
+    return docs
 
 
 async def _ingest(api: Api, coll: str, documents: list[dict[str, Any]]) -> str:
@@ -57,7 +64,7 @@ async def _ingest(api: Api, coll: str, documents: list[dict[str, Any]]) -> str:
 
 
 @pytest.mark.parametrize("n", [1, 60])  # one on the event loop, one large enough for the worker thread
-async def test_a_base64_vector_is_stored_as_the_same_json_vector(
+async def test_a_base64_vector_is_stored_as_the_same_vector_as_a_json_one(
     api: Api, coll: str, store: LocalStore, redis_client: redis.Redis, n: int
 ) -> None:
     vectors = _vectors(n)

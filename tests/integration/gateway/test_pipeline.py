@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
+import io
+import json
 from typing import Any
 
+import numpy as np
 import pytest
+import redis
 
+from shared.index.documents import Document, decode_batch, decode_vectors, given_vectors, normalize
+from shared.index.storage import LocalStore
+from shared.records import catalog
 from tests.integration.gateway.conftest import Api
 
 pytestmark = pytest.mark.usefixtures("workers")
@@ -92,3 +101,53 @@ async def test_collection_delete_and_recreate_starts_empty(api: Api) -> None:
     assert (await api.client.put("/v1/collections/docs", headers=api.auth)).status == 201
     out = await _search(api, {"query": "x", "k": 5})
     assert out == {"results": [], "index_version": None}
+
+
+def _legacy_batch_bytes(documents: list[dict[str, Any]]) -> int:
+    """Size of a batch file as written before given vectors were kept apart: vectors as JSON numbers."""
+    lines = b"".join(Document.model_validate(d).model_dump_json(exclude_none=True).encode() + b"\n" for d in documents)
+    return len(gzip.compress(lines, compresslevel=1, mtime=0))
+
+
+@pytest.mark.parametrize("form", ["vector", "vector_b64"])
+async def test_precomputed_vectors_are_stored_as_sent_and_indexed_normalised(
+    api: Api, store: LocalStore, redis_client: redis.Redis, form: str
+) -> None:
+    # Given 200 documents with float32 vectors of no particular length, sent as JSON numbers or as base64
+    assert (await api.client.put("/v1/collections/docs", headers=api.auth)).status == 201
+    sent = np.random.default_rng(8).standard_normal((200, 384)).astype(np.float32) * 3
+    as_json = [{"id": f"d{i}", "vector": v.tolist(), "metadata": {"i": i}} for i, v in enumerate(sent)]
+    if form == "vector":
+        docs = as_json
+    else:
+        docs = [
+            {"id": f"d{i}", "vector_b64": base64.b64encode(v.astype("<f4").tobytes()).decode(), "metadata": {"i": i}}
+            for i, v in enumerate(sent)
+        ]
+
+    # When they are ingested through the gateway, embedder and indexer
+    body = io.BytesIO(json.dumps({"documents": docs}).encode())  # a large body: streamed, not held as bytes
+    headers = {**api.auth, "Content-Type": "application/json"}
+    resp = await api.client.post("/v1/collections/docs/documents", data=body, headers=headers)
+    assert resp.status == 202, await resp.text()
+    accepted = await resp.json()
+    job = await _wait_job(api, accepted["job_id"])
+    assert job["state"] == "succeeded", job
+
+    # Then the batch holds the vectors bit for bit as sent, in binary, in well under half the old size
+    record = catalog.get(redis_client, "acme", "docs")
+    assert record is not None
+    ref, batch_id = record.ref, accepted["batch_id"]
+    batch = decode_batch(store.get(ref.batch_key(batch_id)))
+    assert [d.metadata for d in batch.documents] == [{"i": i} for i in range(200)]
+    given, stored = given_vectors(batch, store.get(ref.batch_vectors_key(batch_id)))
+    assert given == list(range(200))
+    assert stored.tobytes() == sent.tobytes()
+    batch_bytes = len(store.get(ref.batch_key(batch_id))) + len(store.get(ref.batch_vectors_key(batch_id)))
+    assert batch_bytes < 200 * (384 * 4 + 100)
+    assert batch_bytes * 2 < _legacy_batch_bytes(as_json)
+    # and the embedder normalised them, as before, into the vectors the index is built from.
+    assert decode_vectors(store.get(ref.vectors_key(batch_id))).tobytes() == normalize(sent).tobytes()
+    hit = (await _search(api, {"vector": sent[7].tolist(), "k": 1, "include": ["vector"]}))["results"][0]
+    assert hit["id"] == "d7"
+    assert np.array_equal(np.asarray(hit["vector"], dtype=np.float32), normalize(sent[7:8])[0])

@@ -13,7 +13,7 @@ from services.gateway.search.snapshots import Snapshot
 from services.indexer.publishing import Publisher
 from shared import keys
 from shared.index import segments
-from shared.index.documents import Document, encode_batch, encode_vectors, normalize
+from shared.index.documents import Document, encode_batch, encode_vectors, normalize, put_batch
 from shared.index.storage import ObjectStore
 from shared.records.catalog import Collection
 
@@ -40,7 +40,7 @@ def stage(
 ) -> None:
     """Store a batch and its vectors as the gateway and embedder would."""
     docs = [Document(id=i, text=f"text {i}", metadata={"n": n, "batch": batch_id}) for n, i in enumerate(ids)]
-    store.put(collection.ref.batch_key(batch_id), encode_batch(docs))
+    put_batch(store, collection.ref, batch_id, encode_batch(docs))
     store.put(collection.ref.vectors_key(batch_id), encode_vectors(vectors))
 
 

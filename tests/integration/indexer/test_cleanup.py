@@ -15,6 +15,7 @@ from shared import keys
 from shared.config import Settings
 from shared.errors import Cancelled
 from shared.index import manifests
+from shared.index.documents import Document, encode_batch, put_batch
 from shared.index.storage import LocalStore
 from shared.records import jobs
 from shared.records.catalog import Collection
@@ -115,3 +116,29 @@ def test_nothing_younger_than_the_retention_is_removed(
     objects = _objects(store, collection)
     removed = Cleaner(redis_client, store, publisher, retention_s=7 * 86400, keep_manifests=1).run()
     assert not removed.counts and _objects(store, collection) == objects
+
+
+def test_the_vectors_a_batch_came_with_go_with_it_and_an_orphan_of_a_dead_write_goes_too(
+    redis_client: redis.Redis, store: LocalStore, collection: Collection
+) -> None:
+    # Given batches stored with the vectors their documents came with: one a queued job needs, one done,
+    # and the vectors of a write that died before its batch file was stored.
+    publisher = Publisher(redis_client, store)
+    ref = collection.ref
+    for batch_id, seed in (("queued", 1), ("done", 2)):
+        docs = [Document(id=f"{batch_id}{i}", vector=v.tolist()) for i, v in enumerate(unit_vectors(3, seed=seed))]
+        put_batch(store, ref, batch_id, encode_batch(docs))
+        assert store.exists(ref.batch_vectors_key(batch_id))
+    _job(redis_client, "job_q", "queued", jobs.JobState.QUEUED)
+    _job(redis_client, "job_z", "done", jobs.JobState.SUCCEEDED)
+    orphan = encode_batch([Document(id="o", vector=[1.0] * 384)]).vectors
+    assert orphan is not None
+    store.put(ref.batch_vectors_key("died"), orphan)
+
+    # When cleanup runs past the retention
+    removed = Cleaner(redis_client, store, publisher, retention_s=86400, keep_manifests=1, clock=lambda: LATER).run()
+
+    # Then the queued job's batch keeps both objects; the rest are gone, counted as batch files.
+    left = set(_objects(store, collection))
+    assert left == {ref.batch_key("queued"), ref.batch_vectors_key("queued")}
+    assert removed.counts["batches"] == 3

@@ -13,7 +13,7 @@ from services.indexer.publishing import Publisher
 from shared import keys
 from shared.errors import Cancelled, CorruptObject
 from shared.index import manifests, segments
-from shared.index.documents import Document, encode_batch, encode_vectors, normalize
+from shared.index.documents import Document, encode_batch, encode_vectors, normalize, put_batch
 from shared.index.storage import LocalStore
 from shared.records import jobs
 from shared.records.catalog import Collection
@@ -32,7 +32,7 @@ def _stage(
     """Store a batch and its vectors as the gateway and embedder would."""
     vectors = normalize(np.random.default_rng(seed).normal(size=(len(ids), 384)))
     docs = [Document(id=i, text=f"text {i}", metadata={"n": n}) for n, i in enumerate(ids)]
-    store.put(collection.ref.batch_key(batch_id), encode_batch(docs))
+    put_batch(store, collection.ref, batch_id, encode_batch(docs))
     store.put(collection.ref.vectors_key(batch_id), encode_vectors(vectors))
     return vectors
 
