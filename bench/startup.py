@@ -149,10 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="gateway starts per measurement (default 5)")
     parser.add_argument("--direct", type=int, default=0, metavar="N", help="publish batches of N vectors in-process")
     parser.add_argument("--target", type=float, default=TARGET_S, help=f"ready target in seconds (default {TARGET_S})")
+    parser.add_argument(
+        "--stack-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment of the stack"
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
     args = parser.parse_args(argv)
 
-    stack = common.Stack().start()
+    stack = common.Stack(env=dict(e.split("=", 1) for e in args.stack_env)).start()
     out: dict[str, Any] = {}
     try:
         env = stack_env(stack)
