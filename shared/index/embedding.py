@@ -130,6 +130,7 @@ class Encoder:
                 raise ConfigurationError(f"the openvino backend failed to load: {exc}") from exc
             log.warning("model.openvino_failed", error=str(exc))
             return self._as(Choice("torch", f"openvino failed to load: {type(exc).__name__}"))
+        log.info("model.openvino_compiled", streams=ov.streams, threads=ov.threads)
 
         def run(texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
             return ov.encode(texts, self.batch_size)
