@@ -149,6 +149,21 @@ class Encoder:
             backend=choice.backend, choice=choice,
         )  # fmt: skip
 
+    def longest_first(self, texts: list[str]) -> list[int]:
+        """Indices of ``texts`` by token count (truncated as the model truncates), longest first, ties in order.
+
+        Batches cut from this order pad least: the model computes every padding position, and character
+        counts are a poor guide to token counts (a number or a chemical name is many tokens).
+        """
+        ids = self.model.tokenizer(
+            texts,
+            truncation=True,
+            max_length=self.model.max_seq_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        return sorted(range(len(texts)), key=lambda k: -len(ids[k]))
+
     def encode(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         """Embed texts; rows are L2-normalised float32."""
         if not texts:

@@ -143,28 +143,43 @@ class OpenVINOModel:
         return cls(model, converted(model, model_dir, cache_dir))
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """Unit vectors of ``texts``, in order; batches are formed longest first, as sentence-transformers does.
+        """Unit vectors of ``texts``, in order.
 
-        Up to one batch per infer request runs at once (one per stream); the next batch is tokenised while
-        they run, and each is pooled once its request is done.
+        The texts are tokenised once, all together, by the model's own tokenizer (the same ids and
+        truncation as sentence-transformers), then batched by token count, longest first: sorting by
+        characters, as sentence-transformers does, leaves batches whose longest text has many more
+        tokens than the rest (a number or a chemical name is many tokens), and the model computes every
+        padding position (30 % of the positions for one-sentence texts, 7 % sorted by tokens). Each
+        batch is cut to its own longest text (padding is on the right, so the cut leaves the ids, and
+        thus the vectors, of every text as they were). Up to one batch per infer request runs at once
+        (one per stream), and each is pooled once its request is done.
         """
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        running: deque[tuple[Any, list[int], np.ndarray[Any, Any]]] = deque()
+        if not texts:
+            return out
+        features = self._st.preprocess(texts)
+        inputs = {k: features[k].numpy() for k in INPUTS if k in self._inputs}
+        attention = features["attention_mask"].numpy()
+        lengths = attention.sum(axis=1)
+        order = np.argsort(-lengths, kind="stable")
+        right = getattr(self._st.tokenizer, "padding_side", "right") == "right"
+        running: deque[tuple[Any, np.ndarray[Any, Any], np.ndarray[Any, Any]]] = deque()
         for n, start in enumerate(range(0, len(order), batch_size)):
             if len(running) == len(self._requests):
                 self._pool(*running.popleft(), out)
             idx = order[start : start + batch_size]
-            features = self._st.preprocess([texts[i] for i in idx])
-            feed = {k: features[k].numpy() for k in INPUTS if k in self._inputs}
+            width = int(lengths[idx].max()) if right else attention.shape[1]
+            feed = {k: np.ascontiguousarray(v[idx, :width]) for k, v in inputs.items()}
             request = self._requests[n % len(self._requests)]
             request.start_async(feed)
-            running.append((request, idx, feed["attention_mask"]))
+            running.append((request, idx, attention[idx, :width]))
         while running:
             self._pool(*running.popleft(), out)
         return out
 
-    def _pool(self, request: Any, idx: list[int], attention: np.ndarray[Any, Any], out: np.ndarray[Any, Any]) -> None:
+    def _pool(
+        self, request: Any, idx: np.ndarray[Any, Any], attention: np.ndarray[Any, Any], out: np.ndarray[Any, Any]
+    ) -> None:
         """Wait for ``request``, then write the mean-pooled, normalised vectors of its batch into ``out[idx]``."""
         request.wait()
         hidden = request.get_tensor(self._hidden).data
