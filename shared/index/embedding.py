@@ -130,6 +130,7 @@ class Encoder:
                 raise ConfigurationError(f"the openvino backend failed to load: {exc}") from exc
             log.warning("model.openvino_failed", error=str(exc))
             return self._as(Choice("torch", f"openvino failed to load: {type(exc).__name__}"))
+        log.info("model.openvino_compiled", streams=ov.streams, threads=ov.threads)
 
         def run(texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
             return ov.encode(texts, self.batch_size)
@@ -147,6 +148,21 @@ class Encoder:
             self.model, batch_size=self.batch_size, run=run if choice.backend != "torch" else None,
             backend=choice.backend, choice=choice,
         )  # fmt: skip
+
+    def longest_first(self, texts: list[str]) -> list[int]:
+        """Indices of ``texts`` by token count (truncated as the model truncates), longest first, ties in order.
+
+        Batches cut from this order pad least: the model computes every padding position, and character
+        counts are a poor guide to token counts (a number or a chemical name is many tokens).
+        """
+        ids = self.model.tokenizer(
+            texts,
+            truncation=True,
+            max_length=self.model.max_seq_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        return sorted(range(len(texts)), key=lambda k: -len(ids[k]))
 
     def encode(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         """Embed texts; rows are L2-normalised float32."""

@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 import warnings
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -28,6 +29,12 @@ log = structlog.get_logger(__name__)
 # fp32 inference, asked for explicitly: on CPUs with bf16 units OpenVINO's default is bf16, whose
 # vectors drift from torch's by far more than float rounding.
 PRECISION: Final = "f32"
+# Streams, not one inference over every core: OpenVINO then runs as many model batches at once as it has
+# streams (one per core or pair of cores), each on its own threads. Within one inference the threads meet
+# at every layer, so on cores shared with other processes (the indexer, the gateway) one preempted thread
+# stalls the rest; separate streams do not wait for each other, and tokenising the next batch overlaps the
+# model. "LATENCY" is one stream over every core.
+PERFORMANCE_HINT: Final = "THROUGHPUT"
 # The transformer's inputs, as sentence-transformers' tokenizer names them.
 INPUTS: Final = ("input_ids", "attention_mask", "token_type_ids")
 # Files whose bytes decide the converted graph (with the library versions): the cache key.
@@ -110,17 +117,20 @@ def converted(model: SentenceTransformer, model_dir: Path, cache_dir: Path) -> P
 class OpenVINOModel:
     """Encodes texts with the OpenVINO IR of a sentence-transformers model; not thread-safe (the Encoder locks)."""
 
-    def __init__(self, model: SentenceTransformer, xml: Path) -> None:
+    def __init__(self, model: SentenceTransformer, xml: Path, *, hint: str = PERFORMANCE_HINT) -> None:
         import openvino as ov
 
         _check_pipeline(model)
         self._st = model
         core = ov.Core()
-        self._compiled = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": PRECISION})
+        config = {"INFERENCE_PRECISION_HINT": PRECISION, "PERFORMANCE_HINT": hint}
+        self._compiled = core.compile_model(str(xml), "CPU", config)
         got = self._compiled.get_property("INFERENCE_PRECISION_HINT")
         if got != ov.Type.f32:
             raise ConfigurationError(f"OpenVINO compiled the model for {got}, not fp32")
-        self._request = self._compiled.create_infer_request()
+        self.streams = int(self._compiled.get_property("NUM_STREAMS"))
+        requests = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self._requests = [self._compiled.create_infer_request() for _ in range(max(1, requests))]
         self._hidden = next(o for o in self._compiled.outputs if "last_hidden_state" in o.get_names())
         self.dim = self._hidden.get_partial_shape()[2].get_length()
         self._inputs = {p.get_any_name() for p in self._compiled.inputs}
@@ -133,17 +143,47 @@ class OpenVINOModel:
         return cls(model, converted(model, model_dir, cache_dir))
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """Unit vectors of ``texts``, in order; batches are formed longest first, as sentence-transformers does."""
+        """Unit vectors of ``texts``, in order.
+
+        The texts are tokenised once, all together, by the model's own tokenizer (the same ids and
+        truncation as sentence-transformers), then batched by token count, longest first: sorting by
+        characters, as sentence-transformers does, leaves batches whose longest text has many more
+        tokens than the rest (a number or a chemical name is many tokens), and the model computes every
+        padding position (30 % of the positions for one-sentence texts, 7 % sorted by tokens). Each
+        batch is cut to its own longest text (padding is on the right, so the cut leaves the ids, and
+        thus the vectors, of every text as they were). Up to one batch per infer request runs at once
+        (one per stream), and each is pooled once its request is done.
+        """
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        for start in range(0, len(order), batch_size):
+        if not texts:
+            return out
+        features = self._st.preprocess(texts)
+        inputs = {k: features[k].numpy() for k in INPUTS if k in self._inputs}
+        attention = features["attention_mask"].numpy()
+        lengths = attention.sum(axis=1)
+        order = np.argsort(-lengths, kind="stable")
+        right = getattr(self._st.tokenizer, "padding_side", "right") == "right"
+        running: deque[tuple[Any, np.ndarray[Any, Any], np.ndarray[Any, Any]]] = deque()
+        for n, start in enumerate(range(0, len(order), batch_size)):
+            if len(running) == len(self._requests):
+                self._pool(*running.popleft(), out)
             idx = order[start : start + batch_size]
-            features = self._st.preprocess([texts[i] for i in idx])
-            feed = {k: features[k].numpy() for k in INPUTS if k in self._inputs}
-            self._request.infer(feed)
-            hidden = self._request.get_tensor(self._hidden).data
-            mask = feed["attention_mask"].astype(np.float32)[:, :, None]
-            pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
-            norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-            out[idx] = pooled / norms
+            width = int(lengths[idx].max()) if right else attention.shape[1]
+            feed = {k: np.ascontiguousarray(v[idx, :width]) for k, v in inputs.items()}
+            request = self._requests[n % len(self._requests)]
+            request.start_async(feed)
+            running.append((request, idx, attention[idx, :width]))
+        while running:
+            self._pool(*running.popleft(), out)
         return out
+
+    def _pool(
+        self, request: Any, idx: np.ndarray[Any, Any], attention: np.ndarray[Any, Any], out: np.ndarray[Any, Any]
+    ) -> None:
+        """Wait for ``request``, then write the mean-pooled, normalised vectors of its batch into ``out[idx]``."""
+        request.wait()
+        hidden = request.get_tensor(self._hidden).data
+        mask = attention.astype(np.float32)[:, :, None]
+        pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+        norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        out[idx] = pooled / norms

@@ -69,7 +69,7 @@ def _varied(n: int) -> list[str]:
     return [" ".join(words[(i + j) % len(words)] for j in range(1 + (i * 7) % 40)) * (1 + i % 3) for i in range(n)]
 
 
-def test_texts_are_encoded_longest_first_across_the_batch_and_stored_in_document_order(
+def test_texts_are_encoded_most_tokens_first_across_the_batch_and_stored_in_document_order(
     store: LocalStore, encoder: Encoder
 ) -> None:
     texts = _varied(45)
@@ -85,8 +85,11 @@ def test_texts_are_encoded_longest_first_across_the_batch_and_stored_in_document
     # 43 texts in chunks of 16 (4 model batches of 4); the two given vectors count from the start.
     assert [len(c) for c in recording.calls] == [16, 16, 11]
     assert progress == [18, 34, 45]
-    lengths = [len(t) for call in recording.calls for t in call]
+    tokens = [len(encoder.model.tokenizer(t, truncation=True, max_length=256)["input_ids"]) for t in texts]
+    encoded = [t for call in recording.calls for t in call]
+    lengths = [tokens[texts.index(t)] for t in encoded]
     assert lengths == sorted(lengths, reverse=True)
+    assert sorted(encoded) == sorted(texts[i] for i in range(45) if i not in (3, 20))
     vectors = decode_vectors(store.get(REF.vectors_key("b1")))
     assert vectors[3][0] == 1.0 and vectors[20][1] == 1.0
     # The same vectors as encoding the batch in document order, a chunk at a time (cosine 1 to rounding).

@@ -55,6 +55,21 @@ def test_openvino_vectors_agree_with_torch_on_real_texts(encoder: Encoder, openv
 
 
 @needs_openvino
+def test_batches_in_flight_on_several_streams_come_back_in_document_order(
+    encoder: Encoder, openvino_encoder: Encoder
+) -> None:
+    # Given more model batches (batch size 4) than infer requests, texts of every length interleaved
+    texts = [f"{k}: {t}" for k, t in enumerate(TEXTS * 4)]
+    texts = texts[::2] + texts[1::2]
+    # When they are encoded in one call
+    ov = openvino_encoder.encode(texts)
+    # Then each row is its own text's vector, as torch gives it and as that text encoded alone gives it
+    assert min_cosine(ov, encoder.encode(texts)) >= MIN_AGREEMENT
+    for k in (0, 5, len(texts) - 1):
+        np.testing.assert_allclose(openvino_encoder.encode([texts[k]])[0], ov[k], atol=1e-5)
+
+
+@needs_openvino
 def test_the_model_is_converted_once_and_reused(openvino_encoder: Encoder, cache_dir: Path) -> None:
     converted = list((cache_dir / "openvino").iterdir())
     assert [p.name for p in converted if ".tmp-" in p.name] == []
