@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from shared.errors import CorruptObject
-from shared.index.manifests import sha256
+from shared.index.manifests import sha256_file
 
 if TYPE_CHECKING:
     from shared.index.layout import CollectionRef
@@ -60,13 +60,23 @@ class SegmentCache:
         local = self._dir(ref, segment.id) / name
         if self._trusted(local, digest):
             return local
-        data = self.store.get(ref.segment_key(segment.id, name))
-        self.downloads += 1
-        self.verified_bytes += len(data)
-        if sha256(data) != digest:
-            raise CorruptObject(f"segment {segment.id}/{name} fails its SHA-256 check")
-        local.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(local, data)
+        # Streamed to disk (beside the segments' folders until verified) and hashed from there: a segment's
+        # index never sits in memory whole.
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{local.name}.", suffix=".part")
+        os.close(fd)
+        partial = Path(tmp)
+        try:
+            self.store.download(ref.segment_key(segment.id, name), partial)
+            self.downloads += 1
+            self.verified_bytes += partial.stat().st_size
+            if sha256_file(partial) != digest:
+                raise CorruptObject(f"segment {segment.id}/{name} fails its SHA-256 check")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(partial, local)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         _write_atomically(_record(local), _stamp(local, digest).encode())
         return local
 

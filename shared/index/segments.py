@@ -18,13 +18,15 @@ import structlog
 
 from shared.errors import CorruptObject
 from shared.index import approximate
-from shared.index.approximate import Calibration, HnswParams, RecallTarget
+from shared.index.approximate import Calibration, HnswParams, RecallTarget, Vectors
 from shared.index.documents import metadata_line
-from shared.index.manifests import SegmentKind, SegmentRef, sha256
+from shared.index.manifests import SegmentKind, SegmentRef, sha256, sha256_file
 from shared.index.texts import decode as _decode_texts
 from shared.index.texts import encode as _encode_texts
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import faiss
 
     from shared.index.layout import CollectionRef
@@ -49,20 +51,29 @@ __all__ = [
     "read_texts",
     "open_cached",
     "upload",
+    "upload_files",
+    "write",
 ]
 
 
-def _flat(vectors: np.ndarray[Any, Any]) -> faiss.Index:
+def _flat(vectors: Vectors) -> faiss.Index:
+    """A flat index over ``vectors``: its rows allocated once at their final size, then filled chunk by chunk
+    (adding chunks would grow them by doubling, two buffers alive at the last step)."""
     import faiss
 
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    for start in range(0, len(vectors), approximate.ADD_CHUNK):
-        index.add(np.ascontiguousarray(vectors[start : start + approximate.ADD_CHUNK], dtype=np.float32))
+    n, dim = vectors.shape
+    index = faiss.IndexFlatIP(dim)
+    index.codes.resize(n * index.code_size)
+    index.ntotal = n
+    rows = faiss.rev_swig_ptr(index.get_xb(), n * dim).reshape(n, dim) if n else np.zeros((0, dim), np.float32)
+    for start in range(0, n, approximate.ADD_CHUNK):
+        stop = min(n, start + approximate.ADD_CHUNK)
+        rows[start:stop] = vectors[np.arange(start, stop)]
     return index
 
 
 def _approximate(
-    segment_id: str, vectors: np.ndarray[Any, Any], kind: SegmentKind, hnsw: HnswParams, target: RecallTarget
+    segment_id: str, vectors: Vectors, kind: SegmentKind, hnsw: HnswParams, target: RecallTarget
 ) -> tuple[faiss.Index, SegmentKind, Calibration | None, np.ndarray[Any, Any] | None]:
     """An approximate index whose recall was measured (and its rows' order), or a flat one when none reached it."""
     assert kind != "flat"
@@ -91,6 +102,47 @@ def _approximate(
     return index, kind, chosen, checked.order
 
 
+def _index(
+    segment_id: str,
+    vectors: Vectors,
+    kind: SegmentKind,
+    hnsw: HnswParams | None,
+    target: RecallTarget | None,
+) -> tuple[faiss.Index, SegmentKind, Calibration | None, np.ndarray[Any, Any] | None]:
+    """A segment's index, the kind it was built as, its calibration and its rows' order (None: as given)."""
+    import faiss
+
+    if kind == "flat" or not len(vectors):
+        return (_flat(vectors) if len(vectors) else faiss.IndexFlatIP(vectors.shape[1])), "flat", None, None
+    if hnsw is None:
+        raise ValueError("an approximate segment needs HnswParams")
+    return _approximate(segment_id, vectors, kind, hnsw, target or RecallTarget())
+
+
+def _entry(
+    segment_id: str, kind: SegmentKind, vectors: int, digests: dict[str, str], calibration: Calibration | None
+) -> SegmentRef:
+    return SegmentRef(
+        id=segment_id,
+        kind=kind,
+        vectors=vectors,
+        files=digests,
+        search_param=calibration.search_param if calibration else None,
+        recall=calibration.recall if calibration else None,
+    )
+
+
+def _sidecar(ids: Sequence[str], metadata: Sequence[dict[str, Any]]) -> bytes:
+    return gzip.compress(b"\n".join(metadata_line(i, m) for i, m in zip(ids, metadata, strict=True)), 1, mtime=0)
+
+
+def _check_lengths(
+    vectors: Vectors, ids: Sequence[str], metadata: Sequence[dict[str, Any]], texts: Sequence[str | None] | None
+) -> None:
+    if len(ids) != len(vectors) or len(ids) != len(metadata) or (texts is not None and len(texts) != len(ids)):
+        raise ValueError("ids, vectors, metadata and texts differ in length")
+
+
 def build(
     segment_id: str,
     vectors: np.ndarray[Any, Any],
@@ -109,48 +161,70 @@ def build(
     with the search parameter that reaches ``target`` -- or built flat when none does. (An approximate
     segment's rows may come in another order than ``ids``: the sidecar and the texts follow the index.)
     ``texts`` (one per row, None for a row without) adds a texts file; without it the segment has none.
+    :func:`write` builds the same files on disk, for segments too large to hold twice.
     """
     import faiss
 
-    if len(ids) != len(vectors) or len(ids) != len(metadata) or (texts is not None and len(texts) != len(ids)):
-        raise ValueError("ids, vectors, metadata and texts differ in length")
-    calibration: Calibration | None = None
-    index: faiss.Index
-    if kind == "flat" or not len(vectors):
-        index, kind = _flat(vectors) if len(vectors) else faiss.IndexFlatIP(vectors.shape[1]), "flat"
-    else:
-        if hnsw is None:
-            raise ValueError("an approximate segment needs HnswParams")
-        index, kind, calibration, order = _approximate(segment_id, vectors, kind, hnsw, target or RecallTarget())
-        if order is not None:
-            ids, metadata = [ids[r] for r in order], [metadata[r] for r in order]
-            texts = [texts[r] for r in order] if texts is not None else None
+    _check_lengths(vectors, ids, metadata, texts)
+    index, kind, calibration, order = _index(segment_id, vectors, kind, hnsw, target)
+    if order is not None:
+        ids, metadata = [ids[r] for r in order], [metadata[r] for r in order]
+        texts = [texts[r] for r in order] if texts is not None else None
     serialized = faiss.serialize_index(index)
     del index
-    files = {
-        INDEX_FILE: serialized.tobytes(),
-        DOCS_FILE: gzip.compress(
-            b"\n".join(metadata_line(i, m) for i, m in zip(ids, metadata, strict=True)), 1, mtime=0
-        ),
-    }
+    files = {INDEX_FILE: serialized.tobytes(), DOCS_FILE: _sidecar(ids, metadata)}
     del serialized
     if texts is not None:
         files[TEXTS_FILE] = _encode_texts(texts)
-    ref = SegmentRef(
-        id=segment_id,
-        kind=kind,
-        vectors=len(ids),
-        files={n: sha256(b) for n, b in files.items()},
-        search_param=calibration.search_param if calibration else None,
-        recall=calibration.recall if calibration else None,
-    )
-    return ref, files
+    return _entry(segment_id, kind, len(ids), {n: sha256(b) for n, b in files.items()}, calibration), files
+
+
+def write(
+    folder: Path,
+    segment_id: str,
+    vectors: Vectors,
+    ids: list[str],
+    metadata: list[dict[str, Any]],
+    *,
+    texts: Sequence[str | None] | None = None,
+    kind: SegmentKind = "flat",
+    hnsw: HnswParams | None = None,
+    target: RecallTarget | None = None,
+) -> tuple[SegmentRef, dict[str, Path]]:
+    """Build the segment :func:`build` builds, its files written under ``folder`` (what merges do).
+
+    ``vectors`` may be a merge's sources read in chunks (:class:`shared.index.sources.Stacked`): the
+    index is the only full copy of the rows in memory, and it is written to its file by FAISS, not
+    serialized into bytes first. The files' bytes and digests are those :func:`build` returns.
+    """
+    import faiss
+
+    _check_lengths(vectors, ids, metadata, texts)
+    index, kind, calibration, order = _index(segment_id, vectors, kind, hnsw, target)
+    if order is not None:
+        ids, metadata = [ids[r] for r in order], [metadata[r] for r in order]
+        texts = [texts[r] for r in order] if texts is not None else None
+    paths = {name: folder / name for name in (INDEX_FILE, DOCS_FILE)}
+    faiss.write_index(index, str(paths[INDEX_FILE]))
+    del index
+    paths[DOCS_FILE].write_bytes(_sidecar(ids, metadata))
+    if texts is not None:
+        paths[TEXTS_FILE] = folder / TEXTS_FILE
+        paths[TEXTS_FILE].write_bytes(_encode_texts(texts))
+    digests = {name: sha256_file(path) for name, path in paths.items()}
+    return _entry(segment_id, kind, len(ids), digests, calibration), paths
 
 
 def upload(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, files: dict[str, bytes]) -> None:
     """Write a segment's files (idempotent: the same segment always has the same bytes)."""
     for name, data in files.items():
         store.put(ref.segment_key(segment.id, name), data)
+
+
+def upload_files(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, files: dict[str, Path]) -> None:
+    """Write a segment's files from disk, each streamed (idempotent, like :func:`upload`)."""
+    for name, path in files.items():
+        store.put_file(ref.segment_key(segment.id, name), path)
 
 
 @dataclass(eq=False)

@@ -5,6 +5,7 @@ writes landing meanwhile, and the recall of an approximate (HNSW) compaction aga
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -128,6 +129,13 @@ class WritesDuringCompaction(LocalStore):
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         super().put(key, data, if_absent=if_absent)
+        self._after(key)
+
+    def put_file(self, key: str, path: Path) -> None:
+        super().put_file(key, path)
+        self._after(key)
+
+    def _after(self, key: str) -> None:
         if "/segments/c" in key and key.endswith("index.faiss") and self.on_merged_upload:
             hook, self.on_merged_upload = self.on_merged_upload, None
             hook()
