@@ -195,9 +195,10 @@ wall = time.perf_counter() - started
 after = resource.getrusage(resource.RUSAGE_SELF)
 cpu = after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
 manifest = Publisher(client, store).current(collection.ref)
-files = next(s.files for s in manifest.segments if s.id == result.segment)
+merged = next(s for s in manifest.segments if s.id == result.segment)
 print(json.dumps({"rss_before_kib": before, "hwm_kib": kib("VmHWM"), "cpu_s": cpu, "wall_s": wall,
-                  "kind": result.kind, "vectors": result.vectors, "files": files}))
+                  "kind": result.kind, "vectors": result.vectors,
+                  "files": [merged.files, merged.search_param, merged.recall]}))
 """
 
 
@@ -288,11 +289,11 @@ def merge_memory(n: int, batches: int, data: str, source_kind: str, reference_re
             print()
             for kind in ("flat", "approximate"):
                 ref, new = results[(kind, trees[0][0])], results[(kind, trees[1][0])]
-                same = "identical" if ref["files"] == new["files"] else "DIFFERENT"
+                same = "identical" if ref["files"] == new["files"] else "DIFFERENT"  # bytes, search parameter, recall
                 rise_ref = ref["hwm_kib"] - ref["rss_before_kib"]
                 rise_new = new["hwm_kib"] - new["rss_before_kib"]
-                cpu = f"CPU this/reference {new['cpu_s'] / ref['cpu_s']:.2f}"
-                print(f"{kind}: merged segment files {same}; peak rise this/reference {rise_new / rise_ref:.2f}; {cpu}")
+                ratios = f"peak rise this/reference {rise_new / rise_ref:.2f}; CPU {new['cpu_s'] / ref['cpu_s']:.2f}"
+                print(f"{kind}: merged segment (files, search parameter, recall) {same}; {ratios}")
     finally:
         client.close()
         server.stop()

@@ -78,7 +78,7 @@ class Source:
         """The vectors of kept rows ``positions`` (positions in ``rows``), copied; the file's pages given back."""
         rows = self.rows[positions]
         if len(self.segment.vectors) or not len(rows):
-            out = np.array(self.segment.vectors[rows], dtype=np.float32)
+            out = np.asarray(self.segment.vectors[rows], dtype=np.float32)  # indexing by an array copies
         else:  # an IVF segment: rows live in its lists, read through its direct map
             import faiss
 
@@ -102,8 +102,11 @@ class Stacked:
     def __getitem__(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float32]]:
         """Rows ``rows`` (an array of row numbers, any order) as a new float32 array."""
         rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty((len(rows), self.shape[1]), dtype=np.float32)
         owner = np.searchsorted(self.starts, rows, side="right") - 1
+        if len(rows) and (owner == owner[0]).all():  # one source: its copy is the result
+            first = int(owner[0])
+            return self.sources[first].read(rows - self.starts[first])
+        out = np.empty((len(rows), self.shape[1]), dtype=np.float32)
         for number in np.unique(owner):
             picked = owner == number
             out[picked] = self.sources[number].read(rows[picked] - self.starts[number])
