@@ -283,12 +283,12 @@ class Compactor:
             found = self.publisher.entries(ref, [opened.ids[r] for r in rows])
             rows = [r for r in rows if (e := found[opened.ids[r]]) is not None and e[0] == seg.id]
             regions = mapped_regions(cache.path(ref, seg, segments.INDEX_FILE))
-            sources.append(Source(opened, np.array(rows, dtype=np.int64), regions))
+            sources.append(Source.of(opened, np.array(rows, dtype=np.int64), regions))
             for r in rows:
                 doc = opened.ids[r]
                 ids.append(doc)
                 metadata.append(opened.metadata[r])
                 texts.append(own_texts[r])
                 entries[doc] = found[doc]
-            del own_texts
+            del opened, own_texts, found  # the source's ids, metadata and row map: what was kept is copied
         return ids, Stacked(sources, dim), metadata, texts, entries

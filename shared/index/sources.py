@@ -68,21 +68,31 @@ def _give_back(regions: list[tuple[int, int]]) -> None:
 
 @dataclass(eq=False)
 class Source:
-    """One source segment of a merge: the segment opened from its mapped file, and the rows it keeps."""
+    """One source segment of a merge: its opened index, the rows it keeps, and the mappings of its file.
 
-    segment: LoadedSegment
-    rows: np.ndarray[Any, np.dtype[np.int64]]  # the kept rows of ``segment``, in the order they are merged
+    Built from a :class:`~shared.index.segments.LoadedSegment` by :meth:`of`, which keeps only the index
+    (not the segment's ids, metadata and row map: the merge has copied what it keeps of those).
+    """
+
+    owner: object  # the FAISS index (keeps ``vectors`` alive)
+    vectors: np.ndarray[Any, np.dtype[np.float32]]  # a view of its rows; empty for an IVF index (see ``read``)
+    rows: np.ndarray[Any, np.dtype[np.int64]]  # the kept rows, in the order they are merged
     regions: list[tuple[int, int]]  # the mappings of its index file (see :func:`mapped_regions`)
+
+    @classmethod
+    def of(cls, segment: LoadedSegment, rows: np.ndarray[Any, Any], regions: list[tuple[int, int]]) -> Source:
+        """The source reading ``rows`` of ``segment``."""
+        return cls(segment.owner, segment.vectors, np.asarray(rows, dtype=np.int64), regions)
 
     def read(self, positions: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float32]]:
         """The vectors of kept rows ``positions`` (positions in ``rows``), copied; the file's pages given back."""
         rows = self.rows[positions]
-        if len(self.segment.vectors) or not len(rows):
-            out = np.asarray(self.segment.vectors[rows], dtype=np.float32)  # indexing by an array copies
+        if len(self.vectors) or not len(rows):
+            out = np.asarray(self.vectors[rows], dtype=np.float32)  # indexing by an array copies
         else:  # an IVF segment: rows live in its lists, read through its direct map
             import faiss
 
-            index: Any = faiss.downcast_index(self.segment.owner)  # type: ignore[arg-type]
+            index: Any = faiss.downcast_index(self.owner)  # type: ignore[arg-type]
             out = np.asarray(index.reconstruct_batch(rows), dtype=np.float32)
         _give_back(self.regions)
         return out

@@ -51,7 +51,7 @@ def sources(tmp_path: Path) -> tuple[Stacked, np.ndarray[Any, Any]]:
         seg = _stored(store, f"s{number}", _vectors(600, seed=number), kind)  # type: ignore[arg-type]
         opened = segments.open_cached(cache, REF, seg)
         keep = np.arange(number, len(opened.ids), 3, dtype=np.int64)  # every third row
-        made.append(Source(opened, keep, mapped_regions(cache.path(REF, seg, segments.INDEX_FILE))))
+        made.append(Source.of(opened, keep, mapped_regions(cache.path(REF, seg, segments.INDEX_FILE))))
         by_id = _rows_by_id(store, seg)
         expected.append(np.stack([by_id[opened.ids[row]] for row in keep]))
     return Stacked(made, 384), np.concatenate(expected)
