@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -297,6 +298,7 @@ def merge_memory(n: int, batches: int, data: str, source_kind: str, reference_re
     finally:
         client.close()
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # gigabytes of segments at a million vectors
 
 
 def tiers(n: int, batches: int, data: str) -> None:
