@@ -4,11 +4,11 @@ Segments fall into tiers by live vectors: tier ``t`` holds segments of ``base * 
 ``base * factor**(t+1)`` vectors (everything below ``base`` is tier 0). When a tier holds
 ``merge_factor`` segments they are merged into one, which lands in the next tier, so a collection of
 ``n`` vectors keeps fewer than ``merge_factor`` segments per tier: O(log n) segments, and every
-vector is rewritten O(log n) times. A merge reads and builds only its own segments: its memory is the
-merged segment's index plus a chunk, its sources memory-mapped from local files and read chunk by
-chunk, the new segment written to a file and uploaded from it. Segments of ``max_segment`` vectors or
-more are not merged further. A merged segment of ``approximate_threshold`` vectors or more is
-approximate (HNSW or IVF), checked for recall at build (:mod:`shared.index.approximate`).
+vector is rewritten O(log n) times. A merge reads and builds only its own segments, memory-mapped from
+local copies and read chunk by chunk into the new index, which is written to a file and uploaded from
+it: its memory is the new index, the merged rows' ids and metadata and a fixed working set. Segments
+of ``max_segment`` vectors or more are not merged further. A merged segment of ``approximate_threshold``
+vectors or more is approximate (HNSW or IVF), checked for recall at build (:mod:`shared.index.approximate`).
 
 The merged segment is built without the collection lock, then published through the normal path
 under the lock: a new manifest whose parent is the version live at that moment, LATEST and the
@@ -264,7 +264,7 @@ class Compactor:
 
         The vectors are not copied here: each source is opened memory-mapped from ``cache`` and its
         kept rows are read chunk by chunk while the new index is built (:class:`shared.index.sources.Stacked`),
-        so the merge's peak is the new index plus a chunk, however many segments it reads. A segment written
+        so the vectors are in memory once (the new index), however many segments it reads. A segment written
         before texts were kept gives its rows no text (None), which the merged segment keeps.
         """
         ref = collection.ref
