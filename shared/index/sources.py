@@ -81,7 +81,9 @@ class Source:
 
     @classmethod
     def of(cls, segment: LoadedSegment, rows: np.ndarray[Any, Any], regions: list[tuple[int, int]]) -> Source:
-        """The source reading ``rows`` of ``segment``."""
+        """The source reading ``rows`` of ``segment``, its pages given back already: opening it may have read
+        some (an IVF segment's direct map reads each list's ids, and the kernel maps the pages around them)."""
+        _give_back(regions)
         return cls(segment.owner, segment.vectors, np.asarray(rows, dtype=np.int64), regions)
 
     def read(self, positions: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float32]]:

@@ -70,10 +70,12 @@ def test_rows_read_in_any_order_are_the_rows_of_the_stacked_array(
 
 
 def test_a_read_gives_back_the_pages_of_the_mapped_files(sources: tuple[Stacked, np.ndarray[Any, Any]]) -> None:
-    # Given the sources' index files mapped read-only (FAISS maps them shared),
+    # Given the sources' index files mapped read-only (FAISS maps them shared), none of their pages
+    # resident once opened (an IVF segment's direct map read its lists' ids),
     stacked, _ = sources
     regions = [region for source in stacked.sources for region in source.regions]
     assert len(regions) == 3
+    assert _resident_kib(regions) == 0
     # When every row is read,
     stacked[np.arange(len(stacked))]
     # Then none of their pages is left in the process's resident set.
