@@ -6,6 +6,7 @@ Run by hand (not pytest)::
     .venv/bin/python bench/compaction.py --vectors 20000 --segments 100
     .venv/bin/python bench/compaction.py --kinds --vectors 100000   # HNSW against IVF, same vectors
     .venv/bin/python bench/compaction.py --tiers --vectors 200000 --segments 400  # merges as batches arrive
+    .venv/bin/python bench/compaction.py --merge-memory --vectors 300000 --segments 10 --reference-rev HEAD~1
 
 In-process against a private ``redis-server`` and a temporary local store, through the same code
 the services run: the indexer's publisher writes ``--segments`` batches (one segment each), the
@@ -17,6 +18,14 @@ collection's size). Vectors are synthetic (``--data``, see :func:`synthetic`).
 process (its peak memory is that process's own high-water mark during the build), checks its recall
 as the indexer does (:func:`shared.index.approximate.calibrate`), and measures recall@10 and latency on
 held-out queries with the parameter chosen; on ``random`` unit vectors, ``topics`` and ``noisy`` clusters.
+
+``--merge-memory`` measures one merge's peak memory and CPU time: each merge (every segment of a
+collection into one flat, then one approximate segment; ``--source-kind ivf`` makes the sources IVF
+segments first, as the tiers of a large collection are) runs alone in a fresh process through the
+indexer's compactor, which reports the rise of its resident set's high-water mark (``VmHWM``, file
+pages it maps included) over its size before the merge, against the merged vectors' raw bytes. With
+``--reference-rev`` the compactor of that git revision merges a copy of the same collection in the
+same run, and the two merged segments' files are compared.
 
 ``--tiers`` publishes the batches one by one and runs the tier rule after each (as the indexer's
 queued compaction does), printing the segment count as the collection grows and the merges' cost.
@@ -30,6 +39,11 @@ store, no checksums, no recall check, no publish).
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -38,7 +52,7 @@ from typing import Any
 
 import numpy as np
 import redis
-from common import log, percentile, table
+from common import REPO, log, percentile, table
 
 from semaflow.redis_server import RedisServer
 from services.gateway.search.engine import search_snapshot
@@ -151,6 +165,142 @@ def compare_kinds(n: int, datasets: list[str]) -> None:
     print(table(headers, rows))
 
 
+# One merge in a fresh process, run in the tree under test (this one or ``--reference-rev``'s export):
+# only the API every revision shares (Publisher, Compactor, Policy, Settings, LocalStore, Collection).
+_MERGE_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+import faiss, redis  # imported before the baseline: not part of the merge
+from services.indexer.compaction import Compactor, Policy
+from services.indexer.publishing import Publisher
+from shared.config import Settings
+from shared.index.storage import LocalStore
+from shared.records.catalog import Collection
+
+args = json.loads(sys.argv[1])
+client = redis.Redis.from_url(args["redis"])
+store = LocalStore(Path(args["store"]))
+collection = Collection.model_validate_json(args["collection"])
+policy = Policy.from_settings(Settings().model_copy(update={"approximate_threshold": args["threshold"]}))
+compactor = Compactor(store, Publisher(client, store), policy)
+
+def kib(field):
+    return int(Path("/proc/self/status").read_text().split(field + ":")[1].split()[0])
+
+Path("/proc/self/clear_refs").write_text("5")  # the high-water mark from here: the merge's own
+before = kib("VmRSS")
+used = resource.getrusage(resource.RUSAGE_SELF)
+started = time.perf_counter()
+result = compactor.compact(collection, full=True)
+wall = time.perf_counter() - started
+after = resource.getrusage(resource.RUSAGE_SELF)
+cpu = after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
+manifest = Publisher(client, store).current(collection.ref)
+merged = next(s for s in manifest.segments if s.id == result.segment)
+print(json.dumps({"rss_before_kib": before, "hwm_kib": kib("VmHWM"), "cpu_s": cpu, "wall_s": wall,
+                  "kind": result.kind, "vectors": result.vectors,
+                  "files": [merged.files, merged.search_param, merged.recall]}))
+"""
+
+
+def _publish_copy(
+    publisher: Publisher, store: LocalStore, collection: Collection, vectors: np.ndarray[Any, Any], batches: int
+) -> None:
+    per = len(vectors) // batches
+    for b in range(batches):
+        ids = [f"d{b * per + i}" for i in range(per)]
+        docs = [Document(id=i, vector=None, text=f"text {i}", metadata={"b": b}) for i in ids]
+        put_batch(store, collection.ref, f"b{b:04d}", encode_batch(docs))
+        store.put(collection.ref.vectors_key(f"b{b:04d}"), encode_vectors(vectors[b * per : (b + 1) * per]))
+        publisher.add_batch(collection, f"b{b:04d}", write_seq=b + 1)
+
+
+def _as_ivf_sources(publisher: Publisher, store: LocalStore, collection: Collection, batches: int) -> None:
+    """Rewrite each (flat) segment alone as an IVF segment: one tombstone each, and a policy that rewrites it."""
+    settings = Settings().model_copy(
+        update={"approximate_threshold": 1, "approximate_kind": "ivf", "compaction_deleted_ratio": 1e-9,
+                "compaction_tier_base_vectors": 10**9, "compaction_merge_factor": 10**6}
+    )  # fmt: skip
+    compactor = Compactor(store, publisher, Policy.from_settings(settings))
+    manifest = publisher.current(collection.ref)
+    assert manifest is not None
+    for n, seg in enumerate(manifest.segments):
+        first = segments.read_ids(store, collection.ref, seg)[0]
+        publisher.delete(collection, (first,), write_seq=batches + n + 1)
+        assert compactor.compact(collection) is not None
+
+
+def _export(rev: str, root: Path) -> Path:
+    """The tree of ``rev`` (``git archive``)."""
+    tree = root / f"tree-{rev.replace('/', '-')}"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", rev], cwd=REPO, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def _merge_in_child(tree: Path, args: dict[str, Any]) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run(
+        [sys.executable, "-c", _MERGE_CHILD, json.dumps(args)], cwd=tree, env=env, capture_output=True, text=True
+    )
+    if done.returncode:
+        raise RuntimeError(f"merge in {tree} failed:\n{done.stderr[-3000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def merge_memory(n: int, batches: int, data: str, source_kind: str, reference_rev: str | None) -> None:
+    """One merge per tree and kind, each in a fresh process: peak memory against the merged vectors' bytes."""
+    workdir = Path(tempfile.mkdtemp(prefix="semaflow-bench-merge-"))
+    server = RedisServer.start(workdir / "redis")
+    client = redis.Redis.from_url(server.url)
+    trees = [("this tree", REPO)]
+    if reference_rev:
+        trees.insert(0, (f"rev {reference_rev}", _export(reference_rev, workdir)))
+    try:
+        store = LocalStore(workdir / "objects")
+        publisher = Publisher(client, store)
+        vectors = vectors_for(n - n % batches, seed=1, data=data)
+        raw = vectors.nbytes
+        results: dict[tuple[str, str], dict[str, Any]] = {}
+        for kind, threshold in (("flat", 10**12), ("approximate", 1)):
+            for label, tree in trees:
+                name = f"c-{kind}-{len(results)}"
+                collection = Collection(tenant="bench", name=name, id=name, created_at=datetime.now(UTC))
+                client.hset(keys.collections("bench"), name, collection.model_dump_json())
+                client.sadd(keys.tenants(), "bench")
+                log(f"{label}: {batches} {source_kind} segments of {len(vectors) // batches:,} vectors, merged {kind}")
+                _publish_copy(publisher, store, collection, vectors, batches)
+                if source_kind == "ivf":
+                    _as_ivf_sources(publisher, store, collection, batches)
+                child = {"redis": server.url, "store": str(store.root), "collection": collection.model_dump_json(),
+                         "threshold": threshold}  # fmt: skip
+                results[(kind, label)] = _merge_in_child(tree, child)
+        print(f"\n{len(vectors):,} {data} vectors (dim 384, {raw / 2**20:,.0f} MiB raw) in {batches} {source_kind}"
+              " segments, merged into one; each merge alone in a fresh process\n")  # fmt: skip
+        rows = []
+        for (_, label), r in results.items():
+            rise = (r["hwm_kib"] - r["rss_before_kib"]) * 1024
+            rows.append((label, r["kind"], f"{r['vectors']:,}", f"{r['hwm_kib'] / 1024:,.0f}", f"{rise / 2**20:,.0f}",
+                         f"{rise / raw:.2f}", f"{r['cpu_s']:.1f}", f"{r['wall_s']:.1f}"))  # fmt: skip
+        headers = ["tree", "merged kind", "vectors", "peak RSS MiB", "rise MiB", "rise / raw", "CPU s", "wall s"]
+        print(table(headers, rows))
+        if reference_rev:
+            print()
+            for kind in ("flat", "approximate"):
+                ref, new = results[(kind, trees[0][0])], results[(kind, trees[1][0])]
+                same = "identical" if ref["files"] == new["files"] else "DIFFERENT"  # bytes, search parameter, recall
+                rise_ref = ref["hwm_kib"] - ref["rss_before_kib"]
+                rise_new = new["hwm_kib"] - new["rss_before_kib"]
+                ratios = f"peak rise this/reference {rise_new / rise_ref:.2f}; CPU {new['cpu_s'] / ref['cpu_s']:.2f}"
+                print(f"{kind}: merged segment (files, search parameter, recall) {same}; {ratios}")
+    finally:
+        client.close()
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # gigabytes of segments at a million vectors
+
+
 def tiers(n: int, batches: int, data: str) -> None:
     """Publish ``batches`` batches, running the tier rule after each; print segment counts and merge cost."""
     workdir = Path(tempfile.mkdtemp(prefix="semaflow-bench-tiers-"))
@@ -217,7 +367,13 @@ def main() -> None:
     parser.add_argument("--kinds", action="store_true", help="compare HNSW and IVF (on --kinds-data)")
     parser.add_argument("--kinds-data", nargs="+", default=["random", "topics", "noisy"], help="data sets for --kinds")
     parser.add_argument("--tiers", action="store_true", help="publish batches with the tier rule after each")
+    parser.add_argument("--merge-memory", action="store_true", help="one merge's peak memory and CPU, alone")
+    parser.add_argument("--source-kind", choices=["flat", "ivf"], default="flat", help="sources of --merge-memory")
+    parser.add_argument("--reference-rev", default=None, help="--merge-memory: also merge with this git revision")
     args = parser.parse_args()
+    if args.merge_memory:
+        merge_memory(args.vectors, args.segments, args.data, args.source_kind, args.reference_rev)
+        return
     if args.kinds:
         compare_kinds(args.vectors, args.kinds_data)
         return

@@ -4,11 +4,13 @@ Segments fall into tiers by live vectors: tier ``t`` holds segments of ``base * 
 ``base * factor**(t+1)`` vectors (everything below ``base`` is tier 0). When a tier holds
 ``merge_factor`` segments they are merged into one, which lands in the next tier, so a collection of
 ``n`` vectors keeps fewer than ``merge_factor`` segments per tier: O(log n) segments, and every
-vector is rewritten O(log n) times. A merge reads and builds only its own segments (memory bounded by
-the merged segment's size); segments of ``max_segment`` vectors or more are not merged further. A
-merged segment of ``approximate_threshold`` vectors or more is approximate (HNSW or IVF), checked
-for recall at build (:mod:`shared.index.approximate`). A merge keeps the collection's quantisation: an
-int8 collection's merged segment is int8 again (its rows read back decoded), checked the same way.
+vector is rewritten O(log n) times. A merge reads and builds only its own segments, memory-mapped from
+local copies and read chunk by chunk into the new index, which is written to a file and uploaded from
+it: its memory is the new index, the merged rows' ids and metadata and a fixed working set. Segments
+of ``max_segment`` vectors or more are not merged further. A merged segment of ``approximate_threshold``
+vectors or more is approximate (HNSW or IVF), checked for recall at build (:mod:`shared.index.approximate`).
+A merge keeps the collection's quantisation: an int8 collection's merged segment is int8 again (its rows
+read back decoded), checked the same way.
 
 The merged segment is built without the collection lock, then published through the normal path
 under the lock: a new manifest whose parent is the version live at that moment, LATEST and the
@@ -23,9 +25,11 @@ tombstone the right segment. No Redis command of a merge touches more than a few
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,6 +39,8 @@ from shared import clock
 from shared.errors import StaleIndex
 from shared.index import segments
 from shared.index.approximate import ApproximateKind, HnswParams, RecallTarget
+from shared.index.segcache import SegmentCache
+from shared.index.sources import Source, Stacked, mapped_regions
 
 if TYPE_CHECKING:
     from services.indexer.publishing import Publisher
@@ -182,10 +188,11 @@ def new_segment_id() -> str:
 class Compactor:
     """Compacts collections through the publisher's lock and compare-and-set."""
 
-    def __init__(self, store: ObjectStore, publisher: Publisher, policy: Policy) -> None:
+    def __init__(self, store: ObjectStore, publisher: Publisher, policy: Policy, work_dir: Path | None = None) -> None:
         self.store = store
         self.publisher = publisher
         self.policy = policy
+        self.work_dir = work_dir  # where a merge keeps its sources' and its segment's files (None: the temp dir)
 
     def compact(self, collection: Collection, *, full: bool = False) -> Result | None:
         """Compact one collection if its live version calls for it; returns what was published.
@@ -199,23 +206,27 @@ class Compactor:
         choice = choose(base, self.policy, full=full) if base is not None else None
         if base is None or choice is None:
             return None
-        ids, vectors, metadata, texts, before = self._live_rows(collection, choice)
-        if not ids:
-            return None
-        seg_id = new_segment_id()
-        segment, files = segments.build(
-            seg_id,
-            vectors,
-            ids,
-            metadata,
-            texts=texts,
-            kind=choice.kind,
-            hnsw=self.policy.hnsw,
-            target=self.policy.target,
-            quantization=collection.quantization,
-        )
-        del vectors, texts  # the merge's largest buffer: gone before publishing
-        segments.upload(self.store, ref, segment, files)
+        with tempfile.TemporaryDirectory(prefix="semaflow-merge-", dir=self.work_dir) as work:
+            folder = Path(work)
+            cache = SegmentCache(self.store, folder / "sources")
+            ids, vectors, metadata, texts, before = self._live_rows(collection, choice, cache)
+            if not ids:
+                return None
+            seg_id = new_segment_id()
+            segment, files = segments.write(
+                folder,
+                seg_id,
+                vectors,
+                ids,
+                metadata,
+                texts=texts,
+                kind=choice.kind,
+                hnsw=self.policy.hnsw,
+                target=self.policy.target,
+                quantization=collection.quantization,
+            )
+            del vectors, metadata, texts  # the sources' mappings are closed before publishing
+            segments.upload_files(self.store, ref, segment, files)
         merged = {s.id for s in choice.segments}
         with self.publisher.locked(ref):
             current = self.publisher.current(ref)
@@ -251,43 +262,38 @@ class Compactor:
         return result
 
     def _live_rows(
-        self, collection: Collection, choice: Choice
-    ) -> tuple[
-        list[str], np.ndarray[Any, Any], list[dict[str, Any]], list[str | None], dict[str, tuple[str, int] | None]
-    ]:
+        self, collection: Collection, choice: Choice, cache: SegmentCache
+    ) -> tuple[list[str], Stacked, list[dict[str, Any]], list[str | None], dict[str, tuple[str, int] | None]]:
         """The merged segments' live rows (ids, vectors, metadata, texts) whose document map entry points
         at them, and those entries.
 
-        One segment is loaded at a time and only its kept rows are copied out, so the peak is the
-        merged rows once plus one source segment. A segment written before texts were kept gives its
-        rows no text (None), which the merged segment keeps.
+        The vectors are not copied here: each source is opened memory-mapped from ``cache`` and its
+        kept rows are read chunk by chunk while the new index is built (:class:`shared.index.sources.Stacked`),
+        so the vectors are in memory once (the new index), however many segments it reads. A segment written
+        before texts were kept gives its rows no text (None), which the merged segment keeps.
         """
         ref = collection.ref
         ids: list[str] = []
-        parts: list[np.ndarray[Any, Any]] = []
+        sources: list[Source] = []
         metadata: list[dict[str, Any]] = []
         texts: list[str | None] = []
         entries: dict[str, tuple[str, int] | None] = {}
+        dim = 0
         for seg in choice.segments:
-            loaded = segments.load(self.store, ref, seg, ivf_vectors=True)
+            opened = segments.open_cached(cache, ref, seg)
+            dim = opened.vectors.shape[1]
             own_texts = segments.read_texts(self.store, ref, seg)
             gone = set(seg.deleted)
-            rows = [r for r, doc in enumerate(loaded.ids) if doc not in gone]
-            found = self.publisher.entries(ref, [loaded.ids[r] for r in rows])
-            rows = [r for r in rows if (e := found[loaded.ids[r]]) is not None and e[0] == seg.id]
-            parts.append(np.array(loaded.vectors[rows], dtype=np.float32))
+            rows = [r for r, doc in enumerate(opened.ids) if doc not in gone]
+            found = self.publisher.entries(ref, [opened.ids[r] for r in rows])
+            rows = [r for r in rows if (e := found[opened.ids[r]]) is not None and e[0] == seg.id]
+            regions = mapped_regions(cache.path(ref, seg, segments.INDEX_FILE))
+            sources.append(Source.of(opened, np.array(rows, dtype=np.int64), regions))
             for r in rows:
-                doc = loaded.ids[r]
+                doc = opened.ids[r]
                 ids.append(doc)
-                metadata.append(loaded.metadata[r])
+                metadata.append(opened.metadata[r])
                 texts.append(own_texts[r])
                 entries[doc] = found[doc]
-            del loaded, own_texts
-        dim = next((p.shape[1] for p in parts), 0)
-        vectors = np.empty((len(ids), dim), dtype=np.float32)
-        at = 0
-        while parts:  # each part is freed once copied: no second full copy
-            part = parts.pop(0)
-            vectors[at : at + len(part)] = part
-            at += len(part)
-        return ids, vectors, metadata, texts, entries
+            del opened, own_texts, found  # the source's ids, metadata and row map: what was kept is copied
+        return ids, Stacked(sources, dim), metadata, texts, entries

@@ -15,17 +15,23 @@ The same check measures an int8 (scalar-quantised) segment against exact float32
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 import numpy as np
 
 if TYPE_CHECKING:
     import faiss
 
+    from shared.index.sources import Stacked
+
 ApproximateKind = Literal["hnsw", "ivf"]
 # What :func:`build_checked` builds: an approximate kind, or ``flat`` (only quantised: float32 flat is exact).
 CheckedKind = Literal["flat", "hnsw", "ivf"]
+
+# What an index is built from: an array, or a merge's source segments read in chunks (no stacked copy).
+Vectors: TypeAlias = "np.ndarray[Any, Any] | Stacked"
 
 # Vectors added to an index per call: FAISS copies each chunk into the index, so the peak beyond the
 # index itself is one chunk (~30 MB at 384 dimensions), not a second copy of the segment.
@@ -123,7 +129,7 @@ def _empty(kind: CheckedKind, dim: int, n: int, hnsw: HnswParams | None, quantiz
     return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, ivf_lists(n), ip)
 
 
-def train_ranges(index: Any, vectors: np.ndarray[Any, Any]) -> None:
+def train_ranges(index: Any, vectors: Vectors) -> None:
     """Train a ``QT_8bit`` scalar quantiser (an ``IndexScalarQuantizer``, or an ``IndexHNSWSQ``'s storage) on
     every row of ``vectors``: each dimension's minimum and range, read in chunks.
 
@@ -138,7 +144,7 @@ def train_ranges(index: Any, vectors: np.ndarray[Any, Any]) -> None:
     low = np.full(dim, np.inf, dtype=np.float32)
     high = np.full(dim, -np.inf, dtype=np.float32)
     for start in range(0, len(vectors), ADD_CHUNK):
-        chunk = np.asarray(vectors[start : start + ADD_CHUNK], dtype=np.float32)
+        chunk = np.asarray(vectors[np.arange(start, min(len(vectors), start + ADD_CHUNK))], dtype=np.float32)
         low, high = np.minimum(low, chunk.min(axis=0)), np.maximum(high, chunk.max(axis=0))
     spans = np.maximum(high - low, np.float32(1e-7))
     faiss.copy_array_to_vector(np.concatenate([low, spans]).astype(np.float32), storage.sq.trained)
@@ -146,10 +152,62 @@ def train_ranges(index: Any, vectors: np.ndarray[Any, Any]) -> None:
     index.is_trained = True
 
 
-def _add(index: Any, vectors: np.ndarray[Any, Any], rows: np.ndarray[Any, Any]) -> None:
-    """Add ``vectors[rows]`` in chunks: the peak beyond the index is one chunk."""
+def _chunks(vectors: Vectors, rows: np.ndarray[Any, Any]) -> Iterator[np.ndarray[Any, np.dtype[np.float32]]]:
     for start in range(0, len(rows), ADD_CHUNK):
-        index.add(np.ascontiguousarray(vectors[rows[start : start + ADD_CHUNK]], dtype=np.float32))
+        yield np.ascontiguousarray(vectors[rows[start : start + ADD_CHUNK]], dtype=np.float32)
+
+
+def _add(index: Any, vectors: Vectors, rows: np.ndarray[Any, Any], lists: np.ndarray[Any, Any] | None = None) -> None:
+    """Add ``vectors[rows]`` in chunks: the peak beyond the index is one chunk.
+
+    ``lists`` (IVF): each row's list, assigned beforehand by :func:`_reserve_lists`, so not assigned again.
+    """
+    import faiss
+
+    for start, chunk in zip(range(0, len(rows), ADD_CHUNK), _chunks(vectors, rows), strict=True):
+        if lists is None:
+            index.add(chunk)
+        else:
+            assigned = np.ascontiguousarray(lists[start : start + len(chunk)], dtype=np.int64)
+            index.add_core(len(chunk), faiss.swig_ptr(chunk), None, faiss.swig_ptr(assigned))
+
+
+def _reserve(vector: Any, size: int) -> None:
+    """Give a FAISS vector (empty, owned) the capacity of ``size`` items, so adding them never reallocates it.
+
+    A FAISS vector grows by doubling: at the last reallocation the old and the new buffer, together up to
+    twice the final size, are alive at once. (Resizing keeps the capacity when it shrinks.)
+    """
+    vector.resize(size)
+    vector.resize(0)
+
+
+def _reserve_hnsw(index: Any, n: int, hnsw: HnswParams) -> None:
+    """Reserve an empty HNSW index's rows and links for ``n`` vectors (links: level 0's ``2M``, plus the
+    upper levels' expected ``M / (M - 1)``, rounded up; more are rare and only grow the vector as before)."""
+    import faiss
+
+    storage: Any = faiss.downcast_index(index.storage)
+    _reserve(storage.codes, n * storage.code_size)
+    _reserve(index.hnsw.neighbors, n * (2 * hnsw.m + 2))
+
+
+def _reserve_lists(index: Any, vectors: Vectors, order: list[np.ndarray[Any, Any]]) -> list[np.ndarray[Any, Any]]:
+    """Assign the rows of each of ``order`` to their IVF lists, chunk by chunk as :func:`_add` would, and
+    reserve each list's room for all of them; returns the assignments (8 bytes a row)."""
+    import faiss
+
+    none = np.zeros(0, dtype=np.int64)
+    assigned = [
+        np.concatenate([none, *(index.quantizer.assign(chunk, 1)[:, 0] for chunk in _chunks(vectors, rows))])
+        for rows in order
+    ]
+    counts = np.bincount(np.concatenate(assigned).astype(np.int64), minlength=index.nlist)
+    invlists: Any = faiss.downcast_InvertedLists(index.invlists)
+    for number in np.flatnonzero(counts):
+        invlists.resize(int(number), int(counts[number]))
+        invlists.resize(int(number), 0)
+    return assigned
 
 
 def search_params(kind: CheckedKind, value: int) -> Any:
@@ -164,7 +222,7 @@ def search_params(kind: CheckedKind, value: int) -> Any:
 
 
 def exact_top(
-    vectors: np.ndarray[Any, Any], queries: np.ndarray[Any, Any], k: int, rows: np.ndarray[Any, Any] | None = None
+    vectors: Vectors, queries: np.ndarray[Any, Any], k: int, rows: np.ndarray[Any, Any] | None = None
 ) -> np.ndarray[Any, Any]:
     """Each query's exact top ``k`` by inner product over ``vectors[rows]`` (all rows: None), scanned in chunks.
 
@@ -200,7 +258,7 @@ class Checked:
 
 def build_checked(
     kind: CheckedKind,
-    vectors: np.ndarray[Any, Any],
+    vectors: Vectors,
     hnsw: HnswParams | None,
     target: RecallTarget,
     *,
@@ -219,19 +277,30 @@ def build_checked(
     ``quantized``: the index holds int8 codes (``kind`` ``flat``: an ``IndexScalarQuantizer``, tried once);
     the ground truth is still exact float32 search over ``vectors``. Its ranges are trained on every row,
     held-out ones included (they are rows of the segment too, added last).
+
+    The index's rows (and an IVF index's lists) are reserved before they are added: the peak is the
+    finished index plus one chunk and the recall check's small buffers, never a reallocation's two copies.
     """
     n, dim = vectors.shape
     rng = np.random.default_rng(seed)
     held = np.sort(rng.choice(n, size=min(target.queries, n // 2), replace=False))
     rest = np.setdiff1d(np.arange(n), held, assume_unique=True)
     index = _empty(kind, dim, n, hnsw, quantized)
+    lists: list[np.ndarray[Any, Any] | None] = [None, None]
     if kind == "ivf":  # the coarse lists, and an IVF-SQ index's ranges (of residuals) with them
         sample = np.sort(rng.choice(rest, size=min(len(rest), index.nlist * IVF_TRAIN_PER_LIST), replace=False))
         index.cp.seed = seed
         index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
-    elif quantized:
-        train_ranges(index, vectors)
-    _add(index, vectors, rest)
+        lists = [*_reserve_lists(index, vectors, [rest, held])]
+    else:
+        if quantized:
+            train_ranges(index, vectors)
+        if kind == "hnsw":
+            assert hnsw is not None  # checked by ``_empty``
+            _reserve_hnsw(index, n, hnsw)
+        else:  # a quantised flat index: its codes
+            _reserve(index.codes, n * index.code_size)
+    _add(index, vectors, rest, lists[0])
     k = min(target.k, len(rest))
     tries: list[Calibration] = []
     chosen = None
@@ -245,6 +314,6 @@ def build_checked(
             if tries[-1].recall >= target.min_recall:
                 chosen = tries[-1]
                 break
-    _add(index, vectors, held)
+    _add(index, vectors, held, lists[1])
     built: faiss.Index = index
     return Checked(built, np.concatenate([rest, held]), chosen, tries)

@@ -155,6 +155,8 @@ class Encoder:
         Batches cut from this order pad least: the model computes every padding position, and character
         counts are a poor guide to token counts (a number or a chemical name is many tokens).
         """
+        if not texts:  # a batch of documents that all came with a vector (the tokenizer fails on none)
+            return []
         ids = self.model.tokenizer(
             texts,
             truncation=True,

@@ -14,6 +14,8 @@ from shared import constants as c
 from shared.errors import CorruptObject, ObjectNotFound, PreconditionFailed
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from shared.index.layout import CollectionRef
     from shared.index.storage import ObjectStore
 
@@ -21,6 +23,12 @@ if TYPE_CHECKING:
 def sha256(data: bytes) -> str:
     """Hex SHA-256 of bytes."""
     return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks (a segment's index may not fit in memory twice)."""
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 SegmentKind = Literal["flat", "hnsw", "ivf"]
@@ -188,6 +196,7 @@ __all__ = [
     "StoredVersion",
     "read",
     "sha256",
+    "sha256_file",
     "versions_page",
     "write",
 ]

@@ -16,7 +16,6 @@ closed. Eviction therefore only needs to know which segments this process's vers
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from shared.errors import CorruptObject
+from shared.index.manifests import sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from shared.index.storage import ObjectStore
 
 VERIFIED_SUFFIX: Final = ".verified"
-_HASH_CHUNK: Final = 1 << 20
 
 __all__ = ["SegmentCache"]
 
@@ -66,8 +65,8 @@ class SegmentCache:
     def file(self, ref: CollectionRef, segment_id: str, name: str, digest: str) -> Path:
         """The local path of file ``name`` of a segment whose SHA-256 is ``digest``, fetched first if need be.
 
-        The object is streamed to a temporary file in the segment's folder (never held whole in
-        memory: a large tier's index can be gigabytes), hashed from disk, and renamed into place
+        The object is streamed to a temporary file in the cache's root (never held whole in memory: a
+        large tier's index can be gigabytes), hashed from disk, and renamed into its segment's folder
         only if it matches, with its record beside it.
 
         Raises:
@@ -78,21 +77,20 @@ class SegmentCache:
         local = self._dir(ref, segment_id) / name
         if self._trusted(local, digest):
             return local
-        local.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{name}.", suffix=".part")
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{local.name}.", suffix=".part")
         os.close(fd)
         partial = Path(tmp)
         try:
             self.store.download(ref.segment_key(segment_id, name), partial)
             self.downloads += 1
             self.verified_bytes += partial.stat().st_size
-            if _file_sha256(partial) != digest:
+            if sha256_file(partial) != digest:
                 raise CorruptObject(f"segment {segment_id}/{name} fails its SHA-256 check")
+            local.parent.mkdir(parents=True, exist_ok=True)
             os.replace(partial, local)
         except BaseException:
             partial.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):  # a segment folder this fetch made, left empty
-                local.parent.rmdir()
             raise
         _write_atomically(_record(local), _stamp(local, digest).encode())
         return local
@@ -154,14 +152,6 @@ class SegmentCache:
             return recorded == _stamp(local, digest)
         except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
             return False
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _record(local: Path) -> Path:

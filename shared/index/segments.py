@@ -19,9 +19,9 @@ import structlog
 
 from shared.errors import CorruptObject
 from shared.index import approximate, doctable
-from shared.index.approximate import Calibration, HnswParams, RecallTarget
+from shared.index.approximate import Calibration, HnswParams, RecallTarget, Vectors
 from shared.index.documents import metadata_line
-from shared.index.manifests import Quantization, SegmentKind, SegmentRef, sha256
+from shared.index.manifests import Quantization, SegmentKind, SegmentRef, sha256, sha256_file
 from shared.index.texts import decode as _decode_texts
 from shared.index.texts import encode as _encode_texts
 
@@ -53,21 +53,30 @@ __all__ = [
     "read_texts",
     "open_cached",
     "upload",
+    "upload_files",
+    "write",
 ]
 
 
-def _flat(vectors: np.ndarray[Any, Any]) -> faiss.Index:
+def _flat(vectors: Vectors) -> faiss.Index:
+    """A flat index over ``vectors``: its rows allocated once at their final size, then filled chunk by chunk
+    (adding chunks would grow them by doubling, two buffers alive at the last step)."""
     import faiss
 
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    for start in range(0, len(vectors), approximate.ADD_CHUNK):
-        index.add(np.ascontiguousarray(vectors[start : start + approximate.ADD_CHUNK], dtype=np.float32))
+    n, dim = vectors.shape
+    index = faiss.IndexFlatIP(dim)
+    index.codes.resize(n * index.code_size)
+    index.ntotal = n
+    rows = faiss.rev_swig_ptr(index.get_xb(), n * dim).reshape(n, dim) if n else np.zeros((0, dim), np.float32)
+    for start in range(0, n, approximate.ADD_CHUNK):
+        stop = min(n, start + approximate.ADD_CHUNK)
+        rows[start:stop] = vectors[np.arange(start, stop)]
     return index
 
 
 def _checked(
     segment_id: str,
-    vectors: np.ndarray[Any, Any],
+    vectors: Vectors,
     kind: approximate.CheckedKind,
     hnsw: HnswParams | None,
     target: RecallTarget,
@@ -110,6 +119,69 @@ def _checked(
     return index, chosen, checked.order
 
 
+def _index(
+    segment_id: str,
+    vectors: Vectors,
+    kind: SegmentKind,
+    hnsw: HnswParams | None,
+    target: RecallTarget | None,
+    quantization: Quantization,
+) -> tuple[faiss.Index, SegmentKind, Calibration | None, np.ndarray[Any, Any] | None, bool]:
+    """A segment's index, the kind it was built as, its calibration, its rows' order (None: as given) and
+    whether it holds int8 codes.
+
+    An int8 index is tried first when asked for; one that falls short of ``target`` is built as if
+    unquantised: the approximate kind checked again, or flat (exact)."""
+    import faiss
+
+    if kind != "flat" and len(vectors) and hnsw is None:
+        raise ValueError("an approximate segment needs HnswParams")
+    target = target or RecallTarget()
+    built = None
+    # A recall needs one held-out query and one row to find: a single vector is kept as float32.
+    quantized = quantization == "int8" and len(vectors) >= 2
+    if quantized:
+        built = _checked(segment_id, vectors, kind, hnsw, target, quantized=True)
+        quantized = built is not None
+    if built is None and kind != "flat" and len(vectors):
+        built = _checked(segment_id, vectors, kind, hnsw, target, quantized=False)
+    if built is None:
+        index = _flat(vectors) if len(vectors) else faiss.IndexFlatIP(vectors.shape[1])
+        return index, "flat", None, None, False
+    index, calibration, order = built
+    return index, kind, calibration, order, quantized
+
+
+def _entry(
+    segment_id: str,
+    kind: SegmentKind,
+    vectors: int,
+    digests: dict[str, str],
+    calibration: Calibration | None,
+    quantized: bool,
+) -> SegmentRef:
+    return SegmentRef(
+        id=segment_id,
+        kind=kind,
+        vectors=vectors,
+        files=digests,
+        search_param=calibration.search_param if calibration and kind != "flat" else None,
+        recall=calibration.recall if calibration else None,
+        quantization="int8" if quantized else None,
+    )
+
+
+def _sidecar(ids: Sequence[str], metadata: Sequence[dict[str, Any]]) -> bytes:
+    return gzip.compress(b"\n".join(metadata_line(i, m) for i, m in zip(ids, metadata, strict=True)), 1, mtime=0)
+
+
+def _check_lengths(
+    vectors: Vectors, ids: Sequence[str], metadata: Sequence[dict[str, Any]], texts: Sequence[str | None] | None
+) -> None:
+    if len(ids) != len(vectors) or len(ids) != len(metadata) or (texts is not None and len(texts) != len(ids)):
+        raise ValueError("ids, vectors, metadata and texts differ in length")
+
+
 def build(
     segment_id: str,
     vectors: np.ndarray[Any, Any],
@@ -131,60 +203,79 @@ def build(
     ``quantization`` ``int8`` stores 8-bit codes instead of float32 rows, checked the same way against
     exact float32 search (a flat one too); when it falls short of ``target`` the segment is built as if
     unquantised (a warning says so). ``texts`` (one per row, None for a row without) adds a texts file;
-    without it the segment has none.
+    without it the segment has none. :func:`write` builds the same files on disk, for segments too
+    large to hold twice.
     """
     import faiss
 
-    if len(ids) != len(vectors) or len(ids) != len(metadata) or (texts is not None and len(texts) != len(ids)):
-        raise ValueError("ids, vectors, metadata and texts differ in length")
-    if kind != "flat" and len(vectors) and hnsw is None:
-        raise ValueError("an approximate segment needs HnswParams")
-    target = target or RecallTarget()
-    built = None
-    # A recall needs one held-out query and one row to find: a single vector is kept as float32.
-    quantized = quantization == "int8" and len(vectors) >= 2
-    if quantized:
-        built = _checked(segment_id, vectors, kind, hnsw, target, quantized=True)
-        quantized = built is not None
-    if built is None and kind != "flat" and len(vectors):
-        built = _checked(segment_id, vectors, kind, hnsw, target, quantized=False)
-    calibration: Calibration | None = None
-    index: faiss.Index
-    if built is None:
-        index, kind = _flat(vectors) if len(vectors) else faiss.IndexFlatIP(vectors.shape[1]), "flat"
-    else:
-        index, calibration, order = built
-        del built
+    _check_lengths(vectors, ids, metadata, texts)
+    index, kind, calibration, order, quantized = _index(segment_id, vectors, kind, hnsw, target, quantization)
+    if order is not None:
         ids, metadata = [ids[r] for r in order], [metadata[r] for r in order]
         texts = [texts[r] for r in order] if texts is not None else None
     serialized = faiss.serialize_index(index)
     del index
     files = {
         INDEX_FILE: serialized.tobytes(),
-        DOCS_FILE: gzip.compress(
-            b"\n".join(metadata_line(i, m) for i, m in zip(ids, metadata, strict=True)), 1, mtime=0
-        ),
+        DOCS_FILE: _sidecar(ids, metadata),
         DOCS_TABLE_FILE: doctable.encode(ids, metadata),
     }
     del serialized
     if texts is not None:
         files[TEXTS_FILE] = _encode_texts(texts)
-    ref = SegmentRef(
-        id=segment_id,
-        kind=kind,
-        vectors=len(ids),
-        files={n: sha256(b) for n, b in files.items()},
-        search_param=calibration.search_param if calibration and kind != "flat" else None,
-        recall=calibration.recall if calibration else None,
-        quantization="int8" if quantized else None,
-    )
-    return ref, files
+    digests = {n: sha256(b) for n, b in files.items()}
+    return _entry(segment_id, kind, len(ids), digests, calibration, quantized), files
+
+
+def write(
+    folder: Path,
+    segment_id: str,
+    vectors: Vectors,
+    ids: list[str],
+    metadata: list[dict[str, Any]],
+    *,
+    texts: Sequence[str | None] | None = None,
+    kind: SegmentKind = "flat",
+    hnsw: HnswParams | None = None,
+    target: RecallTarget | None = None,
+    quantization: Quantization = "none",
+) -> tuple[SegmentRef, dict[str, Path]]:
+    """Build the segment :func:`build` builds, its files written under ``folder`` (what merges do).
+
+    ``vectors`` may be a merge's sources read in chunks (:class:`shared.index.sources.Stacked`): the
+    index is the only full copy of the rows in memory, and it is written to its file by FAISS, not
+    serialized into bytes first. The files' bytes and digests are those :func:`build` returns.
+    """
+    import faiss
+
+    _check_lengths(vectors, ids, metadata, texts)
+    index, kind, calibration, order, quantized = _index(segment_id, vectors, kind, hnsw, target, quantization)
+    if order is not None:
+        ids, metadata = [ids[r] for r in order], [metadata[r] for r in order]
+        texts = [texts[r] for r in order] if texts is not None else None
+    paths = {name: folder / name for name in (INDEX_FILE, DOCS_FILE)}
+    faiss.write_index(index, str(paths[INDEX_FILE]))
+    del index
+    paths[DOCS_FILE].write_bytes(_sidecar(ids, metadata))
+    paths[DOCS_TABLE_FILE] = folder / DOCS_TABLE_FILE
+    paths[DOCS_TABLE_FILE].write_bytes(doctable.encode(ids, metadata))
+    if texts is not None:
+        paths[TEXTS_FILE] = folder / TEXTS_FILE
+        paths[TEXTS_FILE].write_bytes(_encode_texts(texts))
+    digests = {name: sha256_file(path) for name, path in paths.items()}
+    return _entry(segment_id, kind, len(ids), digests, calibration, quantized), paths
 
 
 def upload(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, files: dict[str, bytes]) -> None:
     """Write a segment's files (idempotent: the same segment always has the same bytes)."""
     for name, data in files.items():
         store.put(ref.segment_key(segment.id, name), data)
+
+
+def upload_files(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, files: dict[str, Path]) -> None:
+    """Write a segment's files from disk, each streamed (idempotent, like :func:`upload`)."""
+    for name, path in files.items():
+        store.put_file(ref.segment_key(segment.id, name), path)
 
 
 @dataclass(eq=False)

@@ -9,11 +9,11 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from shared.errors import ConfigurationError, ObjectNotFound, PreconditionFailed, StorageUnavailable
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from shared.config import Settings
 
 
-_CHUNK = 1 << 20  # bytes copied at a time by ``download``
+_CHUNK = 1 << 20  # bytes copied at a time by ``download`` and ``put_file``
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,14 @@ class ObjectStore(Protocol):
         Raises:
             PreconditionFailed: ``if_absent`` and the key already exists.
             StorageUnavailable: the store could not be reached.
+        """
+        ...
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the file ``path``'s bytes durably under ``key``, streamed: a large object never sits in memory whole.
+
+        Raises:
+            StorageUnavailable: the store could not be reached, or the file could not be read.
         """
         ...
 
@@ -121,13 +129,25 @@ class LocalStore:
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         """Write to a temporary file, fsync, then rename (or hard-link when ``if_absent``) into place."""
+        self._write(key, lambda fh: fh.write(data), if_absent=if_absent)
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Copy the file in chunks to a temporary file, fsync, then rename into place."""
+
+        def copy(fh: BinaryIO) -> None:
+            with path.open("rb") as src:
+                shutil.copyfileobj(src, fh, _CHUNK)
+
+        self._write(key, copy, if_absent=False)
+
+    def _write(self, key: str, fill: Callable[[BinaryIO], object], *, if_absent: bool) -> None:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
+                    fill(fh)
                     fh.flush()
                     os.fsync(fh.fileno())
                 if if_absent:
@@ -231,6 +251,14 @@ class S3Store:
         extra: dict[str, Any] = {"IfNoneMatch": "*"} if if_absent else {}
         with _translate(key):
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
+
+    def put_file(self, key: str, path: Path) -> None:
+        """PutObject with the open file as its body: botocore reads (and signs) it in chunks."""
+        try:
+            with path.open("rb") as body, _translate(key):
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read {path} for {key!r}: {exc}") from exc
 
     def get(self, key: str) -> bytes:
         """GetObject, read fully."""

@@ -67,6 +67,23 @@ def test_download_of_a_missing_object_is_not_found(store: ObjectStore, tmp_path:
         store.download("docs/nothing.bin", tmp_path / "copy.bin")
 
 
+@pytest.mark.parametrize("size", [0, 3 << 20], ids=["empty", "3MiB"])
+def test_put_file_stores_exactly_the_file_bytes(store: ObjectStore, tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    source = tmp_path / "index.faiss"
+    source.write_bytes(data)
+    store.put("segments/s1/index.faiss", b"older content")
+    store.put_file("segments/s1/index.faiss", source)
+    assert store.get("segments/s1/index.faiss") == data
+    assert list(store.list("segments/")) == ["segments/s1/index.faiss"]  # no temporary files left behind
+
+
+def test_put_file_of_a_missing_file_is_unavailable_and_stores_nothing(store: ObjectStore, tmp_path: Path) -> None:
+    with pytest.raises(StorageUnavailable):
+        store.put_file("segments/s1/index.faiss", tmp_path / "gone.faiss")
+    assert not store.exists("segments/s1/index.faiss")
+
+
 def test_put_overwrites_an_existing_object(store: ObjectStore) -> None:
     store.put("k", b"first")
     store.put("k", b"second")

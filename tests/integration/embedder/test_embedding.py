@@ -135,3 +135,15 @@ def test_a_batch_stored_with_its_vectors_on_its_lines_embeds_as_one_stored_apart
     old = decode_vectors(store.get(REF.vectors_key("old")))
     assert new[1::2].tobytes() == old[1::2].tobytes() == normalize(sent[1::2]).tobytes()
     np.testing.assert_allclose(new[0::2], old[0::2], atol=1e-6)
+
+
+def test_a_batch_of_vectors_only_is_stored_normalised_without_running_the_model(
+    store: LocalStore, encoder: Encoder
+) -> None:
+    sent = np.random.default_rng(4).standard_normal((5, 384)).astype(np.float32)
+    put_batch(store, REF, "b1", encode_batch([Document(id=f"d{i}", vector=sent[i].tolist()) for i in range(5)]))
+
+    assert embed_stored_batch(store, encoder, REF, "b1") == 5
+
+    assert decode_vectors(store.get(REF.vectors_key("b1"))).tobytes() == normalize(sent).tobytes()
+    assert encoder.longest_first([]) == []

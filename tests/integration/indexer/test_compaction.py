@@ -5,6 +5,7 @@ writes landing meanwhile, and the recall of an approximate (HNSW) compaction aga
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from shared import keys
 from shared.config import Settings
 from shared.index import segments
 from shared.index.approximate import ApproximateKind
-from shared.index.storage import LocalStore
+from shared.index.storage import LocalStore, ObjectStore
 from shared.records.catalog import Collection
 from tests.integration.indexer.staging import live_ids, load_live, make_collection, stage, top_ids, unit_vectors
 
@@ -128,6 +129,13 @@ class WritesDuringCompaction(LocalStore):
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         super().put(key, data, if_absent=if_absent)
+        self._after(key)
+
+    def put_file(self, key: str, path: Path) -> None:
+        super().put_file(key, path)
+        self._after(key)
+
+    def _after(self, key: str) -> None:
         if "/segments/c" in key and key.endswith("index.faiss") and self.on_merged_upload:
             hook, self.on_merged_upload = self.on_merged_upload, None
             hook()
@@ -228,3 +236,55 @@ def test_texts_move_into_the_merged_segment_and_a_segment_without_texts_gives_no
     assert "d5" not in texts and len(texts) == 59
     assert all(texts[d] is None for d in (f"d{i}" for i in range(20, 40)))
     assert all(texts[d] == f"text {d}" for d in texts if not 20 <= int(d[1:]) < 40)
+
+
+@pytest.mark.parametrize("where", ["local_store", "s3_store"])
+def test_a_merge_of_flat_and_ivf_segments_builds_the_segment_an_in_memory_build_would(
+    redis_client: redis.Redis, request: pytest.FixtureRequest, where: str
+) -> None:
+    # Given a collection of two flat segments and one IVF segment (the rewrite of a third batch), with deletes,
+    store: ObjectStore = request.getfixturevalue(where)
+    collection = make_collection(redis_client)
+    publisher = Publisher(redis_client, store)
+    _write_batches(publisher, store, collection, batches=3, size=400)  # type: ignore[arg-type]
+    rewrite = tiered(approximate_threshold=300, approximate_kind="ivf", deleted_ratio=0.001)
+    publisher.delete(collection, ("d900",), write_seq=10)
+    assert (ivf := Compactor(store, publisher, rewrite).compact(collection)) is not None and ivf.kind == "ivf"
+    publisher.delete(collection, ("d3", "d420"), write_seq=11)
+    before = publisher.current(collection.ref)
+    assert before is not None and sorted(s.kind for s in before.segments) == ["flat", "flat", "ivf"]
+    # ... and what the in-memory path built from the same rows: every source loaded, its live rows stacked.
+    ids: list[str] = []
+    rows, metadata, texts = [], [], []
+    for seg in before.segments:
+        loaded = segments.load(store, collection.ref, seg, ivf_vectors=True)
+        own_texts = segments.read_texts(store, collection.ref, seg)
+        keep = [r for r, doc in enumerate(loaded.ids) if doc not in seg.deleted]
+        ids += [loaded.ids[r] for r in keep]
+        rows.append(loaded.vectors[keep])
+        metadata += [loaded.metadata[r] for r in keep]
+        texts += [own_texts[r] for r in keep]
+    queries = unit_vectors(5, seed=9)
+    exact = [[ids[r] for r in np.argsort(-(np.concatenate(rows) @ q), kind="stable")[:10]] for q in queries]
+
+    for kind, threshold in (("flat", 10**9), ("ivf", 1)):
+        # When they are merged (onto the same version each time),
+        publisher.rollback(collection, before.version, write_seq=20 if kind == "flat" else 30)
+        policy = tiered(approximate_threshold=threshold, approximate_kind="ivf")
+        result = Compactor(store, publisher, policy).compact(collection, full=True)
+
+        # Then the merged segment's files are those segments.build makes of the stacked rows,
+        assert result is not None and result.kind == kind and result.vectors == len(ids) == 1197
+        current = publisher.current(collection.ref)
+        assert current is not None
+        merged = next(s for s in current.segments if s.id == result.segment)
+        built, files = segments.build(
+            "m", np.concatenate(rows), ids, metadata, texts=texts, kind=kind, hnsw=policy.hnsw, target=policy.target
+        )
+        assert merged.files == built.files
+        assert (merged.search_param, merged.recall) == (built.search_param, built.recall)
+        assert all(store.get(collection.ref.segment_key(merged.id, n)) == data for n, data in files.items())
+        # and a flat merge answers what exact search over the live rows answers.
+        if kind == "flat":
+            after = load_live(publisher, store, collection)
+            assert [top_ids(after, q, 10) for q in queries] == exact
