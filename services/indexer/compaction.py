@@ -283,17 +283,20 @@ class Compactor:
             opened = segments.open_cached(cache, ref, seg)
             dim = opened.vectors.shape[1]
             own_texts = segments.read_texts(self.store, ref, seg)
+            # Read from the mapped document table once each: its ids one by one, its metadata in one parse.
+            own_ids, own_metadata = list(opened.ids), list(opened.metadata)
             gone = set(seg.deleted)
-            rows = [r for r, doc in enumerate(opened.ids) if doc not in gone]
-            found = self.publisher.entries(ref, [opened.ids[r] for r in rows])
-            rows = [r for r in rows if (e := found[opened.ids[r]]) is not None and e[0] == seg.id]
+            rows = [r for r, doc in enumerate(own_ids) if doc not in gone]
+            found = self.publisher.entries(ref, [own_ids[r] for r in rows])
+            rows = [r for r in rows if (e := found[own_ids[r]]) is not None and e[0] == seg.id]
             regions = mapped_regions(cache.path(ref, seg, segments.INDEX_FILE))
             sources.append(Source.of(opened, np.array(rows, dtype=np.int64), regions))
             for r in rows:
-                doc = opened.ids[r]
+                doc = own_ids[r]
                 ids.append(doc)
-                metadata.append(opened.metadata[r])
+                metadata.append(own_metadata[r])
                 texts.append(own_texts[r])
                 entries[doc] = found[doc]
-            del opened, own_texts, found  # the source's ids, metadata and row map: what was kept is copied
+            # The source's ids, metadata and row map: what was kept is copied.
+            del opened, own_ids, own_metadata, own_texts, found
         return ids, Stacked(sources, dim), metadata, texts, entries

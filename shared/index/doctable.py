@@ -228,8 +228,3 @@ class MetaColumn(Sequence[dict[str, Any]]):
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
-
-
-def pairs(table: DocTable) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every row's ``(id, metadata)`` in row order."""
-    return zip(IdColumn(table), table.all_metadata(), strict=True)

@@ -182,6 +182,30 @@ def _check_lengths(
         raise ValueError("ids, vectors, metadata and texts differ in length")
 
 
+def _laid_out(
+    segment_id: str,
+    vectors: Vectors,
+    ids: list[str],
+    metadata: list[dict[str, Any]],
+    texts: Sequence[str | None] | None,
+    kind: SegmentKind,
+    hnsw: HnswParams | None,
+    target: RecallTarget | None,
+    quantization: Quantization,
+) -> tuple[faiss.Index, SegmentRef, dict[str, bytes]]:
+    """What :func:`build` and :func:`write` share: the index, the manifest entry without digests, and every
+    file but the index (the sidecar, the document table and the texts), its rows in the index's order."""
+    _check_lengths(vectors, ids, metadata, texts)
+    index, kind, calibration, order, quantized = _index(segment_id, vectors, kind, hnsw, target, quantization)
+    if order is not None:
+        ids, metadata = [ids[r] for r in order], [metadata[r] for r in order]
+        texts = [texts[r] for r in order] if texts is not None else None
+    files = {DOCS_FILE: _sidecar(ids, metadata), DOCS_TABLE_FILE: doctable.encode(ids, metadata)}
+    if texts is not None:
+        files[TEXTS_FILE] = _encode_texts(texts)
+    return index, _entry(segment_id, kind, len(ids), {}, calibration, quantized), files
+
+
 def build(
     segment_id: str,
     vectors: np.ndarray[Any, Any],
@@ -208,23 +232,11 @@ def build(
     """
     import faiss
 
-    _check_lengths(vectors, ids, metadata, texts)
-    index, kind, calibration, order, quantized = _index(segment_id, vectors, kind, hnsw, target, quantization)
-    if order is not None:
-        ids, metadata = [ids[r] for r in order], [metadata[r] for r in order]
-        texts = [texts[r] for r in order] if texts is not None else None
-    serialized = faiss.serialize_index(index)
+    index, entry, others = _laid_out(segment_id, vectors, ids, metadata, texts, kind, hnsw, target, quantization)
+    files = {INDEX_FILE: faiss.serialize_index(index).tobytes()}
     del index
-    files = {
-        INDEX_FILE: serialized.tobytes(),
-        DOCS_FILE: _sidecar(ids, metadata),
-        DOCS_TABLE_FILE: doctable.encode(ids, metadata),
-    }
-    del serialized
-    if texts is not None:
-        files[TEXTS_FILE] = _encode_texts(texts)
-    digests = {n: sha256(b) for n, b in files.items()}
-    return _entry(segment_id, kind, len(ids), digests, calibration, quantized), files
+    files.update(others)
+    return entry.model_copy(update={"files": {n: sha256(b) for n, b in files.items()}}), files
 
 
 def write(
@@ -248,22 +260,14 @@ def write(
     """
     import faiss
 
-    _check_lengths(vectors, ids, metadata, texts)
-    index, kind, calibration, order, quantized = _index(segment_id, vectors, kind, hnsw, target, quantization)
-    if order is not None:
-        ids, metadata = [ids[r] for r in order], [metadata[r] for r in order]
-        texts = [texts[r] for r in order] if texts is not None else None
-    paths = {name: folder / name for name in (INDEX_FILE, DOCS_FILE)}
+    index, entry, others = _laid_out(segment_id, vectors, ids, metadata, texts, kind, hnsw, target, quantization)
+    paths = {INDEX_FILE: folder / INDEX_FILE}
     faiss.write_index(index, str(paths[INDEX_FILE]))
     del index
-    paths[DOCS_FILE].write_bytes(_sidecar(ids, metadata))
-    paths[DOCS_TABLE_FILE] = folder / DOCS_TABLE_FILE
-    paths[DOCS_TABLE_FILE].write_bytes(doctable.encode(ids, metadata))
-    if texts is not None:
-        paths[TEXTS_FILE] = folder / TEXTS_FILE
-        paths[TEXTS_FILE].write_bytes(_encode_texts(texts))
-    digests = {name: sha256_file(path) for name, path in paths.items()}
-    return _entry(segment_id, kind, len(ids), digests, calibration, quantized), paths
+    for name, data in others.items():
+        paths[name] = folder / name
+        paths[name].write_bytes(data)
+    return entry.model_copy(update={"files": {n: sha256_file(p) for n, p in paths.items()}}), paths
 
 
 def upload(store: ObjectStore, ref: CollectionRef, segment: SegmentRef, files: dict[str, bytes]) -> None:
@@ -367,7 +371,9 @@ def read_ids(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> lis
         CorruptObject: the file fails its SHA-256 check or does not parse.
         ObjectNotFound: it is missing.
     """
-    return _read_docs(store, ref, segment)[0]
+    if DOCS_TABLE_FILE in segment.files:
+        return list(doctable.IdColumn(doctable.DocTable(_fetch(store, ref, segment, DOCS_TABLE_FILE))))
+    return [r["id"] for r in _rows(segment, _fetch(store, ref, segment, DOCS_FILE))]
 
 
 def _read_docs(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> tuple[list[str], list[dict[str, Any]]]:
