@@ -27,7 +27,8 @@ figures are those of indexing, merging, storing and searching. At each size:
   gateway on the same Redis and store until ``/readyz`` answers 200 (twice: cold, then with the
   segment files in the page cache);
 - **search during ingest**: HTTP p50 at concurrency 1 while ``--ingest-during`` more batches are
-  sent and published, against the idle p50 just measured (target ≤ 2×);
+  sent (by another process, two at a time, as another client would) and published, against the idle
+  p50 just measured (target ≤ 2×);
 - **storage**: bytes in the object store per live vector, by kind (segments, manifests, batches,
   vectors), and the manifests' count and average size; and the bytes of the live version's own
   files per vector, what storage comes down to once cleanup has removed what nothing needs.
@@ -41,9 +42,11 @@ import base64
 import contextlib
 import gzip
 import json
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +99,40 @@ async def ingest(stack: common.Stack, http: Any, vectors: np.ndarray, first: int
 
     await asyncio.gather(*(post(at) for at in range(0, len(vectors), BATCH)))
     return jobs
+
+
+def _send_batches(url: str, headers: dict[str, str], vectors: np.ndarray, first: int, in_flight: int) -> list[str]:
+    """In a process of its own: POST ``vectors`` in batches on its own connections; the accepted jobs' ids."""
+
+    async def run() -> list[str]:
+        async with common.session(connections=in_flight, timeout_s=600) as http:
+            sem = asyncio.Semaphore(in_flight)
+            jobs: list[str] = []
+
+            async def post(at: int) -> None:
+                async with sem:
+                    data = _body(vectors[at : at + BATCH], first + at)
+                    async with http.post(url, data=data, headers=headers) as resp:
+                        jobs.append((await check(resp, 202))["job_id"])
+
+            await asyncio.gather(*(post(at) for at in range(0, len(vectors), BATCH)))
+            return jobs
+
+    return asyncio.run(run())
+
+
+def _ready() -> None:
+    """Nothing: awaited once so that the sending process is up before the searches are timed."""
+
+
+async def ingest_elsewhere(
+    sender: ProcessPoolExecutor, stack: common.Stack, vectors: np.ndarray, first: int, in_flight: int
+) -> list[str]:
+    """:func:`ingest` from the ``sender`` process, so that building and sending the bodies takes nothing from
+    this process's event loop and GIL, where the searches measured during the ingest run (as two clients would)."""
+    url = f"{stack.url}/v1/collections/{NAME}/documents"
+    h = {**stack.headers, "Content-Type": "application/json"}
+    return await asyncio.get_running_loop().run_in_executor(sender, _send_batches, url, h, vectors, first, in_flight)
 
 
 class Searcher:
@@ -297,14 +334,16 @@ async def measure_size(
     # Search while more batches publish (they count towards the next size).
     during: list[float] = []
     extra = draw(args.ingest_during * BATCH)
-    sending = asyncio.create_task(ingest(stack, http, extra, size, in_flight=2))
     during_queries = draw(10_000)
-    i = 0
-    while not sending.done():
-        t, _ = await searcher.one(during_queries[i % len(during_queries)])
-        during.append(t)
-        i += 1
-    extra_jobs = await sending
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as sender:
+        await asyncio.get_running_loop().run_in_executor(sender, _ready)
+        sending = asyncio.create_task(ingest_elsewhere(sender, stack, extra, size, in_flight=2))
+        i = 0
+        while not sending.done():
+            t, _ = await searcher.one(during_queries[i % len(during_queries)])
+            during.append(t)
+            i += 1
+        extra_jobs = await sending
     stored.append(extra)
     await settle(stack, http, extra_jobs, size + len(extra), time.perf_counter())
     await stack.wait_idle(http, max_wait_s=7200, cpu_frac=0.15, window_s=3.0)

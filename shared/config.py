@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     index_reconcile_interval_s: float = Field(
         default=30.0, description="How often the gateway re-checks every collection's LATEST."
     )
+    ingest_body_processes: int = Field(
+        default=1,
+        ge=0,
+        description=(
+            "Worker processes per gateway that parse, validate and encode large ingest bodies outside its GIL, so"
+            " searches do not wait behind them (0: the gateway's own body thread does it)."
+        ),
+    )
     search_workers: int = Field(default=0, description="Searches run at once per gateway (0: one per CPU core).")
     search_threads: int = Field(
         default=1, description="FAISS threads per search; concurrent requests already use every core."

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from services.gateway.api.job_control import JobControl
     from services.gateway.api.subscriptions import Subscriptions
     from services.gateway.api.writes import Writes
+    from services.gateway.http.ingest_bodies import IngestBodies
     from services.gateway.http.keycache import VerifiedKeys
     from services.gateway.http.ratelimit import Decision, RateLimiter
     from services.gateway.metrics import GatewayMetrics
@@ -41,9 +42,11 @@ MODEL: Final[web.AppKey[QueryModel]] = web.AppKey("model")
 WRITES: Final[web.AppKey[Writes]] = web.AppKey("writes")
 CONTROL: Final[web.AppKey[JobControl]] = web.AppKey("control")
 SEARCH_POOL: Final = web.AppKey("search_pool", ThreadPoolExecutor)
-# The one thread that decodes large request bodies and encodes ingest batches. That work holds the GIL,
-# so more threads would add no throughput, only more threads for the event loop to wait behind.
+# The one thread that decodes large request bodies (and ingest bodies the worker processes do not). That work
+# holds the GIL, so more threads would add no throughput, only more threads for the event loop to wait behind.
 BODY_POOL: Final = web.AppKey("body_pool", ThreadPoolExecutor)
+# Ingest bodies parsed, validated and encoded in worker processes, outside this process's GIL.
+INGEST_BODIES: Final[web.AppKey[IngestBodies]] = web.AppKey("ingest_bodies")
 SUBSCRIPTIONS: Final[web.AppKey[Subscriptions]] = web.AppKey("subscriptions")
 # Keys Redis confirmed lately, honoured from memory while Redis cannot be reached.
 VERIFIED_KEYS: Final[web.AppKey[VerifiedKeys]] = web.AppKey("verified_keys")

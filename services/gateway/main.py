@@ -33,6 +33,7 @@ from services.gateway.appkeys import (
     CACHE,
     CONTROL,
     DOCUMENTS,
+    INGEST_BODIES,
     LIMITER,
     METRICS,
     MODEL,
@@ -54,6 +55,7 @@ from services.gateway.http.context import TrustedProxies, context_middleware, re
 from services.gateway.http.cors import CorsPolicy
 from services.gateway.http.declarations import ENDPOINTS, Endpoints, declared, install
 from services.gateway.http.idempotency import idempotency_middleware
+from services.gateway.http.ingest_bodies import IngestBodies
 from services.gateway.http.keycache import VerifiedKeys
 from services.gateway.http.openapi import ApiDescription
 from services.gateway.http.problems import problems_middleware
@@ -161,13 +163,19 @@ def build(
         app[BROKER] = broker
         app[REGISTRY] = registry
         app[BODY_POOL] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-bodies")
+        app[INGEST_BODIES] = IngestBodies(
+            settings.ingest_body_processes,
+            app[BODY_POOL],
+            max_depth=settings.max_json_depth,
+            max_documents=settings.max_documents_per_request,
+        )
+        app[INGEST_BODIES].start()
         app[WRITES] = Writes(
             client,
             app[STORE],
             broker,
             stream_maxlen=settings.stream_maxlen,
             job_retention_s=settings.job_retention_s,
-            encode_pool=app[BODY_POOL],
         )
         subscriptions = Subscriptions(client, settings)
         app[SUBSCRIPTIONS] = subscriptions
@@ -220,6 +228,7 @@ def build(
                 await task
         await app[MODEL].close()
         app[SEARCH_POOL].shutdown(wait=True)
+        await asyncio.to_thread(app[INGEST_BODIES].close)
         app[BODY_POOL].shutdown(wait=True)
         broker.close()
         await stream_client.aclose()

@@ -10,9 +10,19 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from services.gateway.appkeys import CACHE, IDEMPOTENT_REQUEST, REDIS, REGISTRY, SEARCHER, SETTINGS, STORE, WRITES
+from services.gateway.appkeys import (
+    CACHE,
+    IDEMPOTENT_REQUEST,
+    INGEST_BODIES,
+    REDIS,
+    REGISTRY,
+    SEARCHER,
+    SETTINGS,
+    STORE,
+    WRITES,
+)
 from services.gateway.http.auth import collection_of, tenant_of
-from services.gateway.http.bodies import read_body
+from services.gateway.http.bodies import read_body, read_bytes
 from services.gateway.http.declarations import Endpoints, links_to
 from services.gateway.http.problems import problem, validation_problem
 from services.gateway.http.responses import json_bytes_response, model_response
@@ -200,16 +210,16 @@ async def delete_collection(request: web.Request) -> web.Response:
 async def ingest(request: web.Request) -> web.Response:
     """Accept up to 1,000 documents; 202 once they are stored durably."""
     record, _ = await collection_of(request)
-    body = await read_body(request, IngestRequest)
-    limit = request.app[SETTINGS].max_documents_per_request
-    if len(body.documents) > limit:
+    prepared = await request.app[INGEST_BODIES].prepare(await read_bytes(request))
+    if prepared.batch is None:
+        limit = request.app[SETTINGS].max_documents_per_request
         return problem(
             413,
-            f"At most {limit} documents per request; got {len(body.documents)}.",
+            f"At most {limit} documents per request; got {prepared.documents}.",
             errors=[{"pointer": "/documents", "detail": f"at most {limit} items", "type": "too_long"}],
         )
     job = await request.app[WRITES].ingest(
-        record, body.documents, body.priority, request_digest=request.get(IDEMPOTENT_REQUEST)
+        record, prepared.batch, prepared.documents, prepared.priority, request_digest=request.get(IDEMPOTENT_REQUEST)
     )
     return model_response(IngestAccepted(job_id=job.id, batch_id=job.batch_id), 202)
 

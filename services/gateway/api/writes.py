@@ -10,7 +10,7 @@ import structlog
 
 from shared import clock, keys
 from shared.constants import JOB_RETENTION_S
-from shared.index.documents import encode_batch, put_batch
+from shared.index.documents import put_batch
 from shared.messaging import bus, dispatch, tasks
 from shared.messaging.events import BatchAccepted, CloudEvent
 from shared.messaging.workqueue import Entry, Priority
@@ -18,13 +18,10 @@ from shared.records import jobs
 from shared.records.jobs import Job, JobKind, JobState, Task
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from concurrent.futures import Executor
-
     import dramatiq
     import redis.asyncio as aioredis
 
-    from shared.index.documents import Document
+    from shared.index.documents import EncodedBatch
     from shared.index.storage import ObjectStore
     from shared.records.catalog import Collection
 
@@ -48,11 +45,8 @@ class Writes:
         *,
         stream_maxlen: int,
         job_retention_s: int = JOB_RETENTION_S,
-        encode_pool: Executor | None = None,
     ) -> None:
         self.client = client
-        # Where a batch is encoded (CPU-bound, off the event loop); None: asyncio's default executor.
-        self.encode_pool = encode_pool
         self.store = store
         self.broker = broker
         self.stream_maxlen = stream_maxlen
@@ -121,12 +115,13 @@ class Writes:
     async def ingest(
         self,
         collection: Collection,
-        documents: Sequence[Document],
+        batch: EncodedBatch,
+        count: int,
         priority: Priority = Priority.NORMAL,
         *,
         request_digest: str | None = None,
     ) -> Job:
-        """Store the batch, then queue its embedding; returns the queued job.
+        """Store ``batch`` (the batch file of ``count`` documents), then queue its embedding; returns the queued job.
 
         The batch is on durable storage before this returns, so a 202 never loses documents. With
         ``request_digest`` (a request with an Idempotency-Key) the job id derives from it: a run of
@@ -139,9 +134,7 @@ class Writes:
             if earlier is not None:
                 return await self._resume(earlier)
         batch_id = new_batch_id()
-        # Encoding a large batch takes tens of milliseconds: off the event loop, then stored by another thread.
-        encoded = await asyncio.get_running_loop().run_in_executor(self.encode_pool, encode_batch, documents)
-        await asyncio.to_thread(put_batch, self.store, collection.ref, batch_id, encoded)
+        await asyncio.to_thread(put_batch, self.store, collection.ref, batch_id, batch)
         job_id, seq = await self._reserve(collection, job_id)
         payload = tasks.EmbedBatch(
             tenant=collection.tenant,
@@ -151,13 +144,13 @@ class Writes:
             job_id=job_id,
             write_seq=seq,
         )
-        job = await self._submit(JobKind.INGEST, len(documents), priority, tasks.EMBED_BATCH, payload, batch_id)
+        job = await self._submit(JobKind.INGEST, count, priority, tasks.EMBED_BATCH, payload, batch_id)
         event = BatchAccepted(
             tenant=collection.tenant,
             collection=collection.name,
             batch_id=batch_id,
             job_id=job.id,
-            documents=len(documents),
+            documents=count,
         )
         await bus.apublish(
             self.client, CloudEvent.wrap(event, source=SOURCE, subject=batch_id), maxlen=self.stream_maxlen
@@ -167,7 +160,7 @@ class Writes:
             batch_id=batch_id,
             job_id=job.id,
             collection=collection.name,
-            documents=len(documents),
+            documents=count,
             priority=priority.value,
         )
         return job
