@@ -27,8 +27,8 @@ figures are those of indexing, merging, storing and searching. At each size:
   gateway on the same Redis and store until ``/readyz`` answers 200 (twice: cold, then with the
   segment files in the page cache);
 - **search during ingest**: HTTP p50 at concurrency 1 while ``--ingest-during`` more batches are
-  sent (by another process, two at a time, as another client would) and published, against the idle
-  p50 just measured (target ≤ 2×);
+  sent (two at a time, by another process whose bodies are built beforehand, as another client's
+  would be) and published, against the idle p50 just measured (target ≤ 2×);
 - **storage**: bytes in the object store per live vector, by kind (segments, manifests, batches,
   vectors), and the manifests' count and average size; and the bytes of the live version's own
   files per vector, what storage comes down to once cleanup has removed what nothing needs.
@@ -101,38 +101,54 @@ async def ingest(stack: common.Stack, http: Any, vectors: np.ndarray, first: int
     return jobs
 
 
-def _send_batches(url: str, headers: dict[str, str], vectors: np.ndarray, first: int, in_flight: int) -> list[str]:
-    """In a process of its own: POST ``vectors`` in batches on its own connections; the accepted jobs' ids."""
+# The bodies the sending process will post (set there by _build_bodies, before the searches are timed).
+_BODIES: list[bytes] = []
+
+
+def _build_bodies(vectors: np.ndarray, first: int) -> None:
+    """In the sending process: the request bodies of ``vectors`` (ids from ``first``), built before the clock
+    starts, so that the searches measured meanwhile share the machine with the service, not with a client
+    building JSON (which a real client does on a machine of its own)."""
+    _BODIES[:] = [_body(vectors[at : at + BATCH], first + at) for at in range(0, len(vectors), BATCH)]
+
+
+def _send_bodies(url: str, headers: dict[str, str], in_flight: int) -> list[str]:
+    """In the sending process: POST the bodies built, ``in_flight`` at a time; the accepted jobs' ids."""
 
     async def run() -> list[str]:
         async with common.session(connections=in_flight, timeout_s=600) as http:
             sem = asyncio.Semaphore(in_flight)
             jobs: list[str] = []
 
-            async def post(at: int) -> None:
-                async with sem:
-                    data = _body(vectors[at : at + BATCH], first + at)
-                    async with http.post(url, data=data, headers=headers) as resp:
-                        jobs.append((await check(resp, 202))["job_id"])
+            async def post(data: bytes) -> None:
+                async with sem, http.post(url, data=data, headers=headers) as resp:
+                    jobs.append((await check(resp, 202))["job_id"])
 
-            await asyncio.gather(*(post(at) for at in range(0, len(vectors), BATCH)))
+            await asyncio.gather(*(post(data) for data in _BODIES))
             return jobs
 
     return asyncio.run(run())
 
 
-def _ready() -> None:
-    """Nothing: awaited once so that the sending process is up before the searches are timed."""
+class Sender:
+    """Another process that sends batches (as another client would), so that building and sending them takes
+    nothing from this process's event loop and GIL, where the searches measured during the ingest run."""
 
+    def __init__(self, stack: common.Stack) -> None:
+        self.url = f"{stack.url}/v1/collections/{NAME}/documents"
+        self.headers = {**stack.headers, "Content-Type": "application/json"}
+        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
 
-async def ingest_elsewhere(
-    sender: ProcessPoolExecutor, stack: common.Stack, vectors: np.ndarray, first: int, in_flight: int
-) -> list[str]:
-    """:func:`ingest` from the ``sender`` process, so that building and sending the bodies takes nothing from
-    this process's event loop and GIL, where the searches measured during the ingest run (as two clients would)."""
-    url = f"{stack.url}/v1/collections/{NAME}/documents"
-    h = {**stack.headers, "Content-Type": "application/json"}
-    return await asyncio.get_running_loop().run_in_executor(sender, _send_batches, url, h, vectors, first, in_flight)
+    async def prepare(self, vectors: np.ndarray, first: int) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.pool, _build_bodies, vectors, first)
+
+    async def send(self, in_flight: int) -> list[str]:
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool, _send_bodies, self.url, self.headers, in_flight
+        )
+
+    def close(self) -> None:
+        self.pool.shutdown()
 
 
 class Searcher:
@@ -222,6 +238,13 @@ class Floor:
         t = time.perf_counter()
         self.search(queries)
         return len(queries) / (time.perf_counter() - t)
+
+
+def service_cpu(stack: common.Stack) -> dict[str, float]:
+    """CPU seconds each service has used so far, with the processes it started (the gateway's body workers)."""
+    return {
+        name: common.cpu_seconds(common.process_tree(pid)) for name, pid in stack.pids.items() if name != "supervisor"
+    }
 
 
 def recall(hits: list[list[str]], exact: list[list[str]]) -> float:
@@ -335,15 +358,24 @@ async def measure_size(
     during: list[float] = []
     extra = draw(args.ingest_during * BATCH)
     during_queries = draw(10_000)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as sender:
-        await asyncio.get_running_loop().run_in_executor(sender, _ready)
-        sending = asyncio.create_task(ingest_elsewhere(sender, stack, extra, size, in_flight=2))
+    sender = Sender(stack)
+    try:
+        await sender.prepare(extra, size)
+        cpu_at, busy0, t0 = service_cpu(stack), common.machine_busy_seconds(), time.perf_counter()
+        sending = asyncio.create_task(sender.send(in_flight=2))
         i = 0
         while not sending.done():
             t, _ = await searcher.one(during_queries[i % len(during_queries)])
             during.append(t)
             i += 1
         extra_jobs = await sending
+        window_s = time.perf_counter() - t0
+        # Where the machine's CPU went meanwhile (the cores: os.cpu_count()).
+        during_cpu = {k: v - cpu_at.get(k, 0.0) for k, v in service_cpu(stack).items()}
+        during_cpu["machine"] = common.machine_busy_seconds() - busy0
+        log(f"while sending ({window_s:.2f} s), CPU s: " + ", ".join(f"{k} {v:.2f}" for k, v in during_cpu.items()))
+    finally:
+        sender.close()
     stored.append(extra)
     await settle(stack, http, extra_jobs, size + len(extra), time.perf_counter())
     await stack.wait_idle(http, max_wait_s=7200, cpu_frac=0.15, window_s=3.0)
@@ -375,6 +407,8 @@ async def measure_size(
         "ready_warm_s": ready_warm,
         "during_ingest_p50_ms": percentile(during, 50) * 1000 if during else None,
         "during_ingest_searches": len(during),
+        "during_ingest_window_s": window_s,
+        "during_ingest_cpu_s": during_cpu,
         "merges_after_extra": len(merged_during),
         "storage": storage(objects, size + len(extra)),
         "live_bytes_per_vector": live_bytes(objects, manifest) / size,
