@@ -62,6 +62,15 @@ def test_download_streams_the_object_into_a_file(store: ObjectStore, tmp_path: P
     assert target.read_bytes() == data
 
 
+def test_a_download_is_a_copy_apart_from_the_object(store: ObjectStore, tmp_path: Path) -> None:
+    store.put("segments/s1/index.faiss", b"stored bytes")
+    target = tmp_path / "index.faiss"
+    store.download("segments/s1/index.faiss", target)
+    with target.open("r+b") as fh:  # damaged in place
+        fh.write(b"XX")
+    assert store.get("segments/s1/index.faiss") == b"stored bytes"
+
+
 def test_download_of_a_missing_object_is_not_found(store: ObjectStore, tmp_path: Path) -> None:
     with pytest.raises(ObjectNotFound):
         store.download("docs/nothing.bin", tmp_path / "copy.bin")
