@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 # Model batches encoded between two checks for cancellation: frequent enough to stop within a
-# second or two on a CPU, rare enough to cost nothing (one Redis read per chunk).
-CHUNK_BATCHES: Final = 4
+# second or two on a CPU, rare enough to cost nothing (one Redis read per check).
+CHECK_BATCHES: Final = 4
 
 
 def embed_stored_batch(
@@ -33,13 +33,13 @@ def embed_stored_batch(
 ) -> int:
     """Embed batch ``batch_id`` and store ``vectors/{batch_id}.npy``; returns the document count.
 
-    Each document's vector is the one it came with (normalised) or its text's. The texts are encoded
-    longest first by token count, across the whole batch, in chunks of a few model batches: every model
-    batch then holds texts of about one length in tokens, so little of it is padding (sorting each chunk
-    alone, as the model does, leaves chunks that mix long and short texts; sorting by characters leaves
-    30 % of the positions of one-sentence texts padding, by tokens 7 %). Between chunks ``should_stop`` is asked
-    and ``on_progress`` told how many documents have their vector so far. The vectors are stored in
-    the documents' order. Idempotent: a redelivered message recomputes and overwrites identical vectors.
+    Each document's vector is the one it came with (normalised) or its text's. The texts go to the
+    model in one call, which orders them by token count across the whole batch (every model batch
+    then holds texts of about one length in tokens, so little of it is padding: sorting by characters
+    leaves 30 % of the positions of one-sentence texts padding, by tokens 7 %) and keeps the model busy
+    from the first text to the last. Every few model batches ``should_stop`` is asked and
+    ``on_progress`` told how many documents have their vector so far. The vectors are stored in the
+    documents' order. Idempotent: a redelivered message recomputes and overwrites identical vectors.
 
     Raises:
         Cancelled: ``should_stop`` said so; nothing was written.
@@ -61,16 +61,23 @@ def embed_stored_batch(
                 raise InvalidInput("a document has neither text nor vector")
             texts.append(d.text)
             pending.append(i)
-    order = encoder.longest_first(texts)
-    chunk = max(1, encoder.batch_size * CHUNK_BATCHES)
-    done = len(given)
-    for start in range(0, len(order), chunk):
+    every = max(1, encoder.batch_size * CHECK_BATCHES)
+    given_count = len(given)
+    reported = 0
+
+    def progress(encoded: int) -> None:
+        nonlocal reported
+        if encoded - reported < every and encoded < len(texts):
+            return
+        reported = encoded
         if should_stop():
-            raise Cancelled(f"batch {batch_id} cancelled after {done} documents")
-        part = order[start : start + chunk]
-        vectors[[pending[k] for k in part]] = encoder.encode([texts[k] for k in part])
-        done += len(part)
-        on_progress(done)
+            raise Cancelled(f"batch {batch_id} cancelled after {given_count + encoded} documents")
+        on_progress(given_count + encoded)
+
+    if texts:
+        if should_stop():
+            raise Cancelled(f"batch {batch_id} cancelled before its first document")
+        vectors[pending] = encoder.encode(texts, on_progress=progress)
     if should_stop():
         raise Cancelled(f"batch {batch_id} cancelled")
     store.put(ref.vectors_key(batch_id), encode_vectors(vectors))

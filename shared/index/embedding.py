@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 import structlog
 
 from shared.errors import ConfigurationError
 from shared.index import backend_choice, openvino_model
-from shared.index.backend_choice import Choice, EncodeFn
+from shared.index.backend_choice import Choice
 from shared.index.documents import normalize
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 Backend = Literal["auto", "torch", "openvino"]
+Vectors = np.ndarray[Any, np.dtype[np.float32]]
+# Told how many texts of an :meth:`Encoder.encode` call have their vectors so far; may raise to stop it.
+Progress = Callable[[int], None]
+RunFn = Callable[[list[str], Progress | None], Vectors]
+
+# Model batches between two progress reports when torch runs a call that reports progress: each report
+# drains the model (one ``SentenceTransformer.encode`` per group), so not every batch.
+TORCH_PROGRESS_BATCHES: Final = 4
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +60,7 @@ class Encoder:
         model: SentenceTransformer,
         *,
         batch_size: int = 64,
-        run: EncodeFn | None = None,
+        run: RunFn | None = None,
         backend: str = "torch",
         choice: Choice | None = None,
     ) -> None:
@@ -68,9 +77,23 @@ class Encoder:
         self._run = run or self._torch
         self._lock = threading.Lock()
 
-    def _torch(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    def _torch_call(self, texts: list[str]) -> Vectors:
         out = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True)
         return np.asarray(out, dtype=np.float32)
+
+    def _torch(self, texts: list[str], on_progress: Progress | None = None) -> Vectors:
+        """``texts`` through torch: in one call, or, to report progress, in groups of a few model batches cut
+        from the texts ordered by token count (each group pads as little as the whole would)."""
+        if on_progress is None:
+            return self._torch_call(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = self.longest_first(texts)
+        group = max(1, self.batch_size * TORCH_PROGRESS_BATCHES)
+        for start in range(0, len(order), group):
+            part = order[start : start + group]
+            out[part] = self._torch_call([texts[k] for k in part])
+            on_progress(start + len(part))
+        return out
 
     @classmethod
     def load(
@@ -132,8 +155,8 @@ class Encoder:
             return self._as(Choice("torch", f"openvino failed to load: {type(exc).__name__}"))
         log.info("model.openvino_compiled", streams=ov.streams, threads=ov.threads)
 
-        def run(texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
-            return ov.encode(texts, self.batch_size)
+        def run(texts: list[str], on_progress: Progress | None = None) -> Vectors:
+            return ov.encode(texts, self.batch_size, on_progress)
 
         if explicit:
             probe = list(backend_choice.PROBE_TEXTS)
@@ -143,7 +166,7 @@ class Encoder:
             return self._as(Choice("openvino", "as configured", cos), run)
         return self._as(backend_choice.choose("openvino", run, self._torch), run)
 
-    def _as(self, choice: Choice, run: EncodeFn | None = None) -> Encoder:
+    def _as(self, choice: Choice, run: RunFn | None = None) -> Encoder:
         return type(self)(
             self.model, batch_size=self.batch_size, run=run if choice.backend != "torch" else None,
             backend=choice.backend, choice=choice,
@@ -166,10 +189,17 @@ class Encoder:
         )["input_ids"]
         return sorted(range(len(texts)), key=lambda k: -len(ids[k]))
 
-    def encode(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """Embed texts; rows are L2-normalised float32."""
+    def encode(self, texts: list[str], on_progress: Progress | None = None) -> Vectors:
+        """Embed texts; rows are L2-normalised float32, in the texts' order.
+
+        ``on_progress`` is told, now and then during the call, how many of the texts have their vector; if it
+        raises, the call stops (once the model batches under way are done) and the exception propagates.
+        One call for a whole batch of documents keeps the model busy from its first text to its last: each
+        call tokenises its texts once, orders them by token count and, with OpenVINO, feeds every stream
+        until the end rather than waiting for the streams to drain at each progress report.
+        """
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:  # the model already uses every core; concurrent calls would only thrash
-            out = self._run(texts)
+            out = self._run(texts, on_progress)
         return normalize(out)

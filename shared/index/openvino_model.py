@@ -13,6 +13,7 @@ import shutil
 import uuid
 import warnings
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -142,8 +143,11 @@ class OpenVINOModel:
         _check_pipeline(model)
         return cls(model, converted(model, model_dir, cache_dir))
 
-    def encode(self, texts: list[str], batch_size: int) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """Unit vectors of ``texts``, in order.
+    def encode(
+        self, texts: list[str], batch_size: int, on_progress: Callable[[int], None] | None = None
+    ) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """Unit vectors of ``texts``, in order; ``on_progress`` is told after each model batch how many texts have
+        their vector so far (if it raises, the batches under way finish and the exception propagates).
 
         The texts are tokenised once, all together, by the model's own tokenizer (the same ids and
         truncation as sentence-transformers), then batched by token count, longest first: sorting by
@@ -152,7 +156,8 @@ class OpenVINOModel:
         padding position (30 % of the positions for one-sentence texts, 7 % sorted by tokens). Each
         batch is cut to its own longest text (padding is on the right, so the cut leaves the ids, and
         thus the vectors, of every text as they were). Up to one batch per infer request runs at once
-        (one per stream), and each is pooled once its request is done.
+        (one per stream), and each is pooled once its request is done, while the others run: every
+        stream is kept fed until the last batch.
         """
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
@@ -164,17 +169,31 @@ class OpenVINOModel:
         order = np.argsort(-lengths, kind="stable")
         right = getattr(self._st.tokenizer, "padding_side", "right") == "right"
         running: deque[tuple[Any, np.ndarray[Any, Any], np.ndarray[Any, Any]]] = deque()
-        for n, start in enumerate(range(0, len(order), batch_size)):
-            if len(running) == len(self._requests):
-                self._pool(*running.popleft(), out)
-            idx = order[start : start + batch_size]
-            width = int(lengths[idx].max()) if right else attention.shape[1]
-            feed = {k: np.ascontiguousarray(v[idx, :width]) for k, v in inputs.items()}
-            request = self._requests[n % len(self._requests)]
-            request.start_async(feed)
-            running.append((request, idx, attention[idx, :width]))
-        while running:
-            self._pool(*running.popleft(), out)
+        done = 0
+
+        def pool_oldest() -> None:
+            nonlocal done
+            request, idx, mask = running.popleft()
+            self._pool(request, idx, mask, out)
+            done += len(idx)
+            if on_progress is not None:
+                on_progress(done)
+
+        try:
+            for n, start in enumerate(range(0, len(order), batch_size)):
+                if len(running) == len(self._requests):
+                    pool_oldest()
+                idx = order[start : start + batch_size]
+                width = int(lengths[idx].max()) if right else attention.shape[1]
+                feed = {k: np.ascontiguousarray(v[idx, :width]) for k, v in inputs.items()}
+                request = self._requests[n % len(self._requests)]
+                request.start_async(feed)
+                running.append((request, idx, attention[idx, :width]))
+            while running:
+                pool_oldest()
+        finally:
+            for request, _, _ in running:  # stopped early: no request may still be running on the next call
+                request.wait()
         return out
 
     def _pool(

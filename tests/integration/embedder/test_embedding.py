@@ -52,15 +52,15 @@ def test_a_cancellation_between_chunks_stops_without_writing(store: LocalStore, 
 
 
 class Recording(Encoder):
-    """The real model, recording the texts of each call."""
+    """The real model on torch, recording the texts of each call into the model."""
 
     def __init__(self, real: Encoder) -> None:
         super().__init__(real.model, batch_size=real.batch_size)
         self.calls: list[list[str]] = []
 
-    def encode(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    def _torch_call(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         self.calls.append(list(texts))
-        return super().encode(texts)
+        return super()._torch_call(texts)
 
 
 def _varied(n: int) -> list[str]:
@@ -82,7 +82,7 @@ def test_texts_are_encoded_most_tokens_first_across_the_batch_and_stored_in_docu
 
     assert embed_stored_batch(store, recording, REF, "b1", on_progress=progress.append) == 45
 
-    # 43 texts in chunks of 16 (4 model batches of 4); the two given vectors count from the start.
+    # 43 texts in groups of 16 (4 model batches of 4); the two given vectors count from the start.
     assert [len(c) for c in recording.calls] == [16, 16, 11]
     assert progress == [18, 34, 45]
     tokens = [len(encoder.model.tokenizer(t, truncation=True, max_length=256)["input_ids"]) for t in texts]

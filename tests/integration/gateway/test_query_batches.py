@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from services.gateway.search.querymodel import QueryModel
-from shared.index.embedding import Encoder
+from shared.index.embedding import Encoder, Progress
 
 WORDS = ["cats", "dogs", "rivers", "stars", "bread", "music", "law", "ice"]
 TEXTS = [f"query number {i}: {word}" for i, word in enumerate(WORDS)]
@@ -22,11 +22,11 @@ class Recording(Encoder):
         super().__init__(real.model, batch_size=real.batch_size)
         self.calls: list[list[str]] = []
 
-    def encode(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    def encode(self, texts: list[str], on_progress: Progress | None = None) -> np.ndarray[Any, np.dtype[np.float32]]:
         self.calls.append(list(texts))
         if any("\x00boom" in t for t in texts):
             raise RuntimeError("the model cannot take this text")
-        return super().encode(texts)
+        return super().encode(texts, on_progress)
 
 
 @pytest.fixture

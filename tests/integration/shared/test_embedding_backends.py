@@ -69,6 +69,41 @@ def test_batches_in_flight_on_several_streams_come_back_in_document_order(
         np.testing.assert_allclose(openvino_encoder.encode([texts[k]])[0], ov[k], atol=1e-5)
 
 
+class Stop(Exception):
+    pass
+
+
+@needs_openvino
+def test_progress_is_told_after_each_model_batch_and_may_stop_the_call(openvino_encoder: Encoder) -> None:
+    texts = [f"{k}: {t}" for k, t in enumerate(TEXTS * 4)]  # 24 texts: 6 model batches of 4
+    told: list[int] = []
+    whole = openvino_encoder.encode(texts, on_progress=told.append)
+    assert told == [4, 8, 12, 16, 20, 24]
+    np.testing.assert_array_equal(whole, openvino_encoder.encode(texts))
+
+    stopped: list[int] = []
+
+    def stop_after_two_batches(done: int) -> None:
+        stopped.append(done)
+        if done >= 8:
+            raise Stop
+
+    with pytest.raises(Stop):
+        openvino_encoder.encode(texts, on_progress=stop_after_two_batches)
+    assert stopped == [4, 8]
+    # Every request the stopped call started has finished: the next call gets its own texts' vectors.
+    np.testing.assert_allclose(openvino_encoder.encode(texts[:5]), whole[:5], atol=1e-5)
+
+
+def test_torch_reports_progress_every_few_model_batches(encoder: Encoder) -> None:
+    small = Encoder(encoder.model, batch_size=4)
+    texts = [f"{k}: {t}" for k, t in enumerate(TEXTS * 12)]  # 72 texts: groups of 4 model batches of 4
+    told: list[int] = []
+    vectors = small.encode(texts, on_progress=told.append)
+    assert told == [16, 32, 48, 64, 72]
+    assert min_cosine(vectors, encoder.encode(texts)) >= MIN_AGREEMENT
+
+
 @needs_openvino
 def test_the_model_is_converted_once_and_reused(openvino_encoder: Encoder, cache_dir: Path) -> None:
     converted = list((cache_dir / "openvino").iterdir())
