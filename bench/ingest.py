@@ -10,7 +10,8 @@ Run by hand (not pytest)::
 (a) The model alone on the corpus in this process, measured while no stack runs, once per backend of
     ``--raw-backends`` (default torch, then OpenVINO; ``--raw-after`` measures each again after the
     stack, in reverse order, and the figures use the means): torch is ``SentenceTransformer.encode``,
-    OpenVINO ``Encoder.encode`` as the embedder runs it.
+    OpenVINO ``Encoder.encode`` as the embedder runs it, each called with ``--batch`` documents at a
+    time, the batches the stack's jobs get.
 (b) The same documents through ``semaflow up`` (1,000-document batches): from the first POST until
     every job has succeeded, the collection counts every document, and a search answers from
     that index version. Targets: b/a >= 0.8 against (a) of the stack's own backend, and, when the
@@ -81,11 +82,17 @@ def load_texts(data: Path, kind: str) -> list[tuple[str, str]]:
     return common.load_corpus(data)
 
 
-def measure_raw(texts: list[str], probe_texts: list[str], batch_size: int, backend: str = "torch") -> dict[str, Any]:
-    """(a): the model alone, in this process; also embeds the latency probes (untimed).
+def measure_raw(
+    texts: list[str], probe_texts: list[str], batch_size: int, backend: str = "torch", per_call: int = 1_000
+) -> dict[str, Any]:
+    """(a): the model alone, in this process, ``per_call`` texts per call (as the stack's jobs get them); also
+    embeds the latency probes (untimed).
 
     ``backend`` torch: ``SentenceTransformer.encode``; openvino or auto: ``Encoder.encode`` as the embedder
-    loads it with that setting (``--raw-backend``)."""
+    loads it with that setting (``--raw-backend``). Calls of the stack's batch size, not one call for every
+    text: a call orders its texts by length, and past the corpus's size (SciFact has 1,109 claims) one call
+    would put each text's copies side by side, batches of texts of one length that no stack batch holds."""
+    import numpy as np
     import torch
 
     from shared.index.embedding import Encoder
@@ -100,11 +107,11 @@ def measure_raw(texts: list[str], probe_texts: list[str], batch_size: int, backe
         run = functools.partial(model.encode, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
     run(texts[:64])  # warm-up
     log(
-        f"(a) encoding {len(texts):,} documents in-process with {encoder.backend} (batch size {batch_size},"
-        f" {torch.get_num_threads()} threads)"
+        f"(a) encoding {len(texts):,} documents in-process with {encoder.backend} ({per_call} per call, batch size"
+        f" {batch_size}, {torch.get_num_threads()} threads)"
     )
     t, cpu, busy = time.perf_counter(), common.self_cpu_seconds(), common.machine_busy_seconds()
-    vecs = run(texts)
+    vecs = np.concatenate([run(texts[at : at + per_call]) for at in range(0, len(texts), per_call)])
     elapsed = time.perf_counter() - t
     cpu = common.self_cpu_seconds() - cpu
     busy = common.machine_busy_seconds() - busy
@@ -121,6 +128,7 @@ def measure_raw(texts: list[str], probe_texts: list[str], batch_size: int, backe
         "other_load_cores": max(0.0, busy - cpu) / elapsed,
         "model_load_s": load_s,
         "batch_size": batch_size,
+        "texts_per_call": per_call,
         "torch_threads": torch.get_num_threads(),
         "backend": used,
         "probe_vectors": probes,
@@ -571,8 +579,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from shared.config import Settings
+    from shared.index.embedding import default_batch_size, pick_device
 
-    batch_size = Settings().embed_batch_size  # what the embedder uses (SEMAFLOW_EMBED_BATCH_SIZE)
+    settings = Settings()
+    # What the embedder uses (SEMAFLOW_EMBED_BATCH_SIZE, else the device's default).
+    batch_size = settings.embed_batch_size or default_batch_size(pick_device(settings.device))
     corpus = load_texts(args.data, args.texts)
     docs = corpus_docs(corpus, args.docs)
     if args.mode == "cli":
@@ -595,9 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     raws: list[dict[str, Any]] = []
     probe_vectors: Any = None
     for name in args.raw_backends:
-        raw = measure_raw(
-            texts, [texts[0] for _, texts in probe_docs] if probe_vectors is None else [], batch_size, name
-        )
+        probe_texts = [texts[0] for _, texts in probe_docs] if probe_vectors is None else []
+        raw = measure_raw(texts, probe_texts, batch_size, name, args.batch)
         vectors = raw.pop("probe_vectors")
         probe_vectors = vectors if probe_vectors is None else probe_vectors
         raw["when"] = "before the stack"
@@ -607,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     stack_out = asyncio.run(run_stack_phases(args, docs, probes))
     if args.raw_after:
         for name in reversed(args.raw_backends):  # reversed: each backend's two runs straddle the stack alike
-            again = measure_raw(texts, [], batch_size, name)
+            again = measure_raw(texts, [], batch_size, name, args.batch)
             again.pop("probe_vectors")
             again["when"] = "after the stack"
             raws.append(again)
@@ -636,8 +646,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"semaflow ingest benchmark: {len(docs):,} SciFact {args.texts}, {pipe['batches']} batches of {args.batch}")
     print()
     rows = [
-        [f"(a) raw {r['backend']} encode, in-process ({r['when']})", r["documents"], r["seconds"], r["docs_per_s"],
-         r["cpu_s"], r["cpu_s"] / r["documents"] * 1000, r["cores_used"], r["other_load_cores"]]
+        [f"(a) raw {r['backend']} encode, {r['texts_per_call']} per call ({r['when']})", r["documents"], r["seconds"],
+         r["docs_per_s"], r["cpu_s"], r["cpu_s"] / r["documents"] * 1000, r["cores_used"], r["other_load_cores"]]
         for r in raws
     ]  # fmt: skip
     rows.append(

