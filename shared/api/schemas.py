@@ -62,6 +62,7 @@ def _not_blank(value: str | None) -> str | None:
 
 # A vector as little-endian float32 bytes in base64 (numpy: ``base64.b64encode(v.astype("<f4").tobytes())``).
 VECTOR_B64_CHARS = 4 * ((c.EMBEDDING_DIM * 4 + 2) // 3)  # base64 of EMBEDDING_DIM 4-byte floats, with padding
+# The alphabet, for the API's schema (decoding refuses anything else itself).
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
 
@@ -77,12 +78,10 @@ def decode_vector_b64(value: object) -> object:
         return None
     if not isinstance(value, str):
         raise ValueError("must be a base64 string")
-    if not _BASE64.match(value):
-        raise ValueError("must be base64 (A-Z, a-z, 0-9, '+', '/', '=' padding)")
-    try:
+    try:  # validate=True: any character outside the alphabet, or padding inside, is refused
         raw = base64.b64decode(value, validate=True)
-    except binascii.Error as exc:
-        raise ValueError(f"must be base64: {exc}") from exc
+    except (binascii.Error, ValueError) as exc:  # ValueError: a non-ASCII character
+        raise ValueError(f"must be base64 (A-Z, a-z, 0-9, '+', '/', '=' padding): {exc}") from exc
     if len(raw) != c.EMBEDDING_DIM * 4:
         raise ValueError(
             f"must encode {c.EMBEDDING_DIM} float32 values ({c.EMBEDDING_DIM * 4} bytes); got {len(raw)} bytes"

@@ -36,8 +36,14 @@ _NOT_A_BRACKET: Final = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 def json_depth(raw: bytes) -> int:
-    """The deepest nesting of arrays and objects in ``raw`` (which need not be valid JSON)."""
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_A_BRACKET)
+    """The deepest nesting of arrays and objects in ``raw`` (which need not be valid JSON).
+
+    Without an escaped quote (``\\"``) every quote opens or closes a string, so splitting at the quotes
+    leaves the text outside strings in the even parts, in C at memory speed: a body of base64 vectors
+    (long strings) takes 1 ms where the string pattern takes 9. Otherwise the pattern strips the strings.
+    """
+    outside = _STRING.sub(b"", raw) if b'\\"' in raw else b"".join(raw.split(b'"')[0::2])
+    brackets = outside.translate(None, _NOT_A_BRACKET)
     if not brackets:
         return 0
     codes = np.frombuffer(brackets, dtype=np.uint8)

@@ -20,6 +20,7 @@ from shared.api.schemas import NOT_BLANK_PATTERN
         (b'{"a": [1, {"b": []}]}', 4),
         (b'{"a": "[[[[{{{{"}', 1),
         (b'["\\"[[[", ["\\\\"]]', 2),
+        (b'{"path": "C:\\\\dir\\\\[[", "b": [[]]}', 3),  # backslashes, no escaped quote: strings split at quotes
         (b"[" * 40 + b"]" * 40, 40),
         (b"[[[", 3),  # not JSON, but as deep as it gets
         (b'[["unterminated [[[', 2),  # an unterminated string runs to the end
