@@ -169,7 +169,6 @@ def build(
             max_depth=settings.max_json_depth,
             max_documents=settings.max_documents_per_request,
         )
-        app[INGEST_BODIES].start()
         app[WRITES] = Writes(
             client,
             app[STORE],

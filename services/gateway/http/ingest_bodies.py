@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -61,15 +61,17 @@ def _prepare_or_none(raw: bytes, max_depth: int, max_documents: int) -> Prepared
 
 
 def _started() -> None:
-    """Nothing: run once per worker at start, so that the first ingest does not wait for the imports."""
+    """Nothing: run once per worker at start; the pool serves bodies once every worker has run it."""
 
 
 class IngestBodies:
     """Prepares ingest bodies: large ones in ``processes`` worker processes, small ones (and all of them with
     ``processes`` 0) on ``threads``, the gateway's body thread.
 
-    A worker that dies (killed for memory, say) costs no request: the pool is replaced and the body decoded on
-    the thread instead.
+    The workers start with the first large body (a gateway that only searches never starts them), and until
+    they have imported what they need (about a second) bodies are prepared on the thread, so no request
+    waits for them. A worker that dies (killed for memory, say) costs no request either: the pool is
+    replaced and the body decoded on the thread meanwhile.
     """
 
     def __init__(self, processes: int, threads: Executor | None, *, max_depth: int, max_documents: int) -> None:
@@ -78,18 +80,32 @@ class IngestBodies:
         self.max_depth = max_depth
         self.max_documents = max_documents
         self._pool: ProcessPoolExecutor | None = None
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        # spawn: the gateway runs threads, and a forked child would inherit their locks mid-use.
-        pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
-        for _ in range(self.processes):
-            pool.submit(_started)
-        return pool
+        self._warming: list[Future[None]] = []
 
     def start(self) -> None:
-        """Start the worker processes (each takes about a second to import what it needs, in the background)."""
+        """Start the worker processes now, if they are not started (each takes about a second to import what it
+        needs, in the background)."""
         if self.processes > 0 and self._pool is None:
-            self._pool = self._new_pool()
+            # spawn: the gateway runs threads, and a forked child would inherit their locks mid-use.
+            self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+            self._warming = [self._pool.submit(_started) for _ in range(self.processes)]
+
+    async def warm(self) -> None:
+        """Start the workers and wait until each has started."""
+        self.start()
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in self._warming))
+
+    def _ready_pool(self) -> ProcessPoolExecutor | None:
+        self.start()
+        if not all(f.done() for f in self._warming):
+            return None
+        failed = next((f.exception() for f in self._warming if f.exception() is not None), None)
+        if failed is not None:  # the workers cannot start here: the thread serves every body from now on
+            log.error("ingest.body_workers_failed", error=repr(failed))
+            self.processes = 0
+            self.close()
+            return None
+        return self._pool
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -104,15 +120,16 @@ class IngestBodies:
             pydantic.ValidationError: bad fields (422).
         """
         loop = asyncio.get_running_loop()
-        pool = self._pool
-        if pool is not None and len(raw) >= OFF_LOOP_BYTES:
+        pool = self._ready_pool() if self.processes > 0 and len(raw) >= OFF_LOOP_BYTES else None
+        if pool is not None:
             try:
                 prepared = await loop.run_in_executor(pool, _prepare_or_none, raw, self.max_depth, self.max_documents)
             except BrokenProcessPool:
                 log.warning("ingest.body_workers_restarted", processes=self.processes)
                 if self._pool is pool:
-                    self._pool = self._new_pool()
+                    self._pool = None
                     pool.shutdown(wait=False, cancel_futures=True)
+                    self.start()
             else:
                 if prepared is not None:
                     return prepared

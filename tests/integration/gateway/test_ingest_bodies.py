@@ -46,7 +46,6 @@ def threads() -> Iterator[CountingThreads]:
 @pytest.fixture
 def bodies(threads: CountingThreads) -> Iterator[IngestBodies]:
     prepared = IngestBodies(1, threads, max_depth=DEPTH, max_documents=MOST)
-    prepared.start()
     yield prepared
     prepared.close()
 
@@ -69,6 +68,7 @@ async def test_a_large_body_is_prepared_by_a_worker_process_as_the_thread_would(
     bodies: IngestBodies, threads: CountingThreads
 ) -> None:
     raw = _body(200)
+    await bodies.warm()
     prepared = await bodies.prepare(raw)
     assert threads.calls == 0
     assert prepared == prepare_ingest(raw, DEPTH, MOST)
@@ -82,6 +82,7 @@ async def test_a_large_body_is_prepared_by_a_worker_process_as_the_thread_would(
 
 async def test_a_refused_body_raises_what_the_thread_raises(bodies: IngestBodies, threads: CountingThreads) -> None:
     raw = _body(100, bad_at=60)
+    await bodies.warm()
     with pytest.raises(ValidationError) as worker:
         await bodies.prepare(raw)
     with pytest.raises(ValidationError) as thread:
@@ -97,7 +98,7 @@ async def test_a_refused_body_raises_what_the_thread_raises(bodies: IngestBodies
 
 async def test_too_many_documents_come_back_counted_and_unencoded() -> None:
     small = IngestBodies(1, None, max_depth=DEPTH, max_documents=150)
-    small.start()
+    await small.warm()
     try:
         prepared = await small.prepare(_body(151))
     finally:
@@ -107,21 +108,35 @@ async def test_too_many_documents_come_back_counted_and_unencoded() -> None:
 
 async def test_a_killed_worker_costs_no_request(bodies: IngestBodies, threads: CountingThreads) -> None:
     raw = _body(100)
+    await bodies.warm()
     expected = await bodies.prepare(raw)
     pool = bodies._pool
-    assert pool is not None
+    assert pool is not None and threads.calls == 0
     for pid in list(pool._processes):
         os.kill(pid, signal.SIGKILL)
     assert await bodies.prepare(raw) == expected  # on the thread, while the pool is replaced
-    assert bodies._pool is not pool
-    calls = threads.calls
+    assert bodies._pool is not pool and threads.calls == 1
+    await bodies.warm()
     assert await bodies.prepare(raw) == expected  # the new workers
-    assert threads.calls == calls
+    assert threads.calls == 1
+
+
+async def test_the_workers_start_with_the_first_large_body_which_the_thread_serves_meanwhile(
+    bodies: IngestBodies, threads: CountingThreads
+) -> None:
+    assert await bodies.prepare(b'{"documents": [{"id": "a", "text": "small"}]}') is not None
+    assert bodies._pool is None  # a small body starts nothing
+    raw = _body(100)
+    first = await bodies.prepare(raw)
+    assert bodies._pool is not None and threads.calls == 2
+    await bodies.warm()
+    assert await bodies.prepare(raw) == first
+    assert threads.calls == 2
 
 
 async def test_no_processes_prepares_every_body_on_the_thread(threads: CountingThreads) -> None:
     bodies = IngestBodies(0, threads, max_depth=DEPTH, max_documents=MOST)
-    bodies.start()
+    await bodies.warm()
     raw = _body(100)
     assert await bodies.prepare(raw) == prepare_ingest(raw, DEPTH, MOST)
     assert (threads.calls, bodies._pool) == (1, None)
