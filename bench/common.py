@@ -127,6 +127,16 @@ def environment() -> dict[str, Any]:
     return env
 
 
+def export_tree(rev: str, root: Path) -> Path:
+    """The tree of git revision ``rev`` (``git archive``) in a new folder under ``root``: the code a benchmark
+    runs as its reference (its services, or its functions in a child process with it on ``PYTHONPATH``)."""
+    tree = root / f"tree-{rev.replace('/', '-')}"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", rev], cwd=REPO, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
 def log(msg: str) -> None:
     """Progress to stderr (the tables go to stdout)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 import redis
-from common import REPO, log, percentile, table
+from common import REPO, export_tree, log, percentile, table
 
 from semaflow.redis_server import RedisServer
 from services.gateway.search.engine import search_snapshot
@@ -230,15 +230,6 @@ def _as_ivf_sources(publisher: Publisher, store: LocalStore, collection: Collect
         assert compactor.compact(collection) is not None
 
 
-def _export(rev: str, root: Path) -> Path:
-    """The tree of ``rev`` (``git archive``)."""
-    tree = root / f"tree-{rev.replace('/', '-')}"
-    tree.mkdir()
-    archive = subprocess.run(["git", "archive", rev], cwd=REPO, check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    return tree
-
-
 def _merge_in_child(tree: Path, args: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run(
@@ -257,7 +248,7 @@ def merge_memory(n: int, batches: int, data: str, source_kind: str, reference_re
     client = redis.Redis.from_url(server.url)
     trees = [("this tree", REPO)]
     if reference_rev:
-        trees.insert(0, (f"rev {reference_rev}", _export(reference_rev, workdir)))
+        trees.insert(0, (f"rev {reference_rev}", export_tree(reference_rev, workdir)))
     try:
         store = LocalStore(workdir / "objects")
         publisher = Publisher(client, store)

@@ -28,7 +28,6 @@ import asyncio
 import base64
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,15 +59,6 @@ def body(vectors: np.ndarray, first_id: int, form: str) -> bytes:
         for i, row in enumerate(vectors)
     )
     return ('{"documents":[' + ",".join(parts) + "]}").encode()
-
-
-def export(rev: str, root: Path) -> Path:
-    """The tree of ``rev`` (``git archive``), to start the stack of that revision."""
-    tree = root / f"tree-{rev.replace('/', '_')}"
-    tree.mkdir()
-    archive = subprocess.run(["git", "archive", rev], cwd=common.REPO, check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    return tree
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -151,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trees = [("this tree", common.REPO)]
         if args.reference_rev:
-            trees.append((f"rev {args.reference_rev}", export(args.reference_rev, root)))
+            trees.append((f"rev {args.reference_rev}", common.export_tree(args.reference_rev, root)))
         results = {label: asyncio.run(measure(tree, args, bodies)) for label, tree in trees}
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -404,15 +404,6 @@ def time_import(tree: Path) -> float:
     return time.perf_counter() - started
 
 
-def export(rev: str, root: Path) -> Path:
-    """The tree of ``rev`` (``git archive``), to run the gateway of that revision."""
-    tree = root / f"tree-{rev}"
-    tree.mkdir()
-    archive = subprocess.run(["git", "archive", rev], cwd=common.REPO, check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    return tree
-
-
 def _dig(result: dict[str, Any], path: tuple[str, ...]) -> float:
     value: Any = result
     for name in path:
@@ -487,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trees = [("this tree", common.REPO)]
         if args.reference_rev:
-            trees.append((f"rev {args.reference_rev}", export(args.reference_rev, root)))
+            trees.append((f"rev {args.reference_rev}", common.export_tree(args.reference_rev, root)))
         vectors = normalize(np.random.default_rng(7).normal(size=(args.vectors, common.DIM)))
         subjects: list[Subject] = []
         for db, (label, tree) in enumerate(trees):
