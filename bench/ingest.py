@@ -44,6 +44,7 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +84,20 @@ def load_texts(data: Path, kind: str) -> list[tuple[str, str]]:
 
 
 def measure_raw(
-    texts: list[str], probe_texts: list[str], batch_size: int, backend: str = "torch", per_call: int = 1_000
+    texts: list[str],
+    probe_texts: list[str],
+    batch_size: int,
+    backend: str = "torch",
+    per_call: int = 1_000,
+    at_once: int = 1,
 ) -> dict[str, Any]:
     """(a): the model alone, in this process, ``per_call`` texts per call (as the stack's jobs get them); also
     embeds the latency probes (untimed).
 
-    ``backend`` torch: ``SentenceTransformer.encode``; openvino or auto: ``Encoder.encode`` as the embedder
-    loads it with that setting (``--raw-backend``). Calls of the stack's batch size, not one call for every
+    ``backend`` torch: ``SentenceTransformer.encode``, one call after another; openvino or auto:
+    ``Encoder.encode`` as the embedder loads it with that setting (``--raw-backend``), ``at_once`` calls
+    running at once from as many threads, as the embedder runs its jobs (``SEMAFLOW_EMBEDDER_THREADS``):
+    the model's best on this machine, the stack's bound. Calls of the stack's batch size, not one call for every
     text: a call orders its texts by length, and past the corpus's size (SciFact has 1,109 claims) one call
     would put each text's copies side by side, batches of texts of one length that no stack batch holds."""
     import numpy as np
@@ -105,13 +113,16 @@ def measure_raw(
     run: Any = encoder.encode
     if encoder.backend == "torch":
         run = functools.partial(model.encode, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
+        at_once = 1
     run(texts[:64])  # warm-up
     log(
-        f"(a) encoding {len(texts):,} documents in-process with {encoder.backend} ({per_call} per call, batch size"
-        f" {batch_size}, {torch.get_num_threads()} threads)"
+        f"(a) encoding {len(texts):,} documents in-process with {encoder.backend} ({per_call} per call, {at_once} at"
+        f" once, batch size {batch_size}, {torch.get_num_threads()} threads)"
     )
+    calls = [texts[at : at + per_call] for at in range(0, len(texts), per_call)]
     t, cpu, busy = time.perf_counter(), common.self_cpu_seconds(), common.machine_busy_seconds()
-    vecs = np.concatenate([run(texts[at : at + per_call]) for at in range(0, len(texts), per_call)])
+    with ThreadPoolExecutor(max_workers=at_once) as pool:
+        vecs = np.concatenate(list(pool.map(run, calls)))
     elapsed = time.perf_counter() - t
     cpu = common.self_cpu_seconds() - cpu
     busy = common.machine_busy_seconds() - busy
@@ -129,6 +140,7 @@ def measure_raw(
         "model_load_s": load_s,
         "batch_size": batch_size,
         "texts_per_call": per_call,
+        "calls_at_once": at_once,
         "torch_threads": torch.get_num_threads(),
         "backend": used,
         "probe_vectors": probes,
@@ -315,6 +327,12 @@ def stack_backend(stack: common.Stack) -> str:
     found = {m.group(1) for line in text.splitlines() if "model.loaded" in line
              for m in [re.search(r"\bbackend\W+(torch|openvino)\b", line)] if m}  # fmt: skip
     return "openvino" if "openvino" in found else ("torch" if found else "unknown")
+
+
+def at_once(raw: dict[str, Any]) -> str:
+    """How many calls (a) ran at once, for its row's label (nothing for one)."""
+    n = raw.get("calls_at_once", 1)
+    return f", {n} at once" if n > 1 else ""
 
 
 def ratio_line(pipe_rate: float, raw_rate: float, raw_backend: str) -> tuple[str, bool]:
@@ -607,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     probe_vectors: Any = None
     for name in args.raw_backends:
         probe_texts = [texts[0] for _, texts in probe_docs] if probe_vectors is None else []
-        raw = measure_raw(texts, probe_texts, batch_size, name, args.batch)
+        raw = measure_raw(texts, probe_texts, batch_size, name, args.batch, settings.embedder_threads)
         vectors = raw.pop("probe_vectors")
         probe_vectors = vectors if probe_vectors is None else probe_vectors
         raw["when"] = "before the stack"
@@ -617,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     stack_out = asyncio.run(run_stack_phases(args, docs, probes))
     if args.raw_after:
         for name in reversed(args.raw_backends):  # reversed: each backend's two runs straddle the stack alike
-            again = measure_raw(texts, [], batch_size, name, args.batch)
+            again = measure_raw(texts, [], batch_size, name, args.batch, settings.embedder_threads)
             again.pop("probe_vectors")
             again["when"] = "after the stack"
             raws.append(again)
@@ -646,8 +664,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"semaflow ingest benchmark: {len(docs):,} SciFact {args.texts}, {pipe['batches']} batches of {args.batch}")
     print()
     rows = [
-        [f"(a) raw {r['backend']} encode, {r['texts_per_call']} per call ({r['when']})", r["documents"], r["seconds"],
-         r["docs_per_s"], r["cpu_s"], r["cpu_s"] / r["documents"] * 1000, r["cores_used"], r["other_load_cores"]]
+        [f"(a) raw {r['backend']} encode, {r['texts_per_call']} per call{at_once(r)} ({r['when']})", r["documents"],
+         r["seconds"], r["docs_per_s"], r["cpu_s"], r["cpu_s"] / r["documents"] * 1000, r["cores_used"],
+         r["other_load_cores"]]
         for r in raws
     ]  # fmt: skip
     rows.append(

@@ -182,6 +182,15 @@ class Settings(BaseSettings):
         ge=0,
         description="Texts per model batch (0: by device, 16 on a CPU, where small batches run fastest, 128 on a GPU).",
     )
+    embedder_threads: int = Field(
+        default=2,
+        ge=1,
+        description=(
+            "Jobs an embedder process works on at once. With two, the model encodes one job's texts while the other"
+            " job's documents are read, tokenised and its vectors stored, and OpenVINO's streams run both jobs' model"
+            " batches; torch's model calls take turns."
+        ),
+    )
     embedder_backend: Literal["auto", "torch", "openvino"] = Field(
         default="auto",
         description=(

@@ -16,7 +16,8 @@ NAME = "embedder"
 
 def build(settings: Settings, *, store: ObjectStore | None = None, encoder: Encoder | None = None) -> WorkerService:
     """Wire settings to Redis, the store, the model and the actor (loads the model unless given one)."""
-    service = new_worker_service(NAME, settings, settings.require_redis_url(), {tasks.EMBED_QUEUE})
+    threads = settings.model_copy(update={"worker_threads": settings.embedder_threads})
+    service = new_worker_service(NAME, threads, settings.require_redis_url(), {tasks.EMBED_QUEUE})
     enc = encoder or Encoder.load(
         settings.model_path,
         device=settings.device,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -62,7 +63,8 @@ def pick_device(requested: str) -> str:
 
 
 class Encoder:
-    """Turns texts into unit-length float32 vectors; thread-safe, one model per process.
+    """Turns texts into unit-length float32 vectors; thread-safe (calls from several threads share the model), one
+    model per process.
 
     ``backend`` names what runs the model (``torch`` or ``openvino``); ``choice`` says why, when it was
     chosen at load.
@@ -88,7 +90,10 @@ class Encoder:
         self.backend = backend
         self.choice = choice or Choice(backend, "as configured")
         self._run = run or self._torch
-        self._lock = threading.Lock()
+        # Torch runs one call over every core, so calls at once would only thrash: they take turns. A backend's
+        # own ``run`` (OpenVINO) shares its streams between calls, so that one call's batches keep the model
+        # busy while another is being prepared or finished.
+        self._lock: AbstractContextManager[Any] = threading.Lock() if run is None else nullcontext()
 
     def _torch_call(self, texts: list[str]) -> Vectors:
         out = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True)
@@ -215,6 +220,6 @@ class Encoder:
         """
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:  # the model already uses every core; concurrent calls would only thrash
+        with self._lock:
             out = self._run(texts, on_progress)
         return normalize(out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import shutil
 import uuid
 import warnings
@@ -116,7 +117,13 @@ def converted(model: SentenceTransformer, model_dir: Path, cache_dir: Path) -> P
 
 
 class OpenVINOModel:
-    """Encodes texts with the OpenVINO IR of a sentence-transformers model; not thread-safe (the Encoder locks)."""
+    """Encodes texts with the OpenVINO IR of a sentence-transformers model; thread-safe.
+
+    Several calls may run at once: they share the compiled model's infer requests, each call running up
+    to one batch per stream. While one call tokenises its texts, pools a finished batch or has returned
+    to its caller (who stores the vectors and reads the next job), the other call's batches keep the
+    streams busy, and at the end of a call its last batches run beside the next call's first.
+    """
 
     def __init__(self, model: SentenceTransformer, xml: Path, *, hint: str = PERFORMANCE_HINT) -> None:
         import openvino as ov
@@ -130,8 +137,12 @@ class OpenVINOModel:
         if got != ov.Type.f32:
             raise ConfigurationError(f"OpenVINO compiled the model for {got}, not fp32")
         self.streams = int(self._compiled.get_property("NUM_STREAMS"))
-        requests = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self._requests = [self._compiled.create_infer_request() for _ in range(max(1, requests))]
+        # A call keeps up to one batch per optimal request under way; twice as many requests let two calls
+        # do so at once, the streams taking the queued batches in turn.
+        self._per_call = max(1, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for _ in range(2 * self._per_call):
+            self._idle.put(self._compiled.create_infer_request())
         self._hidden = next(o for o in self._compiled.outputs if "last_hidden_state" in o.get_names())
         self.dim = self._hidden.get_partial_shape()[2].get_length()
         self._inputs = {p.get_any_name() for p in self._compiled.inputs}
@@ -155,9 +166,9 @@ class OpenVINOModel:
         tokens than the rest (a number or a chemical name is many tokens), and the model computes every
         padding position (30 % of the positions for one-sentence texts, 7 % sorted by tokens). Each
         batch is cut to its own longest text (padding is on the right, so the cut leaves the ids, and
-        thus the vectors, of every text as they were). Up to one batch per infer request runs at once
-        (one per stream), and each is pooled once its request is done, while the others run: every
-        stream is kept fed until the last batch.
+        thus the vectors, of every text as they were). Up to one batch per optimal infer request (one per
+        stream) is under way at once, and each is pooled once its request is done, while the others run:
+        every stream is kept fed until the last batch.
         """
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
@@ -174,26 +185,44 @@ class OpenVINOModel:
         def pool_oldest() -> None:
             nonlocal done
             request, idx, mask = running.popleft()
-            self._pool(request, idx, mask, out)
+            try:
+                self._pool(request, idx, mask, out)
+            finally:
+                self._idle.put(request)
             done += len(idx)
             if on_progress is not None:
                 on_progress(done)
 
+        def acquire() -> Any:
+            # A call holding requests never blocks for another: it pools its own oldest batch, which returns
+            # that request, so calls running at once cannot wait on each other forever.
+            while True:
+                if len(running) < self._per_call:
+                    try:
+                        return self._idle.get_nowait()
+                    except queue.Empty:
+                        if not running:
+                            return self._idle.get()  # others hold every request and will return them
+                pool_oldest()
+
         try:
-            for n, start in enumerate(range(0, len(order), batch_size)):
-                if len(running) == len(self._requests):
-                    pool_oldest()
+            for start in range(0, len(order), batch_size):
+                request = acquire()
                 idx = order[start : start + batch_size]
                 width = int(lengths[idx].max()) if right else attention.shape[1]
                 feed = {k: np.ascontiguousarray(v[idx, :width]) for k, v in inputs.items()}
-                request = self._requests[n % len(self._requests)]
-                request.start_async(feed)
+                try:
+                    request.start_async(feed)
+                except BaseException:
+                    self._idle.put(request)
+                    raise
                 running.append((request, idx, attention[idx, :width]))
             while running:
                 pool_oldest()
         finally:
-            for request, _, _ in running:  # stopped early: no request may still be running on the next call
+            for request, _, _ in running:  # stopped early: no request may still be running when it is reused
                 request.wait()
+                self._idle.put(request)
         return out
 
     def _pool(

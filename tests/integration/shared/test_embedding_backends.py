@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,19 @@ def test_batches_in_flight_on_several_streams_come_back_in_document_order(
     assert min_cosine(ov, encoder.encode(texts)) >= MIN_AGREEMENT
     for k in (0, 5, len(texts) - 1):
         np.testing.assert_allclose(openvino_encoder.encode([texts[k]])[0], ov[k], atol=1e-5)
+
+
+@needs_openvino
+def test_calls_from_several_threads_at_once_each_get_their_own_texts_vectors(openvino_encoder: Encoder) -> None:
+    # Given four calls of different texts, each more model batches than the model has infer requests
+    calls = [[f"call {c}, text {k}: {t}" for k, t in enumerate(TEXTS * 3)] for c in range(4)]
+    alone = [openvino_encoder.encode(texts) for texts in calls]
+    # When they run at once from four threads, twice over
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(openvino_encoder.encode, calls * 2))
+    # Then each call's rows are its own texts' vectors, as when the calls ran one after another
+    for k, got in enumerate(together):
+        np.testing.assert_allclose(got, alone[k % 4], atol=1e-5)
 
 
 class Stop(Exception):
