@@ -193,21 +193,9 @@ class OpenVINOModel:
             if on_progress is not None:
                 on_progress(done)
 
-        def acquire() -> Any:
-            # A call holding requests never blocks for another: it pools its own oldest batch, which returns
-            # that request, so calls running at once cannot wait on each other forever.
-            while True:
-                if len(running) < self._per_call:
-                    try:
-                        return self._idle.get_nowait()
-                    except queue.Empty:
-                        if not running:
-                            return self._idle.get()  # others hold every request and will return them
-                pool_oldest()
-
         try:
             for start in range(0, len(order), batch_size):
-                request = acquire()
+                request = self._acquire(running, pool_oldest)
                 idx = order[start : start + batch_size]
                 width = int(lengths[idx].max()) if right else attention.shape[1]
                 feed = {k: np.ascontiguousarray(v[idx, :width]) for k, v in inputs.items()}
@@ -224,6 +212,21 @@ class OpenVINOModel:
                 request.wait()
                 self._idle.put(request)
         return out
+
+    def _acquire(self, running: deque[Any], pool_oldest: Callable[[], None]) -> Any:
+        """An idle infer request for a call with ``running`` batches under way.
+
+        A call holding requests never blocks for another: it pools its own oldest batch (``pool_oldest``), which
+        returns that request, so calls running at once cannot wait on each other forever.
+        """
+        while True:
+            if len(running) < self._per_call:
+                try:
+                    return self._idle.get_nowait()
+                except queue.Empty:
+                    if not running:
+                        return self._idle.get()  # others hold every request and will return them
+            pool_oldest()
 
     def _pool(
         self, request: Any, idx: np.ndarray[Any, Any], attention: np.ndarray[Any, Any], out: np.ndarray[Any, Any]
