@@ -28,6 +28,7 @@ import math
 import tempfile
 import time
 import uuid
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -37,8 +38,9 @@ import structlog
 
 from shared import clock
 from shared.errors import StaleIndex
-from shared.index import segments
+from shared.index import doctable, segments
 from shared.index.approximate import ApproximateKind, HnswParams, RecallTarget
+from shared.index.columns import ColumnBuilder, Rows
 from shared.index.segcache import SegmentCache
 from shared.index.sources import Source, Stacked, mapped_regions
 
@@ -213,30 +215,28 @@ class Compactor:
         with tempfile.TemporaryDirectory(prefix="semaflow-merge-", dir=self.work_dir) as work:
             folder = Path(work)
             cache = SegmentCache(self.store, folder / "sources")
-            ids, vectors, metadata, texts, before = self._live_rows(collection, choice, cache)
-            if not ids:
+            rows, vectors, before = self._live_rows(collection, choice, cache)
+            if not len(rows):
                 return None
             seg_id = new_segment_id()
             segment, files = segments.write(
                 folder,
                 seg_id,
                 vectors,
-                ids,
-                metadata,
-                texts=texts,
+                rows,
                 kind=choice.kind,
                 hnsw=self.policy.hnsw,
                 target=self.policy.target,
                 quantization=collection.quantization,
             )
-            del vectors, metadata, texts  # the sources' mappings are closed before publishing
+            del vectors  # the sources' mappings are closed before publishing
             segments.upload_files(self.store, ref, segment, files)
         merged = {s.id for s in choice.segments}
         with self.publisher.locked(ref):
             current = self.publisher.current(ref)
             if current is None:
                 return None
-            moved = before.moved(self.publisher, ref, ids)
+            moved = before.moved(self.publisher, ref, rows)
             if any((entry := after) is not None and entry[0] in merged for after in moved.values()):
                 raise StaleIndex(f"{ref.name}: a rollback changed the segments being compacted")
             segment = segment.model_copy(update={"deleted": tuple(sorted(moved))})
@@ -252,8 +252,8 @@ class Compactor:
             merged=len(choice.segments),
             segment=seg_id,
             kind=segment.kind,
-            vectors=len(ids),
-            dropped=sum(s.vectors for s in choice.segments) - len(ids),
+            vectors=len(rows),
+            dropped=sum(s.vectors for s in choice.segments) - len(rows),
             documents=outcome.manifest.documents,
             segments=len(outcome.manifest.segments),
             seconds=round(time.perf_counter() - started, 3),
@@ -264,47 +264,46 @@ class Compactor:
         log.info("index.compacted", **result.__dict__)
         return result
 
-    def _live_rows(
-        self, collection: Collection, choice: Choice, cache: SegmentCache
-    ) -> tuple[list[str], Stacked, list[dict[str, Any]], list[str | None], Before]:
-        """The merged segments' live rows (ids, vectors, metadata, texts) whose document map entry points
-        at them, and those entries.
+    def _live_rows(self, collection: Collection, choice: Choice, cache: SegmentCache) -> tuple[Rows, Stacked, Before]:
+        """The merged segments' live rows (ids, metadata and texts as columns, and vectors) whose document map
+        entry points at them, and those entries.
 
-        The vectors are not copied here: each source is opened memory-mapped from ``cache`` and its
-        kept rows are read chunk by chunk while the new index is built (:class:`shared.index.sources.Stacked`),
-        so the vectors are in memory once (the new index), however many segments it reads. A segment written
-        before texts were kept gives its rows no text (None), which the merged segment keeps.
+        Nothing is parsed or held as a Python object a row: each source's ids and metadata are copied as bytes
+        from its memory-mapped document table, and its texts as entries of its texts file. The vectors are not
+        copied here: each source is opened memory-mapped from ``cache`` and its kept rows are read chunk by
+        chunk while the new index is built (:class:`shared.index.sources.Stacked`), so the vectors are in
+        memory once (the new index), however many segments it reads. A segment written before texts were kept
+        gives its rows no text, which the merged segment keeps.
         """
         ref = collection.ref
-        ids: list[str] = []
+        ids, metadata, texts = ColumnBuilder(), ColumnBuilder(), ColumnBuilder()
         sources: list[Source] = []
-        metadata: list[dict[str, Any]] = []
-        texts: list[str | None] = []
         before = Before()
         dim = 0
         for seg in choice.segments:
             opened = segments.open_cached(cache, ref, seg)
             dim = opened.vectors.shape[1]
-            own_texts = segments.read_texts(self.store, ref, seg)
-            # Read from the mapped document table once each: its ids one by one, its metadata in one parse.
-            own_ids, own_metadata = list(opened.ids), list(opened.metadata)
+            assert isinstance(opened.ids, doctable.IdColumn)  # a mapped segment reads its document table
+            table = opened.ids.table
+            own_ids = table.id_column()
             gone = set(seg.deleted)
-            rows = [r for r, doc in enumerate(own_ids) if doc not in gone]
-            found = self.publisher.entries(ref, [own_ids[r] for r in rows])
-            rows = [r for r in rows if (e := found[own_ids[r]]) is not None and e[0] == seg.id]
+            kept, seqs = array("q"), array("q")  # 8 bytes a row, not a Python int
+            for at in range(0, len(own_ids), MOVED_CHUNK):
+                part = [table.id(r) for r in range(at, min(at + MOVED_CHUNK, len(own_ids)))]
+                found = self.publisher.entries(ref, [doc for doc in part if doc not in gone])
+                for k, doc in enumerate(part):
+                    if doc not in gone and (entry := found[doc]) is not None and entry[0] == seg.id:
+                        kept.append(at + k)
+                        seqs.append(entry[1])
+            rows = np.frombuffer(kept, dtype=np.int64)
             regions = mapped_regions(cache.path(ref, seg, segments.INDEX_FILE))
-            sources.append(Source.of(opened, np.array(rows, dtype=np.int64), regions))
-            seqs = np.empty(len(rows), dtype=np.int64)
-            for k, r in enumerate(rows):
-                doc = own_ids[r]
-                ids.append(doc)
-                metadata.append(own_metadata[r])
-                texts.append(own_texts[r])
-                seqs[k] = found[doc][1]  # type: ignore[index]  # kept: its entry is this segment's
-            before.add(seg.id, seqs)
-            # The source's ids, metadata and row map: what was kept is copied.
-            del opened, own_ids, own_metadata, own_texts, found
-        return ids, Stacked(sources, dim), metadata, texts, before
+            sources.append(Source.of(opened, rows, regions))
+            ids.take(own_ids, rows)
+            metadata.take(table.metadata_column(), rows)
+            texts.take(segments.read_text_entries(self.store, ref, seg), rows)
+            before.add(seg.id, np.frombuffer(seqs, dtype=np.int64))
+            del opened, table, own_ids
+        return Rows(ids.build(), metadata.build(), texts.build()), Stacked(sources, dim), before
 
 
 class Before:
@@ -318,16 +317,16 @@ class Before:
     def add(self, segment_id: str, seqs: np.ndarray[Any, np.dtype[np.int64]]) -> None:
         self.segments.append((segment_id, seqs))
 
-    def moved(self, publisher: Publisher, ref: CollectionRef, ids: list[str]) -> dict[str, tuple[str, int] | None]:
-        """The rows (of ``ids``, in the order they were read) whose entry changed since: written again, deleted
+    def moved(self, publisher: Publisher, ref: CollectionRef, rows: Rows) -> dict[str, tuple[str, int] | None]:
+        """The rows (of ``rows``, in the order they were read) whose entry changed since: written again, deleted
         or moved by a rollback, with their entry now. Reads the document map a chunk of ids at a time."""
         if not self.segments:
             return {}
         seqs = np.concatenate([s for _, s in self.segments])
         ends = np.cumsum([len(s) for _, s in self.segments])
         out: dict[str, tuple[str, int] | None] = {}
-        for at in range(0, len(ids), MOVED_CHUNK):
-            part = ids[at : at + MOVED_CHUNK]
+        for at in range(0, len(rows), MOVED_CHUNK):
+            part = rows.id_list(at, at + MOVED_CHUNK)
             owners = np.searchsorted(ends, np.arange(at, at + len(part)), side="right")
             now = publisher.entries(ref, part)
             for k, doc in enumerate(part):

@@ -33,41 +33,47 @@ from typing import Any, Final, overload
 import numpy as np
 
 from shared.errors import CorruptObject
+from shared.index.columns import Column, Rows
 
 MAGIC: Final = b"SFDOCS01"
 _U64: Final = struct.Struct("<Q")
 _HEADER: Final = len(MAGIC) + _U64.size
 
-__all__ = ["MAGIC", "DocTable", "IdColumn", "MetaColumn", "encode"]
+__all__ = ["MAGIC", "DocTable", "IdColumn", "MetaColumn", "encode", "pieces"]
 
 
 def encode(ids: Sequence[str], metadata: Sequence[dict[str, Any]]) -> bytes:
     """The table of rows whose ids and metadata are ``ids`` and ``metadata`` (in row order)."""
     if len(ids) != len(metadata):
         raise ValueError("ids and metadata differ in length")
+    rows = Rows.of(ids, metadata)
+    return b"".join(pieces(rows.ids, rows.metadata))
+
+
+def pieces(ids: Column, metadata: Column) -> Iterator[bytes]:
+    """The table of rows whose ids are ``ids`` (UTF-8) and metadata ``metadata`` (compact JSON objects), in
+    pieces: what a merge writes to its file without holding the table whole."""
+    if len(ids) != len(metadata):
+        raise ValueError("ids and metadata differ in length")
     count = len(ids)
-    raw_ids = [i.encode() for i in ids]
-    raw_meta = [json.dumps(m, separators=(",", ":"), ensure_ascii=False).encode() for m in metadata]
     id_offsets = np.zeros(count + 1, dtype="<u8")
-    np.cumsum([len(b) for b in raw_ids], out=id_offsets[1:])
+    np.cumsum(ids.lengths(), out=id_offsets[1:])
     # The metadata data is ``[m0,m1,...]``: row r's object starts after the "[" and the r objects and
     # commas before it, and ends before the comma (or "]") that follows it.
     meta_offsets = np.ones(count + 1, dtype="<u8")
-    np.cumsum(np.fromiter((len(b) + 1 for b in raw_meta), dtype=np.int64, count=count), out=meta_offsets[1:])
+    np.cumsum(metadata.lengths() + 1, out=meta_offsets[1:])
     meta_offsets[1:] += 1
+    # Ids compared as UTF-8 bytes sort as the strings do (code-point order).
     order = np.array(sorted(range(count), key=ids.__getitem__), dtype="<u8")
-    meta_data = b"[" + b",".join(raw_meta) + b"]"
-    return b"".join(
-        (
-            MAGIC,
-            _U64.pack(count),
-            id_offsets.tobytes(),
-            meta_offsets.tobytes(),
-            order.tobytes(),
-            b"".join(raw_ids),
-            meta_data,
-        )
-    )
+    yield MAGIC + _U64.pack(count)
+    yield id_offsets.tobytes()
+    yield meta_offsets.tobytes()
+    yield order.tobytes()
+    del id_offsets, meta_offsets, order
+    yield from ids.pieces()
+    yield b"["
+    yield from metadata.pieces(sep=b",")
+    yield b"]"
 
 
 class DocTable:
@@ -148,6 +154,16 @@ class DocTable:
                         raise CorruptObject("a document table's metadata does not match its rows")
                     self._all_metadata = parsed
         return self._all_metadata
+
+    def id_column(self) -> Column:
+        """Every row's id as UTF-8, read in place (no copy)."""
+        offsets = self._id_offsets.view(np.int64) + self._id_base
+        return Column(self._view, offsets[:-1], offsets[1:])
+
+    def metadata_column(self) -> Column:
+        """Every row's metadata as compact JSON, read in place (no copy, no parse)."""
+        offsets = self._meta_offsets.view(np.int64) + self._meta_base
+        return Column(self._view, offsets[:-1], offsets[1:] - 1)  # each ends before its "," (or the "]")
 
     def order(self) -> np.ndarray[Any, np.dtype[np.int64]]:
         """Row numbers sorted by document id (a view of the table: no copy)."""

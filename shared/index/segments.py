@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -19,11 +20,10 @@ import structlog
 
 from shared.errors import CorruptObject
 from shared.index import approximate, doctable
+from shared.index import texts as textfile
 from shared.index.approximate import Calibration, HnswParams, RecallTarget, Vectors
-from shared.index.documents import metadata_line
+from shared.index.columns import PIECE_BYTES, Column, Rows
 from shared.index.manifests import Quantization, SegmentKind, SegmentRef, sha256, sha256_file
-from shared.index.texts import decode as _decode_texts
-from shared.index.texts import encode as _encode_texts
 
 if TYPE_CHECKING:
     import faiss
@@ -50,6 +50,7 @@ __all__ = [
     "RecallTarget",
     "build",
     "load",
+    "read_text_entries",
     "read_texts",
     "open_cached",
     "upload",
@@ -171,39 +172,57 @@ def _entry(
     )
 
 
-def _sidecar(ids: Sequence[str], metadata: Sequence[dict[str, Any]]) -> bytes:
-    return gzip.compress(b"\n".join(metadata_line(i, m) for i, m in zip(ids, metadata, strict=True)), 1, mtime=0)
+def _sidecar_lines(rows: Rows) -> Iterator[bytes]:
+    """The sidecar's lines (``metadata_line`` of each row, newline-separated), in pieces."""
+    metadata = rows.metadata
+    piece = bytearray()
+    for r in range(len(rows)):
+        if r:
+            piece += b"\n"
+        meta = metadata[r]
+        if not meta.isascii():  # the table keeps non-ASCII as UTF-8; the sidecar escapes it
+            meta = json.dumps(json.loads(meta), separators=(",", ":")).encode()
+        piece += b'{"id":%s,"metadata":%s}' % (json.dumps(rows.id(r)).encode(), meta)
+        if len(piece) >= PIECE_BYTES:
+            yield bytes(piece)
+            piece.clear()
+    if piece:
+        yield bytes(piece)
 
 
-def _check_lengths(
-    vectors: Vectors, ids: Sequence[str], metadata: Sequence[dict[str, Any]], texts: Sequence[str | None] | None
-) -> None:
-    if len(ids) != len(vectors) or len(ids) != len(metadata) or (texts is not None and len(texts) != len(ids)):
-        raise ValueError("ids, vectors, metadata and texts differ in length")
+def _gzip(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """``gzip.compress(b"".join(pieces), 1, mtime=0)``, byte for byte, in pieces."""
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 31)  # 31: a gzip header and trailer, mtime 0
+    for piece in pieces:
+        if out := deflate.compress(piece):
+            yield out
+    yield deflate.flush()
 
 
 def _laid_out(
     segment_id: str,
     vectors: Vectors,
-    ids: list[str],
-    metadata: list[dict[str, Any]],
-    texts: Sequence[str | None] | None,
+    rows: Rows,
     kind: SegmentKind,
     hnsw: HnswParams | None,
     target: RecallTarget | None,
     quantization: Quantization,
-) -> tuple[faiss.Index, SegmentRef, dict[str, bytes]]:
+) -> tuple[faiss.Index, SegmentRef, dict[str, Iterable[bytes]]]:
     """What :func:`build` and :func:`write` share: the index, the manifest entry without digests, and every
-    file but the index (the sidecar, the document table and the texts), its rows in the index's order."""
-    _check_lengths(vectors, ids, metadata, texts)
+    file but the index (the sidecar, the document table and the texts) as pieces, its rows in the index's
+    order."""
+    if len(rows) != len(vectors):
+        raise ValueError("ids, vectors, metadata and texts differ in length")
     index, kind, calibration, order, quantized = _index(segment_id, vectors, kind, hnsw, target, quantization)
     if order is not None:
-        ids, metadata = [ids[r] for r in order], [metadata[r] for r in order]
-        texts = [texts[r] for r in order] if texts is not None else None
-    files = {DOCS_FILE: _sidecar(ids, metadata), DOCS_TABLE_FILE: doctable.encode(ids, metadata)}
-    if texts is not None:
-        files[TEXTS_FILE] = _encode_texts(texts)
-    return index, _entry(segment_id, kind, len(ids), {}, calibration, quantized), files
+        rows = rows.taken(order)
+    files: dict[str, Iterable[bytes]] = {
+        DOCS_FILE: _gzip(_sidecar_lines(rows)),
+        DOCS_TABLE_FILE: doctable.pieces(rows.ids, rows.metadata),
+    }
+    if rows.texts is not None:
+        files[TEXTS_FILE] = textfile.pieces(rows.texts)
+    return index, _entry(segment_id, kind, len(rows), {}, calibration, quantized), files
 
 
 def build(
@@ -232,10 +251,11 @@ def build(
     """
     import faiss
 
-    index, entry, others = _laid_out(segment_id, vectors, ids, metadata, texts, kind, hnsw, target, quantization)
+    rows = Rows.of(ids, metadata, texts)
+    index, entry, others = _laid_out(segment_id, vectors, rows, kind, hnsw, target, quantization)
     files = {INDEX_FILE: faiss.serialize_index(index).tobytes()}
     del index
-    files.update(others)
+    files.update({name: b"".join(pieces) for name, pieces in others.items()})
     return entry.model_copy(update={"files": {n: sha256(b) for n, b in files.items()}}), files
 
 
@@ -243,10 +263,8 @@ def write(
     folder: Path,
     segment_id: str,
     vectors: Vectors,
-    ids: list[str],
-    metadata: list[dict[str, Any]],
+    rows: Rows,
     *,
-    texts: Sequence[str | None] | None = None,
     kind: SegmentKind = "flat",
     hnsw: HnswParams | None = None,
     target: RecallTarget | None = None,
@@ -254,19 +272,23 @@ def write(
 ) -> tuple[SegmentRef, dict[str, Path]]:
     """Build the segment :func:`build` builds, its files written under ``folder`` (what merges do).
 
-    ``vectors`` may be a merge's sources read in chunks (:class:`shared.index.sources.Stacked`): the
-    index is the only full copy of the rows in memory, and it is written to its file by FAISS, not
-    serialized into bytes first. The files' bytes and digests are those :func:`build` returns.
+    ``vectors`` may be a merge's sources read in chunks (:class:`shared.index.sources.Stacked`), and
+    ``rows`` their rows' ids, metadata and texts as columns copied from the sources' files: the index is
+    the only full copy of the rows in memory, it is written to its file by FAISS, not serialized into
+    bytes first, and the other files are written piece by piece. The files' bytes and digests are those
+    :func:`build` returns for the same rows.
     """
     import faiss
 
-    index, entry, others = _laid_out(segment_id, vectors, ids, metadata, texts, kind, hnsw, target, quantization)
+    index, entry, others = _laid_out(segment_id, vectors, rows, kind, hnsw, target, quantization)
     paths = {INDEX_FILE: folder / INDEX_FILE}
     faiss.write_index(index, str(paths[INDEX_FILE]))
     del index
-    for name, data in others.items():
+    for name, pieces in others.items():
         paths[name] = folder / name
-        paths[name].write_bytes(data)
+        with paths[name].open("wb") as fh:
+            for piece in pieces:
+                fh.write(piece)
     return entry.model_copy(update={"files": {n: sha256_file(p) for n, p in paths.items()}}), paths
 
 
@@ -394,7 +416,23 @@ def read_texts(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> l
     """
     if TEXTS_FILE not in segment.files:
         return [None] * segment.vectors
-    found = _decode_texts(_fetch(store, ref, segment, TEXTS_FILE))
+    found = textfile.decode(_fetch(store, ref, segment, TEXTS_FILE))
+    if len(found) != segment.vectors:
+        raise CorruptObject(f"segment {segment.id} has {segment.vectors} vectors and {len(found)} texts")
+    return found
+
+
+def read_text_entries(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> Column:
+    """Every row's entry of the verified texts file, undecoded (what a merge copies); all empty (no text) for a
+    segment written without one.
+
+    Raises:
+        CorruptObject: the file fails its SHA-256 check or is not well-formed.
+        ObjectNotFound: it is missing.
+    """
+    if TEXTS_FILE not in segment.files:
+        return Column.empty(segment.vectors)
+    found = textfile.entries(_fetch(store, ref, segment, TEXTS_FILE))
     if len(found) != segment.vectors:
         raise CorruptObject(f"segment {segment.id} has {segment.vectors} vectors and {len(found)} texts")
     return found

@@ -18,27 +18,50 @@ import itertools
 import os
 import struct
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Final
 
+import numpy as np
+
 from shared.errors import CorruptObject
+from shared.index.columns import TEXT_TAG, Column, text_entry
 
 MAGIC: Final = b"SFTEXTS1"
 _U64: Final = struct.Struct("<Q")
 _HEADER: Final = len(MAGIC) + _U64.size
-_TEXT: Final = b"\x01"
+_TEXT: Final = TEXT_TAG
 
-__all__ = ["MAGIC", "TextFile", "decode", "encode"]
+__all__ = ["MAGIC", "TextFile", "decode", "encode", "entries", "pieces"]
 
 
 def encode(texts: Sequence[str | None]) -> bytes:
     """The texts file of rows whose texts are ``texts`` (None: the row has none)."""
-    entries = [b"" if t is None else _TEXT + t.encode() for t in texts]
-    offsets = [0]
-    for entry in entries:
-        offsets.append(offsets[-1] + len(entry))
-    table = struct.pack(f"<{len(offsets)}Q", *offsets)
-    return b"".join((MAGIC, _U64.pack(len(entries)), table, *entries))
+    return b"".join(pieces(Column.of(text_entry(t) for t in texts)))
+
+
+def pieces(entries: Column) -> Iterator[bytes]:
+    """The texts file of rows whose entries (see :func:`shared.index.columns.text_entry`) are ``entries``, in
+    pieces: what a merge writes to its file without holding it whole."""
+    offsets = np.zeros(len(entries) + 1, dtype="<u8")
+    np.cumsum(entries.lengths(), out=offsets[1:])
+    yield MAGIC + _U64.pack(len(entries))
+    yield offsets.tobytes()
+    del offsets
+    yield from entries.pieces()
+
+
+def entries(data: bytes) -> Column:
+    """Every row's entry, read in place from a texts file's bytes (what a merge copies, undecoded).
+
+    Raises:
+        CorruptObject: ``data`` is not a well-formed texts file.
+    """
+    count = _layout(data[:_HEADER], len(data))
+    offsets = np.frombuffer(data, dtype="<u8", count=count + 1, offset=_HEADER).astype(np.int64)
+    base = _HEADER + 8 * (count + 1)
+    if base + int(offsets[-1]) != len(data) or bool((np.diff(offsets) < 0).any()) or int(offsets[0]) != 0:
+        raise CorruptObject("a texts file's offsets do not match its data")
+    return Column(data, offsets[:-1] + base, offsets[1:] + base)
 
 
 def _entry(raw: bytes) -> str | None:

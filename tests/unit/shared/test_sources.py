@@ -10,6 +10,7 @@ import pytest
 
 from shared.index import segments
 from shared.index.approximate import HnswParams, RecallTarget
+from shared.index.columns import Rows
 from shared.index.documents import normalize
 from shared.index.layout import CollectionRef
 from shared.index.manifests import SegmentKind, SegmentRef
@@ -87,15 +88,16 @@ def test_a_merged_segment_written_from_its_sources_is_the_one_built_in_memory(
 ) -> None:
     stacked, expected = sources
     ids = [f"d{i}" for i in range(len(expected))]
-    metadata = [{"i": i} for i in range(len(ids))]
+    metadata: list[dict[str, Any]] = [{"i": i} for i in range(len(ids))]
+    metadata[3] = {"name": "Zoë ✓", "tags": ["α", 1.5, None]}  # non-ASCII: the sidecar escapes it, the table not
     texts = [f"text {i}" if i % 5 else None for i in range(len(ids))]
     for kind in ("flat", "ivf"):
         folder = tmp_path / kind
         folder.mkdir()
-        options: dict[str, Any] = {"texts": texts, "kind": kind, "hnsw": HNSW, "target": RecallTarget(0.8)}
+        options: dict[str, Any] = {"kind": kind, "hnsw": HNSW, "target": RecallTarget(0.8)}
 
-        written, paths = segments.write(folder, "m", stacked, ids, metadata, **options)
-        built, files = segments.build("m", expected, ids, metadata, **options)
+        written, paths = segments.write(folder, "m", stacked, Rows.of(ids, metadata, texts), **options)
+        built, files = segments.build("m", expected, ids, metadata, texts=texts, **options)
 
         assert written == built and written.kind == kind
         assert {name: path.read_bytes() for name, path in paths.items()} == files

@@ -53,6 +53,8 @@ def test_a_malformed_file_is_refused(tmp_path: Path, damage: object) -> None:
     bad = damage(texts.encode(ROWS))  # type: ignore[operator]
     with pytest.raises(CorruptObject):
         texts.decode(bad)
+    with pytest.raises(CorruptObject):
+        texts.entries(bad)
     path = tmp_path / "bad.texts"
     path.write_bytes(bad)
     with pytest.raises(CorruptObject):
