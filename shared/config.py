@@ -210,6 +210,14 @@ class Settings(BaseSettings):
     worker_poll_ms: int = Field(
         default=c.WORKER_POLL_MS, description="Longest idle poll of an empty queue (latency per hop)."
     )
+    maintenance_poll_ms: int = Field(
+        default=c.MAINTENANCE_POLL_MS,
+        gt=0,
+        description=(
+            "Longest idle poll of the indexer's maintenance queue (statistics, compaction, cleanup): none of it"
+            " waits on a person, and every poll of an empty queue costs the worker and Redis CPU."
+        ),
+    )
     max_retries: int = Field(default=5, description="Retries before a task gives up (and becomes a dead letter).")
     min_backoff_ms: int = Field(default=500, description="Shortest retry back-off.")
     max_backoff_ms: int = Field(default=60_000, description="Longest retry back-off.")

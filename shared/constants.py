@@ -38,6 +38,8 @@ TENANT_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # latency each hop (gateway -> embedder -> indexer) adds on an idle stack. 100 ms costs ~10 cheap
 # Redis calls a second per worker.
 WORKER_POLL_MS: Final = 100
+# The maintenance queue's: its work runs for seconds to minutes, and nobody waits on it.
+MAINTENANCE_POLL_MS: Final = 1_000
 
 # Events are kept long enough for a consumer that was down for a while to catch up; trimming is
 # approximate (MAXLEN ~) so Redis trims whole macro-nodes cheaply.

@@ -98,9 +98,9 @@ class WorkerService:
         )
         worker.start()
         for queue, threads in self.dedicated.items():
-            side = dramatiq.Worker(
-                self.broker, queues={queue}, worker_threads=threads, worker_timeout=self.settings.worker_poll_ms
-            )
+            maintenance = queue == tasks.MAINTENANCE_QUEUE
+            poll_ms = self.settings.maintenance_poll_ms if maintenance else self.settings.worker_poll_ms
+            side = dramatiq.Worker(self.broker, queues={queue}, worker_threads=threads, worker_timeout=poll_ms)
             side.start()
             self._side_workers.append(side)
         self._metrics_server = serve_metrics(self.settings, self.metrics.registry)

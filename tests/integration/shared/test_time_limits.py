@@ -95,6 +95,15 @@ def test_starting_a_worker_service_boots_its_middleware_once(
     assert recorder.boots == 1  # booted once, however often asked
 
 
+def test_the_indexers_maintenance_worker_polls_its_empty_queue_less_often(
+    settings: Settings, store: LocalStore, services: Callable[[WorkerService], WorkerService]
+) -> None:
+    tuned = settings.model_copy(update={"worker_poll_ms": 50, "maintenance_poll_ms": 700})
+    service = services(build_indexer(tuned, store=store))
+    polls = {frozenset(w.consumers): w.worker_timeout for w in service._side_workers}
+    assert polls == {frozenset({tasks.MAINTENANCE_QUEUE, f"{tasks.MAINTENANCE_QUEUE}.DQ"}): 700}
+
+
 def test_compaction_and_cleanup_run_under_limits_of_their_own_and_other_indexer_actors_under_the_default(
     settings: Settings, store: LocalStore
 ) -> None:
