@@ -54,8 +54,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# Ids whose document map entries a merge compares at once before publishing (read 5,000 per Redis command).
-MOVED_CHUNK: Final = 50_000
+# Ids whose document map entries a merge reads at once, from each source and again before publishing (5,000 per
+# Redis command): a chunk of ids is a few MB, not the collection.
+ENTRY_CHUNK: Final = 50_000
 
 
 @dataclass(frozen=True)
@@ -288,8 +289,8 @@ class Compactor:
             own_ids = table.id_column()
             gone = set(seg.deleted)
             kept, seqs = array("q"), array("q")  # 8 bytes a row, not a Python int
-            for at in range(0, len(own_ids), MOVED_CHUNK):
-                part = [table.id(r) for r in range(at, min(at + MOVED_CHUNK, len(own_ids)))]
+            for at in range(0, len(own_ids), ENTRY_CHUNK):
+                part = [table.id(r) for r in range(at, min(at + ENTRY_CHUNK, len(own_ids)))]
                 found = self.publisher.entries(ref, [doc for doc in part if doc not in gone])
                 for k, doc in enumerate(part):
                     if doc not in gone and (entry := found[doc]) is not None and entry[0] == seg.id:
@@ -325,8 +326,8 @@ class Before:
         seqs = np.concatenate([s for _, s in self.segments])
         ends = np.cumsum([len(s) for _, s in self.segments])
         out: dict[str, tuple[str, int] | None] = {}
-        for at in range(0, len(rows), MOVED_CHUNK):
-            part = rows.id_list(at, at + MOVED_CHUNK)
+        for at in range(0, len(rows), ENTRY_CHUNK):
+            part = rows.id_list(at, at + ENTRY_CHUNK)
             owners = np.searchsorted(ends, np.arange(at, at + len(part)), side="right")
             now = publisher.entries(ref, part)
             for k, doc in enumerate(part):
