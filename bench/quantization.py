@@ -25,6 +25,15 @@ slows both alike):
 
 Bytes are compared as int8 over float32; times as the slower path over the faster one (the
 reference is never the slower path).
+
+``--merges`` measures what merging does to an int8 collection instead: the vectors are published in
+batches of ``--batch`` through the indexer's own publisher into an int8 collection (a real Redis the
+benchmark starts, the local store), merged by the indexer's compactor ``--merge-factor`` segments at a
+time, tier after tier, and finally into one flat segment; the recall@10 of that segment (against exact
+float32 search over the vectors sent) is printed beside that of one int8 segment built straight from
+them, and how far the merged segment's decoded rows are from the vectors sent::
+
+    .venv/bin/python bench/quantization.py --merges --vectors 100000 --batch 1000 --merge-factor 10
 """
 
 from __future__ import annotations
@@ -86,6 +95,81 @@ def build(
     return segment, wall, cpu
 
 
+def merged(vectors: np.ndarray[Any, Any], queries: np.ndarray[Any, Any], batch: int, factor: int) -> dict[str, Any]:
+    """Publish ``vectors`` in batches into an int8 collection, merge them tier by tier into one flat segment, and
+    measure it against exact search and against one int8 segment built from the vectors sent."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    import redis
+
+    from semaflow.redis_server import RedisServer
+    from services.indexer.compaction import Compactor, Policy
+    from services.indexer.publishing import Publisher
+    from shared import keys
+    from shared.config import Settings
+    from shared.index.documents import Document, encode_batch, encode_vectors, put_batch
+    from shared.records.catalog import Collection
+
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :K]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer.start(Path(tmp) / "redis")
+        client = redis.Redis.from_url(server.url)
+        try:
+            store = LocalStore(Path(tmp) / "objects")
+            cache = SegmentCache(store, Path(tmp) / "cache")
+            now = datetime.now(UTC)
+            collection = Collection(tenant="bench", name="q", id="q1", created_at=now, quantization="int8")
+            client.hset(keys.collections("bench"), "q", collection.model_dump_json())
+            client.sadd(keys.tenants(), "bench")
+            publisher = Publisher(client, store)
+            log(f"publishing {len(vectors):,} vectors in int8 batches of {batch:,}")
+            for b, start in enumerate(range(0, len(vectors), batch)):
+                ids = [f"d{i}" for i in range(start, min(start + batch, len(vectors)))]
+                docs = [Document(id=i, vector=None, text="x", metadata={}) for i in ids]
+                put_batch(store, collection.ref, f"b{b:05d}", encode_batch(docs))
+                store.put(collection.ref.vectors_key(f"b{b:05d}"), encode_vectors(vectors[start : start + batch]))
+                publisher.add_batch(collection, f"b{b:05d}", write_seq=b + 1)
+            flat = Policy.from_settings(Settings(approximate_threshold=10**12))
+            policy = dataclasses.replace(flat, merge_factor=factor)
+            compactor = Compactor(store, publisher, policy)
+            merges = 0
+            while compactor.compact(collection) is not None:
+                merges += 1
+            if compactor.compact(collection, full=True) is not None:
+                merges += 1
+            manifest = publisher.current(collection.ref)
+            assert manifest is not None and len(manifest.segments) == 1
+            (segment,) = manifest.segments
+            loaded = segments.open_cached(cache, collection.ref, segment)
+            snapshot = Snapshot.build(collection.ref, "merged", [(loaded, ())])
+            hits = sum(
+                len({int(h.id[1:]) for h in search_snapshot(snapshot, q, K)} & set(truth[i].tolist()))
+                for i, q in enumerate(queries)
+            )
+            order = np.array([int(i[1:]) for i in loaded.ids])
+            decoded = np.vstack([loaded.vector(r) for r in range(len(order))])
+            ref = CollectionRef("bench", "once", "o")
+            once, _, _ = build(store, ref, vectors, "flat", "int8")
+            once_loaded = segments.open_cached(cache, ref, once)
+            once_snapshot = Snapshot.build(ref, "once", [(once_loaded, ())])
+            once_hits = sum(
+                len({int(h.id[1:]) for h in search_snapshot(once_snapshot, q, K)} & set(truth[i].tolist()))
+                for i, q in enumerate(queries)
+            )
+            return {
+                "merges": merges,
+                "merged_kind": f"{segment.kind}/{segment.quantization or 'float32'}",
+                "recall_at_10_merged": hits / truth.size,
+                "recall_at_10_once": once_hits / truth.size,
+                "largest_move_merged": float(np.abs(decoded - vectors[order]).max()),
+                "files": sorted(segment.files),
+            }
+        finally:
+            client.close()
+            server.stop()
+
+
 def ratio(int8: float, float32: float) -> str:
     """The slower of the two as a multiple of the faster (the reference is always the faster path)."""
     if int8 >= float32:
@@ -100,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", choices=("topics", "noisy", "random"), default="topics")
     parser.add_argument("--kind", choices=("flat", "ivf", "hnsw"), default="flat")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--merges", action="store_true", help="recall of an int8 collection merged tier by tier")
+    parser.add_argument("--batch", type=int, default=1_000, help="--merges: vectors per published batch")
+    parser.add_argument("--merge-factor", type=int, default=10, help="--merges: segments merged at a time")
     args = parser.parse_args(argv)
 
     import faiss
@@ -108,6 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     log(f"generating {args.vectors:,} + {args.queries} {args.data} vectors")
     data = np.ascontiguousarray(vectors_for(args.vectors + args.queries, 7, args.data), dtype=np.float32)
     vectors, queries = data[: args.vectors], data[args.vectors :]
+    if args.merges:
+        result = merged(vectors, queries, args.batch, args.merge_factor)
+        print(
+            f"semaflow int8 merges: {args.vectors:,} {args.data} vectors in batches of {args.batch:,}, merged"
+            f" {args.merge_factor} at a time ({result['merges']} merges) into one {result['merged_kind']} segment"
+        )
+        print(f"  recall@10, merged:             {result['recall_at_10_merged']:.4f}")
+        print(f"  recall@10, quantised once:     {result['recall_at_10_once']:.4f}")
+        print(f"  largest move of a merged row:  {result['largest_move_merged']:.5f}")
+        print(f"  merged segment's files:        {', '.join(result['files'])}")
+        write_json(args.json, {"environment": environment(), "merges": result})
+        return 0
     truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :K]
     out: dict[str, Any] = {"environment": environment(), "args": {k: str(v) for k, v in vars(args).items()}}
     with tempfile.TemporaryDirectory() as tmp:

@@ -297,8 +297,11 @@ class Compactor:
                         kept.append(at + k)
                         seqs.append(entry[1])
             rows = np.frombuffer(kept, dtype=np.int64)
-            regions = mapped_regions(cache.path(ref, seg, segments.INDEX_FILE))
-            sources.append(Source.of(opened, rows, regions))
+            originals = segments.open_originals(cache, ref, seg, dim)
+            if originals is not None:  # an int8 segment: its rows as sent, not decoded from their codes
+                sources.append(Source.rows_of(originals[0], rows, mapped_regions(originals[1])))
+            else:
+                sources.append(Source.of(opened, rows, mapped_regions(cache.path(ref, seg, segments.INDEX_FILE))))
             ids.take(own_ids, rows)
             metadata.take(table.metadata_column(), rows)
             texts.take(segments.read_text_entries(self.store, ref, seg), rows)

@@ -38,18 +38,27 @@ TEXTS_FILE: Final = "texts.bin"
 # The sidecar's rows as a document table (:mod:`shared.index.doctable`), read in place. Segments written
 # before it existed lack it: a gateway makes it in its segment cache from the sidecar, once per host.
 DOCS_TABLE_FILE: Final = "docs.table"
+# An int8 segment's rows as they were given to it, float32 little-endian, row after row in the index's order,
+# no header. Merges read them, so a row is quantised once, from the vector sent, however many merges it goes
+# through (decoded codes re-quantised on each merge's own ranges drift further at every level). Gateways never
+# fetch it: they search the codes.
+ORIGINALS_FILE: Final = "vectors.f32"
+# Rows of originals written at once.
+_ORIGINALS_CHUNK: Final = 16_384
 
 log = structlog.get_logger(__name__)
 
 __all__ = [
     "DOCS_FILE",
     "INDEX_FILE",
+    "ORIGINALS_FILE",
     "TEXTS_FILE",
     "HnswParams",
     "LoadedSegment",
     "RecallTarget",
     "build",
     "load",
+    "open_originals",
     "read_text_entries",
     "read_texts",
     "open_cached",
@@ -222,7 +231,35 @@ def _laid_out(
     }
     if rows.texts is not None:
         files[TEXTS_FILE] = textfile.pieces(rows.texts)
+    if quantized:
+        files[ORIGINALS_FILE] = _originals(vectors, order)
     return index, _entry(segment_id, kind, len(rows), {}, calibration, quantized), files
+
+
+def _originals(vectors: Vectors, order: np.ndarray[Any, Any] | None) -> Iterator[bytes]:
+    """The originals file of ``vectors`` (rows in ``order``, or as they are), in pieces of a chunk of rows."""
+    rows = np.arange(len(vectors)) if order is None else np.asarray(order, dtype=np.int64)
+    for start in range(0, len(rows), _ORIGINALS_CHUNK):
+        yield np.ascontiguousarray(vectors[rows[start : start + _ORIGINALS_CHUNK]], dtype="<f4").tobytes()
+
+
+def open_originals(
+    cache: SegmentCache, ref: CollectionRef, segment: SegmentRef, dim: int
+) -> tuple[np.ndarray[Any, np.dtype[np.float32]], Path] | None:
+    """An int8 segment's originals (see :data:`ORIGINALS_FILE`), memory-mapped from ``cache``, and the file's path;
+    None for a segment without them (float32, or int8 written before they were kept: its rows are decoded).
+
+    Raises:
+        CorruptObject: the file fails its SHA-256 check or its size is not the segment's rows.
+    """
+    if ORIGINALS_FILE not in segment.files:
+        return None
+    path = cache.path(ref, segment, ORIGINALS_FILE)
+    if path.stat().st_size != segment.vectors * dim * 4:
+        raise CorruptObject(f"segment {segment.id}/{ORIGINALS_FILE} is not {segment.vectors} rows of {dim}")
+    if not segment.vectors:
+        return np.zeros((0, dim), dtype=np.float32), path
+    return np.memmap(path, dtype="<f4", mode="r", shape=(segment.vectors, dim)), path
 
 
 def build(

@@ -86,6 +86,14 @@ class Source:
         _give_back(regions)
         return cls(segment.owner, segment.vectors, np.asarray(rows, dtype=np.int64), regions)
 
+    @classmethod
+    def rows_of(
+        cls, vectors: np.ndarray[Any, Any], rows: np.ndarray[Any, Any], regions: list[tuple[int, int]]
+    ) -> Source:
+        """The source reading ``rows`` of a memory-mapped array of vectors (an int8 segment's originals)."""
+        _give_back(regions)
+        return cls(vectors, vectors, np.asarray(rows, dtype=np.int64), regions)
+
     def read(self, positions: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float32]]:
         """The vectors of kept rows ``positions`` (positions in ``rows``), copied; the file's pages given back."""
         rows = self.rows[positions]

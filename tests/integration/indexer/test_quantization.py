@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pytest
 import redis
@@ -183,6 +184,37 @@ def test_merges_keep_the_collection_int8(
         len({h.id for h in search_snapshot(snapshot, q, 10)} & set(_exact(stored, q, 10, live_rows))) for q in queries
     )
     assert found / (10 * len(queries)) >= 0.95
+
+
+def test_a_row_is_quantised_once_from_the_vector_sent_however_many_merges_it_goes_through(
+    redis_client: redis.Redis, store: LocalStore, tmp_path: Path
+) -> None:
+    # Given an int8 collection of 8 batch segments, merged 4 at a time and then all into one (two levels),
+    vectors = unit_vectors(2000, seed=7, clusters=20)
+    publisher = Publisher(redis_client, store)
+    collection = _collection(redis_client, "docs", "int8")
+    _write(publisher, store, collection, vectors, 250)
+    policy = dataclasses.replace(Policy.from_settings(Settings(approximate_threshold=10**6)), merge_factor=4)
+    compactor = Compactor(store, publisher, policy)
+    first = [compactor.compact(collection), compactor.compact(collection)]
+    assert [r.merged if r else None for r in first] == [4, 4]
+    last = compactor.compact(collection, full=True)
+    assert last is not None and last.merged == 2 and last.quantization == "int8"
+    manifest = publisher.current(collection.ref)
+    assert manifest is not None
+    (merged,) = manifest.segments
+    # Then the merged segment keeps every row's vector as it was sent, in its index's order,
+    cache = SegmentCache(store, tmp_path / "cache")
+    originals = segments.open_originals(cache, collection.ref, merged, 384)
+    assert originals is not None
+    order = [int(i[1:]) for i in segments.read_ids(store, collection.ref, merged)]
+    np.testing.assert_array_equal(originals[0], vectors[order])
+    # and its codes are those of quantising the vectors sent on its ranges: not of re-quantising codes decoded
+    # from the segments it merged (which moves a row further at each level).
+    opened = segments.open_cached(cache, collection.ref, merged)
+    index: Any = faiss.downcast_index(opened.owner)  # type: ignore[arg-type]
+    sent = np.ascontiguousarray(vectors[order])
+    np.testing.assert_array_equal(index.reconstruct_n(0, len(order)), index.sa_decode(index.sa_encode(sent)))
 
 
 def test_a_collection_recorded_before_quantization_existed_reads_as_none(redis_client: redis.Redis) -> None:
