@@ -37,6 +37,8 @@ PRECISION: Final = "f32"
 # stalls the rest; separate streams do not wait for each other, and tokenising the next batch overlaps the
 # model. "LATENCY" is one stream over every core.
 PERFORMANCE_HINT: Final = "THROUGHPUT"
+# Longest wait for an infer request another call holds before taking it for lost and making a new one.
+REQUEST_WAIT_S: Final = 30.0
 # The transformer's inputs, as sentence-transformers' tokenizer names them.
 INPUTS: Final = ("input_ids", "attention_mask", "token_type_ids")
 # Files whose bytes decide the converted graph (with the library versions): the cache key.
@@ -217,7 +219,10 @@ class OpenVINOModel:
         """An idle infer request for a call with ``running`` batches under way.
 
         A call holding requests never blocks for another: it pools its own oldest batch (``pool_oldest``), which
-        returns that request, so calls running at once cannot wait on each other forever.
+        returns that request, so calls running at once cannot wait on each other forever. A call holding none
+        waits for one; if none comes back within :data:`REQUEST_WAIT_S` (a model batch takes milliseconds), one
+        was lost (a task's time limit interrupts its thread with an exception that can land between taking a
+        request and recording it) and a new one is made, so a lost request never stalls every later call.
         """
         while True:
             if len(running) < self._per_call:
@@ -225,7 +230,11 @@ class OpenVINOModel:
                     return self._idle.get_nowait()
                 except queue.Empty:
                     if not running:
-                        return self._idle.get()  # others hold every request and will return them
+                        try:
+                            return self._idle.get(timeout=REQUEST_WAIT_S)  # others hold every request
+                        except queue.Empty:
+                            log.warning("openvino.request_replaced", waited_s=REQUEST_WAIT_S)
+                            return self._compiled.create_infer_request()
             pool_oldest()
 
     def _pool(

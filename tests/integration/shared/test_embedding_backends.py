@@ -14,7 +14,7 @@ import pytest
 from shared.errors import ConfigurationError
 from shared.index import openvino_model
 from shared.index.backend_choice import MIN_AGREEMENT, PROBE_TEXTS, choose, min_cosine
-from shared.index.embedding import Encoder
+from shared.index.embedding import Encoder, packaged_model_path
 
 needs_openvino = pytest.mark.skipif(not openvino_model.available(), reason="openvino is not installed")
 
@@ -81,6 +81,22 @@ def test_calls_from_several_threads_at_once_each_get_their_own_texts_vectors(ope
     # Then each call's rows are its own texts' vectors, as when the calls ran one after another
     for k, got in enumerate(together):
         np.testing.assert_allclose(got, alone[k % 4], atol=1e-5)
+
+
+@needs_openvino
+def test_a_lost_infer_request_is_replaced_rather_than_waited_for_forever(
+    encoder: Encoder, openvino_encoder: Encoder, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a model whose every idle infer request was lost (as a thread interrupted by a time limit loses one)
+    model = openvino_model.OpenVINOModel.load(encoder.model, packaged_model_path(), cache_dir)
+    lost = []
+    while not model._idle.empty():
+        lost.append(model._idle.get_nowait())
+    monkeypatch.setattr(openvino_model, "REQUEST_WAIT_S", 0.2)
+    # When texts are encoded, then each call still gets its vectors, on requests made anew
+    np.testing.assert_allclose(model.encode(TEXTS, 4), openvino_encoder.encode(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(model.encode(TEXTS, 4), openvino_encoder.encode(TEXTS), atol=1e-5)
+    assert lost
 
 
 class Stop(Exception):
