@@ -141,27 +141,27 @@ def merged(vectors: np.ndarray[Any, Any], queries: np.ndarray[Any, Any], batch: 
             manifest = publisher.current(collection.ref)
             assert manifest is not None and len(manifest.segments) == 1
             (segment,) = manifest.segments
-            loaded = segments.open_cached(cache, collection.ref, segment)
-            snapshot = Snapshot.build(collection.ref, "merged", [(loaded, ())])
-            hits = sum(
-                len({int(h.id[1:]) for h in search_snapshot(snapshot, q, K)} & set(truth[i].tolist()))
-                for i, q in enumerate(queries)
-            )
+
+            def recall(ref: CollectionRef, segment: SegmentRef) -> tuple[float, Any]:
+                """Recall@10 of ``segment`` opened as a gateway opens it, against exact search; and the opened one."""
+                loaded = segments.open_cached(cache, ref, segment)
+                snapshot = Snapshot.build(ref, segment.id, [(loaded, ())])
+                hits = sum(
+                    len({int(h.id[1:]) for h in search_snapshot(snapshot, q, K)} & set(truth[i].tolist()))
+                    for i, q in enumerate(queries)
+                )
+                return hits / truth.size, loaded
+
+            merged_recall, loaded = recall(collection.ref, segment)
             order = np.array([int(i[1:]) for i in loaded.ids])
             decoded = np.vstack([loaded.vector(r) for r in range(len(order))])
-            ref = CollectionRef("bench", "once", "o")
-            once, _, _ = build(store, ref, vectors, "flat", "int8")
-            once_loaded = segments.open_cached(cache, ref, once)
-            once_snapshot = Snapshot.build(ref, "once", [(once_loaded, ())])
-            once_hits = sum(
-                len({int(h.id[1:]) for h in search_snapshot(once_snapshot, q, K)} & set(truth[i].tolist()))
-                for i, q in enumerate(queries)
-            )
+            once_ref = CollectionRef("bench", "once", "o")
+            once_recall, _ = recall(once_ref, build(store, once_ref, vectors, "flat", "int8")[0])
             return {
                 "merges": merges,
                 "merged_kind": f"{segment.kind}/{segment.quantization or 'float32'}",
-                "recall_at_10_merged": hits / truth.size,
-                "recall_at_10_once": once_hits / truth.size,
+                "recall_at_10_merged": merged_recall,
+                "recall_at_10_once": once_recall,
                 "largest_move_merged": float(np.abs(decoded - vectors[order]).max()),
                 "files": sorted(segment.files),
             }

@@ -44,8 +44,6 @@ __all__ = ["MAGIC", "DocTable", "IdColumn", "MetaColumn", "encode", "pieces"]
 
 def encode(ids: Sequence[str], metadata: Sequence[dict[str, Any]]) -> bytes:
     """The table of rows whose ids and metadata are ``ids`` and ``metadata`` (in row order)."""
-    if len(ids) != len(metadata):
-        raise ValueError("ids and metadata differ in length")
     rows = Rows.of(ids, metadata)
     return b"".join(pieces(rows.ids, rows.metadata))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Final, NamedTuple
 
@@ -238,8 +237,3 @@ def decode_vectors(data: bytes) -> np.ndarray[Any, np.dtype[np.float32]]:
     if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape[1] != c.EMBEDDING_DIM:
         raise CorruptObject(f"vectors have shape {arr.shape} and dtype {arr.dtype}")
     return arr  # type: ignore[no-any-return]
-
-
-def metadata_line(doc_id: str, metadata: dict[str, Any]) -> bytes:
-    """One sidecar row: the document id and its metadata."""
-    return json.dumps({"id": doc_id, "metadata": metadata}, separators=(",", ":")).encode()

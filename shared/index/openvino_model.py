@@ -7,6 +7,7 @@ modules do them, so the vectors are those of the torch model to float rounding.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -224,18 +225,16 @@ class OpenVINOModel:
         was lost (a task's time limit interrupts its thread with an exception that can land between taking a
         request and recording it) and a new one is made, so a lost request never stalls every later call.
         """
-        while True:
+        while running:
             if len(running) < self._per_call:
-                try:
+                with contextlib.suppress(queue.Empty):
                     return self._idle.get_nowait()
-                except queue.Empty:
-                    if not running:
-                        try:
-                            return self._idle.get(timeout=REQUEST_WAIT_S)  # others hold every request
-                        except queue.Empty:
-                            log.warning("openvino.request_replaced", waited_s=REQUEST_WAIT_S)
-                            return self._compiled.create_infer_request()
             pool_oldest()
+        try:
+            return self._idle.get(timeout=REQUEST_WAIT_S)  # others hold every request
+        except queue.Empty:
+            log.warning("openvino.request_replaced", waited_s=REQUEST_WAIT_S)
+            return self._compiled.create_infer_request()
 
     def _pool(
         self, request: Any, idx: np.ndarray[Any, Any], attention: np.ndarray[Any, Any], out: np.ndarray[Any, Any]

@@ -182,7 +182,8 @@ def _entry(
 
 
 def _sidecar_lines(rows: Rows) -> Iterator[bytes]:
-    """The sidecar's lines (``metadata_line`` of each row, newline-separated), in pieces."""
+    """The sidecar's lines, newline-separated, in pieces: each row's ``{"id":...,"metadata":...}``, compact JSON
+    with non-ASCII escaped."""
     metadata = rows.metadata
     piece = bytearray()
     for r in range(len(rows)):
@@ -451,12 +452,7 @@ def read_texts(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> l
         CorruptObject: the file fails its SHA-256 check or does not parse.
         ObjectNotFound: it is missing.
     """
-    if TEXTS_FILE not in segment.files:
-        return [None] * segment.vectors
-    found = textfile.decode(_fetch(store, ref, segment, TEXTS_FILE))
-    if len(found) != segment.vectors:
-        raise CorruptObject(f"segment {segment.id} has {segment.vectors} vectors and {len(found)} texts")
-    return found
+    return textfile.texts_of(read_text_entries(store, ref, segment))
 
 
 def read_text_entries(store: ObjectStore, ref: CollectionRef, segment: SegmentRef) -> Column:

@@ -14,7 +14,6 @@ its two offsets, then its entry; nothing else of the file is read.
 
 from __future__ import annotations
 
-import itertools
 import os
 import struct
 import weakref
@@ -29,9 +28,8 @@ from shared.index.columns import TEXT_TAG, Column, text_entry
 MAGIC: Final = b"SFTEXTS1"
 _U64: Final = struct.Struct("<Q")
 _HEADER: Final = len(MAGIC) + _U64.size
-_TEXT: Final = TEXT_TAG
 
-__all__ = ["MAGIC", "TextFile", "decode", "encode", "entries", "pieces"]
+__all__ = ["MAGIC", "TextFile", "decode", "encode", "entries", "pieces", "texts_of"]
 
 
 def encode(texts: Sequence[str | None]) -> bytes:
@@ -67,7 +65,7 @@ def entries(data: bytes) -> Column:
 def _entry(raw: bytes) -> str | None:
     if not raw:
         return None
-    if raw[:1] != _TEXT:
+    if raw[:1] != TEXT_TAG:
         raise CorruptObject("a texts file entry has an unknown tag")
     try:
         return raw[1:].decode()
@@ -86,17 +84,21 @@ def _layout(head: bytes, size: int) -> int:
 
 
 def decode(data: bytes) -> list[str | None]:
-    """Every row's text (what a merge of segments reads).
+    """Every row's text.
 
     Raises:
         CorruptObject: ``data`` is not a well-formed texts file.
     """
-    count = _layout(data[:_HEADER], len(data))
-    offsets = struct.unpack_from(f"<{count + 1}Q", data, _HEADER)
-    base = _HEADER + 8 * (count + 1)
-    if base + offsets[-1] != len(data) or any(a > b for a, b in itertools.pairwise(offsets)):
-        raise CorruptObject("a texts file's offsets do not match its data")
-    return [_entry(data[base + a : base + b]) for a, b in itertools.pairwise(offsets)]
+    return texts_of(entries(data))
+
+
+def texts_of(found: Column) -> list[str | None]:
+    """The texts of a column of entries (see :func:`entries`).
+
+    Raises:
+        CorruptObject: an entry is not a well-formed one.
+    """
+    return [_entry(raw) for raw in found]
 
 
 class TextFile:
