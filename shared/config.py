@@ -77,6 +77,16 @@ class Settings(BaseSettings):
             " searches do not wait behind them (0: the gateway's own body thread does it)."
         ),
     )
+    background_nice: int = Field(
+        default=c.BACKGROUND_NICE,
+        ge=0,
+        le=19,
+        description=(
+            "Niceness the embedder, indexer, notifier, scheduler and the gateway's ingest-body workers give"
+            " themselves at start, so that on a host whose cores are all busy searches get a core first (0: the"
+            " gateway's priority)."
+        ),
+    )
     search_workers: int = Field(default=0, description="Searches run at once per gateway (0: one per CPU core).")
     search_threads: int = Field(
         default=1, description="FAISS threads per search; concurrent requests already use every core."

@@ -15,6 +15,11 @@ MAX_SEARCH_K: Final = 100
 # A search that finds a newer version published than the one loaded waits this long for it, so a
 # job that reports success is searchable at once; a bigger load than that answers from the old one.
 SEARCH_FRESHNESS_WAIT_S: Final = 2.0
+
+# Niceness of the services doing background work (0-19; the gateway stays at 0): on a host whose cores are
+# all busy with ingest, searches get a core first. bench/scale.py's search while batches publish, 100,000
+# clustered vectors, alternating rounds: 2.4-2.9x idle against 2.9-3.8x at 0 (docs/benchmarks.md).
+BACKGROUND_NICE: Final = 10
 # While Redis cannot be reached, the gateway still answers searches for keys it verified this recently:
 # long enough to ride out a failover, short enough that a key revoked elsewhere soon stops working.
 KEY_CACHE_TTL_S: Final = 60.0
@@ -129,9 +134,13 @@ COMPACTION_DELETED_RATIO: Final = 0.2
 # a manifest stays under about 300 kB however many documents are deleted).
 COMPACTION_MAX_TOMBSTONES: Final = 10_000
 
-# Above this many live vectors a merged segment is approximate instead of a flat scan: an exact
-# scan of 50,000 x 384 floats costs ~5 ms per query on one core, beyond that approximate search pays.
-APPROXIMATE_THRESHOLD: Final = 50_000
+# From this many live vectors a merged segment is approximate instead of a flat scan. An exact scan
+# costs ~0.066 ms per query per 1,000 x 384 floats on one core: 0.66 ms for a 10,000-vector segment of
+# the tier above the smallest, where an IVF one of clustered vectors takes 0.03 ms. At 50,000, a
+# collection growing past 100,000 scanned up to nine flat 10,000-vector segments: 2.7 -> 12.6 ms per
+# search in bench/scale.py's growth, 3-4 ms at 5,000. Checked for recall like any approximate segment,
+# so data that does not cluster is still built flat.
+APPROXIMATE_THRESHOLD: Final = 5_000
 
 # Which approximate index large segments get, chosen by bench/compaction.py --kinds (docs/benchmarks.md):
 # at 100,000 clustered vectors IVF-Flat built 2.4-9x faster than HNSW (M=32, efConstruction 200) at the

@@ -8,6 +8,7 @@ from shared.config import Settings
 from shared.index.embedding import Encoder
 from shared.index.storage import ObjectStore, open_store
 from shared.messaging import tasks
+from shared.priority import lower_priority
 from shared.runtime import telemetry
 from shared.runtime.worker import WorkerService, new_worker_service
 
@@ -35,4 +36,5 @@ def main() -> None:
     """Run the embedder until SIGTERM."""
     settings = Settings()
     telemetry.configure(NAME, settings)
+    lower_priority(settings.background_nice)  # every thread so far; those started later inherit it
     build(settings).run_forever()

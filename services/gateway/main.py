@@ -168,6 +168,7 @@ def build(
             app[BODY_POOL],
             max_depth=settings.max_json_depth,
             max_documents=settings.max_documents_per_request,
+            nice=settings.background_nice,
         )
         app[WRITES] = Writes(
             client,

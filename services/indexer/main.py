@@ -10,6 +10,7 @@ from shared.config import Settings
 from shared.index.approximate import RecallTarget
 from shared.index.storage import ObjectStore, open_store
 from shared.messaging import tasks
+from shared.priority import lower_priority
 from shared.runtime import telemetry
 from shared.runtime.worker import WorkerService, new_worker_service
 
@@ -41,4 +42,5 @@ def main() -> None:
     """Run the indexer until SIGTERM."""
     settings = Settings()
     telemetry.configure(NAME, settings)
+    lower_priority(settings.background_nice)  # every thread so far; those started later inherit it
     build(settings).run_forever()

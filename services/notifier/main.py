@@ -19,6 +19,7 @@ from shared.config import Settings
 from shared.errors import TransientError
 from shared.messaging import tasks
 from shared.messaging.bus import GroupConsumer
+from shared.priority import lower_priority
 from shared.runtime import telemetry
 from shared.runtime.heartbeat import instance_id
 from shared.runtime.outage import redis_outage
@@ -119,6 +120,7 @@ def main() -> None:
     """Run the notifier until SIGTERM."""
     settings = Settings()
     telemetry.configure(NAME, settings)
+    lower_priority(settings.background_nice)  # every thread so far; those started later inherit it
     notifier = build(settings)
     grace = 2 * settings.shutdown_timeout_s + 10  # the worker's in-flight messages, then the attempts
     asyncio.run(run_until_signalled(NAME, settings.require_redis_url(), notifier.run, heartbeat=False, grace_s=grace))

@@ -12,6 +12,7 @@ import structlog
 from services.scheduler.leader import Clock, Scheduler, utcnow
 from services.scheduler.metrics import SchedulerMetrics
 from shared.config import Settings
+from shared.priority import lower_priority
 from shared.runtime import telemetry
 from shared.runtime.broker import build_broker
 from shared.runtime.metrics import beat_info, process_registry, serve_metrics
@@ -66,6 +67,7 @@ def main() -> None:
     """Run the scheduler until SIGTERM."""
     settings = Settings()
     telemetry.configure(NAME, settings)
+    lower_priority(settings.background_nice)  # every thread so far; those started later inherit it
     schedules = settings.schedule_table()  # fail at start, not at the first tick, on an invalid schedule
     registry = process_registry()
     metrics = SchedulerMetrics(registry, sorted(schedules))

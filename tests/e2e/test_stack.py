@@ -169,6 +169,7 @@ def test_crashed_worker_is_restarted_and_stack_stops_cleanly(tmp_path: Path) -> 
     try:
         supervisor = psutil.Process(stack.process.pid)
         _check_private_redis(tmp_path / "data", supervisor, stack)
+        _check_priorities(supervisor)
         indexer = next(p for p in supervisor.children() if "services.indexer" in " ".join(p.cmdline()))
         indexer.send_signal(signal.SIGKILL)
         indexer.wait(10)
@@ -188,6 +189,25 @@ def test_crashed_worker_is_restarted_and_stack_stops_cleanly(tmp_path: Path) -> 
     assert code == 0, stack.logs()
     for child in children:
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
+
+
+def _check_priorities(supervisor: psutil.Process) -> None:
+    """Background services run every thread at SEMAFLOW_BACKGROUND_NICE (10), the gateway at the supervisor's."""
+    own = supervisor.nice()
+    by_service = {}
+    for process in supervisor.children():
+        service = next((a for a in process.cmdline() if a.startswith("services.")), None)
+        if service is not None:
+            tasks = Path(f"/proc/{process.pid}/task").iterdir()
+            by_service[service] = {int(t.joinpath("stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks}
+    background = max(10, own)
+    assert by_service == {
+        "services.gateway": {own},
+        "services.embedder": {background},
+        "services.indexer": {background},
+        "services.notifier": {background},
+        "services.scheduler": {background},
+    }
 
 
 def _check_private_redis(data_dir: Path, supervisor: psutil.Process, stack: Stack) -> None:

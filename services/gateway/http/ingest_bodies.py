@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from services.gateway.http.bodies import OFF_LOOP_BYTES, decode_body
 from shared.api.schemas import IngestRequest
 from shared.index.documents import EncodedBatch, encode_batch
+from shared.priority import lower_priority
 
 if TYPE_CHECKING:
     from shared.messaging.workqueue import Priority
@@ -71,11 +72,15 @@ class IngestBodies:
     The workers start with the first large body (a gateway that only searches never starts them), and until
     they have imported what they need (about a second) bodies are prepared on the thread, so no request
     waits for them. A worker that dies (killed for memory, say) costs no request either: the pool is
-    replaced and the body decoded on the thread meanwhile.
+    replaced and the body decoded on the thread meanwhile. The workers run at niceness ``nice`` (see
+    :mod:`shared.priority`): parsing a batch is background work next to the searches of the gateway itself.
     """
 
-    def __init__(self, processes: int, threads: Executor | None, *, max_depth: int, max_documents: int) -> None:
+    def __init__(
+        self, processes: int, threads: Executor | None, *, max_depth: int, max_documents: int, nice: int = 0
+    ) -> None:
         self.processes = processes
+        self.nice = nice
         self.threads = threads
         self.max_depth = max_depth
         self.max_documents = max_documents
@@ -87,7 +92,12 @@ class IngestBodies:
         needs, in the background)."""
         if self.processes > 0 and self._pool is None:
             # spawn: the gateway runs threads, and a forked child would inherit their locks mid-use.
-            self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=lower_priority,
+                initargs=(self.nice,),
+            )
             self._warming = [self._pool.submit(_started) for _ in range(self.processes)]
 
     async def warm(self) -> None:

@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -141,3 +142,26 @@ async def test_no_processes_prepares_every_body_on_the_thread(threads: CountingT
     assert await bodies.prepare(raw) == prepare_ingest(raw, DEPTH, MOST)
     assert (threads.calls, bodies._pool) == (1, None)
     bodies.close()
+
+
+def _thread_niceness(pid: int) -> list[int]:
+    """The niceness of each thread of ``pid``: field 19 of /proc/PID/task/TID/stat (16 after the name's ')')."""
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return [int(t.joinpath("stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks]
+
+
+async def test_the_workers_run_at_the_niceness_given(threads: CountingThreads) -> None:
+    # Given body workers asked to run at niceness 7 (the gateway itself stays where it is),
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    bodies = IngestBodies(2, threads, max_depth=DEPTH, max_documents=MOST, nice=7)
+    try:
+        await bodies.warm()
+        assert await bodies.prepare(_body(100)) is not None
+        pool = bodies._pool
+        assert pool is not None and len(pool._processes) == 2
+        # then every thread of every worker has it,
+        for pid in pool._processes:
+            assert set(_thread_niceness(pid)) == {max(7, own)}
+        assert os.getpriority(os.PRIO_PROCESS, 0) == own
+    finally:
+        bodies.close()

@@ -100,3 +100,14 @@ def test_a_checked_segment_stores_its_parameter_in_the_manifest_entry_and_the_in
     row = loaded.row_of("d123")
     assert row is not None
     assert np.allclose(loaded.vectors[row], vectors[123]) and loaded.metadata[row] == {"n": 123}
+
+
+def test_ivf_lists_follow_the_guideline_but_each_keeps_enough_training_vectors() -> None:
+    # 4 sqrt(n) lists where every list still gets FAISS's 39 training vectors (100,000: 1,265)...
+    assert approximate.ivf_lists(100_000) == round(4 * 100_000**0.5)
+    assert approximate.ivf_lists(1_000_000) == 4_000
+    # ... fewer where it would not (10,000 vectors: 256 lists of 39, not 400 of 25), never below 32 ...
+    assert approximate.ivf_lists(10_000) == 10_000 // 39
+    assert approximate.ivf_lists(1_000) == 32
+    # ... and never more lists than the guideline gives a tiny segment.
+    assert approximate.ivf_lists(10) == 13
