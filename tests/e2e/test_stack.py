@@ -17,6 +17,7 @@ import redis
 from standardwebhooks import Webhook
 
 from semaflow.redis_server import PASSWORD_FILE
+from shared.priority import autogroup_niceness
 from tests.e2e.conftest import WORDS, Stack, corpus, ingest, search, start_stack, wait_job
 from tests.peers import Receiver
 
@@ -192,21 +193,25 @@ def test_crashed_worker_is_restarted_and_stack_stops_cleanly(tmp_path: Path) -> 
 
 
 def _check_priorities(supervisor: psutil.Process) -> None:
-    """Background services run every thread at SEMAFLOW_BACKGROUND_NICE (10), the gateway at the supervisor's."""
+    """Background services run every thread (and their session's group) at SEMAFLOW_BACKGROUND_NICE (10), the
+    gateway at the supervisor's priority."""
     own = supervisor.nice()
     by_service = {}
     for process in supervisor.children():
         service = next((a for a in process.cmdline() if a.startswith("services.")), None)
         if service is not None:
             tasks = Path(f"/proc/{process.pid}/task").iterdir()
-            by_service[service] = {int(t.joinpath("stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks}
-    background = max(10, own)
+            threads = {int(t.joinpath("stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks}
+            by_service[service] = (threads, autogroup_niceness(process.pid))
+    background, group = max(10, own), autogroup_niceness(supervisor.pid)
+    # each service leads a session of its own: where the kernel groups sessions, each has its own group
+    gateway_group, background_group = (None, None) if group is None else (0, 10)
     assert by_service == {
-        "services.gateway": {own},
-        "services.embedder": {background},
-        "services.indexer": {background},
-        "services.notifier": {background},
-        "services.scheduler": {background},
+        "services.gateway": ({own}, gateway_group),
+        "services.embedder": ({background}, background_group),
+        "services.indexer": ({background}, background_group),
+        "services.notifier": ({background}, background_group),
+        "services.scheduler": ({background}, background_group),
     }
 
 
