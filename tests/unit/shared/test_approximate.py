@@ -109,5 +109,7 @@ def test_ivf_lists_follow_the_guideline_but_each_keeps_enough_training_vectors()
     # ... fewer where it would not (10,000 vectors: 256 lists of 39, not 400 of 25), never below 32 ...
     assert approximate.ivf_lists(10_000) == 10_000 // 39
     assert approximate.ivf_lists(1_000) == 32
+    # (counting only the rows the lists are trained on: the recall check holds 200 out)
+    assert approximate.ivf_lists(10_000, trained_on=9_800) == 251
     # ... and never more lists than the guideline gives a tiny segment.
     assert approximate.ivf_lists(10) == 13
