@@ -243,12 +243,17 @@ def _claimed(client: redis.Redis, queue: str) -> set[str]:
 
 
 def _kill_embedder_holding_work(services: Services, client: redis.Redis) -> tuple[Http, list[str], set[str]]:
-    """Boot, ingest, and kill -9 the embedder once it holds a claim: the client, the jobs, the claimed ones."""
+    """Boot, ingest, and kill -9 the embedder once it holds a claim: the client, the jobs, the claimed ones.
+
+    The claims are read once the embedder is dead: working on two jobs at once, it may have taken a second
+    between the first claim seen and the kill."""
     http = _boot(services, client)
     job_ids = _ingest(http)
-    held: set[str] = _wait("a batch claimed by the embedder", lambda: _claimed(client, "embed"), services=services)
+    _wait("a batch claimed by the embedder", lambda: _claimed(client, "embed"), services=services)
     services.procs["embedder"].send_signal(signal.SIGKILL)
     services.procs["embedder"].wait(10)
+    held = _claimed(client, "embed")
+    assert held, "the claims vanished with the embedder before anything took them back"
     return http, job_ids, held
 
 
