@@ -140,6 +140,8 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(running
     hooks = {
         "SCHEMATHESIS_HOOKS": str(Path(__file__).with_name("schemathesis_hooks.py")),
         "SEMAFLOW_CONTRACT_KEY_ID": own,
+        "SEMAFLOW_CONTRACT_URL": stack.url,
+        "SEMAFLOW_CONTRACT_API_KEY": stack.api_key,
     }
     st = Path(sys.executable).parent / "st"
     config = tmp_path / "schemathesis.toml"
