@@ -18,8 +18,10 @@ SEARCH_FRESHNESS_WAIT_S: Final = 2.0
 
 # Niceness of the services doing background work (0-19; the gateway stays at 0): on a host whose cores are
 # all busy with ingest, searches get a core first. bench/scale.py's search while batches publish, 100,000
-# clustered vectors, alternating rounds: 2.4-2.9x idle against 2.9-3.8x at 0 (docs/benchmarks.md).
+# clustered vectors, alternating runs with the second tier approximate too: 1.34-1.53x idle against
+# 1.97-3.48x before (docs/benchmarks.md).
 BACKGROUND_NICE: Final = 10
+
 # While Redis cannot be reached, the gateway still answers searches for keys it verified this recently:
 # long enough to ride out a failover, short enough that a key revoked elsewhere soon stops working.
 KEY_CACHE_TTL_S: Final = 60.0

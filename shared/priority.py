@@ -25,7 +25,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["autogroup_niceness", "lower_priority"]
+__all__ = ["autogroup_niceness", "lower_priority", "thread_niceness"]
 
 _AUTOGROUP = Path("/proc/self/autogroup")
 _AUTOGROUP_ENABLED = Path("/proc/sys/kernel/sched_autogroup_enabled")
@@ -39,16 +39,28 @@ def lower_priority(niceness: int) -> int:
     kernel groups sessions (autogroups), the session's group gets the niceness too (a process that does not
     lead its session leaves the group alone: it holds others). Lowering one's own priority needs no privilege.
     """
-    if niceness <= os.getpriority(os.PRIO_PROCESS, 0):
-        return os.getpriority(os.PRIO_PROCESS, 0)
-    tasks = Path("/proc/self/task")
-    threads = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]
+    threads = _threads("self")
     for tid in threads:
         with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
             os.setpriority(os.PRIO_PROCESS, tid, max(niceness, os.getpriority(os.PRIO_PROCESS, tid)))
     group = _lower_autogroup(niceness)
     log.debug("process.niceness", niceness=niceness, threads=len(threads), autogroup=group)
     return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def thread_niceness(pid: int | str = "self") -> set[int]:
+    """The niceness of each thread of ``pid`` (on Linux every thread has its own), as a set."""
+    found = set()
+    for tid in _threads(pid):
+        with contextlib.suppress(ProcessLookupError):
+            found.add(os.getpriority(os.PRIO_PROCESS, tid))
+    return found
+
+
+def _threads(pid: int | str) -> list[int]:
+    """The thread ids of ``pid`` (0, the caller, where /proc does not list them)."""
+    tasks = Path(f"/proc/{pid}/task")
+    return [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]
 
 
 def autogroup_niceness(pid: int | str = "self") -> int | None:

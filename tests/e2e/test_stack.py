@@ -17,7 +17,7 @@ import redis
 from standardwebhooks import Webhook
 
 from semaflow.redis_server import PASSWORD_FILE
-from shared.priority import autogroup_niceness
+from shared.priority import autogroup_niceness, thread_niceness
 from tests.e2e.conftest import WORDS, Stack, corpus, ingest, search, start_stack, wait_job
 from tests.peers import Receiver
 
@@ -200,9 +200,7 @@ def _check_priorities(supervisor: psutil.Process) -> None:
     for process in supervisor.children():
         service = next((a for a in process.cmdline() if a.startswith("services.")), None)
         if service is not None:
-            tasks = Path(f"/proc/{process.pid}/task").iterdir()
-            threads = {int(t.joinpath("stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks}
-            by_service[service] = (threads, autogroup_niceness(process.pid))
+            by_service[service] = (thread_niceness(process.pid), autogroup_niceness(process.pid))
     background, group = max(10, own), autogroup_niceness(supervisor.pid)
     # each service leads a session of its own: where the kernel groups sessions, each has its own group
     gateway_group, background_group = (None, None) if group is None else (0, 10)

@@ -9,7 +9,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from services.gateway.http.bodies import OFF_LOOP_BYTES
 from services.gateway.http.ingest_bodies import IngestBodies, prepare_ingest
 from shared.index.documents import decode_batch
 from shared.messaging.workqueue import Priority
-from shared.priority import autogroup_niceness
+from shared.priority import autogroup_niceness, thread_niceness
 
 DEPTH = 32
 MOST = 1_000
@@ -146,16 +145,10 @@ async def test_no_processes_prepares_every_body_on_the_thread(threads: CountingT
     bodies.close()
 
 
-def _thread_niceness(pid: int) -> list[int]:
-    """The niceness of each thread of ``pid``: field 19 of /proc/PID/task/TID/stat (16 after the name's ')')."""
-    tasks = Path(f"/proc/{pid}/task").iterdir()
-    return [int(t.joinpath("stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks]
-
-
 def _priority_within(pid: int, expected: tuple[set[int], int | None], timeout_s: float) -> tuple[set[int], int | None]:
     """``pid``'s threads' niceness and its autogroup's, once they are ``expected`` or ``timeout_s`` has passed."""
     deadline = time.monotonic() + timeout_s
-    while (seen := (set(_thread_niceness(pid)), autogroup_niceness(pid))) != expected and time.monotonic() < deadline:
+    while (seen := (thread_niceness(pid), autogroup_niceness(pid))) != expected and time.monotonic() < deadline:
         time.sleep(0.05)
     return seen
 

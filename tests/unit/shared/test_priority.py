@@ -15,16 +15,13 @@ from shared.priority import autogroup_niceness, lower_priority
 # niceness is below 3 wherever these tests run.)
 CHILD = """
 import json, os, threading
-from shared.priority import autogroup_niceness, lower_priority
-
-def niceness_of_threads():
-    return sorted({os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")})
+from shared.priority import autogroup_niceness, lower_priority, thread_niceness
 
 stop = threading.Event()
 before = threading.Thread(target=stop.wait); before.start()
 first = lower_priority(6)
 after = threading.Thread(target=stop.wait); after.start()
-seen = niceness_of_threads()
+seen = sorted(thread_niceness())
 again = lower_priority(3)  # never lowers it back
 stop.set(); before.join(); after.join()
 print(json.dumps({
