@@ -25,7 +25,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["autogroup_niceness", "lower_priority", "thread_niceness"]
+__all__ = ["autogroup_niceness", "lower_priority", "sessions_grouped", "thread_niceness"]
 
 _AUTOGROUP = Path("/proc/self/autogroup")
 _AUTOGROUP_ENABLED = Path("/proc/sys/kernel/sched_autogroup_enabled")
@@ -63,12 +63,22 @@ def _threads(pid: int | str) -> list[int]:
     return [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]
 
 
-def autogroup_niceness(pid: int | str = "self") -> int | None:
-    """The niceness of ``pid``'s autogroup (None: the kernel groups no sessions, or says nothing)."""
+def sessions_grouped() -> bool:
+    """Whether the kernel groups sessions for scheduling (autogroups on)."""
     try:
-        if _AUTOGROUP_ENABLED.read_text().strip() != "1":
-            return None
-        # "/autogroup-85 nice 0"
+        return _AUTOGROUP_ENABLED.read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def autogroup_niceness(pid: int | str = "self") -> int | None:
+    """The niceness of ``pid``'s autogroup; None where the kernel groups no sessions, or where ``pid`` is in no
+    session's group of its own (the session of init, and everything in it, is in the root group: the kernel
+    shows nothing for it)."""
+    if not sessions_grouped():
+        return None
+    try:
+        # "/autogroup-85 nice 0", or nothing at all in the root group
         return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
     except (OSError, ValueError, IndexError):
         return None

@@ -17,7 +17,7 @@ import redis
 from standardwebhooks import Webhook
 
 from semaflow.redis_server import PASSWORD_FILE
-from shared.priority import autogroup_niceness, thread_niceness
+from shared.priority import autogroup_niceness, sessions_grouped, thread_niceness
 from tests.e2e.conftest import WORDS, Stack, corpus, ingest, search, start_stack, wait_job
 from tests.peers import Receiver
 
@@ -201,9 +201,10 @@ def _check_priorities(supervisor: psutil.Process) -> None:
         service = next((a for a in process.cmdline() if a.startswith("services.")), None)
         if service is not None:
             by_service[service] = (thread_niceness(process.pid), autogroup_niceness(process.pid))
-    background, group = max(10, own), autogroup_niceness(supervisor.pid)
-    # each service leads a session of its own: where the kernel groups sessions, each has its own group
-    gateway_group, background_group = (None, None) if group is None else (0, 10)
+    background = max(10, own)
+    # each service leads a session of its own: where the kernel groups sessions, each has its own group (the
+    # supervisor's own session may have none: the root group holds init's session)
+    gateway_group, background_group = (0, 10) if sessions_grouped() else (None, None)
     assert by_service == {
         "services.gateway": ({own}, gateway_group),
         "services.embedder": ({background}, background_group),
