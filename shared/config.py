@@ -218,7 +218,17 @@ class Settings(BaseSettings):
     # --- workers -----------------------------------------------------------------------------
     worker_threads: int = Field(default=1, description="Dramatiq threads per worker process.")
     worker_poll_ms: int = Field(
-        default=c.WORKER_POLL_MS, description="Longest idle poll of an empty queue (latency per hop)."
+        default=c.WORKER_POLL_MS,
+        gt=0,
+        description="Longest pause between polls of a queue while the worker holds messages from it.",
+    )
+    worker_idle_wait_ms: int = Field(
+        default=c.WORKER_IDLE_WAIT_MS,
+        gt=0,
+        description=(
+            "Longest wait of an idle worker for a send to its queue before it polls anyway (a send wakes it at"
+            " once; the poll finds what no send announced: work handed back from a dead worker)."
+        ),
     )
     maintenance_poll_ms: int = Field(
         default=c.MAINTENANCE_POLL_MS,

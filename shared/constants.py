@@ -41,10 +41,13 @@ MAX_TEXT_CHARS: Final = 100_000
 COLLECTION_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 TENANT_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
-# Dramatiq's Redis consumer sleeps up to this long between polls of an empty queue; it bounds the
-# latency each hop (gateway -> embedder -> indexer) adds on an idle stack. 100 ms costs ~10 cheap
-# Redis calls a second per worker.
+# While a worker holds messages of a queue (running, or delayed until their time), it polls the queue
+# again after at most this long (Dramatiq's Redis consumer's own poll, ~13 Redis calls a second).
 WORKER_POLL_MS: Final = 100
+# A worker that holds none fetches only when a send is announced (see shared.runtime.broker) or this often:
+# on an idle stack, Dramatiq's 100 ms polls of every queue and delay queue were most of its CPU (0.12 of a
+# core), and a send no longer waits a poll to be seen. The fallback finds what no send announced.
+WORKER_IDLE_WAIT_MS: Final = 1_000
 # The maintenance queue's: its work runs for seconds to minutes, and nobody waits on it.
 MAINTENANCE_POLL_MS: Final = 1_000
 

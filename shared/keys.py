@@ -341,6 +341,12 @@ def dramatiq_delay_acks(worker_id: str, queue: str) -> str:
     return f"{DRAMATIQ_NAMESPACE}:__acks__.{worker_id}.{queue}.DQ"
 
 
+def dramatiq_wake(queue: str) -> str:
+    """The pub/sub channel each send to ``queue`` (a queue, or its ``.DQ`` delay queue) is announced on, for its
+    idle consumers (semaflow's, not Dramatiq's: see ``shared.runtime.broker``)."""
+    return f"{DRAMATIQ_NAMESPACE}:wake:{queue}"
+
+
 def dramatiq_heartbeats() -> str:
     """Dramatiq's sorted set worker id -> its last broker command (ms): a worker silent too long is dead."""
     return f"{DRAMATIQ_NAMESPACE}:__heartbeats__"

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
     from services.scheduler.metrics import SchedulerMetrics
-    from shared.records.schedules import Schedule
+    from shared.records.schedules import Cron, Schedule
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +75,7 @@ class Scheduler:
         self.term_start: datetime | None = None
         self.cursors: dict[str, datetime | None] = {}
         self._renewer: asyncio.Task[None] | None = None
+        self._next_ticks: dict[str, tuple[tuple[str, str, datetime], datetime]] = {}
 
     @property
     def leading(self) -> bool:
@@ -161,6 +162,10 @@ class Scheduler:
             if not schedule.enabled:
                 continue
             cron = schedule.clock()
+            upcoming = self._upcoming(name, cron)
+            if upcoming is not None and upcoming > now:  # nothing due: the plan would be empty
+                soonest = min(soonest, upcoming)
+                continue
             todo = plan(cron, schedule.missed, self.cursors.get(name), self.term_start, now, limit=MAX_TICKS_PER_PASS)
             for due in todo.due:
                 await self._fire(schedule, due.tick, due.cursor, catch_up=due.catch_up)
@@ -169,6 +174,20 @@ class Scheduler:
             cursor = self.cursors.get(name) or now
             soonest = min(soonest, cron.next_after(max(cursor, now - timedelta(seconds=1))))
         return max(0.0, (soonest - self.clock()).total_seconds())
+
+    def _upcoming(self, name: str, cron: Cron) -> datetime | None:
+        """The first tick after the schedule's cursor, once the cursor is within this term (None before: the
+        plan decides what was missed). Kept while the cursor and the expression stay as they are, so a pass with
+        nothing due costs no cron arithmetic (a pass runs every ``poll_s``)."""
+        cursor = self.cursors.get(name)
+        assert self.term_start is not None
+        if cursor is None or cursor < self.term_start:
+            return None
+        key = (cron.expr, cron.tz.key, cursor)
+        known = self._next_ticks.get(name)
+        if known is None or known[0] != key:
+            known = self._next_ticks[name] = (key, cron.next_after(cursor))
+        return known[1]
 
     async def _record(
         self, schedule: Schedule, mode: str, tick: datetime, cursor: datetime, *, run: str = "", catch_up: bool = False
