@@ -62,22 +62,22 @@ class WakingRedisBroker(RedisBroker):
     def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
         if signal == "worker_shutdown":
             self.stopping.set()
-            for consumer in list(self._consumers):  # out of their long wait now
+            for queue_name in {consumer.queue_name for consumer in list(self._consumers)}:  # out of their wait now
                 with contextlib.suppress(redis.RedisError):
-                    self.client.publish(self.wake_channel(consumer.queue_name), b"")
+                    self.announce(queue_name)
         super().emit_before(signal, *args, **kwargs)
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
         return _WakingConsumer
 
-    def wake_channel(self, queue_name: str) -> str:
-        """The channel a send to ``queue_name`` (a queue or a delay queue) is announced on."""
-        return keys.dramatiq_wake(queue_name)
+    def announce(self, queue_name: str) -> None:
+        """Wake the idle consumers of ``queue_name`` (a queue or a delay queue), in every process."""
+        self.client.publish(keys.dramatiq_wake(queue_name), b"")
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         sent = super().enqueue(message, delay=delay)
-        self.client.publish(self.wake_channel(sent.queue_name), b"")
+        self.announce(sent.queue_name)
         return sent
 
 
@@ -95,7 +95,7 @@ class _WakingConsumer(_RedisConsumer):
         self._woken = False
         self._fetch_at = 0.0
         try:
-            self._wake.subscribe(broker.wake_channel(queue_name))
+            self._wake.subscribe(keys.dramatiq_wake(queue_name))
         except redis.ConnectionError as exc:
             self._wake.close()
             raise _closed(exc) from None
@@ -154,7 +154,7 @@ class _WakingConsumer(_RedisConsumer):
         super().requeue(messages)  # type: ignore[no-untyped-call]
         if messages:
             with contextlib.suppress(redis.RedisError):
-                self.broker.client.publish(self.broker.wake_channel(self.queue_name), b"")
+                self.broker.announce(self.queue_name)
 
     def close(self) -> None:
         with contextlib.suppress(redis.RedisError, OSError):
