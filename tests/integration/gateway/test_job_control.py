@@ -156,8 +156,10 @@ async def test_work_waits_out_an_object_store_outage_past_its_retries_and_then_s
             await asyncio.sleep(0.1)
         assert job["state"] == "running" and "StorageUnavailable" in job["error"], job
         assert job["dead_letter"] is None
-        path.unlink()
-        path.write_bytes(saved)  # the store is back
+        # the store is back, in one step: between an unlink and a write a retry would find the batch missing
+        restored = path.with_name(path.name + ".back")
+        restored.write_bytes(saved)
+        restored.replace(path)
         job = await _wait(api, accepted["job_id"])
     assert job["state"] == "succeeded", job
     assert await _documents(api) == 2
