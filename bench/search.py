@@ -47,6 +47,8 @@ import common
 import numpy as np
 from common import check, log, percentile, table, verdict
 
+from semaflow.redis_server import free_port
+
 DIM = common.DIM
 TARGET_RATIO = 1.5
 TARGET_HIT_RATE = 0.80
@@ -310,7 +312,7 @@ async def batching_run(
     gateway with ``SEMAFLOW_QUERY_BATCH_MAX=1``, loaded in turn, one at a time."""
     from startup import stack_env
 
-    port = common.free_port()
+    port = free_port()
     env = {
         **stack_env(stack),
         "SEMAFLOW_PORT": str(port),

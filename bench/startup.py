@@ -39,6 +39,8 @@ import numpy as np
 from common import log, percentile, table, verdict
 from search import ingest_vectors, unit_vectors
 
+from semaflow.redis_server import free_port
+
 TARGET_S = 1.0
 
 
@@ -60,7 +62,7 @@ def time_gateway(env: dict[str, str], timeout_s: float = 60.0) -> tuple[float, d
     """Start one extra gateway; seconds from spawn until ``/readyz`` is 200, and its checks."""
     import json
 
-    port = common.free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/readyz"
     child_env = {**env, "SEMAFLOW_PORT": str(port), "SEMAFLOW_HOST": "127.0.0.1"}
     t = time.perf_counter()

@@ -61,6 +61,8 @@ import numpy as np
 import redis
 from common import log, percentile, table
 
+from semaflow.redis_server import free_port
+
 sys.path.insert(0, str(common.REPO))
 
 from services.indexer.publishing import Publisher, announce
@@ -78,7 +80,7 @@ TENANT, NAME = "bench", "swaps"
 
 
 def start_redis(root: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = common.free_port()
+    port = free_port()
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         cwd=root,
@@ -134,7 +136,7 @@ class BenchCollection:
 class Gateway:
     def __init__(self, tree: Path, coll: BenchCollection, data_dir: Path) -> None:
         self.tree, self.coll, self.data_dir = tree, coll, data_dir
-        self.port = common.free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.conn: http.client.HTTPConnection | None = None
 

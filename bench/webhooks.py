@@ -41,9 +41,9 @@ import common
 import redis
 import redis.asyncio as aioredis
 from aiohttp import web
-from common import free_port, log, table, verdict
+from common import log, table, verdict
 
-from semaflow.redis_server import RedisServer
+from semaflow.redis_server import RedisServer, free_port
 from services.notifier.signing import headers as signed
 from shared import keys
 from shared.messaging import bus

@@ -53,11 +53,52 @@ def find_redis_server() -> str:
     return bundled
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# Where ephemeral ports come from on Linux, and its default range where the file cannot be read.
+EPHEMERAL_RANGE_FILE: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
+DEFAULT_EPHEMERAL_RANGE: Final = (32768, 60999)
+# Ports below this are left alone: well-known services and the ones many hosts run (databases, brokers).
+LOWEST_CHOSEN_PORT: Final = 10_000
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel hands out on its own (to ``bind(0)`` and outgoing connections), inclusive."""
+    try:
+        low, high = EPHEMERAL_RANGE_FILE.read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL_RANGE
+
+
+def free_port(*, below: int | None = None) -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago, outside the kernel's ephemeral range.
+
+    A port from ``bind(0)`` comes from the ephemeral range, which the kernel keeps handing out: another
+    process's ``bind(0)`` (a metrics server on port 0) or outgoing connection can take it between this
+    check and the caller's own bind. Ports below the range are never handed out unasked, so one found
+    free there stays free unless someone names it. ``below`` caps the choice (a caller that also needs
+    ``port + n``). Where the range starts too low to choose below it, ``bind(0)``'s answer is returned.
+
+    Raises:
+        OSError: no free port was found below ``below``.
+    """
+    low, _ = ephemeral_range()
+    top = min(low, below) if below is not None else low
+    if top - LOWEST_CHOSEN_PORT >= 1_000:
+        for _ in range(200):
+            port = secrets.choice(range(LOWEST_CHOSEN_PORT, top))
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if below is None or port < below:
+            return port
+    raise OSError(f"no free port below {below}")
 
 
 def port_free(host: str, port: int) -> bool:

@@ -31,7 +31,7 @@ import redis
 from aiohttp import web
 from pydantic import SecretStr
 
-from semaflow.redis_server import RedisServer, free_port
+from semaflow.redis_server import RedisServer, ephemeral_range, free_port
 from shared import keys
 from shared.config import Settings
 from shared.index import manifests
@@ -48,22 +48,36 @@ DEADLINE_S = 240.0
 # Redis, the object store or a webhook receiver is away this long in a scenario (about 30 s in the
 # incident it stands for, scaled down so a test run stays short; the bench passes its own).
 OUTAGE_S = 6.0
+SEAWEED_GRPC_OFFSET = 10_000  # SeaweedFS serves gRPC on its HTTP port + 10000
 # Schedules are off unless a scenario asks for them: compaction would merge away duplicate rows
 # before they could be counted.
 NO_SCHEDULES = {name: {"enabled": False} for name in ("compaction", "cleanup", "stats", "delivery-sweep", "digest")}
 
 
 def free_port_pairs(count: int) -> list[int]:
-    """``count`` distinct free ports ``p`` whose ``p + 10000`` (SeaweedFS's gRPC port) is free too."""
+    """``count`` ports ``p`` free now whose ``p + 10000`` (SeaweedFS's gRPC port) is free too, no two
+    pairs sharing a port, all below the kernel's ephemeral range (which a service's port-0 listener or
+    an outgoing connection could take before the component binds)."""
+    chosen: set[int] = set()
     ports: list[int] = []
     while len(ports) < count:
-        port = free_port()
-        if port + 10_000 > 65_535 or port in ports:
+        port = free_port(below=ephemeral_range()[0] - SEAWEED_GRPC_OFFSET)
+        pair = {port, port + SEAWEED_GRPC_OFFSET}
+        if pair & chosen or not port_free_now(port + SEAWEED_GRPC_OFFSET):
             continue
-        with contextlib.suppress(OSError), socket.socket() as sock:
-            sock.bind(("127.0.0.1", port + 10_000))
-            ports.append(port)
+        chosen |= pair
+        ports.append(port)
     return ports
+
+
+def port_free_now(port: int) -> bool:
+    """Whether ``127.0.0.1:port`` can be bound this moment."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class Failed(AssertionError):
@@ -133,7 +147,7 @@ class Weed:
             f"-s3.localSocket={self.workdir / 's3.sock'}",
         ]
         for component, port in self.ports.items():
-            args += [f"-{component}.port={port}", f"-{component}.port.grpc={port + 10_000}"]
+            args += [f"-{component}.port={port}", f"-{component}.port.grpc={port + SEAWEED_GRPC_OFFSET}"]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
         env |= {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
         with (self.workdir / "weed.log").open("ab") as log:

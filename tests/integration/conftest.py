@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
 from pytest_aiohttp import AiohttpClient
 
-from semaflow.redis_server import RedisServer
+from semaflow.redis_server import RedisServer, free_port
 from services.gateway.main import build as build_gateway
 from services.notifier.main import Notifier
 from services.notifier.main import build as build_notifier
@@ -39,6 +37,7 @@ from shared.config import Settings
 from shared.index.embedding import Encoder
 from shared.index.storage import LocalStore, S3Store, open_store
 from shared.records import apikeys
+from tests.faults import SEAWEED_GRPC_OFFSET, free_port_pairs
 from tests.peers import Receiver, SmtpServer
 
 if TYPE_CHECKING:
@@ -51,7 +50,6 @@ STOP_TIMEOUT_S = 10.0
 START_ATTEMPTS = 3
 # Every component of `weed mini` that listens on a port; each also listens on its port + 10000 (gRPC).
 _COMPONENTS = ("master", "volume", "filer", "s3", "admin")
-_GRPC_OFFSET = 10_000
 
 
 def find_weed() -> Path | None:
@@ -61,29 +59,6 @@ def find_weed() -> Path | None:
         return beside
     found = shutil.which("weed")
     return Path(found) if found else None
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port_pairs(count: int) -> list[int]:
-    """``count`` distinct ports ``p`` such that both ``p`` and ``p + 10000`` are free now."""
-    chosen: set[int] = set()
-    ports: list[int] = []
-    while len(ports) < count:
-        port = random.randint(20_000, 45_000)
-        pair = {port, port + _GRPC_OFFSET}
-        if pair & chosen or not all(_port_is_free(p) for p in pair):
-            continue
-        chosen |= pair
-        ports.append(port)
-    return ports
 
 
 async def server_reads(client: aioredis.Redis) -> int:
@@ -96,10 +71,7 @@ async def server_reads(client: aioredis.Redis) -> int:
 
 def closed_port() -> int:
     """A local port with nothing listening on it (connections are refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_port()
 
 
 def _admin_client(endpoint_url: str, access_key: str, secret_key: str) -> S3Client:
@@ -171,7 +143,7 @@ def _start(weed: Path, workdir: Path) -> tuple[S3Server | None, str]:
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True)
     log_path = workdir / "weed.log"
-    ports = dict(zip(_COMPONENTS, _free_port_pairs(len(_COMPONENTS)), strict=True))
+    ports = dict(zip(_COMPONENTS, free_port_pairs(len(_COMPONENTS)), strict=True))
     args = [
         str(weed),
         "mini",
@@ -188,7 +160,7 @@ def _start(weed: Path, workdir: Path) -> tuple[S3Server | None, str]:
         f"-s3.localSocket={workdir / 's3.sock'}",
     ]
     for component, port in ports.items():
-        args += [f"-{component}.port={port}", f"-{component}.port.grpc={port + _GRPC_OFFSET}"]
+        args += [f"-{component}.port={port}", f"-{component}.port.grpc={port + SEAWEED_GRPC_OFFSET}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
     env |= {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     with log_path.open("wb") as log:

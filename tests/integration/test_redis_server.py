@@ -15,7 +15,7 @@ import pytest
 import redis
 import structlog.testing
 
-from semaflow.redis_server import CONFIG_FILE, PASSWORD_FILE, RedisServer, mask_url
+from semaflow.redis_server import CONFIG_FILE, PASSWORD_FILE, RedisServer, ephemeral_range, free_port, mask_url
 
 
 def _mode(path: Path) -> int:
@@ -209,3 +209,27 @@ def test_a_taken_port_is_reported_and_retried_until_free(server: RedisServer) ->
         squatter.close()
     _poll_until_restarted(server)
     _answers(server).close()
+
+
+def test_a_free_port_is_one_the_kernel_never_hands_out_by_itself() -> None:
+    low, high = ephemeral_range()
+    ports = {free_port() for _ in range(20)}
+    # Ports from bind(0), as a service's metrics server on port 0 takes them, all fall in the range.
+    taken = []
+    for _ in range(50):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        taken.append(sock)
+    try:
+        handed_out = {int(sock.getsockname()[1]) for sock in taken}
+        assert all(low <= port <= high for port in handed_out)
+        assert all(port < low for port in ports)
+        assert not ports & handed_out
+        for port in ports:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port))
+    finally:
+        for sock in taken:
+            sock.close()
+    capped = free_port(below=low - 10_000)
+    assert capped < low - 10_000
