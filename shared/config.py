@@ -227,7 +227,8 @@ class Settings(BaseSettings):
         gt=0,
         description=(
             "Longest wait of an idle worker for a send to its queue before it polls anyway (a send wakes it at"
-            " once; the poll finds what no send announced: work handed back from a dead worker)."
+            " once; the poll finds what no send announced: work handed back from a dead worker). Its idle threads"
+            " wait as long for a message (a message or a stop wakes them)."
         ),
     )
     maintenance_poll_ms: int = Field(

@@ -1,5 +1,6 @@
 """Idle workers wait for a send instead of polling Redis, against a real Redis and a real Dramatiq worker: a send
-wakes them at once, what no send announced is still found, delayed messages run on time, and a stop is prompt."""
+wakes them at once, what no send announced is still found, delayed messages run on time, and a stop is prompt.
+Their threads wait for a message, not for a tick."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from queue import Empty
+from typing import Any
 
 import dramatiq
 import redis
@@ -14,6 +17,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from shared.config import Settings
 from shared.runtime.broker import WakingRedisBroker, build_broker
+from shared.runtime.worker import Worker
 
 QUEUE = "wakeups"
 # Far longer than any wait below: whatever runs sooner was woken, not found by the fallback poll.
@@ -34,7 +38,9 @@ def _worker(settings: Settings, idle_wait_ms: int) -> Iterator[tuple[WakingRedis
             done.notify_all()
 
     dramatiq.actor(broker=broker, queue_name=QUEUE, actor_name="record", max_retries=0)(record)
-    worker = dramatiq.Worker(broker, queues={QUEUE}, worker_threads=1, worker_timeout=settings.worker_poll_ms)
+    worker = Worker(
+        broker, queues={QUEUE}, worker_threads=1, worker_timeout=settings.worker_poll_ms, idle_wait_ms=idle_wait_ms
+    )
     worker.start()
     try:
         time.sleep(0.5)  # both consumers (the queue and its delay queue) made their first fetch and wait
@@ -89,13 +95,16 @@ def test_a_delayed_message_runs_on_time_on_an_idle_worker(settings: Settings) ->
 def test_a_stopping_worker_does_not_wait_out_its_idle_consumers(settings: Settings) -> None:
     broker = build_broker(settings.model_copy(update={"worker_idle_wait_ms": LONG_IDLE_MS}), settings.redis_url or "")
     dramatiq.actor(broker=broker, queue_name=QUEUE, actor_name="noop")(lambda: None)
-    worker = dramatiq.Worker(broker, queues={QUEUE}, worker_threads=1, worker_timeout=settings.worker_poll_ms)
+    worker = Worker(
+        broker, queues={QUEUE}, worker_threads=4, worker_timeout=settings.worker_poll_ms, idle_wait_ms=LONG_IDLE_MS
+    )
     worker.start()
     try:
         time.sleep(0.5)
         started = time.monotonic()
         worker.stop(timeout=LONG_IDLE_MS * 2)
         assert time.monotonic() - started < 2.0
+        assert not any(thread.is_alive() for thread in worker.workers)
     finally:
         broker.close()
 
@@ -114,13 +123,17 @@ def test_messages_a_stopping_worker_hands_back_wake_another_idle_worker(settings
     first, second = build_broker(slow, slow.redis_url or ""), build_broker(slow, slow.redis_url or "")
     declare(first)
     declare(second)
-    leaving = dramatiq.Worker(first, queues={QUEUE}, worker_threads=1, worker_timeout=slow.worker_poll_ms)
+    leaving = Worker(
+        first, queues={QUEUE}, worker_threads=1, worker_timeout=slow.worker_poll_ms, idle_wait_ms=LONG_IDLE_MS
+    )
     leaving.start()
     try:
         first.actors["work"].send(1)
         first.actors["work"].send(2)
         time.sleep(0.3)  # the leaving worker runs the first and holds the second, unstarted (its prefetch is 2)
-        staying = dramatiq.Worker(second, queues={QUEUE}, worker_threads=1, worker_timeout=slow.worker_poll_ms)
+        staying = Worker(
+            second, queues={QUEUE}, worker_threads=1, worker_timeout=slow.worker_poll_ms, idle_wait_ms=LONG_IDLE_MS
+        )
         staying.start()
         time.sleep(0.3)  # idle now: the queue is empty
         leaving.stop(timeout=5_000)
@@ -134,3 +147,38 @@ def test_messages_a_stopping_worker_hands_back_wake_another_idle_worker(settings
     finally:
         first.close()
         second.close()
+
+
+def test_idle_worker_threads_wait_for_a_message_not_for_a_tick(settings: Settings) -> None:
+    broker = build_broker(settings.model_copy(update={"worker_idle_wait_ms": LONG_IDLE_MS}), settings.redis_url or "")
+    ran: list[float] = []
+    dramatiq.actor(broker=broker, queue_name=QUEUE, actor_name="stamp", max_retries=0)(
+        lambda: ran.append(time.monotonic())
+    )
+    threads, tick_ms = 4, 20
+    worker = Worker(broker, queues={QUEUE}, worker_threads=threads, worker_timeout=tick_ms, idle_wait_ms=LONG_IDLE_MS)
+    empty_handed = 0
+    take = worker.work_queue.get
+
+    def counted(block: bool = True, timeout: float | None = None) -> Any:
+        nonlocal empty_handed
+        try:
+            return take(block, timeout)
+        except Empty:
+            empty_handed += 1
+            raise
+
+    worker.work_queue.get = counted  # type: ignore[method-assign]
+    worker.start()
+    try:
+        time.sleep(1.0)
+        # Dramatiq's threads come back empty-handed every tick (50 times a second each); these only from
+        # the first wait, begun before the longer one was set.
+        assert empty_handed <= threads
+        sent = time.monotonic()
+        broker.actors["stamp"].send()
+        assert _wait_for(ran, 1, 4.0)
+        assert ran[0] - sent < 1.0  # a message wakes a waiting thread at once
+    finally:
+        worker.stop(timeout=5_000)
+        broker.close()
