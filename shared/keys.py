@@ -14,6 +14,9 @@ EVENTS_STREAM: Final = f"{PREFIX}:events"
 # Sorted set endpoint id -> when its deliveries next need looking at (a delivery falls due, or a
 # lease runs out): the notifier's dispatcher reads it instead of scanning every endpoint.
 WEBHOOK_SCHEDULE: Final = f"{PREFIX}:wh:schedule"
+# Pub/sub channel on which whoever makes deliveries due outside a notifier (a test event, a retry or
+# replay asked for over the API, an endpoint enabled again) tells the dispatchers to read the schedule now.
+WEBHOOK_WAKE: Final = f"{PREFIX}:wh:wake"
 
 
 def text(raw: bytes | str) -> str:

@@ -41,9 +41,10 @@ log = structlog.get_logger(__name__)
 SOURCE: Final = "semaflow/notifier"
 GONE: Final = 410
 HONOURS_RETRY_AFTER: Final = frozenset({429, 503})
-# The dispatcher sleeps at most this long, so deliveries queued by other processes (a test event, a
-# retry asked for over the API) start within about a quarter of a second.
-DUE_POLL_S: Final = 0.25
+# The dispatcher reads the schedule when something on it falls due, when told on keys.WEBHOOK_WAKE
+# (deliveries queued by other processes: a test event, a retry asked for over the API), and at least
+# this often, for what nobody announced (another notifier's retries, should it die before making them).
+DUE_POLL_S: Final = 2.0
 # A lease covers the attempt itself (up to the request timeout) and recording it, with room for a
 # busy event loop; a killed notifier's attempts are made again once it runs out.
 _LEASE_MARGIN_S: Final = 15.0
@@ -118,6 +119,7 @@ class Deliverer:
         self._freed: set[str] = set()
         self._wake = asyncio.Event()
         self._scan_at = 0  # when the dispatcher next reads the global schedule (ms)
+        self._rescan = False  # read it at the next pass whatever _scan_at says (another process queued work)
 
     # --- dispatching ---------------------------------------------------------------------------
 
@@ -179,14 +181,16 @@ class Deliverer:
         """Start deliveries as they fall due (retries, leases that ran out, freed slots) until ``stop``.
 
         Freed slots are claimed at once; the global schedule is read when something on it falls
-        due, and at least every :data:`DUE_POLL_S` (for work queued by other processes).
+        due, when :meth:`listen` hears of deliveries queued by other processes, and at least every
+        :data:`DUE_POLL_S`.
         """
         self._scan_at = 0
         while not stop.is_set():
             self._wake.clear()
             now = clock.now_ms()
             endpoints, self._freed = self._freed, set()
-            scanned = now >= self._scan_at
+            scanned = now >= self._scan_at or self._rescan
+            self._rescan = False  # a wake from here on asks for another pass
             if scanned:
                 endpoints |= set(await self.store.due_endpoints(now))
             started = await self.dispatch(sorted(endpoints), now) if endpoints else 0
@@ -198,6 +202,24 @@ class Deliverer:
                     self._scan_at = max(self._scan_at, clock.now_ms() + 50)  # nothing could start: do not spin
             if not self._wake.is_set():
                 await _first(stop, self._wake, max(0.0, (self._scan_at - clock.now_ms()) / 1000))
+
+    async def listen(self, stop: asyncio.Event) -> None:
+        """Until ``stop``, have the dispatcher read the schedule as soon as another process announces deliveries
+        on :data:`shared.keys.WEBHOOK_WAKE` (and once subscribed, for any announced while it was not)."""
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(keys.WEBHOOK_WAKE)
+            self.wake_scan()
+            while not stop.is_set():
+                if await pubsub.get_message(timeout=1.0) is not None:
+                    self.wake_scan()
+        finally:
+            await pubsub.aclose()
+
+    def wake_scan(self) -> None:
+        """Have the dispatcher read the global schedule now (again, if it is reading it)."""
+        self._rescan = True
+        self._wake.set()
 
     async def sweep(self) -> int:
         """Dispatch every endpoint with waiting or leased deliveries (also those the schedule lost track of)."""

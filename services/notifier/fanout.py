@@ -131,7 +131,7 @@ class FanOut:
         if not new:
             return 0
         now = now_ms()
-        created = await self.deliverer.store.create(new, messages, now)
+        created = await self.deliverer.store.create(new, messages, now, announce=False)  # dispatched here
         await self.deliverer.dispatch(sorted({d.endpoint_id for d in new}), now)
         return created
 

@@ -75,7 +75,9 @@ class Notifier:
         worker, heartbeat = self.service.start()
         try:
             await asyncio.gather(
-                _forever("stream", consumer.run, stop), _forever("dispatcher", deliverer.run_due, stop)
+                _forever("stream", consumer.run, stop),
+                _forever("dispatcher", deliverer.run_due, stop),
+                _forever("wakes", deliverer.listen, stop),
             )
         finally:
             await asyncio.to_thread(self.service.stop_consuming, worker, heartbeat)

@@ -238,11 +238,14 @@ class Deliveries:
         # Attempts begin and finish many at a time: their calls share round trips.
         self._batch = batcher or ScriptBatcher(client)
 
-    async def create(self, new: list[NewDelivery], messages: list[tuple[str, str, int, bytes]], now: int) -> int:
+    async def create(
+        self, new: list[NewDelivery], messages: list[tuple[str, str, int, bytes]], now: int, *, announce: bool = True
+    ) -> int:
         """Store event bodies (tenant, event id, time, body) and create deliveries; returns how many were new.
 
         Idempotent: a delivery or body that exists is left as it is. One script call, in the batch of
-        the loop's turn.
+        the loop's turn. ``announce``: wake the notifiers' dispatchers when deliveries were created (a
+        notifier that dispatches them itself need not).
         """
         args: list[Any] = [now, self.retention_s, len(messages), *_CREATE_KEYS]
         for tenant, event_id, at_ms, body in messages:
@@ -251,7 +254,10 @@ class Deliveries:
         for (tenant, event_id, event_type, trigger, trace), group in itertools.groupby(new, key=_event_of):
             pairs = [part for d in group for part in (d.id, d.endpoint_id)]
             args += [tenant, event_id, event_type, trigger, trace or "", len(pairs) // 2, *pairs]
-        return int(await self._batch.call(self._create, [keys.WEBHOOK_SCHEDULE], args))
+        created = int(await self._batch.call(self._create, [keys.WEBHOOK_SCHEDULE], args))
+        if created and announce:
+            await wake_dispatchers(self.client)
+        return created
 
     async def claim(
         self,
@@ -358,7 +364,10 @@ class Deliveries:
         """Queue a delivery again at once with a fresh retry budget: 1, 0 (gone) or -1 (an attempt is under way)."""
         e = delivery.endpoint_id
         keys_ = (keys.delivery(delivery.id), keys.webhook_due(e), keys.WEBHOOK_SCHEDULE)
-        return int(await _REQUEUE.arun(self.client, keys_, [now, e, self.retention_s]))
+        moved = int(await _REQUEUE.arun(self.client, keys_, [now, e, self.retention_s]))
+        if moved == 1:
+            await wake_dispatchers(self.client)
+        return moved
 
     async def set_dead_letter(self, delivery_id: str, letter_id: str) -> None:
         """Remember the dead letter an exhausted delivery left."""
@@ -445,6 +454,12 @@ class QueueStats:
     in_flight: int
     oldest_due_ms: int | None
     attempts_last_minute: int
+
+
+async def wake_dispatchers(client: aioredis.Redis) -> None:
+    """Tell the notifiers' dispatchers that deliveries fell due outside them: they read the schedule now, not
+    at their next fallback poll."""
+    await client.publish(keys.WEBHOOK_WAKE, b"")
 
 
 async def queue_stats(client: aioredis.Redis, now: int) -> QueueStats:

@@ -294,8 +294,9 @@ async def update(
         elif disabled is False and endpoint.disabled:
             changes["disabled"] = "0"
             pipe.hdel(key, "disabled_reason", "disabled_ms", "failing_since_ms")
-            # Its waiting deliveries are due again: let the dispatcher look at it now.
+            # Its waiting deliveries are due again: let the dispatchers look at it now.
             pipe.zadd(keys.WEBHOOK_SCHEDULE, {endpoint.id: stamp})
+            pipe.publish(keys.WEBHOOK_WAKE, b"")
         pipe.hset(key, mapping=changes)  # type: ignore[arg-type]
         await pipe.execute()
     updated = await get(client, endpoint.tenant, endpoint.id)

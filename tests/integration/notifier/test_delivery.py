@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from standardwebhooks import Webhook
 
+from semaflow.redis_server import RedisServer
 from services.notifier.http import CONTENT_TYPE, GuardedResolver, RefusedAddress
 from shared import keys
 from shared.clock import now_ms
@@ -25,7 +26,7 @@ from shared.messaging.events import CloudEvent, IndexPublished, JobFailed, JobSu
 from shared.records import deadletters, tenants
 from shared.records.deadletters import LetterFilter
 from shared.webhooks import endpoints
-from shared.webhooks.deliveries import Deliveries, Delivery, DeliveryState, NewDelivery
+from shared.webhooks.deliveries import Deliveries, Delivery, DeliveryState, NewDelivery, new_delivery_id
 from shared.webhooks.destinations import AllowList
 from shared.webhooks.endpoints import Endpoint
 from tests.integration.conftest import RunningNotifier, closed_port
@@ -578,3 +579,37 @@ async def _only_delivery_failed(client: aioredis.Redis, store: Deliveries) -> st
 async def _finished(client: aioredis.Redis, schedule: str) -> dict[Any, Any] | None:
     state: dict[Any, Any] = await client.hgetall(keys.schedule(schedule))
     return state if state.get(b"outcome") in (b"succeeded", b"failed") else None
+
+
+async def test_deliveries_queued_elsewhere_start_at_once_and_an_idle_dispatcher_reads_the_schedule_rarely(
+    webhook_settings: Make, notifier: StartNotifier, receiver: Receiver, own_redis_server: RedisServer
+) -> None:
+    settings = webhook_settings(redis_url=own_redis_server.url)
+    client = aioredis.Redis.from_url(own_redis_server.url)
+    try:
+        endpoint, _ = await _endpoint(client, receiver.url("/elsewhere"))
+        await notifier(settings)
+        await asyncio.sleep(0.5)  # subscribed, first pass made: idle now
+
+        async def schedule_reads() -> int:
+            stats = await client.info("commandstats")
+            return int(stats.get("cmdstat_zrangebyscore", {}).get("calls", 0))
+
+        before = await schedule_reads()
+        await asyncio.sleep(3.0)
+        # one fallback read every DUE_POLL_S (2 s), not four a second
+        assert await schedule_reads() - before <= 2
+
+        # Queued as the gateway queues a test event: another process, nothing on the stream.
+        event = CloudEvent.wrap(_succeeded("job_9"), source="semaflow/test", subject="job_9")
+        now = now_ms()
+        new = NewDelivery(new_delivery_id(), endpoint.id, "acme", event.id, event.type, trigger="test")
+        loop = asyncio.get_running_loop()
+        queued = loop.time()
+        await Deliveries(client, retention_s=settings.webhook_log_retention_s).create(
+            [new], [("acme", event.id, now, event.encode())], now
+        )
+        await receiver.wait_for("/elsewhere", 1, timeout_s=5.0)
+        assert loop.time() - queued < 1.0  # announced: well before the next fallback read
+    finally:
+        await client.aclose()
