@@ -74,3 +74,4 @@ bench: install
 	$(PY) bench/priority.py
 	$(PY) bench/compaction.py
 	$(PY) bench/webhooks.py
+	$(PY) bench/idle.py
