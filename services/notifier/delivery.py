@@ -10,6 +10,7 @@ delivery is claimed again (by any notifier), so delivery is at least once and sp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 from opentelemetry.trace import SpanKind
+from redis.exceptions import RedisError
 
 from services.notifier.http import Answer, post, refusal
 from services.notifier.signing import headers as signed_headers
@@ -27,7 +29,7 @@ from shared.messaging.events import CloudEvent, WebhookDeliveryExhausted, Webhoo
 from shared.records import activity, deadletters
 from shared.records.activity import Activity
 from shared.scriptbatch import ScriptBatcher
-from shared.webhooks.deliveries import Attempt, Deliveries, Delivery, Outcome, Target
+from shared.webhooks.deliveries import Attempt, Deliveries, Delivery, Outcome, Target, wake_dispatchers
 from shared.webhooks.retries import RetrySchedule, retry_after_s
 
 if TYPE_CHECKING:
@@ -402,6 +404,8 @@ class Deliverer:
         if pending:
             await asyncio.wait(pending, timeout=5)
             log.warning("webhooks.handed_back", attempts=len(pending))
+            with contextlib.suppress(RedisError, OSError):  # unannounced, they wait for another's fallback read
+                await wake_dispatchers(self.client)  # another notifier takes them at once
 
 
 async def _first(stop: asyncio.Event, wake: asyncio.Event, timeout_s: float) -> None:
