@@ -40,6 +40,9 @@ PRECISION: Final = "f32"
 PERFORMANCE_HINT: Final = "THROUGHPUT"
 # Longest wait for an infer request another call holds before taking it for lost and making a new one.
 REQUEST_WAIT_S: Final = 30.0
+# Model batches per infer request that a long call tokenises first, alone, so that the streams have work
+# while the rest of its texts is tokenised (two calls starting together would otherwise leave them idle).
+HEAD_BATCHES: Final = 4
 # The transformer's inputs, as sentence-transformers' tokenizer names them.
 INPUTS: Final = ("input_ids", "attention_mask", "token_type_ids")
 # Files whose bytes decide the converted graph (with the library versions): the cache key.
@@ -163,11 +166,14 @@ class OpenVINOModel:
         """Unit vectors of ``texts``, in order; ``on_progress`` is told after each model batch how many texts have
         their vector so far (if it raises, the batches under way finish and the exception propagates).
 
-        The texts are tokenised once, all together, by the model's own tokenizer (the same ids and
-        truncation as sentence-transformers), then batched by token count, longest first: sorting by
-        characters, as sentence-transformers does, leaves batches whose longest text has many more
-        tokens than the rest (a number or a chemical name is many tokens), and the model computes every
-        padding position (30 % of the positions for one-sentence texts, 7 % sorted by tokens). Each
+        The texts are tokenised once by the model's own tokenizer (the same ids and truncation as
+        sentence-transformers): a long call's longest texts (by characters) first, a few batches per infer
+        request, which start at once while the rest is tokenised (two calls starting together would
+        otherwise leave every stream idle while both tokenise). Each group is batched by token count,
+        longest first: sorting by characters, as sentence-transformers does, leaves batches whose longest
+        text has many more tokens than the rest (a number or a chemical name is many tokens), and the
+        model computes every padding position (30 % of the positions for one-sentence texts, 7 % sorted
+        by tokens). Each
         batch is cut to its own longest text (padding is on the right, so the cut leaves the ids, and
         thus the vectors, of every text as they were). Up to one batch per optimal infer request (one per
         stream) is under way at once, and each is pooled once its request is done, while the others run:
@@ -176,12 +182,6 @@ class OpenVINOModel:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        features = self._st.preprocess(texts)
-        inputs = {k: features[k].numpy() for k in INPUTS if k in self._inputs}
-        attention = features["attention_mask"].numpy()
-        lengths = attention.sum(axis=1)
-        order = np.argsort(-lengths, kind="stable")
-        right = getattr(self._st.tokenizer, "padding_side", "right") == "right"
         running: deque[tuple[Any, np.ndarray[Any, Any], np.ndarray[Any, Any]]] = deque()
         done = 0
 
@@ -197,17 +197,24 @@ class OpenVINOModel:
                 on_progress(done)
 
         try:
-            for start in range(0, len(order), batch_size):
-                request = self._acquire(running, pool_oldest)
-                idx = order[start : start + batch_size]
-                width = int(lengths[idx].max()) if right else attention.shape[1]
-                feed = {k: np.ascontiguousarray(v[idx, :width]) for k, v in inputs.items()}
-                try:
-                    request.start_async(feed)
-                except BaseException:
-                    self._idle.put(request)
-                    raise
-                running.append((request, idx, attention[idx, :width]))
+            for part in self._parts(texts, batch_size):
+                features = self._st.preprocess([texts[k] for k in part])
+                inputs = {k: features[k].numpy() for k in INPUTS if k in self._inputs}
+                attention = features["attention_mask"].numpy()
+                lengths = attention.sum(axis=1)
+                right = getattr(self._st.tokenizer, "padding_side", "right") == "right"
+                order = np.argsort(-lengths, kind="stable")
+                for start in range(0, len(order), batch_size):
+                    request = self._acquire(running, pool_oldest)
+                    rows = order[start : start + batch_size]
+                    width = int(lengths[rows].max()) if right else attention.shape[1]
+                    feed = {k: np.ascontiguousarray(v[rows, :width]) for k, v in inputs.items()}
+                    try:
+                        request.start_async(feed)
+                    except BaseException:
+                        self._idle.put(request)
+                        raise
+                    running.append((request, part[rows], attention[rows, :width]))
             while running:
                 pool_oldest()
         finally:
@@ -215,6 +222,15 @@ class OpenVINOModel:
                 request.wait()
                 self._idle.put(request)
         return out
+
+    def _parts(self, texts: list[str], batch_size: int) -> list[np.ndarray[Any, Any]]:
+        """Indices of ``texts`` in the groups :meth:`encode` tokenises in turn: a long call's longest texts (by
+        characters) first, a few batches per infer request, then the rest; a short call in one group."""
+        head = self._per_call * HEAD_BATCHES * batch_size
+        if len(texts) <= 2 * head:
+            return [np.arange(len(texts))]
+        by_chars = np.argsort(-np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), kind="stable")
+        return [by_chars[:head], by_chars[head:]]
 
     def _acquire(self, running: deque[Any], pool_oldest: Callable[[], None]) -> Any:
         """An idle infer request for a call with ``running`` batches under way.

@@ -71,6 +71,26 @@ def test_batches_in_flight_on_several_streams_come_back_in_document_order(
 
 
 @needs_openvino
+def test_a_long_call_tokenised_in_two_parts_gives_every_text_its_own_vector(
+    encoder: Encoder, openvino_encoder: Encoder, cache_dir: Path
+) -> None:
+    # Given a call long enough that its longest texts are tokenised first, alone, and the rest after
+    model = openvino_model.OpenVINOModel.load(encoder.model, packaged_model_path(), cache_dir)
+    count = 2 * model._per_call * openvino_model.HEAD_BATCHES * 4 + len(TEXTS)  # past two heads, on any CPU
+    texts = [f"{k}: {TEXTS[k % len(TEXTS)]}" for k in range(count)]
+    parts = model._parts(texts, 4)
+    assert len(parts) == 2 and sorted(np.concatenate(parts).tolist()) == list(range(len(texts)))
+    # When they are encoded in one call, progress noted
+    told: list[int] = []
+    ov = model.encode(texts, 4, on_progress=told.append)
+    # Then each row is its own text's vector, as torch gives it and as that text encoded alone gives it
+    assert min_cosine(ov, encoder.encode(texts)) >= MIN_AGREEMENT
+    for k in (0, 1, 7, len(texts) - 1):
+        np.testing.assert_allclose(openvino_encoder.encode([texts[k]])[0], ov[k], atol=1e-5)
+    assert told[-1] == len(texts) and told == sorted(told)
+
+
+@needs_openvino
 def test_calls_from_several_threads_at_once_each_get_their_own_texts_vectors(openvino_encoder: Encoder) -> None:
     # Given four calls of different texts, each more model batches than the model has infer requests
     calls = [[f"call {c}, text {k}: {t}" for k, t in enumerate(TEXTS * 3)] for c in range(4)]
