@@ -245,7 +245,8 @@ class Deliveries:
 
         Idempotent: a delivery or body that exists is left as it is. One script call, in the batch of
         the loop's turn. ``announce``: wake the notifiers' dispatchers when deliveries were created (a
-        notifier that dispatches them itself need not).
+        notifier that dispatches them itself need not; a caller that reads them back first, to answer
+        with them as queued, announces them itself afterwards).
         """
         args: list[Any] = [now, self.retention_s, len(messages), *_CREATE_KEYS]
         for tenant, event_id, at_ms, body in messages:
@@ -360,12 +361,16 @@ class Deliveries:
         keys_ = (keys.delivery(delivery.id), keys.webhook_due(e), keys.webhook_in_flight(e), keys.WEBHOOK_SCHEDULE)
         return bool(await _RELEASE.arun(self.client, keys_, [lease, now, e]) == 1)
 
-    async def requeue(self, delivery: Delivery, now: int) -> int:
-        """Queue a delivery again at once with a fresh retry budget: 1, 0 (gone) or -1 (an attempt is under way)."""
+    async def requeue(self, delivery: Delivery, now: int, *, announce: bool = True) -> int:
+        """Queue a delivery again at once with a fresh retry budget: 1, 0 (gone) or -1 (an attempt is under way).
+
+        ``announce``: wake the notifiers' dispatchers when it was queued (a caller that reads the delivery back
+        first, to answer with it as queued, announces it itself afterwards).
+        """
         e = delivery.endpoint_id
         keys_ = (keys.delivery(delivery.id), keys.webhook_due(e), keys.WEBHOOK_SCHEDULE)
         moved = int(await _REQUEUE.arun(self.client, keys_, [now, e, self.retention_s]))
-        if moved == 1:
+        if moved == 1 and announce:
             await wake_dispatchers(self.client)
         return moved
 

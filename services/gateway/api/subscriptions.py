@@ -16,7 +16,14 @@ from shared.errors import Conflict, NotFound
 from shared.messaging.events import CloudEvent, WebhookTest
 from shared.records import deadletters
 from shared.webhooks import endpoints
-from shared.webhooks.deliveries import Deliveries, Delivery, NewDelivery, new_delivery_id, read_stored
+from shared.webhooks.deliveries import (
+    Deliveries,
+    Delivery,
+    NewDelivery,
+    new_delivery_id,
+    read_stored,
+    wake_dispatchers,
+)
 from shared.webhooks.destinations import check_destination
 from shared.webhooks.endpoints import Endpoint
 
@@ -99,8 +106,11 @@ class Subscriptions:
         delivery_id = new_delivery_id()
         now = now_ms()
         new = NewDelivery(delivery_id, endpoint.id, endpoint.tenant, event.id, event.type, trigger="test")
-        await self.deliveries.create([new], [(endpoint.tenant, event.id, now, event.encode())], now)
-        return await self.delivery(endpoint.tenant, delivery_id), event.id
+        await self.deliveries.create([new], [(endpoint.tenant, event.id, now, event.encode())], now, announce=False)
+        try:
+            return await self.delivery(endpoint.tenant, delivery_id), event.id  # as queued: the notifier is told after
+        finally:
+            await wake_dispatchers(self.client)
 
     async def retry(self, delivery: Delivery) -> Delivery:
         """Queue a delivery again now, with a fresh set of attempts (its log keeps the earlier ones).
@@ -113,7 +123,7 @@ class Subscriptions:
             raise Conflict(f"the endpoint of delivery {delivery.id} was deleted")
         if endpoint.disabled:
             raise Conflict(f"webhook {endpoint.id} is disabled; enable it first")
-        moved = await self.deliveries.requeue(delivery, now_ms())
+        moved = await self.deliveries.requeue(delivery, now_ms(), announce=False)
         if moved == 0:
             raise NotFound(f"delivery {delivery.id!r} does not exist")
         if moved < 0:
@@ -123,7 +133,10 @@ class Subscriptions:
             if letter is not None:
                 await deadletters.delete(self.client, letter)
         log.info("webhook.delivery_requeued", delivery_id=delivery.id, endpoint_id=endpoint.id)
-        return await self.delivery(delivery.tenant, delivery.id)
+        try:
+            return await self.delivery(delivery.tenant, delivery.id)  # as queued: the notifier is told after
+        finally:
+            await wake_dispatchers(self.client)
 
     async def replay_letter(self, letter: DeadLetter) -> dict[str, Any]:
         """Dead-letter replay of an exhausted delivery: the delivery is queued again.
