@@ -86,12 +86,8 @@ def free_port(*, below: int | None = None) -> int:
     if top - LOWEST_CHOSEN_PORT >= 1_000:
         for _ in range(200):
             port = secrets.choice(range(LOWEST_CHOSEN_PORT, top))
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
+            if port_free("127.0.0.1", port, reuse=False):
+                return port
     for _ in range(200):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -101,10 +97,12 @@ def free_port(*, below: int | None = None) -> int:
     raise OSError(f"no free port below {below}")
 
 
-def port_free(host: str, port: int) -> bool:
-    """Whether nothing listens on ``host:port`` (a socket in TIME_WAIT does not count, as for a server)."""
+def port_free(host: str, port: int, *, reuse: bool = True) -> bool:
+    """Whether nothing listens on ``host:port`` (a socket in TIME_WAIT does not count, as for a server;
+    ``reuse=False``: nothing uses it at all, as for a bind without ``SO_REUSEADDR``)."""
     with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

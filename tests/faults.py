@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,7 +30,7 @@ import redis
 from aiohttp import web
 from pydantic import SecretStr
 
-from semaflow.redis_server import RedisServer, ephemeral_range, free_port
+from semaflow.redis_server import RedisServer, ephemeral_range, free_port, port_free
 from shared import keys
 from shared.config import Settings
 from shared.index import manifests
@@ -63,21 +62,11 @@ def free_port_pairs(count: int) -> list[int]:
     while len(ports) < count:
         port = free_port(below=ephemeral_range()[0] - SEAWEED_GRPC_OFFSET)
         pair = {port, port + SEAWEED_GRPC_OFFSET}
-        if pair & chosen or not port_free_now(port + SEAWEED_GRPC_OFFSET):
+        if pair & chosen or not port_free("127.0.0.1", port + SEAWEED_GRPC_OFFSET, reuse=False):
             continue
         chosen |= pair
         ports.append(port)
     return ports
-
-
-def port_free_now(port: int) -> bool:
-    """Whether ``127.0.0.1:port`` can be bound this moment."""
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class Failed(AssertionError):

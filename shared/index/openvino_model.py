@@ -173,15 +173,15 @@ class OpenVINOModel:
         longest first: sorting by characters, as sentence-transformers does, leaves batches whose longest
         text has many more tokens than the rest (a number or a chemical name is many tokens), and the
         model computes every padding position (30 % of the positions for one-sentence texts, 7 % sorted
-        by tokens). Each
-        batch is cut to its own longest text (padding is on the right, so the cut leaves the ids, and
-        thus the vectors, of every text as they were). Up to one batch per optimal infer request (one per
-        stream) is under way at once, and each is pooled once its request is done, while the others run:
-        every stream is kept fed until the last batch.
+        by tokens). Each batch is cut to its own longest text (padding is on the right, so the cut leaves
+        the ids, and thus the vectors, of every text as they were). Up to one batch per optimal infer
+        request (one per stream) is under way at once, and each is pooled once its request is done, while
+        the others run: every stream is kept fed until the last batch.
         """
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
+        right = getattr(self._st.tokenizer, "padding_side", "right") == "right"
         running: deque[tuple[Any, np.ndarray[Any, Any], np.ndarray[Any, Any]]] = deque()
         done = 0
 
@@ -202,7 +202,6 @@ class OpenVINOModel:
                 inputs = {k: features[k].numpy() for k in INPUTS if k in self._inputs}
                 attention = features["attention_mask"].numpy()
                 lengths = attention.sum(axis=1)
-                right = getattr(self._st.tokenizer, "padding_side", "right") == "right"
                 order = np.argsort(-lengths, kind="stable")
                 for start in range(0, len(order), batch_size):
                     request = self._acquire(running, pool_oldest)

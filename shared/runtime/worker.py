@@ -72,7 +72,7 @@ class Worker(dramatiq.Worker):
         self, broker: dramatiq.Broker, *, queues: set[str], worker_threads: int, worker_timeout: int, idle_wait_ms: int
     ) -> None:
         super().__init__(broker, queues=queues, worker_threads=worker_threads, worker_timeout=worker_timeout)
-        self.work_queue = _WorkQueue()
+        self.work_queue: _WorkQueue = _WorkQueue()
         self.idle_wait_ms = idle_wait_ms
 
     def start(self) -> None:
@@ -83,7 +83,6 @@ class Worker(dramatiq.Worker):
     def stop(self, timeout: int = 600_000) -> None:
         for thread in self.workers:
             thread.stop()  # a thread ends when it next finds no message...
-        assert isinstance(self.work_queue, _WorkQueue)
         self.work_queue.interrupt()  # ...which an idle one does now
         super().stop(timeout)
 
