@@ -190,7 +190,18 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(
         default=0,
         ge=0,
-        description="Texts per model batch (0: by device, 16 on a CPU, where small batches run fastest, 128 on a GPU).",
+        description=(
+            "Most texts per model batch (0: by device, 16 on a CPU, where small batches run fastest, 1,024 on a GPU)."
+        ),
+    )
+    embed_batch_tokens: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Most positions per model batch when torch runs the model, texts times the batch's longest text in tokens"
+            " (0: by device, no bound on a CPU, 32,768 on a GPU): short texts go in large batches, long ones in"
+            " small, and none runs out of GPU memory."
+        ),
     )
     embedder_threads: int = Field(
         default=2,

@@ -23,6 +23,7 @@ def build(settings: Settings, *, store: ObjectStore | None = None, encoder: Enco
         settings.model_path,
         device=settings.device,
         batch_size=settings.embed_batch_size,
+        batch_tokens=settings.embed_batch_tokens,
         backend=settings.embedder_backend,
         cache_dir=settings.model_cache,
     )

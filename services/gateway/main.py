@@ -136,7 +136,12 @@ def build(
     app.on_response_prepare.append(response_decorator(cors, TrustedProxies.parse(settings.trusted_proxies)))
     app[STORE] = store or open_store(settings)
     loader = encoder_loader or (
-        lambda: Encoder.load(settings.model_path, device=settings.device, batch_size=settings.embed_batch_size)
+        lambda: Encoder.load(
+            settings.model_path,
+            device=settings.device,
+            batch_size=settings.embed_batch_size,
+            batch_tokens=settings.embed_batch_tokens,
+        )
     )
     app[MODEL] = QueryModel(
         loader,

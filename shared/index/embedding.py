@@ -16,6 +16,7 @@ from shared.errors import ConfigurationError
 from shared.index import backend_choice, openvino_model
 from shared.index.backend_choice import Choice
 from shared.index.documents import normalize
+from shared.index.torch_model import TorchModel
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -25,10 +26,6 @@ Vectors = np.ndarray[Any, np.dtype[np.float32]]
 # Told how many texts of an :meth:`Encoder.encode` call have their vectors so far; may raise to stop it.
 Progress = Callable[[int], None]
 RunFn = Callable[[list[str], Progress | None], Vectors]
-
-# Model batches between two progress reports when torch runs a call that reports progress: each report
-# drains the model (one ``SentenceTransformer.encode`` per group), so not every batch.
-TORCH_PROGRESS_BATCHES: Final = 4
 
 log = structlog.get_logger(__name__)
 
@@ -43,14 +40,22 @@ def packaged_model_path() -> Path:
 # Texts per model batch when none is set, by device. On a CPU small batches win, measured on a 2-core machine
 # over 1,000 texts per call: OpenVINO 346 docs/s at 16 against 269 at 64 (one-sentence claims), 30.3 against
 # 25.0 (abstracts); torch 210 against 194. Two streams split a call's batches between them, and smaller batches
-# leave less padding and a shorter last batch. A GPU needs large batches to be busy (not yet measured here).
+# leave less padding and a shorter last batch. A GPU needs large batches to be busy: up to 1,024 texts, and
+# up to 32,768 positions (texts x the batch's longest text: 128 texts of 256 tokens), so that one-sentence texts
+# go in batches as large as long ones' in positions (not yet measured on a GPU: both are settings).
 CPU_BATCH_SIZE: Final = 16
-GPU_BATCH_SIZE: Final = 128
+GPU_BATCH_SIZE: Final = 1_024
+GPU_BATCH_TOKENS: Final = 32_768
 
 
 def default_batch_size(device: str) -> int:
     """Texts per model batch on ``device`` (a resolved one: ``cpu``, ``cuda``...) when none is set."""
     return CPU_BATCH_SIZE if device.startswith("cpu") else GPU_BATCH_SIZE
+
+
+def default_batch_tokens(device: str) -> int:
+    """Positions per model batch (texts x its longest text) on ``device`` when none is set; 0: no bound."""
+    return 0 if device.startswith("cpu") else GPU_BATCH_TOKENS
 
 
 def pick_device(requested: str) -> str:
@@ -75,6 +80,7 @@ class Encoder:
         model: SentenceTransformer,
         *,
         batch_size: int = 0,
+        batch_tokens: int = 0,
         run: RunFn | None = None,
         backend: str = "torch",
         choice: Choice | None = None,
@@ -82,6 +88,7 @@ class Encoder:
         self.model = model
         self.device = str(model.device)
         self.batch_size = batch_size or default_batch_size(self.device)
+        self.batch_tokens = batch_tokens or default_batch_tokens(self.device)
         # sentence-transformers renamed the accessor; accept both.
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         dim = getter()
@@ -89,29 +96,16 @@ class Encoder:
         self.dim = dim
         self.backend = backend
         self.choice = choice or Choice(backend, "as configured")
+        self._torch_model = TorchModel(model, dim)
         self._run = run or self._torch
         # Torch runs one call over every core, so calls at once would only thrash: they take turns. A backend's
         # own ``run`` (OpenVINO) shares its streams between calls, so that one call's batches keep the model
         # busy while another is being prepared or finished.
         self._lock: AbstractContextManager[Any] = threading.Lock() if run is None else nullcontext()
 
-    def _torch_call(self, texts: list[str]) -> Vectors:
-        out = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True)
-        return np.asarray(out, dtype=np.float32)
-
     def _torch(self, texts: list[str], on_progress: Progress | None = None) -> Vectors:
-        """``texts`` through torch: in one call, or, to report progress, in groups of a few model batches cut
-        from the texts ordered by token count (each group pads as little as the whole would)."""
-        if on_progress is None:
-            return self._torch_call(texts)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        order = self.longest_first(texts)
-        group = max(1, self.batch_size * TORCH_PROGRESS_BATCHES)
-        for start in range(0, len(order), group):
-            part = order[start : start + group]
-            out[part] = self._torch_call([texts[k] for k in part])
-            on_progress(start + len(part))
-        return out
+        """``texts`` through torch, batched by token count (:class:`TorchModel`)."""
+        return self._torch_model.encode(texts, self.batch_size, self.batch_tokens, on_progress)
 
     @classmethod
     def load(
@@ -120,12 +114,14 @@ class Encoder:
         *,
         device: str = "auto",
         batch_size: int = 0,
+        batch_tokens: int = 0,
         backend: Backend = "torch",
         cache_dir: Path | None = None,
     ) -> Encoder:
         """Load the model from disk; never touches the network (``HF_HUB_OFFLINE``).
 
-        ``batch_size`` 0: the device's default (:func:`default_batch_size`).
+        ``batch_size`` 0: the device's default (:func:`default_batch_size`); ``batch_tokens`` 0: the device's
+        default (:func:`default_batch_tokens`).
 
         ``backend``: ``torch``; ``openvino`` (fp32 on the CPU, converted once into ``cache_dir``); or
         ``auto``: OpenVINO when it is installed, the device is the CPU, its vectors agree with torch's
@@ -151,7 +147,7 @@ class Encoder:
         if dev.startswith("cuda"):
             model.half()  # fp16 on GPU: ~2x throughput, cosine vs fp32 > 0.999
         model.eval()
-        encoder = cls(model, batch_size=batch_size)
+        encoder = cls(model, batch_size=batch_size, batch_tokens=batch_tokens)
         if backend != "torch":
             encoder = encoder._with_backend(backend, path, cache_dir or Path(".semaflow") / "models")
         log.info("model.loaded", path=str(path), device=dev, backend=encoder.backend, **encoder.choice.figures())
@@ -188,26 +184,9 @@ class Encoder:
 
     def _as(self, choice: Choice, run: RunFn | None = None) -> Encoder:
         return type(self)(
-            self.model, batch_size=self.batch_size, run=run if choice.backend != "torch" else None,
-            backend=choice.backend, choice=choice,
+            self.model, batch_size=self.batch_size, batch_tokens=self.batch_tokens,
+            run=run if choice.backend != "torch" else None, backend=choice.backend, choice=choice,
         )  # fmt: skip
-
-    def longest_first(self, texts: list[str]) -> list[int]:
-        """Indices of ``texts`` by token count (truncated as the model truncates), longest first, ties in order.
-
-        Batches cut from this order pad least: the model computes every padding position, and character
-        counts are a poor guide to token counts (a number or a chemical name is many tokens).
-        """
-        if not texts:  # a batch of documents that all came with a vector (the tokenizer fails on none)
-            return []
-        ids = self.model.tokenizer(
-            texts,
-            truncation=True,
-            max_length=self.model.max_seq_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
-        return sorted(range(len(texts)), key=lambda k: -len(ids[k]))
 
     def encode(self, texts: list[str], on_progress: Progress | None = None) -> Vectors:
         """Embed texts; rows are L2-normalised float32, in the texts' order.

@@ -23,6 +23,7 @@ import numpy as np
 import structlog
 
 from shared.errors import ConfigurationError
+from shared.index import batches
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -43,8 +44,6 @@ REQUEST_WAIT_S: Final = 30.0
 # Model batches per infer request that a long call tokenises first, alone, so that the streams have work
 # while the rest of its texts is tokenised (two calls starting together would otherwise leave them idle).
 HEAD_BATCHES: Final = 4
-# The transformer's inputs, as sentence-transformers' tokenizer names them.
-INPUTS: Final = ("input_ids", "attention_mask", "token_type_ids")
 # Files whose bytes decide the converted graph (with the library versions): the cache key.
 WEIGHT_FILES: Final = ("config.json", "model.safetensors", "pytorch_model.bin")
 
@@ -104,7 +103,9 @@ def converted(model: SentenceTransformer, model_dir: Path, cache_dir: Path) -> P
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     try:
-        example = {k: v for k, v in model.preprocess(["An example sentence.", "Another one."]).items() if k in INPUTS}
+        example = {
+            k: v for k, v in model.preprocess(["An example sentence.", "Another one."]).items() if k in batches.INPUTS
+        }
         # Tracing warns (torch.jit.trace is deprecated, transformers' shape checks become constants): the
         # agreement check with torch, not the warnings, tells whether the graph is right.
         with torch.no_grad(), warnings.catch_warnings():
@@ -151,7 +152,8 @@ class OpenVINOModel:
             self._idle.put(self._compiled.create_infer_request())
         self._hidden = next(o for o in self._compiled.outputs if "last_hidden_state" in o.get_names())
         self.dim = self._hidden.get_partial_shape()[2].get_length()
-        self._inputs = {p.get_any_name() for p in self._compiled.inputs}
+        names = {p.get_any_name() for p in self._compiled.inputs}
+        self._inputs = [k for k in batches.INPUTS if k in names]
         self.threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
 
     @classmethod
@@ -166,22 +168,15 @@ class OpenVINOModel:
         """Unit vectors of ``texts``, in order; ``on_progress`` is told after each model batch how many texts have
         their vector so far (if it raises, the batches under way finish and the exception propagates).
 
-        The texts are tokenised once by the model's own tokenizer (the same ids and truncation as
-        sentence-transformers): a long call's longest texts (by characters) first, a few batches per infer
-        request, which start at once while the rest is tokenised (two calls starting together would
-        otherwise leave every stream idle while both tokenise). Each group is batched by token count,
-        longest first: sorting by characters, as sentence-transformers does, leaves batches whose longest
-        text has many more tokens than the rest (a number or a chemical name is many tokens), and the
-        model computes every padding position (30 % of the positions for one-sentence texts, 7 % sorted
-        by tokens). Each batch is cut to its own longest text (padding is on the right, so the cut leaves
-        the ids, and thus the vectors, of every text as they were). Up to one batch per optimal infer
-        request (one per stream) is under way at once, and each is pooled once its request is done, while
-        the others run: every stream is kept fed until the last batch.
+        The texts are tokenised once and cut into batches by token count (:mod:`shared.index.batches`): a long
+        call's longest texts (by characters) first, a few batches per infer request, which start at once while
+        the rest is tokenised (two calls starting together would otherwise leave every stream idle while both
+        tokenise). Up to one batch per optimal infer request (one per stream) is under way at once, and each is
+        pooled once its request is done, while the others run: every stream is kept fed until the last batch.
         """
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        right = getattr(self._st.tokenizer, "padding_side", "right") == "right"
         running: deque[tuple[Any, np.ndarray[Any, Any], np.ndarray[Any, Any]]] = deque()
         done = 0
 
@@ -196,24 +191,16 @@ class OpenVINOModel:
             if on_progress is not None:
                 on_progress(done)
 
+        groups = batches.parts(texts, self._per_call * HEAD_BATCHES * batch_size)
         try:
-            for part in self._parts(texts, batch_size):
-                features = self._st.preprocess([texts[k] for k in part])
-                inputs = {k: features[k].numpy() for k in INPUTS if k in self._inputs}
-                attention = features["attention_mask"].numpy()
-                lengths = attention.sum(axis=1)
-                order = np.argsort(-lengths, kind="stable")
-                for start in range(0, len(order), batch_size):
-                    request = self._acquire(running, pool_oldest)
-                    rows = order[start : start + batch_size]
-                    width = int(lengths[rows].max()) if right else attention.shape[1]
-                    feed = {k: np.ascontiguousarray(v[rows, :width]) for k, v in inputs.items()}
-                    try:
-                        request.start_async(feed)
-                    except BaseException:
-                        self._idle.put(request)
-                        raise
-                    running.append((request, part[rows], attention[rows, :width]))
+            for batch in batches.token_batches(self._st, texts, groups, batch_size, inputs=self._inputs):
+                request = self._acquire(running, pool_oldest)
+                try:
+                    request.start_async(batch.inputs)
+                except BaseException:
+                    self._idle.put(request)
+                    raise
+                running.append((request, batch.rows, batch.attention))
             while running:
                 pool_oldest()
         finally:
@@ -221,15 +208,6 @@ class OpenVINOModel:
                 request.wait()
                 self._idle.put(request)
         return out
-
-    def _parts(self, texts: list[str], batch_size: int) -> list[np.ndarray[Any, Any]]:
-        """Indices of ``texts`` in the groups :meth:`encode` tokenises in turn: a long call's longest texts (by
-        characters) first, a few batches per infer request, then the rest; a short call in one group."""
-        head = self._per_call * HEAD_BATCHES * batch_size
-        if len(texts) <= 2 * head:
-            return [np.arange(len(texts))]
-        by_chars = np.argsort(-np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), kind="stable")
-        return [by_chars[:head], by_chars[head:]]
 
     def _acquire(self, running: deque[Any], pool_oldest: Callable[[], None]) -> Any:
         """An idle infer request for a call with ``running`` batches under way.

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from shared.errors import ConfigurationError
-from shared.index import openvino_model
+from shared.index import batches, openvino_model
 from shared.index.backend_choice import MIN_AGREEMENT, PROBE_TEXTS, choose, min_cosine
 from shared.index.embedding import Encoder, packaged_model_path
 
@@ -78,7 +78,7 @@ def test_a_long_call_tokenised_in_two_parts_gives_every_text_its_own_vector(
     model = openvino_model.OpenVINOModel.load(encoder.model, packaged_model_path(), cache_dir)
     count = 2 * model._per_call * openvino_model.HEAD_BATCHES * 4 + len(TEXTS)  # past two heads, on any CPU
     texts = [f"{k}: {TEXTS[k % len(TEXTS)]}" for k in range(count)]
-    parts = model._parts(texts, 4)
+    parts = batches.parts(texts, model._per_call * openvino_model.HEAD_BATCHES * 4)
     assert len(parts) == 2 and sorted(np.concatenate(parts).tolist()) == list(range(len(texts)))
     # When they are encoded in one call, progress noted
     told: list[int] = []
@@ -145,13 +145,77 @@ def test_progress_is_told_after_each_model_batch_and_may_stop_the_call(openvino_
     np.testing.assert_allclose(openvino_encoder.encode(texts[:5]), whole[:5], atol=1e-5)
 
 
-def test_torch_reports_progress_every_few_model_batches(encoder: Encoder) -> None:
+def test_torch_gives_sentence_transformers_vectors_and_reports_progress_after_each_model_batch(
+    encoder: Encoder,
+) -> None:
     small = Encoder(encoder.model, batch_size=4)
-    texts = [f"{k}: {t}" for k, t in enumerate(TEXTS * 12)]  # 72 texts: groups of 4 model batches of 4
+    texts = [f"{k}: {t}" for k, t in enumerate(TEXTS * 12)]  # 72 texts: 18 model batches of 4
     told: list[int] = []
     vectors = small.encode(texts, on_progress=told.append)
-    assert told == [16, 32, 48, 64, 72]
-    assert min_cosine(vectors, encoder.encode(texts)) >= MIN_AGREEMENT
+    assert told == list(range(4, 73, 4))
+    # The vectors are sentence-transformers' own, text by text, whatever batch each text landed in.
+    reference = encoder.model.encode(texts, batch_size=4, normalize_embeddings=True)
+    np.testing.assert_allclose(vectors, reference, atol=2e-6)
+
+    stopped: list[int] = []
+
+    def stop_after_two_batches(done: int) -> None:
+        stopped.append(done)
+        if done >= 8:
+            raise Stop
+
+    with pytest.raises(Stop):
+        small.encode(texts, on_progress=stop_after_two_batches)
+    assert stopped == [4, 8]
+
+
+def test_torch_batches_hold_at_most_their_budget_of_positions(encoder: Encoder) -> None:
+    # Given a budget of 120 positions per model batch (texts x the batch's longest text), up to 64 texts each
+    small = Encoder(encoder.model, batch_size=64, batch_tokens=120)
+    widths: list[tuple[int, int]] = []
+    start = small._torch_model._start
+
+    def recording(inputs: dict[str, Any]) -> Any:
+        widths.append(inputs["input_ids"].shape)
+        return start(inputs)
+
+    small._torch_model._start = recording  # type: ignore[method-assign]
+    texts = [f"{k}: {t}" for k, t in enumerate(TEXTS * 8)]
+    # When a call's texts are encoded
+    vectors = small.encode(texts)
+    # Then short texts share batches, every batch keeps to the budget but one text longer than it (it goes
+    # alone), and the vectors are sentence-transformers' own
+    assert sum(rows for rows, _ in widths) == len(texts)
+    assert all(rows * width <= 120 or rows == 1 for rows, width in widths)
+    assert max(rows for rows, _ in widths) > 4 and any(width > 120 for _, width in widths)
+    reference = encoder.model.encode(texts, batch_size=16, normalize_embeddings=True)
+    np.testing.assert_allclose(vectors, reference, atol=2e-6)
+
+
+def test_a_long_torch_call_is_tokenised_in_bounded_parts(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given parts of at most 10 texts after a head of 8
+    monkeypatch.setattr(batches, "MAX_PART", 10)
+    texts = [f"{k}: {TEXTS[k % len(TEXTS)]}" for k in range(45)]
+    groups = batches.parts(texts, 8)
+    assert [len(g) for g in groups] == [8, 10, 10, 10, 7]
+    assert sorted(np.concatenate(groups).tolist()) == list(range(45))
+    # When they are batched, then each part is ordered by tokens on its own and every text is in one batch
+    model_batches = list(batches.token_batches(encoder.model, texts, groups, 4))
+    assert sorted(np.concatenate([b.rows for b in model_batches]).tolist()) == list(range(45))
+    small = Encoder(encoder.model, batch_size=4)
+    np.testing.assert_allclose(
+        small.encode(texts), encoder.model.encode(texts, batch_size=4, normalize_embeddings=True), atol=2e-6
+    )
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device")
+def test_on_cuda_fp16_vectors_agree_with_the_cpus_fp32(encoder: Encoder) -> None:
+    gpu = Encoder.load(device="cuda")
+    texts = [f"{k}: {t}" for k, t in enumerate(TEXTS * 200)]
+    told: list[int] = []
+    got = gpu.encode(texts, on_progress=told.append)
+    assert got.dtype == np.float32 and told[-1] == len(texts)
+    assert min_cosine(got, encoder.encode(texts)) >= 0.999
 
 
 @needs_openvino
