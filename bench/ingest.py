@@ -20,6 +20,11 @@ Run by hand (not pytest)::
     CPU per document (the whole stack's, and the embedder process's) is printed against each raw
     backend's: other load on the machine does not move it. Target: (a)'s CPU per document with the
     stack's own backend >= 0.98 of the whole stack's (refused where (a) spent more than the stack).
+    The machine's speed drifts by several per cent over minutes; ``--rounds N`` runs the stack N times, each
+    followed by (a) again, prints each run's ratios against the (a) runs just before and after it, and pools
+    every run for the verdicts::
+
+        .venv/bin/python bench/ingest.py --docs 5000 --repeats 0 --raw-after --raw-backends openvino --rounds 3
 
 ``--texts claims`` sends SciFact's claims (one sentence, ~22 tokens) instead of its abstracts (title +
 abstract, ~240 tokens, most truncated at 256): the model's cost per document, and each backend's
@@ -61,6 +66,8 @@ TARGET_CPU_RATIO = 0.98
 # The stack on OpenVINO against raw torch, docs/s.
 TARGET_SPEEDUP = 1.8
 TARGET_CLI_RATIO = 0.97
+# What --backends measures the embedder's runners against: sentence-transformers' own encode.
+REFERENCE = "sentence-transformers"
 TARGET_LATENCY_P50_S = 2.0
 # Models converted for OpenVINO, kept between runs (the stack's data dir is new each run).
 MODEL_CACHE = common.REPO / ".semaflow" / "models"
@@ -244,82 +251,73 @@ async def latency(
 
 
 def compare_backends(texts: list[str], batch_size: int, block: int) -> dict[str, Any]:
-    """torch against OpenVINO on the same documents, in-process, alternating blocks of ``block`` documents.
+    """sentence-transformers' own ``encode`` (the reference) against the embedder's torch and OpenVINO runs, on the
+    same documents, in-process, alternating blocks of ``block`` documents (one call each).
 
-    Each block is encoded by torch, then by OpenVINO (as ``Encoder.encode`` runs them: whole batches
-    sorted by length); wall and process CPU time are summed per backend, and every document's two
-    vectors are compared.
+    Each block is encoded by each in turn (``Encoder.encode`` for torch and OpenVINO: a call tokenised once,
+    batched by token count); wall and process CPU time are summed per runner, and every document's vector is
+    compared with the reference's.
     """
+    import numpy as np
     import torch
 
     from shared.index.backend_choice import min_cosine
     from shared.index.embedding import Encoder
 
-    encoders = {
-        "torch": Encoder.load(batch_size=batch_size, backend="torch"),
-        "openvino": Encoder.load(batch_size=batch_size, backend="openvino", cache_dir=MODEL_CACHE),
-    }
-    for enc in encoders.values():
-        enc.encode(texts[:batch_size])  # warm-up
-    wall = dict.fromkeys(encoders, 0.0)
-    cpu = dict.fromkeys(encoders, 0.0)
-    vectors: dict[str, list[Any]] = {name: [] for name in encoders}
-    log(f"encoding {len(texts):,} documents with each backend, {block} at a time, alternating")
+    torch_encoder = Encoder.load(batch_size=batch_size, backend="torch")
+    ov_encoder = Encoder.load(batch_size=batch_size, backend="openvino", cache_dir=MODEL_CACHE)
+    st = functools.partial(
+        torch_encoder.model.encode, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True
+    )
+    runners: dict[str, Any] = {REFERENCE: st, "torch": torch_encoder.encode, "openvino": ov_encoder.encode}
+    for run in runners.values():
+        run(texts[:batch_size])  # warm-up
+    wall = dict.fromkeys(runners, 0.0)
+    cpu = dict.fromkeys(runners, 0.0)
+    vectors: dict[str, list[Any]] = {name: [] for name in runners}
+    log(f"encoding {len(texts):,} documents with each runner, {block} at a time, alternating")
     for start in range(0, len(texts), block):
         part = texts[start : start + block]
-        for name, enc in encoders.items():
+        for name, run in runners.items():
             t, c = time.perf_counter(), time.process_time()
-            vectors[name].append(enc.encode(part))
+            vectors[name].append(np.asarray(run(part), dtype=np.float32))
             wall[name] += time.perf_counter() - t
             cpu[name] += time.process_time() - c
         log(
-            f"  {start + len(part):,}/{len(texts):,}: torch {wall['torch']:.1f}s wall {cpu['torch']:.1f}s CPU;"
-            f" openvino {wall['openvino']:.1f}s wall {cpu['openvino']:.1f}s CPU"
+            f"  {start + len(part):,}/{len(texts):,}: "
+            + "; ".join(f"{k} {wall[k]:.1f}s wall {cpu[k]:.1f}s CPU" for k in runners)
         )
-    import numpy as np
-
-    a, b = np.concatenate(vectors["torch"]), np.concatenate(vectors["openvino"])
-    cos = np.sum(a.astype(np.float64) * b, axis=1)
+    ref = np.concatenate(vectors[REFERENCE])
     n = len(texts)
-    return {
-        "documents": n,
-        "block": block,
-        "batch_size": batch_size,
-        "torch_threads": torch.get_num_threads(),
-        "backends": {
-            name: {
-                "seconds": wall[name],
-                "docs_per_s": n / wall[name],
-                "cpu_s": cpu[name],
-                "cpu_ms_per_doc": cpu[name] / n * 1000,
-            }
-            for name in encoders
-        },
-        "speedup_wall": wall["torch"] / wall["openvino"],
-        "speedup_cpu": cpu["torch"] / cpu["openvino"],
-        "cosine_min": min_cosine(a, b),
-        "cosine_mean": float(np.mean(cos)),
-        "max_abs_diff": float(np.max(np.abs(a - b))),
-    }
+    out: dict[str, Any] = {}
+    for name in runners:
+        got = np.concatenate(vectors[name])
+        out[name] = {
+            "seconds": wall[name],
+            "docs_per_s": n / wall[name],
+            "cpu_s": cpu[name],
+            "cpu_ms_per_doc": cpu[name] / n * 1000,
+            "speedup_wall": wall[REFERENCE] / wall[name],
+            "speedup_cpu": cpu[REFERENCE] / cpu[name],
+            "cosine_min": min_cosine(got, ref),
+            "max_abs_diff": float(np.max(np.abs(got - ref))),
+        }
+    return {"documents": n, "block": block, "batch_size": batch_size, "torch_threads": torch.get_num_threads(),
+            "reference": REFERENCE, "backends": out}  # fmt: skip
 
 
 def print_backends(out: dict[str, Any]) -> None:
     rows = [
-        [name, out["documents"], r["seconds"], r["docs_per_s"], r["cpu_s"], r["cpu_ms_per_doc"]]
+        [name, out["documents"], r["seconds"], r["docs_per_s"], r["cpu_s"], r["cpu_ms_per_doc"], r["speedup_wall"],
+         r["speedup_cpu"], r["cosine_min"], r["max_abs_diff"]]
         for name, r in out["backends"].items()
-    ]
+    ]  # fmt: skip
     print()
-    print(f"embedding backends: {out['documents']:,} SciFact documents, batch size {out['batch_size']}, "
-          f"blocks of {out['block']} alternating")  # fmt: skip
-    print(table(["backend", "docs", "wall s", "docs/s", "CPU s", "CPU ms/doc"], rows))
-    print(
-        f"  openvino / torch (reference, same run): {out['speedup_wall']:.2f}x docs/s, "
-        f"{out['speedup_cpu']:.2f}x less CPU per document"
-    )
-    print(
-        f"  vectors: cosine min {out['cosine_min']:.7f}, mean {out['cosine_mean']:.7f}, "
-        f"max |difference| {out['max_abs_diff']:.2e}"
-    )
+    print(f"embedding runners: {out['documents']:,} SciFact documents, batch size {out['batch_size']}, "
+          f"blocks of {out['block']} alternating; reference: {out['reference']} (its own encode)")  # fmt: skip
+    headers = ["runner", "docs", "wall s", "docs/s", "CPU s", "CPU ms/doc", "x docs/s", "x less CPU", "min cosine",
+               "max |diff|"]  # fmt: skip
+    print(table(headers, rows))
 
 
 def stack_backend(stack: common.Stack) -> str:
@@ -384,6 +382,43 @@ def speedup_line(pipe_rate: float, torch_rate: float, bound: tuple[str, float] |
     speedup = pipe_rate / torch_rate
     ok = speedup >= TARGET_SPEEDUP
     return f"stack/raw torch = {speedup:.3f}x docs/s  (target >= {TARGET_SPEEDUP}x)  {verdict(ok)}", ok
+
+
+def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stack's runs as one: documents, seconds and CPU summed, so rates and CPU per document are over all."""
+    if len(runs) == 1:
+        return dict(runs[0]["pipeline"])
+    pipes = [r["pipeline"] for r in runs]
+    docs, seconds = sum(p["documents"] for p in pipes), sum(p["seconds"] for p in pipes)
+    cpu = {k: round(sum(p["cpu_s_by_service"].get(k, 0.0) for p in pipes), 2) for k in pipes[0]["cpu_s_by_service"]}
+    stack_cpu = sum(p["stack_cpu_s"] for p in pipes)
+    return {
+        "documents": docs,
+        "batches": sum(p["batches"] for p in pipes),
+        "seconds": seconds,
+        "docs_per_s": docs / seconds,
+        "cpu_s_by_service": cpu,
+        "stack_cpu_s": stack_cpu,
+        "client_cpu_s": sum(p["client_cpu_s"] for p in pipes),
+        "stack_cores_used": stack_cpu / seconds,
+        "other_load_cores": sum(p["other_load_cores"] * p["seconds"] for p in pipes) / seconds,
+    }
+
+
+def round_ratios(runs: list[dict[str, Any]], raws: list[dict[str, Any]], backend: str) -> list[dict[str, Any]]:
+    """Per stack run, b/a and raw/stack CPU per document against the stack's own backend's runs just before and
+    after it (the machine's speed drifts over minutes; these pairs share it)."""
+    out = []
+    for n, run in enumerate(runs, 1):
+        near = [r for r in raws if r["backend"] == backend and r.get("round", 0) in (n - 1, n)]
+        if not near:
+            continue
+        rate = sum(r["docs_per_s"] for r in near) / len(near)
+        raw_ms = sum(r["cpu_s"] / r["documents"] for r in near) / len(near) * 1000
+        pipe = run["pipeline"]
+        stack_ms = pipe["stack_cpu_s"] / pipe["documents"] * 1000
+        out.append({"round": n, "ratio": pipe["docs_per_s"] / rate, "cpu_ratio": raw_ms / stack_ms})
+    return out
 
 
 def cpu_ratio_line(raw_ms: float, stack_ms: float, raw_backend: str) -> tuple[str, bool]:
@@ -454,7 +489,7 @@ async def run_stack_phases(
             log(f"stack idle (query model loaded) after {out['idle_wait_s']:.1f}s more; ingesting {len(docs):,} docs")
             out["pipeline"] = await ingest_pipeline(stack, http, "bench-ingest", docs, args.batch)
             log(f"(b) {out['pipeline']['docs_per_s']:.1f} docs/s; measuring single-batch latency")
-            if args.repeats:
+            if args.repeats and probes:
                 out["latency"] = await latency(stack, http, "bench-ingest", probes)
     finally:
         stack.stop()
@@ -578,6 +613,43 @@ def main_cli(args: argparse.Namespace, docs: list[tuple[str, str]]) -> int:
     return 0 if ok else 1
 
 
+def measure_rounds(
+    args: argparse.Namespace,
+    docs: list[tuple[str, str]],
+    probe_docs: list[tuple[list[str], list[str]]],
+    batch_size: int,
+    threads: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(a) with each raw backend, then each stack run followed by (a) again (after the last only with
+    ``--raw-after``): every (a) run and every stack run's phases, in order."""
+    texts = [t for _, t in docs]
+    raws: list[dict[str, Any]] = []
+    probe_vectors: Any = None
+    for name in args.raw_backends:
+        probe_texts = [texts[0] for _, texts in probe_docs] if probe_vectors is None else []
+        raw = measure_raw(texts, probe_texts, batch_size, name, args.batch, threads)
+        vectors = raw.pop("probe_vectors")
+        probe_vectors = vectors if probe_vectors is None else probe_vectors
+        raw["when"] = "before the stack"
+        raws.append(raw)
+        log(f"(a) {raw['backend']}: {raw['docs_per_s']:.1f} docs/s in-process")
+    probes = [(ids, texts, probe_vectors[n].tolist()) for n, (ids, texts) in enumerate(probe_docs)]
+    runs: list[dict[str, Any]] = []
+    for n in range(1, args.rounds + 1):
+        last = n == args.rounds
+        runs.append(asyncio.run(run_stack_phases(args, docs, probes if last else [])))
+        if args.raw_after or not last:
+            for name in reversed(args.raw_backends):  # reversed: each backend's two runs straddle the stack alike
+                again = measure_raw(texts, [], batch_size, name, args.batch, threads)
+                again.pop("probe_vectors")
+                again["when"] = "after the stack" if args.rounds == 1 else f"after stack run {n}"
+                again["round"] = n
+                raws.append(again)
+                log(f"(a) again, {again['backend']}: {again['docs_per_s']:.1f} docs/s in-process")
+
+    return raws, runs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=common.DEFAULT_DATA, help="SciFact folder (BEIR format)")
@@ -599,7 +671,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-data", action="store_true", help="keep the stack's data dir and log")
     mode_help = "full: (a), (b), (c); cli: (b) against (d), the same documents via `semaflow ingest`"
     parser.add_argument("--mode", choices=["full", "cli"], default="full", help=mode_help)
-    parser.add_argument("--rounds", type=int, default=1, help="--mode cli: alternating rounds of (b) and (d)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="--mode cli: alternating rounds of (b) and (d); full mode: stack runs, each followed by (a) again (the"
+        " ratios pool every run)",
+    )
     parser.add_argument(
         "--raw-backends",
         type=lambda v: [b for b in v.split(",") if b],
@@ -618,7 +696,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backends",
         action="store_true",
-        help="only compare the backends in-process: torch vs OpenVINO on the same --docs documents (no stack)",
+        help="only compare the embedder's runners in-process: sentence-transformers' own encode (the reference),"
+        " the embedder's torch and OpenVINO, on the same --docs documents (no stack)",
     )
     parser.add_argument("--block", type=int, default=200, help="documents per alternating block with --backends")
     args = parser.parse_args(argv)
@@ -648,27 +727,9 @@ def main(argv: list[str] | None = None) -> int:
         print_backends(compared)
         common.write_json(args.json, {"backends": compared, "environment": common.environment()})
         return 0
-    raws: list[dict[str, Any]] = []
-    probe_vectors: Any = None
-    for name in args.raw_backends:
-        probe_texts = [texts[0] for _, texts in probe_docs] if probe_vectors is None else []
-        raw = measure_raw(texts, probe_texts, batch_size, name, args.batch, settings.embedder_threads)
-        vectors = raw.pop("probe_vectors")
-        probe_vectors = vectors if probe_vectors is None else probe_vectors
-        raw["when"] = "before the stack"
-        raws.append(raw)
-        log(f"(a) {raw['backend']}: {raw['docs_per_s']:.1f} docs/s in-process")
-    probes = [(ids, texts, probe_vectors[n].tolist()) for n, (ids, texts) in enumerate(probe_docs)]
-    stack_out = asyncio.run(run_stack_phases(args, docs, probes))
-    if args.raw_after:
-        for name in reversed(args.raw_backends):  # reversed: each backend's two runs straddle the stack alike
-            again = measure_raw(texts, [], batch_size, name, args.batch, settings.embedder_threads)
-            again.pop("probe_vectors")
-            again["when"] = "after the stack"
-            raws.append(again)
-            log(f"(a) again, {again['backend']}: {again['docs_per_s']:.1f} docs/s in-process")
-
-    pipe = stack_out["pipeline"]
+    raws, runs = measure_rounds(args, docs, probe_docs, batch_size, settings.embedder_threads)
+    stack_out = runs[-1]
+    pipe = pooled(runs)
     stack_backend_name = stack_out.get("stack_backend", "unknown")
     references = raw_references(raws)
     stack_ms = pipe["stack_cpu_s"] / pipe["documents"] * 1000
@@ -678,6 +739,9 @@ def main(argv: list[str] | None = None) -> int:
         "raw_model": raws,
         "raw_references": references,
         **stack_out,
+        "pipeline": pipe,
+        "stack_runs": [r["pipeline"] for r in runs],
+        "rounds": round_ratios(runs, raws, stack_backend_name),
         "stack_cpu_ms_per_doc": stack_ms,
         "embedder_cpu_ms_per_doc": embedder_ms,
         "targets": {
@@ -689,7 +753,11 @@ def main(argv: list[str] | None = None) -> int:
         "environment": common.environment(),
     }
     print()
-    print(f"semaflow ingest benchmark: {len(docs):,} SciFact {args.texts}, {pipe['batches']} batches of {args.batch}")
+    runs_note = "" if args.rounds == 1 else f", {args.rounds} stack runs"
+    print(
+        f"semaflow ingest benchmark: {len(docs):,} SciFact {args.texts}, {stack_out['pipeline']['batches']} batches of"
+        f" {args.batch}{runs_note}"
+    )
     print()
     rows = [
         [f"(a) raw {r['backend']} encode, {r['texts_per_call']} per call{at_once(r)} ({r['when']})", r["documents"],
@@ -697,19 +765,28 @@ def main(argv: list[str] | None = None) -> int:
          r["other_load_cores"]]
         for r in raws
     ]  # fmt: skip
-    rows.append(
-        [f"(b) stack ({stack_backend_name}): first POST -> searchable", pipe["documents"], pipe["seconds"],
-         pipe["docs_per_s"], pipe["stack_cpu_s"], stack_ms, pipe["stack_cores_used"], pipe["other_load_cores"]]
-    )  # fmt: skip
+    for n, run in enumerate(results["stack_runs"], 1):
+        label = "" if args.rounds == 1 else f" run {n}"
+        rows.append(
+            [f"(b) stack{label} ({stack_backend_name}): first POST -> searchable", run["documents"], run["seconds"],
+             run["docs_per_s"], run["stack_cpu_s"], run["stack_cpu_s"] / run["documents"] * 1000,
+             run["stack_cores_used"], run["other_load_cores"]]
+        )  # fmt: skip
     headers = ["measurement", "docs", "seconds", "docs/s", "CPU s", "CPU ms/doc", "cores used", "other load (cores)"]
     print(table(headers, rows))
     print()
+    last = results["stack_runs"][-1]
     print(
-        f"  (b) details: all POSTs answered after {pipe['post_total_s']:.2f}s (p50 {pipe['post_p50_s'] * 1000:.0f} ms, "
-        f"max {pipe['post_max_s'] * 1000:.0f} ms); first documents searchable at {pipe['first_searchable_s']:.1f}s; "
-        f"{pipe['segments']} segments"
+        f"  (b) details: all POSTs answered after {last['post_total_s']:.2f}s (p50 {last['post_p50_s'] * 1000:.0f} ms, "
+        f"max {last['post_max_s'] * 1000:.0f} ms); first documents searchable at {last['first_searchable_s']:.1f}s; "
+        f"{last['segments']} segments" + ("" if args.rounds == 1 else " (last run)")
     )
     print(f"  (b) CPU seconds per process: {pipe['cpu_s_by_service']}; benchmark client {pipe['client_cpu_s']:.1f}")
+    for r in results["rounds"]:
+        print(
+            f"  (b) run {r['round']} against its own backend's runs just before and after it: b/a {r['ratio']:.3f},"
+            f" raw/stack CPU per document {r['cpu_ratio']:.3f}"
+        )
     print(f"  (b) CPU per document: whole stack {stack_ms:.2f} ms, of which the embedder {embedder_ms:.2f} ms")
     print()
     print("  the stack against each raw backend (same run; CPU per document is insensitive to other load):")
