@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -378,6 +378,19 @@ async def check(resp: aiohttp.ClientResponse, *expected: int) -> Any:
     return await resp.json()
 
 
+async def wait_jobs(stack: Stack, http: aiohttp.ClientSession, job_ids: list[str], late: Callable[[], float]) -> None:
+    """Long-poll each job in turn until it succeeded (``late`` raises once the time is up); a failed job raises."""
+    for job_id in job_ids:
+        while True:
+            async with http.get(f"{stack.url}/v1/jobs/{job_id}?wait=30", headers=stack.headers) as resp:
+                job = await check(resp, 200)
+            if job["state"] == "failed":
+                raise RuntimeError(f"job {job_id} failed: {job.get('error')}")
+            if job["state"] == "succeeded":
+                break
+            late()
+
+
 async def wait_searchable(
     stack: Stack,
     http: aiohttp.ClientSession,
@@ -386,41 +399,56 @@ async def wait_searchable(
     documents: int,
     *,
     t0: float,
-    poll_s: float = 0.2,
+    poll_s: float = 0.05,
     timeout_s: float = 3600.0,
 ) -> tuple[dict[str, Any], float | None]:
     """Wait until every job succeeded, the collection counts ``documents``, and a search answers
     from that index version. Returns the collection's info and when (seconds after ``t0``, a
     ``perf_counter`` reading) its first documents became visible.
+
+    Waits as a client of the API does, not by polling: each job in turn is long-polled
+    (``GET /v1/jobs/{id}?wait=``, answered when its state or progress changes), so the stack spends
+    next to nothing on the benchmark while it works. The collection is read once a second until its
+    first documents show, and every ``poll_s`` once every job has succeeded, until it counts them all
+    and a search answers from its version.
     """
     base = f"{stack.url}/v1/collections/{name}"
-    pending = set(job_ids)
     first_visible: float | None = None
-    while True:
-        await asyncio.sleep(poll_s)
-        async with http.get(base, headers=stack.headers) as resp:
-            info = await check(resp, 200)
+
+    def late() -> float:
         now = time.perf_counter() - t0
-        if first_visible is None and info["documents"] > 0:
-            first_visible = now
         if now > timeout_s:
             raise RuntimeError(f"not searchable after {timeout_s:.0f} s")
-        if info["documents"] < documents:
-            continue
-        for job_id in sorted(pending):
-            async with http.get(f"{stack.url}/v1/jobs/{job_id}", headers=stack.headers) as resp:
-                job = await check(resp, 200)
-            if job["state"] == "failed":
-                raise RuntimeError(f"job {job_id} failed: {job.get('error')}")
-            if job["state"] == "succeeded":
-                pending.discard(job_id)
-        if pending:
-            continue
-        probe = {"vector": [1.0] + [0.0] * (DIM - 1), "k": 1}
-        async with http.post(base + "/search", json=probe, headers=stack.headers) as resp:
-            found = await check(resp, 200)
-        if found["index_version"] == info["index_version"] and found["results"]:
-            return info, first_visible
+        return now
+
+    async def collection() -> dict[str, Any]:
+        nonlocal first_visible
+        async with http.get(base, headers=stack.headers) as resp:
+            info: dict[str, Any] = await check(resp, 200)
+        if first_visible is None and info["documents"] > 0:
+            first_visible = time.perf_counter() - t0
+        return info
+
+    async def watch_first() -> None:
+        while first_visible is None:
+            await collection()
+            await asyncio.sleep(1.0)
+
+    watcher = asyncio.create_task(watch_first())
+    try:
+        await wait_jobs(stack, http, job_ids, late)
+        while True:
+            info = await collection()
+            if info["documents"] >= documents:
+                probe = {"vector": [1.0] + [0.0] * (DIM - 1), "k": 1}
+                async with http.post(base + "/search", json=probe, headers=stack.headers) as resp:
+                    found = await check(resp, 200)
+                if found["index_version"] == info["index_version"] and found["results"]:
+                    return info, first_visible
+            late()
+            await asyncio.sleep(poll_s)
+    finally:
+        watcher.cancel()
 
 
 def session(connections: int = 100, timeout_s: float = 120.0) -> aiohttp.ClientSession:

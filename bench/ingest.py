@@ -309,7 +309,7 @@ def compare_backends(texts: list[str], batch_size: int, block: int) -> dict[str,
 def print_backends(out: dict[str, Any]) -> None:
     rows = [
         [name, out["documents"], r["seconds"], r["docs_per_s"], r["cpu_s"], r["cpu_ms_per_doc"], r["speedup_wall"],
-         r["speedup_cpu"], r["cosine_min"], r["max_abs_diff"]]
+         r["speedup_cpu"], f"{r['cosine_min']:.7f}", f"{r['max_abs_diff']:.1e}"]
         for name, r in out["backends"].items()
     ]  # fmt: skip
     print()
@@ -782,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{last['segments']} segments" + ("" if args.rounds == 1 else " (last run)")
     )
     print(f"  (b) CPU seconds per process: {pipe['cpu_s_by_service']}; benchmark client {pipe['client_cpu_s']:.1f}")
-    for r in results["rounds"]:
+    for r in results["rounds"] if args.rounds > 1 else []:
         print(
             f"  (b) run {r['round']} against its own backend's runs just before and after it: b/a {r['ratio']:.3f},"
             f" raw/stack CPU per document {r['cpu_ratio']:.3f}"

@@ -308,7 +308,7 @@ def merges(log_path: Path, seen: int) -> tuple[list[tuple[float, int]], int]:
 
 
 async def settle(stack: common.Stack, http: Any, jobs: list[str], documents: int, t0: float) -> dict[str, Any]:
-    info, _ = await common.wait_searchable(stack, http, NAME, jobs, documents, t0=t0, poll_s=0.5, timeout_s=7200)
+    info, _ = await common.wait_searchable(stack, http, NAME, jobs, documents, t0=t0, timeout_s=7200)
     return dict(info)
 
 

@@ -101,7 +101,7 @@ async def ingest_vectors(
     await asyncio.gather(*(post(s) for s in starts))
     posted = time.perf_counter() - t0
     log(f"ingest: {len(starts)} requests accepted in {posted:.1f}s; waiting until searchable")
-    info, _ = await common.wait_searchable(stack, http, name, job_ids, len(vectors), t0=t0, poll_s=0.5)
+    info, _ = await common.wait_searchable(stack, http, name, job_ids, len(vectors), t0=t0)
     elapsed = time.perf_counter() - t0
     return {
         "vectors": len(vectors),
