@@ -98,10 +98,12 @@ class Encoder:
         self.choice = choice or Choice(backend, "as configured")
         self._torch_model = TorchModel(model, dim)
         self._run = run or self._torch
-        # Torch runs one call over every core, so calls at once would only thrash: they take turns. A backend's
-        # own ``run`` (OpenVINO) shares its streams between calls, so that one call's batches keep the model
-        # busy while another is being prepared or finished.
-        self._lock: AbstractContextManager[Any] = threading.Lock() if run is None else nullcontext()
+        # Torch on a CPU runs one call over every core, so calls at once would only thrash: they take turns. On a
+        # GPU calls run at once: their batches queue on the device in turn, and one call's tokenising (the
+        # start of a job) overlaps the other's batches instead of leaving the GPU idle. A backend's own
+        # ``run`` (OpenVINO) shares its streams between calls in the same way.
+        serial = run is None and self.device.startswith("cpu")
+        self._lock: AbstractContextManager[Any] = threading.Lock() if serial else nullcontext()
 
     def _torch(self, texts: list[str], on_progress: Progress | None = None) -> Vectors:
         """``texts`` through torch, batched by token count (:class:`TorchModel`)."""

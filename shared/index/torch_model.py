@@ -33,8 +33,9 @@ HEAD_BATCHES: Final = 4
 
 
 class TorchModel:
-    """Encodes texts with a sentence-transformers model on its own device; one call at a time (torch runs each
-    call over every core, or queues it on the one GPU)."""
+    """Encodes texts with a sentence-transformers model on its own device. Calls from several threads may run at
+    once (each keeps its own batches in flight); on a CPU, :class:`~shared.index.embedding.Encoder` has them take
+    turns, as torch runs each over every core."""
 
     def __init__(self, model: SentenceTransformer, dim: int) -> None:
         self._st = model

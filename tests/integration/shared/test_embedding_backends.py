@@ -216,6 +216,13 @@ def test_on_cuda_fp16_vectors_agree_with_the_cpus_fp32(encoder: Encoder) -> None
     got = gpu.encode(texts, on_progress=told.append)
     assert got.dtype == np.float32 and told[-1] == len(texts)
     assert min_cosine(got, encoder.encode(texts)) >= 0.999
+    # Calls from several threads run at once on the GPU, each getting its own texts' vectors.
+    calls = [[f"call {c}: {t}" for t in texts[:300]] for c in range(4)]
+    alone = [gpu.encode(c) for c in calls]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(gpu.encode, calls))
+    for a, b in zip(alone, together, strict=True):
+        assert min_cosine(a, b) >= 0.9999
 
 
 @needs_openvino
