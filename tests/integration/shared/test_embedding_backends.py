@@ -123,6 +123,20 @@ class Stop(Exception):
     pass
 
 
+def told_until_stopped_at_8(encoder: Encoder, texts: list[str]) -> list[int]:
+    """What ``on_progress`` was told in a call it stopped (by raising) once 8 texts had their vector."""
+    told: list[int] = []
+
+    def stop_at_8(done: int) -> None:
+        told.append(done)
+        if done >= 8:
+            raise Stop
+
+    with pytest.raises(Stop):
+        encoder.encode(texts, on_progress=stop_at_8)
+    return told
+
+
 @needs_openvino
 def test_progress_is_told_after_each_model_batch_and_may_stop_the_call(openvino_encoder: Encoder) -> None:
     texts = [f"{k}: {t}" for k, t in enumerate(TEXTS * 4)]  # 24 texts: 6 model batches of 4
@@ -131,16 +145,7 @@ def test_progress_is_told_after_each_model_batch_and_may_stop_the_call(openvino_
     assert told == [4, 8, 12, 16, 20, 24]
     np.testing.assert_array_equal(whole, openvino_encoder.encode(texts))
 
-    stopped: list[int] = []
-
-    def stop_after_two_batches(done: int) -> None:
-        stopped.append(done)
-        if done >= 8:
-            raise Stop
-
-    with pytest.raises(Stop):
-        openvino_encoder.encode(texts, on_progress=stop_after_two_batches)
-    assert stopped == [4, 8]
+    assert told_until_stopped_at_8(openvino_encoder, texts) == [4, 8]
     # Every request the stopped call started has finished: the next call gets its own texts' vectors.
     np.testing.assert_allclose(openvino_encoder.encode(texts[:5]), whole[:5], atol=1e-5)
 
@@ -157,16 +162,7 @@ def test_torch_gives_sentence_transformers_vectors_and_reports_progress_after_ea
     reference = encoder.model.encode(texts, batch_size=4, normalize_embeddings=True)
     np.testing.assert_allclose(vectors, reference, atol=2e-6)
 
-    stopped: list[int] = []
-
-    def stop_after_two_batches(done: int) -> None:
-        stopped.append(done)
-        if done >= 8:
-            raise Stop
-
-    with pytest.raises(Stop):
-        small.encode(texts, on_progress=stop_after_two_batches)
-    assert stopped == [4, 8]
+    assert told_until_stopped_at_8(small, texts) == [4, 8]
 
 
 def test_torch_batches_hold_at_most_their_budget_of_positions(encoder: Encoder) -> None:
