@@ -39,14 +39,13 @@ class Batch(NamedTuple):
 def parts(texts: Sequence[str], head: int) -> list[Indices]:
     """Indices of ``texts`` in the groups tokenised in turn: a long call's ``head`` longest texts (by characters)
     first, so that the model has work while the rest is tokenised, then the rest in parts of at most
-    :data:`MAX_PART`, longest first; a short call (up to two heads) in one part."""
-    if len(texts) <= max(2 * head, 1):
+    :data:`MAX_PART`, longest first; a short call (up to two heads, or up to :data:`MAX_PART` without a head)
+    in one part, in its own order."""
+    if len(texts) <= (2 * head if head > 0 else MAX_PART):
         return [np.arange(len(texts))]
     by_chars = np.argsort(-np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), kind="stable")
-    rest = by_chars[head:] if head > 0 else by_chars
-    groups = [by_chars[:head]] if head > 0 else []
-    groups += [rest[at : at + MAX_PART] for at in range(0, len(rest), MAX_PART)]
-    return groups
+    rest = by_chars[head:]
+    return ([by_chars[:head]] if head > 0 else []) + [rest[at : at + MAX_PART] for at in range(0, len(rest), MAX_PART)]
 
 
 def token_batches(

@@ -42,7 +42,6 @@ class TorchModel:
         self.dim = dim
         self.device = model.device
         self._gpu = model.device.type == "cuda"
-        self._inputs = list(batches.INPUTS)
 
     def encode(
         self,
@@ -76,9 +75,7 @@ class TorchModel:
         depth = IN_FLIGHT if self._gpu else 1
         try:
             with torch.inference_mode():
-                for batch in batches.token_batches(
-                    self._st, texts, groups, batch_size, max_tokens=max_tokens, inputs=self._inputs
-                ):
+                for batch in batches.token_batches(self._st, texts, groups, batch_size, max_tokens=max_tokens):
                     vectors, ready = self._start(batch.inputs)
                     running.append((vectors, ready, batch.rows))
                     while len(running) >= depth:
